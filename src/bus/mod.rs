@@ -1,0 +1,56 @@
+//! The bus: topics with keys, headers, per-key order and consumer groups
+//! with committed offsets (DESIGN §1, §2).
+//!
+//! Backends implement [`Bus`]; the embedded default is a durable log in
+//! SQLite ([`embedded`]). Pipelines only ever see the trait, so switching
+//! `bus:` in `waybill.yaml` changes no pipeline.
+
+pub mod dead_letter;
+pub mod embedded;
+
+use crate::model::{Message, Record};
+use async_trait::async_trait;
+
+/// Why the bus could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("bus storage error: {0}")]
+    Storage(String),
+    #[error("bus is unavailable: {0}")]
+    Unavailable(String),
+    #[error("bus is shutting down")]
+    Closed,
+}
+
+/// A durable, ordered log of topics.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Appends a message; when this returns `Ok` the message is durable.
+    /// Returns the message's offset.
+    async fn publish(&self, topic: &str, message: Message) -> Result<i64, BusError>;
+
+    /// Opens a consumer of `topic` for consumer group `group`, positioned
+    /// after the group's committed offset.
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, BusError>;
+
+    /// Reads messages of a topic from `from` (inclusive) without a group,
+    /// for inspection (`waybill dlq`).
+    async fn read(&self, topic: &str, from: i64, limit: usize) -> Result<Vec<Record>, BusError>;
+
+    /// Topics that exist, for inspection.
+    async fn topics(&self) -> Result<Vec<String>, BusError>;
+
+    /// Whether the bus can take a write right now (`/readyz`).
+    async fn check(&self) -> Result<(), BusError>;
+}
+
+/// One consumer-group member reading one topic.
+#[async_trait]
+pub trait Consumer: Send {
+    /// Waits until at least one record is available (or `wait` elapses,
+    /// returning an empty batch) and returns up to `max` records in offset order.
+    async fn poll(&mut self, max: usize, wait: std::time::Duration) -> Result<Vec<Record>, BusError>;
+
+    /// Commits `next_offset` for `partition`: everything below it is done.
+    async fn commit(&mut self, partition: i32, next_offset: i64) -> Result<(), BusError>;
+}

@@ -1,0 +1,1 @@
+//! Pipeline runner, HTTP server and shutdown.

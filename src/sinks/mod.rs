@@ -1,0 +1,1 @@
+//! Sinks: idempotent courier booking.

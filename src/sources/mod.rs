@@ -1,0 +1,1 @@
+//! Sources: webhook ingest, one file per store source.

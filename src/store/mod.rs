@@ -1,0 +1,134 @@
+//! The store: webhook delivery ids, booking idempotency keys and results,
+//! shipments and the audit trail (DESIGN §2, §8).
+//!
+//! One code path through `sqlx` for SQLite (embedded default) and
+//! PostgreSQL; backend-specific SQL stays behind [`Store`].
+
+pub mod sql;
+
+use crate::model::{BookingKey, BookingResult};
+use async_trait::async_trait;
+use std::time::Duration;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store database error: {0}")]
+    Database(String),
+    #[error("booking {0} not found")]
+    NotFound(String),
+    #[error("booking {key} is {state}, not {expected}")]
+    WrongState { key: String, state: String, expected: String },
+}
+
+/// Where a booking key stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookingStatus {
+    /// Reserved, never sent: safe to send.
+    Reserved,
+    /// The request went out; outcome unknown until recorded.
+    Sent,
+    Booked,
+    /// A person must decide (`waybill bookings resolve`).
+    Review,
+}
+
+impl BookingStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BookingStatus::Reserved => "reserved",
+            BookingStatus::Sent => "sent",
+            BookingStatus::Booked => "booked",
+            BookingStatus::Review => "review",
+        }
+    }
+}
+
+/// A stored booking row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Booking {
+    pub key: BookingKey,
+    pub status: BookingStatus,
+    pub result: Option<BookingResult>,
+    pub reason: Option<String>,
+    pub owner: Option<String>,
+    /// `waybill-id` of the message that created the booking.
+    pub message_id: Option<String>,
+    pub reference: Option<String>,
+    pub updated_at: String,
+}
+
+/// The answer to a reservation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reservation {
+    /// The caller now owns the key and may send the request.
+    Acquired,
+    /// Already booked: return the stored result, do not call the courier.
+    Booked(BookingResult),
+    /// Sent before without a recorded outcome (crash or ambiguous answer).
+    Sent,
+    /// Waiting for a person.
+    Review(String),
+    /// Another live owner holds the lease.
+    Busy { owner: String },
+}
+
+/// An audit entry: which message did what to which booking, when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub key: String,
+    pub action: String,
+    pub message_id: Option<String>,
+    pub detail: Option<String>,
+    pub at: String,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Whether a webhook delivery id was recorded already.
+    async fn delivery_seen(&self, source: &str, account: &str, delivery_id: &str) -> Result<bool, StoreError>;
+
+    /// Records a delivery id; `false` when it was already there.
+    async fn remember_delivery(&self, source: &str, account: &str, delivery_id: &str) -> Result<bool, StoreError>;
+
+    /// Reserves a booking key for `owner` with a lease.
+    async fn reserve_booking(
+        &self,
+        key: &BookingKey,
+        owner: &str,
+        lease: Duration,
+        message_id: &str,
+        reference: &str,
+    ) -> Result<Reservation, StoreError>;
+
+    /// Marks a reserved key `sent`, just before the request goes out.
+    async fn mark_sent(&self, key: &BookingKey, owner: &str) -> Result<(), StoreError>;
+
+    /// Records a successful booking (and the shipment and audit rows).
+    async fn mark_booked(&self, key: &BookingKey, result: &BookingResult, message_id: &str) -> Result<(), StoreError>;
+
+    /// Sends a key to review with a reason.
+    async fn mark_review(&self, key: &BookingKey, reason: &str, message_id: &str) -> Result<(), StoreError>;
+
+    /// Gives a reserved (never sent) key back, e.g. after a retryable failure
+    /// at shutdown, so any owner may take it.
+    async fn release_reservation(&self, key: &BookingKey, owner: &str) -> Result<(), StoreError>;
+
+    /// Operator: the review item was booked with this tracking number.
+    async fn resolve_booked(&self, key: &BookingKey, tracking_number: &str, courier: &str, account: &str) -> Result<(), StoreError>;
+
+    /// Operator: the review item was not booked; allow booking again.
+    async fn resolve_release(&self, key: &BookingKey) -> Result<(), StoreError>;
+
+    async fn booking(&self, key: &BookingKey) -> Result<Option<Booking>, StoreError>;
+
+    async fn bookings(&self, status: Option<BookingStatus>, limit: usize) -> Result<Vec<Booking>, StoreError>;
+
+    async fn audit(&self, key: &BookingKey) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Deletes delivery ids older than `ttl`.
+    async fn expire_deliveries(&self, ttl: Duration) -> Result<u64, StoreError>;
+
+    /// Whether the store is usable right now (`/readyz`).
+    async fn check(&self) -> Result<(), StoreError>;
+}

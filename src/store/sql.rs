@@ -1,0 +1,1 @@
+//! SQL store for SQLite and PostgreSQL through `sqlx`.

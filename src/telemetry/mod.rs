@@ -1,0 +1,1 @@
+//! Metrics registry and named events (one struct per occurrence: log + metric).
