@@ -1,1 +1,89 @@
-//! One file per subcommand.
+//! The `waybill` command line: one file per subcommand.
+//!
+//! This is the binary's edge, so subcommands report errors with `anyhow`
+//! and return the process exit code.
+
+pub mod bookings;
+pub mod dlq;
+pub mod run;
+pub mod simulate;
+pub mod test;
+pub mod try_pipeline;
+pub mod validate;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+
+/// Declarative integration middleware for e-commerce shipping.
+#[derive(Debug, Parser)]
+#[command(name = "waybill", version, about)]
+pub struct Cli {
+    /// Main configuration file.
+    #[arg(long, short = 'c', global = true, default_value = "waybill.yaml")]
+    pub config: PathBuf,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the HTTP server and every pipeline.
+    Run,
+    /// Check the configuration and print every problem as FILE:LINE:COL: message.
+    Validate,
+    /// Run every mappings/**/*.test.yaml.
+    Test,
+    /// Run a pipeline on one order without side effects and print what it would do.
+    Try(try_pipeline::TryArgs),
+    /// Inspect and replay dead letters.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Inspect bookings and resolve review items.
+    #[command(subcommand)]
+    Bookings(bookings::BookingsCommand),
+    /// Send a signed store webhook to a running waybill.
+    #[command(subcommand)]
+    Simulate(simulate::SimulateCommand),
+}
+
+/// Sets up logging; `RUST_LOG` overrides the default level.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs a parsed command line and returns the exit code.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let config = cli.config.as_path();
+    match cli.command {
+        Command::Run => run::run(config).await,
+        Command::Validate => Ok(validate::run(config)),
+        Command::Test => test::run(config),
+        Command::Try(args) => try_pipeline::run(config, args),
+        Command::Dlq(cmd) => dlq::run(config, cmd).await,
+        Command::Bookings(cmd) => bookings::run(config, cmd).await,
+        Command::Simulate(cmd) => simulate::run(config, cmd).await,
+    }
+}
+
+/// Loads the configuration or explains every problem.
+pub fn load_config(path: &Path) -> anyhow::Result<crate::config::Config> {
+    crate::config::load(path).map_err(|diagnostics| {
+        let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid configuration ({} problems; `waybill validate` lists them):\n{}", lines.len(), lines.join("\n"))
+    })
+}

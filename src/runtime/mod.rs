@@ -1,1 +1,151 @@
-//! Pipeline runner, HTTP server and shutdown.
+//! Pipeline runner, HTTP server and shutdown: everything `waybill run` starts.
+
+pub mod runner;
+pub mod server;
+
+use crate::bus::{Bus, BusError};
+use crate::config::{BusSettings, Config};
+use crate::connector::Engine;
+use crate::sinks::book::Booker;
+use crate::sources::Ingest;
+use crate::store::{Store, StoreError};
+use crate::telemetry::Metrics;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How long shutdown waits for in-flight work before abandoning it (it is
+/// redelivered on the next start).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a courier request may take at most, whatever an operation says.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot open the bus: {0}")]
+    Bus(#[from] BusError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: SocketAddr, error: std::io::Error },
+    #[error("HTTP client: {0}")]
+    Http(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The opened backends.
+pub struct Backends {
+    pub bus: Arc<dyn Bus>,
+    pub store: Arc<dyn Store>,
+}
+
+/// Opens the bus and store the config names.
+pub async fn open_backends(config: &Config) -> Result<Backends, RunError> {
+    match &config.bus {
+        BusSettings::Embedded => {
+            let (bus, store) = crate::bus::embedded::open_embedded(&config.data_dir).await?;
+            let store: Arc<dyn Store> = if config.store.url.starts_with("postgres") {
+                Arc::new(crate::store::sql::SqlStore::connect(&config.store.url).await?)
+            } else {
+                Arc::new(store)
+            };
+            Ok(Backends { bus: Arc::new(bus), store })
+        }
+        BusSettings::Kafka { .. } => Err(RunError::Unsupported("the kafka bus is not available yet; use `bus: { kind: embedded }`".into())),
+    }
+}
+
+/// Binds the configured listen address.
+pub async fn bind(config: &Config) -> Result<TcpListener, RunError> {
+    let addr = config.http.listen;
+    TcpListener::bind(addr).await.map_err(|error| RunError::Listen { addr, error })
+}
+
+/// Runs the HTTP server and every pipeline until `shutdown` completes, then
+/// stops taking webhooks, finishes in-flight work and commits.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    let config = Arc::new(config);
+    let Backends { bus, store } = open_backends(&config).await?;
+    let metrics = Arc::new(Metrics::new());
+    let local = listener.local_addr().map_err(|error| RunError::Listen { addr: config.http.listen, error })?;
+    let self_host = if local.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], local.port())) } else { local };
+    let http = reqwest::Client::builder()
+        .timeout(HTTP_TIMEOUT)
+        .connect_timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(1024)
+        .build()
+        .map_err(|e| RunError::Http(e.to_string()))?;
+    let engine = Engine::new(http, format!("http://{self_host}"));
+    let owner = match config.bus {
+        BusSettings::Embedded => "local".to_string(),
+        BusSettings::Kafka { .. } => format!("instance-{}", uuid::Uuid::new_v4()),
+    };
+    let booker = Arc::new(Booker { config: config.clone(), store: store.clone(), engine, metrics: metrics.clone(), owner });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut pipelines = tokio::task::JoinSet::new();
+    for pipeline in &config.pipelines {
+        let runner = Arc::new(runner::Runner {
+            pipeline: pipeline.clone(),
+            config: config.clone(),
+            bus: bus.clone(),
+            booker: booker.clone(),
+            metrics: metrics.clone(),
+        });
+        let stop = stop_rx.clone();
+        let name = pipeline.name.clone();
+        pipelines.spawn(async move {
+            if let Err(e) = runner.run(stop, SHUTDOWN_GRACE).await {
+                tracing::error!(pipeline = %name, error = %e, "pipeline stopped");
+            }
+        });
+    }
+
+    let state = server::AppState { config: config.clone(), ingest: Ingest { bus: bus.clone(), store: store.clone(), metrics: metrics.clone() } };
+    let app = server::router(state, crate::connector::sandbox::router());
+    tracing::info!(listen = %local, pipelines = config.pipelines.len(), data_dir = %config.data_dir.display(), "waybill is running");
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    if let Ok(Err(e)) = server.await {
+        tracing::warn!(error = %e, "HTTP server error at shutdown");
+    }
+    while pipelines.join_next().await.is_some() {}
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,1 +1,3 @@
-//! Sinks: idempotent courier booking.
+//! Sinks: where a pipeline's work leaves waybill.
+
+pub mod book;

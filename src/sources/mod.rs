@@ -1,1 +1,101 @@
 //! Sources: webhook ingest, one file per store source.
+//!
+//! Every webhook goes through the same steps (DESIGN §8), in this order:
+//! unknown account → 404; body too large → 413; bad signature → 401;
+//! unreadable body or missing headers → 400; delivery id seen → 200 (not
+//! re-enqueued); bus cannot take it → 503; otherwise the event is durably on
+//! the bus, its delivery id is recorded, and only then 200.
+//! The per-store files verify and read; [`Ingest`] dedupes and enqueues.
+
+pub mod shopify;
+
+use crate::bus::Bus;
+use crate::model::{Message, SCHEMA_VERSION, header};
+use crate::store::Store;
+use crate::telemetry::Metrics;
+use crate::telemetry::events::{DuplicateSuppressed, WebhookReceived};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a webhook may wait for the bus before answering 503: well
+/// inside the stores' 5 s delivery timeout, so they retry.
+const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A verified store event, ready to enqueue.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// Source connector, e.g. `shopify`; the topic is `orders.<source>`.
+    pub source: &'static str,
+    pub account: String,
+    pub delivery_id: String,
+    /// The store's event name, e.g. `orders/paid`.
+    pub topic: String,
+    pub order_id: String,
+    pub body: Vec<u8>,
+}
+
+/// The shared dedupe → enqueue half of every webhook source.
+#[derive(Clone)]
+pub struct Ingest {
+    pub bus: Arc<dyn Bus>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Ingest {
+    /// Dedupes and enqueues a verified event, answering as DESIGN §8 says.
+    pub async fn accept(&self, incoming: Incoming) -> Response {
+        let Incoming { source, account, delivery_id, topic, order_id, body } = incoming;
+        let reject = |outcome: &str, status: StatusCode, detail: &str| {
+            WebhookReceived { source, account: &account, outcome, status: status.as_u16(), detail }.emit(&self.metrics);
+            (status, detail.to_string()).into_response()
+        };
+        match self.store.delivery_seen(source, &account, &delivery_id).await {
+            Ok(true) => {
+                DuplicateSuppressed { kind: "webhook", source, key: &delivery_id }.emit(&self.metrics);
+                WebhookReceived { source, account: &account, outcome: "duplicate", status: 200, detail: "" }.emit(&self.metrics);
+                return (StatusCode::OK, "duplicate delivery: already accepted\n").into_response();
+            }
+            Ok(false) => {}
+            Err(e) => return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, &format!("store unavailable: {e}\n")),
+        }
+        let received_at = now_rfc3339();
+        let message = Message {
+            key: format!("{account}:{order_id}"),
+            headers: [
+                (header::ID, uuid::Uuid::new_v4().to_string()),
+                (header::SCHEMA, SCHEMA_VERSION.to_string()),
+                (header::SOURCE, source.to_string()),
+                (header::ACCOUNT, account.clone()),
+                (header::TOPIC, topic),
+                (header::RECEIVED_AT, received_at),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            payload: body,
+        };
+        let ingest_topic = format!("orders.{source}");
+        match tokio::time::timeout(ENQUEUE_TIMEOUT, self.bus.publish(&ingest_topic, message)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, &format!("bus unavailable: {e}\n")),
+            Err(_) => return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, "bus did not take the event in time\n"),
+        }
+        // The event is durable; a failure to remember the delivery id only
+        // risks a duplicate event, which booking idempotency absorbs.
+        if let Err(e) = self.store.remember_delivery(source, &account, &delivery_id).await {
+            tracing::warn!(source, account = %account, error = %e, "could not record webhook delivery id");
+        }
+        WebhookReceived { source, account: &account, outcome: "accepted", status: 200, detail: "" }.emit(&self.metrics);
+        (StatusCode::OK, "accepted\n").into_response()
+    }
+}
+
+/// Current time as RFC 3339 UTC text.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

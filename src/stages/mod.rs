@@ -1,3 +1,148 @@
 //! Pipeline stages as plain functions over an envelope, testable without I/O.
+//!
+//! [`plan`] runs every step up to the booking (trigger → map → validate →
+//! route) and says what to do with the message; the runner and `waybill try`
+//! share it, so what `try` prints is what `run` does.
 
+pub mod map;
+pub mod route;
+pub mod trigger;
 pub mod validate;
+
+use crate::config::{Account, Pipeline, Step};
+use crate::model::{ErrorClass, Headers, Shipment};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What the pipeline knows about the incoming event besides its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The store's event name, e.g. `orders/paid`.
+    pub topic: String,
+    /// Store account name.
+    pub account: String,
+    /// Source connector, e.g. `shopify`.
+    pub source: String,
+    pub headers: Headers,
+}
+
+impl Event {
+    /// Reads the event from a message's `waybill-*` headers.
+    pub fn from_headers(headers: &Headers) -> Event {
+        use crate::model::header;
+        let get = |name: &str| headers.get(name).cloned().unwrap_or_default();
+        Event {
+            topic: get(header::TOPIC),
+            account: get(header::ACCOUNT),
+            source: get(header::SOURCE),
+            headers: headers.clone(),
+        }
+    }
+}
+
+/// A step gave up on the message.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{stage}: {message}")]
+pub struct StageError {
+    pub stage: &'static str,
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl StageError {
+    pub fn permanent(stage: &'static str, message: impl Into<String>) -> Self {
+        StageError { stage, class: ErrorClass::Permanent, message: message.into() }
+    }
+}
+
+/// What to do with a message after the pure steps.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// Acknowledge and do nothing (trigger did not match, account filtered).
+    Skip { stage: &'static str, reason: String },
+    /// Book `shipment` on courier account `route`.
+    Book { shipment: Shipment, route: String },
+    /// The pipeline has no booking step: emit the shipment as it is.
+    Emit { shipment: Option<Shipment> },
+}
+
+/// What the pure steps made of one event; `waybill try` prints all of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    /// False when the input filter or the trigger let the event pass by.
+    pub triggered: bool,
+    pub shipment: Option<Shipment>,
+    /// Courier account chosen by `route`.
+    pub route: Option<String>,
+    pub outcome: Result<Plan, StageError>,
+}
+
+/// Runs a pipeline's pure steps over one event and its order body.
+pub fn plan(pipeline: &Pipeline, accounts: &BTreeMap<String, Arc<Account>>, event: &Event, order: Value) -> Planned {
+    let mut planned = Planned { triggered: true, shipment: None, route: None, outcome: Ok(Plan::Emit { shipment: None }) };
+    planned.outcome = run_steps(pipeline, accounts, event, order, &mut planned);
+    if matches!(planned.outcome, Ok(Plan::Skip { .. })) {
+        planned.triggered = false;
+    }
+    planned
+}
+
+fn run_steps(
+    pipeline: &Pipeline,
+    accounts: &BTreeMap<String, Arc<Account>>,
+    event: &Event,
+    order: Value,
+    planned: &mut Planned,
+) -> Result<Plan, StageError> {
+    if !pipeline.accounts.is_empty() && !pipeline.accounts.iter().any(|a| a == &event.account) {
+        return Ok(Plan::Skip { stage: "input", reason: format!("account `{}` is not an input of this pipeline", event.account) });
+    }
+    let settings = accounts
+        .get(&event.account)
+        .map(|a| Value::Object(a.settings.clone()))
+        .unwrap_or_else(|| json!({}));
+    let mut ctx = json!({
+        "event": { "topic": event.topic, "account": event.account, "source": event.source, "headers": event.headers },
+        "order": order,
+        "account": { "name": event.account, "settings": settings },
+    });
+    for step in &pipeline.steps {
+        match step {
+            Step::Trigger(expr) => {
+                if !trigger::matches(expr, &ctx)? {
+                    return Ok(Plan::Skip { stage: "trigger", reason: format!("trigger `{}` did not match", expr.source()) });
+                }
+            }
+            Step::Map(mapping) => {
+                let (value, typed) = map::apply(mapping, &ctx)?;
+                ctx["shipment"] = value;
+                planned.shipment = Some(typed);
+            }
+            Step::Validate(rules) => {
+                let current = planned
+                    .shipment
+                    .as_ref()
+                    .ok_or_else(|| StageError::permanent("validate", "no shipment to validate: add a `map` step before `validate`"))?;
+                validate::validate(current, rules).map_err(|problems| StageError {
+                    stage: "validate",
+                    class: ErrorClass::NeedsReview,
+                    message: problems.join("; "),
+                })?;
+            }
+            Step::Route(rules) => planned.route = Some(route::choose(rules, &ctx)?),
+            Step::Book => {
+                let shipment = planned
+                    .shipment
+                    .clone()
+                    .ok_or_else(|| StageError::permanent("book", "no shipment to book: add a `map` step before `book`"))?;
+                let route = planned
+                    .route
+                    .clone()
+                    .ok_or_else(|| StageError::permanent("book", "no courier account chosen: add a `route` step before `book`"))?;
+                return Ok(Plan::Book { shipment, route });
+            }
+        }
+    }
+    Ok(Plan::Emit { shipment: planned.shipment.clone() })
+}

@@ -1,0 +1,83 @@
+//! `waybill try`: run a pipeline on one order file without side effects and
+//! print one JSON object:
+//! `{"triggered", "shipment", "errors", "route", "request"}` (secrets redacted).
+//!
+//! ```sh
+//! waybill try --pipeline shopify-orders --input samples/shopify/order-cod.json --topic orders/create
+//! ```
+
+use crate::connector::Engine;
+use crate::model::Headers;
+use crate::stages::{self, Event, Plan};
+use anyhow::Context;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, clap::Args)]
+pub struct TryArgs {
+    /// Pipeline name.
+    #[arg(long)]
+    pub pipeline: String,
+    /// The store's order JSON (a webhook body).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The store's event name.
+    #[arg(long, default_value = "orders/paid")]
+    pub topic: String,
+    /// Store account; defaults to the pipeline's first input account.
+    #[arg(long)]
+    pub account: Option<String>,
+}
+
+pub fn run(config_path: &Path, args: TryArgs) -> anyhow::Result<i32> {
+    let config = super::load_config(config_path)?;
+    let pipeline = config
+        .pipelines
+        .iter()
+        .find(|p| p.name == args.pipeline)
+        .with_context(|| {
+            let names: Vec<&str> = config.pipelines.iter().map(|p| p.name.as_str()).collect();
+            format!("no pipeline named `{}`; pipelines: {}", args.pipeline, names.join(", "))
+        })?;
+    let body = std::fs::read(&args.input).with_context(|| format!("cannot read {}", args.input.display()))?;
+    let order: Value = serde_json::from_slice(&body).with_context(|| format!("{} is not JSON", args.input.display()))?;
+    let account = args
+        .account
+        .or_else(|| pipeline.accounts.first().cloned())
+        .or_else(|| config.accounts.values().find(|a| a.connector == "shopify").map(|a| a.name.clone()))
+        .unwrap_or_default();
+    let source = config.accounts.get(&account).map(|a| a.connector.clone()).unwrap_or_default();
+    let event = Event { topic: args.topic, account, source, headers: Headers::new() };
+    let planned = stages::plan(pipeline, &config.accounts, &event, order);
+
+    let mut errors = Vec::new();
+    let mut request = Value::Null;
+    match &planned.outcome {
+        Ok(Plan::Book { shipment, route }) => {
+            let engine = Engine::new(reqwest::Client::new(), format!("http://{}", config.http.listen));
+            let courier = config.accounts.get(route).and_then(|a| config.connectors.get(&a.connector).map(|c| (a, c)));
+            match courier {
+                Some((account, connector)) => match serde_json::to_value(shipment) {
+                    Ok(shipment) => match engine.prepare_book(connector, account, &shipment) {
+                        Ok(prepared) => request = prepared.redacted(),
+                        Err(e) => errors.push(format!("book: {}", e.message)),
+                    },
+                    Err(e) => errors.push(format!("book: {e}")),
+                },
+                None => errors.push(format!("route: courier account `{route}` is not configured")),
+            }
+        }
+        Ok(Plan::Skip { reason, .. }) => errors.push(reason.clone()),
+        Ok(Plan::Emit { .. }) => {}
+        Err(e) => errors.push(format!("{} ({}): {}", e.stage, e.class, e.message)),
+    }
+    let out = json!({
+        "triggered": planned.triggered,
+        "shipment": planned.shipment,
+        "errors": errors,
+        "route": planned.route,
+        "request": request,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if planned.outcome.is_ok() { 0 } else { 1 })
+}

@@ -1,0 +1,73 @@
+//! The HTTP server: webhook endpoints, `/healthz`, `/readyz`, `/metrics` and
+//! the sandbox courier.
+//!
+//! ```yaml
+//! http: { listen: "127.0.0.1:8080", max_body_bytes: 1048576 }
+//! ```
+
+use crate::config::Config;
+use crate::sources::{Ingest, shopify};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What request handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub ingest: Ingest,
+}
+
+/// Builds the router; `sandbox` is the sandbox courier's router.
+pub fn router(state: AppState, sandbox: Router) -> Router {
+    Router::new()
+        .route("/webhooks/shopify/{account}", post(shopify_webhook))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .nest("/sandbox", sandbox)
+}
+
+async fn shopify_webhook(State(state): State<AppState>, Path(account): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    let account = state.config.accounts.get(&account).map(|a| a.as_ref());
+    shopify::receive(&state.ingest, account, &headers, body, state.config.http.max_body_bytes).await
+}
+
+/// The server only listens once the bus and store are open.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let limit = Duration::from_secs(2);
+    let mut problems = Vec::new();
+    match tokio::time::timeout(limit, state.ingest.bus.check()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => problems.push(format!("bus: {e}")),
+        Err(_) => problems.push("bus: no answer within 2s".to_string()),
+    }
+    match tokio::time::timeout(limit, state.ingest.store.check()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => problems.push(format!("store: {e}")),
+        Err(_) => problems.push("store: no answer within 2s".to_string()),
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", problems.join("; "))).into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.ingest.metrics.render(),
+    )
+        .into_response()
+}

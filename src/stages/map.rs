@@ -1,0 +1,20 @@
+//! The `map` step: a field-mapping template turns the order into the
+//! canonical shipment.
+//!
+//! ```yaml
+//! - map: mappings/shopify/order-to-shipment.yaml
+//! ```
+
+use super::StageError;
+use crate::mapping::Mapping;
+use crate::model::Shipment;
+use serde_json::Value;
+
+/// Evaluates the mapping and checks its output is a canonical shipment.
+pub fn apply(mapping: &Mapping, ctx: &Value) -> Result<(Value, Shipment), StageError> {
+    let value = mapping.eval(ctx).map_err(|e| StageError::permanent("map", e.to_string()))?;
+    let shipment = serde_json::from_value::<Shipment>(value.clone()).map_err(|e| {
+        StageError::permanent("map", format!("{}: output is not a canonical shipment: {e}", mapping.path().display()))
+    })?;
+    Ok((value, shipment))
+}

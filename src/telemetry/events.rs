@@ -1,0 +1,224 @@
+//! Named events: one struct per occurrence, emitting a log line and the
+//! matching metric together.
+
+use super::{
+    CourierLabels, CourierLatencyLabels, DeadLetterLabels, DuplicateLabels, Metrics, PipelineLabels, RetryLabels,
+    StageLabels, WebhookLabels,
+};
+use crate::model::ErrorClass;
+use std::time::Duration;
+
+/// A store webhook was answered.
+pub struct WebhookReceived<'a> {
+    pub source: &'a str,
+    /// Account name from the config, or `unknown` (never the raw path value).
+    pub account: &'a str,
+    /// accepted, duplicate, unknown_account, too_large, unauthorized, bad_request, unavailable
+    pub outcome: &'a str,
+    pub status: u16,
+    pub detail: &'a str,
+}
+
+impl WebhookReceived<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        if self.status >= 400 {
+            tracing::warn!(
+                source = self.source,
+                account = self.account,
+                outcome = self.outcome,
+                status = self.status,
+                detail = self.detail,
+                "webhook rejected"
+            );
+        } else {
+            tracing::debug!(source = self.source, account = self.account, outcome = self.outcome, "webhook received");
+        }
+        metrics
+            .webhooks
+            .get_or_create(&WebhookLabels {
+                source: self.source.to_string(),
+                account: self.account.to_string(),
+                outcome: self.outcome.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// A pipeline stage finished with an event.
+pub struct StageProcessed<'a> {
+    pub pipeline: &'a str,
+    pub stage: &'a str,
+    /// ok, skipped, filtered, failed
+    pub outcome: &'a str,
+}
+
+impl StageProcessed<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        tracing::trace!(pipeline = self.pipeline, stage = self.stage, outcome = self.outcome, "stage processed");
+        metrics
+            .events
+            .get_or_create(&StageLabels {
+                pipeline: self.pipeline.to_string(),
+                stage: self.stage.to_string(),
+                outcome: self.outcome.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// A request to a courier API completed (or failed).
+pub struct CourierRequestCompleted<'a> {
+    pub courier: &'a str,
+    pub account: &'a str,
+    pub operation: &'a str,
+    /// success, or the error class
+    pub outcome: &'a str,
+    pub elapsed: Duration,
+    pub detail: &'a str,
+}
+
+impl CourierRequestCompleted<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        if self.outcome == "success" {
+            tracing::debug!(courier = self.courier, account = self.account, operation = self.operation, elapsed_ms = self.elapsed.as_millis() as u64, "courier request succeeded");
+        } else {
+            tracing::warn!(
+                courier = self.courier,
+                account = self.account,
+                operation = self.operation,
+                outcome = self.outcome,
+                elapsed_ms = self.elapsed.as_millis() as u64,
+                detail = self.detail,
+                "courier request failed"
+            );
+        }
+        metrics
+            .courier_requests
+            .get_or_create(&CourierLabels {
+                courier: self.courier.to_string(),
+                account: self.account.to_string(),
+                operation: self.operation.to_string(),
+                outcome: self.outcome.to_string(),
+            })
+            .inc();
+        metrics
+            .courier_latency
+            .get_or_create(&CourierLatencyLabels {
+                courier: self.courier.to_string(),
+                operation: self.operation.to_string(),
+            })
+            .observe(self.elapsed.as_secs_f64());
+    }
+}
+
+/// A retryable failure will be tried again after a delay.
+pub struct RetryScheduled<'a> {
+    pub pipeline: &'a str,
+    pub stage: &'a str,
+    pub class: ErrorClass,
+    pub key: &'a str,
+    pub attempt: u32,
+    pub delay: Duration,
+    pub message: &'a str,
+}
+
+impl RetryScheduled<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        tracing::warn!(
+            pipeline = self.pipeline,
+            stage = self.stage,
+            error_class = self.class.as_str(),
+            key = self.key,
+            attempt = self.attempt,
+            delay_ms = self.delay.as_millis() as u64,
+            error = self.message,
+            "retrying"
+        );
+        metrics
+            .retries
+            .get_or_create(&RetryLabels {
+                pipeline: self.pipeline.to_string(),
+                stage: self.stage.to_string(),
+                error_class: self.class.as_str().to_string(),
+            })
+            .inc();
+    }
+}
+
+/// A message was given up on and written to the dead-letter topic.
+pub struct DeadLettered<'a> {
+    pub pipeline: &'a str,
+    pub stage: &'a str,
+    pub class: ErrorClass,
+    pub key: &'a str,
+    pub topic: &'a str,
+    pub message: &'a str,
+}
+
+impl DeadLettered<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        tracing::error!(
+            pipeline = self.pipeline,
+            stage = self.stage,
+            error_class = self.class.as_str(),
+            key = self.key,
+            topic = self.topic,
+            error = self.message,
+            "dead-lettered"
+        );
+        metrics
+            .dead_letters
+            .get_or_create(&DeadLetterLabels {
+                pipeline: self.pipeline.to_string(),
+                stage: self.stage.to_string(),
+                error_class: self.class.as_str().to_string(),
+            })
+            .inc();
+    }
+}
+
+/// A duplicate was recognised and not acted on again.
+pub struct DuplicateSuppressed<'a> {
+    /// `webhook` or `booking`
+    pub kind: &'a str,
+    pub source: &'a str,
+    pub key: &'a str,
+}
+
+impl DuplicateSuppressed<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        tracing::info!(kind = self.kind, source = self.source, key = self.key, "duplicate suppressed");
+        metrics
+            .duplicates
+            .get_or_create(&DuplicateLabels { kind: self.kind.to_string(), source: self.source.to_string() })
+            .inc();
+    }
+}
+
+/// A shipment was booked at a courier.
+pub struct ShipmentBooked<'a> {
+    pub pipeline: &'a str,
+    pub key: &'a str,
+    pub courier: &'a str,
+    pub tracking_number: &'a str,
+    /// Since the order webhook was received, when known.
+    pub since_received: Option<Duration>,
+}
+
+impl ShipmentBooked<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        tracing::info!(
+            pipeline = self.pipeline,
+            key = self.key,
+            courier = self.courier,
+            tracking_number = self.tracking_number,
+            "shipment booked"
+        );
+        if let Some(elapsed) = self.since_received {
+            metrics
+                .order_to_booking
+                .get_or_create(&PipelineLabels { pipeline: self.pipeline.to_string() })
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+}
