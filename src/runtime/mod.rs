@@ -39,6 +39,7 @@ pub enum RunError {
 }
 
 /// The opened backends.
+#[derive(Clone)]
 pub struct Backends {
     pub bus: Arc<dyn Bus>,
     pub store: Arc<dyn Store>,
@@ -69,8 +70,18 @@ pub async fn bind(config: &Config) -> Result<TcpListener, RunError> {
 /// Runs the HTTP server and every pipeline until `shutdown` completes, then
 /// stops taking webhooks, finishes in-flight work and commits.
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
-    let config = Arc::new(config);
-    let Backends { bus, store } = open_backends(&config).await?;
+    let backends = open_backends(&config).await?;
+    run_with(Arc::new(config), backends, listener, shutdown).await
+}
+
+/// [`run`] on backends the caller opened (tests keep handles to inspect them).
+pub async fn run_with(
+    config: Arc<Config>,
+    backends: Backends,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let Backends { bus, store } = backends;
     let metrics = Arc::new(Metrics::new());
     let local = listener.local_addr().map_err(|error| RunError::Listen { addr: config.http.listen, error })?;
     let self_host = if local.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], local.port())) } else { local };
