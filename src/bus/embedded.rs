@@ -53,18 +53,25 @@ const DEAD_LETTER_PREFIX: &str = "dlq.";
 /// the directory and the database and running migrations. Both share the one
 /// writer connection, so their writes never fight over SQLite's write lock.
 pub async fn open_embedded(data_dir: &Path) -> Result<(EmbeddedBus, SqlStore), BusError> {
+    open_with(data_dir, RECHECK).await
+}
+
+async fn open_with(
+    data_dir: &Path,
+    recheck: Duration,
+) -> Result<(EmbeddedBus, SqlStore), BusError> {
     tokio::fs::create_dir_all(data_dir).await.map_err(|e| {
         BusError::Unavailable(format!(
             "cannot create data directory {}: {e}",
             data_dir.display()
         ))
     })?;
-    let options = SqliteConnectOptions::new().filename(data_dir.join(DATABASE_FILE));
-    let pools = sqlite::open(options).await.map_err(|e| {
-        BusError::Unavailable(format!("{}: {e}", data_dir.join(DATABASE_FILE).display()))
-    })?;
+    let file = data_dir.join(DATABASE_FILE);
+    let pools = sqlite::open(SqliteConnectOptions::new().filename(&file))
+        .await
+        .map_err(|e| BusError::Unavailable(format!("{}: {e}", file.display())))?;
     let store = SqlStore::from_sqlite(&pools);
-    Ok((EmbeddedBus::start(pools), store))
+    Ok((EmbeddedBus::start(pools, recheck), store))
 }
 
 /// The embedded bus. Cheap to clone; clones share the writer.
@@ -78,6 +85,7 @@ struct Inner {
     pools: SqlitePools,
     /// Bumped after every commit that appended messages.
     appended: watch::Receiver<u64>,
+    recheck: Duration,
 }
 
 enum WriteOp {
@@ -124,7 +132,7 @@ fn storage_error(error: &sqlx::Error) -> BusError {
 }
 
 impl EmbeddedBus {
-    fn start(pools: SqlitePools) -> EmbeddedBus {
+    fn start(pools: SqlitePools, recheck: Duration) -> EmbeddedBus {
         let (writer, queue) = mpsc::channel(QUEUE_DEPTH);
         let (appended_tx, appended) = watch::channel(0);
         tokio::spawn(run_writer(pools.write.clone(), queue, appended_tx));
@@ -133,6 +141,7 @@ impl EmbeddedBus {
                 writer,
                 pools,
                 appended,
+                recheck,
             }),
         }
     }
@@ -319,7 +328,10 @@ pub struct EmbeddedConsumer {
 #[async_trait]
 impl Consumer for EmbeddedConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, BusError> {
-        let deadline = Instant::now() + wait;
+        // A wait too long to represent is as good as waiting forever.
+        let deadline = Instant::now()
+            .checked_add(wait)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
         loop {
             // Marking the current version seen before reading means an append
             // that commits after the read still wakes the wait below.
@@ -334,7 +346,7 @@ impl Consumer for EmbeddedConsumer {
             if max == 0 || now >= deadline {
                 return Ok(Vec::new());
             }
-            let recheck = deadline.min(now + RECHECK);
+            let recheck = deadline.min(now + self.bus.inner.recheck);
             tokio::select! {
                 changed = self.appended.changed() => changed.map_err(|_| BusError::Closed)?,
                 () = tokio::time::sleep_until(recheck) => {}
@@ -502,4 +514,243 @@ async fn write_batch(
     }
     tx.commit().await?;
     Ok(offsets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::header;
+    use std::collections::HashMap;
+
+    fn message(key: &str, payload: &[u8]) -> Message {
+        let mut headers = Headers::new();
+        headers.insert(header::ID.into(), format!("id-{key}"));
+        headers.insert(header::SOURCE.into(), "shopify".into());
+        Message {
+            key: key.into(),
+            headers,
+            payload: payload.to_vec(),
+        }
+    }
+
+    async fn open(dir: &Path) -> EmbeddedBus {
+        open_embedded(dir).await.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn publish_poll_commit_and_resume_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = open(dir.path()).await;
+        for i in 0..5u8 {
+            let offset = bus
+                .publish("orders.shopify", message(&format!("k{i}"), &[i, 0, 255]))
+                .await
+                .unwrap();
+            assert_eq!(offset, i64::from(i));
+        }
+        let mut consumer = bus
+            .subscribe("orders.shopify", "waybill.orders")
+            .await
+            .unwrap();
+        let records = consumer.poll(3, Duration::ZERO).await.unwrap();
+        assert_eq!(
+            records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!(records[1].message, message("k1", &[1, 0, 255]));
+        assert_eq!(
+            (records[1].topic.as_str(), records[1].partition),
+            ("orders.shopify", 0)
+        );
+        let records = consumer.poll(10, Duration::ZERO).await.unwrap();
+        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), [3, 4]);
+        // The position moved past everything; nothing is returned twice.
+        assert!(consumer.poll(10, Duration::ZERO).await.unwrap().is_empty());
+        consumer.commit(0, 3).await.unwrap();
+        drop(consumer);
+        bus.close().await;
+        drop(bus);
+
+        let bus = open(dir.path()).await;
+        let mut consumer = bus
+            .subscribe("orders.shopify", "waybill.orders")
+            .await
+            .unwrap();
+        let records = consumer.poll(10, Duration::ZERO).await.unwrap();
+        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(records[0].message, message("k3", &[3, 0, 255]));
+        assert_eq!(
+            bus.publish("orders.shopify", message("k5", b""))
+                .await
+                .unwrap(),
+            5
+        );
+        assert_eq!(bus.topics().await.unwrap(), ["orders.shopify"]);
+        assert_eq!(bus.read("orders.shopify", 4, 10).await.unwrap().len(), 2);
+        bus.check().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn groups_and_topics_are_independent() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = open(dir.path()).await;
+        for i in 0..4 {
+            bus.publish("a", message(&format!("a{i}"), b"a"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(bus.publish("b", message("b0", b"b")).await.unwrap(), 0);
+        let mut first = bus.subscribe("a", "one").await.unwrap();
+        let mut second = bus.subscribe("a", "two").await.unwrap();
+        assert_eq!(first.poll(10, Duration::ZERO).await.unwrap().len(), 4);
+        first.commit(0, 4).await.unwrap();
+        assert_eq!(second.poll(2, Duration::ZERO).await.unwrap().len(), 2);
+        second.commit(0, 2).await.unwrap();
+
+        let mut first = bus.subscribe("a", "one").await.unwrap();
+        let mut second = bus.subscribe("a", "two").await.unwrap();
+        assert!(first.poll(10, Duration::ZERO).await.unwrap().is_empty());
+        let rest = second.poll(10, Duration::ZERO).await.unwrap();
+        assert_eq!(
+            rest.iter()
+                .map(|r| r.message.key.as_str())
+                .collect::<Vec<_>>(),
+            ["a2", "a3"]
+        );
+        let mut other = bus.subscribe("b", "one").await.unwrap();
+        assert_eq!(
+            other.poll(10, Duration::ZERO).await.unwrap()[0].message.key,
+            "b0"
+        );
+    }
+
+    #[tokio::test]
+    async fn poll_wakes_on_publish() {
+        let dir = tempfile::tempdir().unwrap();
+        // Rechecking only hourly: the poll below can only return through the wake-up.
+        let (bus, _store) = open_with(dir.path(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let mut consumer = bus
+            .subscribe("orders.shopify", "waybill.orders")
+            .await
+            .unwrap();
+        let waiting =
+            tokio::spawn(async move { consumer.poll(10, Duration::from_secs(3600)).await });
+        // Let the consumer find nothing and start waiting before the publish.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        bus.publish("orders.shopify", message("k", b"x"))
+            .await
+            .unwrap();
+        let records = tokio::time::timeout(Duration::from_secs(60), waiting)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].message.key, "k");
+    }
+
+    #[tokio::test]
+    async fn poll_returns_empty_when_the_wait_elapses() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = open(dir.path()).await;
+        bus.publish("other", message("k", b"x")).await.unwrap();
+        let mut consumer = bus.subscribe("orders.shopify", "g").await.unwrap();
+        assert!(
+            consumer
+                .poll(10, Duration::from_millis(20))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_publishes_get_distinct_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = open(dir.path()).await;
+        let publishers: Vec<_> = (0..1000u32)
+            .map(|i| {
+                let bus = bus.clone();
+                tokio::spawn(async move {
+                    let topic = if i % 4 == 0 { "b" } else { "a" };
+                    let offset = bus
+                        .publish(topic, message(&i.to_string(), &i.to_be_bytes()))
+                        .await
+                        .unwrap();
+                    (topic, offset, i)
+                })
+            })
+            .collect();
+        let mut published = HashMap::new();
+        for publisher in publishers {
+            let (topic, offset, i) = publisher.await.unwrap();
+            assert!(
+                published.insert((topic, offset), i).is_none(),
+                "offset {offset} of {topic} given twice"
+            );
+        }
+        for (topic, count) in [("a", 750), ("b", 250)] {
+            let records = bus.read(topic, 0, 2000).await.unwrap();
+            let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+            assert_eq!(offsets, (0..count).collect::<Vec<_>>());
+            for record in records {
+                let i = published[&(topic, record.offset)];
+                assert_eq!(record.message.payload, i.to_be_bytes());
+                assert_eq!(record.message.key, i.to_string());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn trim_keeps_what_a_group_has_not_committed_and_all_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = open(dir.path()).await;
+        for i in 0..10 {
+            bus.publish("orders", message(&i.to_string(), b"o"))
+                .await
+                .unwrap();
+        }
+        for topic in ["dlq.shopify-orders", "unread"] {
+            for i in 0..3 {
+                bus.publish(topic, message(&i.to_string(), b"d"))
+                    .await
+                    .unwrap();
+            }
+        }
+        let mut fast = bus.subscribe("orders", "fast").await.unwrap();
+        let mut slow = bus.subscribe("orders", "slow").await.unwrap();
+        fast.commit(0, 8).await.unwrap();
+        slow.commit(0, 4).await.unwrap();
+
+        assert_eq!(bus.trim(Duration::from_secs(3600)).await.unwrap(), 0);
+        assert_eq!(bus.trim(Duration::ZERO).await.unwrap(), 4 + 3);
+        let left: Vec<i64> = bus
+            .read("orders", 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.offset)
+            .collect();
+        assert_eq!(left, (4..10).collect::<Vec<_>>());
+        assert_eq!(
+            bus.read("dlq.shopify-orders", 0, 100).await.unwrap().len(),
+            3
+        );
+        assert!(bus.read("unread", 0, 100).await.unwrap().is_empty());
+        // Offsets keep counting after trimming, even for an emptied topic.
+        assert_eq!(bus.publish("unread", message("k", b"")).await.unwrap(), 3);
+        assert_eq!(slow.poll(100, Duration::ZERO).await.unwrap()[0].offset, 4);
+    }
+
+    #[tokio::test]
+    async fn a_closed_database_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = open(dir.path()).await;
+        bus.close().await;
+        assert!(bus.publish("orders", message("k", b"")).await.is_err());
+        assert!(bus.read("orders", 0, 1).await.is_err());
+        assert!(bus.check().await.is_err());
+    }
 }
