@@ -298,8 +298,8 @@ impl Store for SqlStore {
         delivery_id: &str,
     ) -> Result<bool, StoreError> {
         with_read_pool!(self, pool => {
-            let found: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM webhook_deliveries WHERE source = $1 AND account = $2 AND delivery_id = $3",
+            let found: Option<String> = sqlx::query_scalar(
+                "SELECT delivery_id FROM webhook_deliveries WHERE source = $1 AND account = $2 AND delivery_id = $3",
             )
             .bind(source)
             .bind(account)
@@ -782,5 +782,512 @@ impl Store for SqlStore {
             sqlx::query("SELECT 1").execute(pool).await.map_err(db)?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use std::future::Future;
+    use std::panic::AssertUnwindSafe;
+
+    /// The server the PostgreSQL tests create their databases on.
+    fn postgres_server() -> String {
+        std::env::var("WAYBILL_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    }
+
+    async fn on_sqlite<F, Fut>(test: F)
+    where
+        F: FnOnce(SqlStore) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("store.db").display());
+        let store = SqlStore::connect(&url).await.unwrap();
+        test(store.clone()).await;
+        store.close().await;
+    }
+
+    /// Runs `test` on a fresh database `waybill_test_<random>`, dropped afterwards
+    /// even when the test fails.
+    async fn on_postgres<F, Fut>(test: F)
+    where
+        F: FnOnce(SqlStore) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let server = postgres_server();
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("{server}/postgres"))
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {server} is required for these tests: {e}"));
+        let name = format!("waybill_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let outcome = AssertUnwindSafe(async {
+            let store = SqlStore::connect(&format!("{server}/{name}"))
+                .await
+                .unwrap();
+            test(store.clone()).await;
+            store.close().await;
+        })
+        .catch_unwind()
+        .await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// Declares each scenario as one test per backend.
+    macro_rules! on_both_backends {
+        ($($scenario:ident),* $(,)?) => {
+            mod sqlite {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $scenario() {
+                        super::on_sqlite(super::$scenario).await;
+                    }
+                )*
+            }
+            mod postgres {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $scenario() {
+                        super::on_postgres(super::$scenario).await;
+                    }
+                )*
+            }
+        };
+    }
+
+    on_both_backends!(
+        reserve_answers_for_every_state,
+        an_expired_lease_is_taken_over,
+        concurrent_reserves_acquire_once,
+        review_is_resolved_booked_or_released,
+        a_reservation_can_be_given_back,
+        deliveries_are_deduplicated_and_expire,
+        bookings_are_listed_by_status,
+    );
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn key(order_id: &str) -> BookingKey {
+        BookingKey {
+            source: "shopify".into(),
+            account: "shopify-main".into(),
+            order_id: order_id.into(),
+            sequence: 0,
+        }
+    }
+
+    fn result(tracking_number: &str) -> BookingResult {
+        let mut extracted = BTreeMap::new();
+        extracted.insert(
+            "slip".to_string(),
+            serde_json::json!({"url": "https://example.test/slip.pdf"}),
+        );
+        BookingResult {
+            tracking_number: tracking_number.into(),
+            courier: "postex".into(),
+            account: "courier-main".into(),
+            extracted,
+        }
+    }
+
+    async fn actions(store: &SqlStore, key: &BookingKey) -> Vec<String> {
+        store
+            .audit(key)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|entry| entry.action)
+            .collect()
+    }
+
+    async fn reserve_answers_for_every_state(store: SqlStore) {
+        let order = key("820982911946154508");
+        let reserve =
+            |owner: &'static str| store.reserve_booking(&order, owner, HOUR, "msg-1", "#1001");
+        assert_eq!(reserve("a").await.unwrap(), Reservation::Acquired);
+        assert_eq!(
+            reserve("a").await.unwrap(),
+            Reservation::Acquired,
+            "the owner may reserve again"
+        );
+        assert_eq!(
+            reserve("b").await.unwrap(),
+            Reservation::Busy { owner: "a".into() }
+        );
+        assert!(matches!(
+            store.mark_sent(&order, "b").await,
+            Err(StoreError::WrongState { .. })
+        ));
+        store.mark_sent(&order, "a").await.unwrap();
+        assert_eq!(reserve("a").await.unwrap(), Reservation::Sent);
+        assert!(matches!(
+            store.mark_sent(&order, "a").await,
+            Err(StoreError::WrongState { .. })
+        ));
+        store
+            .mark_booked(&order, &result("CN-1"), "msg-1")
+            .await
+            .unwrap();
+        assert_eq!(
+            reserve("b").await.unwrap(),
+            Reservation::Booked(result("CN-1"))
+        );
+        // A redelivered success is accepted; a different one is not.
+        store
+            .mark_booked(&order, &result("CN-1"), "msg-2")
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.mark_booked(&order, &result("CN-2"), "msg-2").await,
+            Err(StoreError::WrongState { .. })
+        ));
+        assert!(matches!(
+            store.mark_review(&order, "late", "msg-2").await,
+            Err(StoreError::WrongState { .. })
+        ));
+
+        let booking = store.booking(&order).await.unwrap().unwrap();
+        assert_eq!(booking.key, order);
+        assert_eq!(booking.status, BookingStatus::Booked);
+        assert_eq!(booking.result, Some(result("CN-1")));
+        assert_eq!(booking.message_id.as_deref(), Some("msg-1"));
+        assert_eq!(booking.reference.as_deref(), Some("#1001"));
+        assert_eq!(booking.owner, None);
+        assert_eq!(
+            actions(&store, &order).await,
+            ["reserved", "sent", "booked"]
+        );
+        let audit = store.audit(&order).await.unwrap();
+        assert_eq!(audit[0].key, order.to_string());
+        assert_eq!(audit[2].message_id.as_deref(), Some("msg-1"));
+        assert!(audit[2].detail.as_deref().unwrap().contains("CN-1"));
+
+        let missing = key("missing");
+        assert_eq!(store.booking(&missing).await.unwrap(), None);
+        assert!(matches!(
+            store.mark_sent(&missing, "a").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.mark_booked(&missing, &result("X"), "m").await,
+            Err(StoreError::NotFound(_))
+        ));
+        store.check().await.unwrap();
+    }
+
+    async fn an_expired_lease_is_taken_over(store: SqlStore) {
+        let order = key("1");
+        assert_eq!(
+            store
+                .reserve_booking(&order, "a", Duration::ZERO, "m1", "#1")
+                .await
+                .unwrap(),
+            Reservation::Acquired
+        );
+        assert_eq!(
+            store
+                .reserve_booking(&order, "b", HOUR, "m2", "#1")
+                .await
+                .unwrap(),
+            Reservation::Acquired
+        );
+        assert_eq!(
+            store
+                .reserve_booking(&order, "a", HOUR, "m1", "#1")
+                .await
+                .unwrap(),
+            Reservation::Busy { owner: "b".into() }
+        );
+        assert!(matches!(
+            store.mark_sent(&order, "a").await,
+            Err(StoreError::WrongState { .. })
+        ));
+        store.mark_sent(&order, "b").await.unwrap();
+        let booking = store.booking(&order).await.unwrap().unwrap();
+        assert_eq!(booking.owner.as_deref(), Some("b"));
+        assert_eq!(booking.message_id.as_deref(), Some("m2"));
+        assert_eq!(
+            actions(&store, &order).await,
+            ["reserved", "taken_over", "sent"]
+        );
+    }
+
+    async fn concurrent_reserves_acquire_once(store: SqlStore) {
+        let order = key("race");
+        let racers: Vec<_> = (0..20)
+            .map(|i| {
+                let store = store.clone();
+                let order = order.clone();
+                tokio::spawn(async move {
+                    store
+                        .reserve_booking(&order, &format!("owner-{i}"), HOUR, "m", "#1")
+                        .await
+                })
+            })
+            .collect();
+        let mut acquired = 0;
+        for racer in racers {
+            match racer.await.unwrap().unwrap() {
+                Reservation::Acquired => acquired += 1,
+                Reservation::Busy { owner } => assert!(owner.starts_with("owner-")),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(acquired, 1);
+        assert_eq!(actions(&store, &order).await, ["reserved"]);
+    }
+
+    async fn review_is_resolved_booked_or_released(store: SqlStore) {
+        let booked = key("booked-by-hand");
+        store
+            .reserve_booking(&booked, "a", HOUR, "m", "#1")
+            .await
+            .unwrap();
+        store.mark_sent(&booked, "a").await.unwrap();
+        store
+            .mark_review(&booked, "timeout after sending", "m")
+            .await
+            .unwrap();
+        store.mark_review(&booked, "again", "m").await.unwrap();
+        assert_eq!(
+            store
+                .reserve_booking(&booked, "b", HOUR, "m", "#1")
+                .await
+                .unwrap(),
+            Reservation::Review("timeout after sending".into())
+        );
+        store
+            .resolve_booked(&booked, "CN-9", "postex", "courier-main")
+            .await
+            .unwrap();
+        let expected = BookingResult {
+            tracking_number: "CN-9".into(),
+            courier: "postex".into(),
+            account: "courier-main".into(),
+            extracted: BTreeMap::new(),
+        };
+        assert_eq!(
+            store
+                .reserve_booking(&booked, "b", HOUR, "m", "#1")
+                .await
+                .unwrap(),
+            Reservation::Booked(expected)
+        );
+        assert!(matches!(
+            store.resolve_booked(&booked, "CN-9", "postex", "c").await,
+            Err(StoreError::WrongState { .. })
+        ));
+        assert_eq!(
+            actions(&store, &booked).await,
+            ["reserved", "sent", "review", "resolved_booked"]
+        );
+
+        let released = key("never-booked");
+        store
+            .reserve_booking(&released, "a", HOUR, "m", "#2")
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.resolve_release(&released).await,
+            Err(StoreError::WrongState { .. })
+        ));
+        store
+            .mark_review(&released, "courier down", "m")
+            .await
+            .unwrap();
+        store.resolve_release(&released).await.unwrap();
+        assert_eq!(store.booking(&released).await.unwrap(), None);
+        assert_eq!(
+            store
+                .reserve_booking(&released, "b", HOUR, "m2", "#2")
+                .await
+                .unwrap(),
+            Reservation::Acquired
+        );
+        assert_eq!(
+            actions(&store, &released).await,
+            ["reserved", "review", "resolved_release", "reserved"]
+        );
+        assert!(matches!(
+            store.resolve_release(&key("nothing")).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    async fn a_reservation_can_be_given_back(store: SqlStore) {
+        let order = key("2");
+        store
+            .reserve_booking(&order, "a", HOUR, "m", "#2")
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.release_reservation(&order, "b").await,
+            Err(StoreError::WrongState { .. })
+        ));
+        store.release_reservation(&order, "a").await.unwrap();
+        assert_eq!(
+            store
+                .reserve_booking(&order, "b", HOUR, "m", "#2")
+                .await
+                .unwrap(),
+            Reservation::Acquired
+        );
+        store.mark_sent(&order, "b").await.unwrap();
+        // Once sent, giving it back could book twice.
+        assert!(matches!(
+            store.release_reservation(&order, "b").await,
+            Err(StoreError::WrongState { .. })
+        ));
+        assert_eq!(
+            actions(&store, &order).await,
+            ["reserved", "released", "reserved", "sent"]
+        );
+    }
+
+    async fn deliveries_are_deduplicated_and_expire(store: SqlStore) {
+        assert!(!store.delivery_seen("shopify", "main", "d-1").await.unwrap());
+        assert!(
+            store
+                .remember_delivery("shopify", "main", "d-1")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .remember_delivery("shopify", "main", "d-1")
+                .await
+                .unwrap()
+        );
+        assert!(store.delivery_seen("shopify", "main", "d-1").await.unwrap());
+        assert!(
+            !store
+                .delivery_seen("shopify", "other", "d-1")
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .remember_delivery("woocommerce", "main", "d-1")
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.expire_deliveries(HOUR).await.unwrap(), 0);
+        assert_eq!(store.expire_deliveries(Duration::ZERO).await.unwrap(), 2);
+        assert!(!store.delivery_seen("shopify", "main", "d-1").await.unwrap());
+    }
+
+    async fn bookings_are_listed_by_status(store: SqlStore) {
+        for order in ["a", "b", "c"] {
+            store
+                .reserve_booking(&key(order), "w", HOUR, "m", order)
+                .await
+                .unwrap();
+        }
+        store.mark_review(&key("b"), "why", "m").await.unwrap();
+        let all = store.bookings(None, 10).await.unwrap();
+        assert_eq!(all.len(), 3);
+        let review = store
+            .bookings(Some(BookingStatus::Review), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            review
+                .iter()
+                .map(|b| b.key.order_id.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert_eq!(review[0].reason.as_deref(), Some("why"));
+        assert_eq!(
+            store
+                .bookings(Some(BookingStatus::Reserved), 1)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            store
+                .bookings(Some(BookingStatus::Booked), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_connections_to_one_sqlite_file_acquire_once() {
+        // Two stores on one file behave like two processes: separate writers.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+        let first = SqlStore::connect(&url).await.unwrap();
+        let second = SqlStore::connect(&url).await.unwrap();
+        let order = key("shared");
+        let racers: Vec<_> = (0..20)
+            .map(|i| {
+                let store = if i % 2 == 0 {
+                    first.clone()
+                } else {
+                    second.clone()
+                };
+                let order = order.clone();
+                tokio::spawn(async move {
+                    store
+                        .reserve_booking(&order, &format!("owner-{i}"), HOUR, "m", "#1")
+                        .await
+                })
+            })
+            .collect();
+        let mut acquired = 0;
+        for racer in racers {
+            if racer.await.unwrap().unwrap() == Reservation::Acquired {
+                acquired += 1;
+            }
+        }
+        assert_eq!(acquired, 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_url_schemes_are_rejected() {
+        let error = SqlStore::connect("mysql://localhost/waybill")
+            .await
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("mysql"), "{error}");
+    }
+
+    #[test]
+    fn timestamps_have_a_fixed_width_and_sort_as_text() {
+        let early = timestamp(datetime!(2026-01-02 03:04:05 UTC));
+        assert_eq!(early, "2026-01-02T03:04:05.000000Z");
+        let late = timestamp(later(
+            datetime!(2026-01-02 03:04:05 UTC),
+            Duration::from_micros(1500),
+        ));
+        assert_eq!(late, "2026-01-02T03:04:05.001500Z");
+        assert!(early < late);
+        assert_eq!(
+            timestamp(later(datetime!(2026-01-02 0:00 UTC), Duration::MAX)),
+            "9999-12-31T23:59:59.000000Z"
+        );
+        assert_eq!(
+            timestamp(earlier(datetime!(2026-01-02 0:00 UTC), Duration::MAX)),
+            "0000-01-01T00:00:00.000000Z"
+        );
     }
 }
