@@ -21,6 +21,9 @@ const WRITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Readers never block the writer under WAL, so a few are enough.
 const READERS: u32 = 4;
 
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum OpenError {
@@ -49,7 +52,11 @@ pub(crate) async fn open(options: SqliteConnectOptions) -> Result<SqlitePools, O
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(BUSY_TIMEOUT);
+        .busy_timeout(BUSY_TIMEOUT)
+        // SQLite would checkpoint on the committing connection, stalling the
+        // one writer (and every publisher queued behind it) for the length of
+        // a checkpoint and its fsync; a background task checkpoints instead.
+        .pragma("wal_autocheckpoint", "0");
     let write = SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(WRITE_ACQUIRE_TIMEOUT)
@@ -60,5 +67,28 @@ pub(crate) async fn open(options: SqliteConnectOptions) -> Result<SqlitePools, O
         .max_connections(READERS)
         .connect_with(options)
         .await?;
+    tokio::spawn(checkpoint(read.clone()));
     Ok(SqlitePools { write, read })
+}
+
+/// Checkpoints the WAL without blocking the writer (PASSIVE) until the
+/// database is closed.
+async fn checkpoint(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(%error, "WAL checkpoint failed; retrying");
+        }
+    }
 }
