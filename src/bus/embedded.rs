@@ -99,7 +99,6 @@ enum WriteOp {
     Commit {
         topic: String,
         group: String,
-        partition: i32,
         next_offset: i64,
         done: oneshot::Sender<Result<(), BusError>>,
     },
@@ -355,12 +354,18 @@ impl Consumer for EmbeddedConsumer {
     }
 
     async fn commit(&mut self, partition: i32, next_offset: i64) -> Result<(), BusError> {
+        // A commit for a partition that does not exist would hold back `trim` forever.
+        if partition != 0 {
+            return Err(BusError::Storage(format!(
+                "topic {} has only partition 0, cannot commit partition {partition}",
+                self.topic
+            )));
+        }
         let (done, answer) = oneshot::channel();
         self.bus
             .send(WriteOp::Commit {
                 topic: self.topic.clone(),
                 group: self.group.clone(),
-                partition,
                 next_offset,
                 done,
             })
@@ -474,19 +479,17 @@ async fn write_batch(
             WriteOp::Commit {
                 topic,
                 group,
-                partition,
                 next_offset,
                 ..
             } => {
                 offsets.push(None);
                 sqlx::query(
                     "INSERT INTO bus_offsets (topic, group_name, partition, next_offset, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (topic, group_name, partition) \
+                     VALUES ($1, $2, 0, $3, $4) ON CONFLICT (topic, group_name, partition) \
                      DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at",
                 )
                 .bind(topic.as_str())
                 .bind(group.as_str())
-                .bind(*partition)
                 .bind(*next_offset)
                 .bind(&now)
                 .execute(&mut *tx)
@@ -520,6 +523,7 @@ async fn write_batch(
 mod tests {
     use super::*;
     use crate::model::header;
+    use crate::store::Store;
     use std::collections::HashMap;
 
     fn message(key: &str, payload: &[u8]) -> Message {
@@ -742,6 +746,115 @@ mod tests {
         // Offsets keep counting after trimming, even for an emptied topic.
         assert_eq!(bus.publish("unread", message("k", b"")).await.unwrap(), 3);
         assert_eq!(slow.poll(100, Duration::ZERO).await.unwrap()[0].offset, 4);
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_makes_the_bus_unavailable_until_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = open(dir.path()).await;
+        bus.publish("orders", message("first", b"x")).await.unwrap();
+        // Capping the file's size on the one writer connection is a full disk to SQLite.
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&bus.inner.pools.write)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {pages}"
+        )))
+        .execute(&bus.inner.pools.write)
+        .await
+        .unwrap();
+        let mut full = None;
+        for i in 0..100 {
+            if let Err(error) = bus
+                .publish("orders", message(&i.to_string(), &[7; 64 * 1024]))
+                .await
+            {
+                full = Some(error);
+                break;
+            }
+        }
+        assert!(matches!(full, Some(BusError::Unavailable(_))), "{full:?}");
+        sqlx::query("PRAGMA max_page_count = 1073741823")
+            .execute(&bus.inner.pools.write)
+            .await
+            .unwrap();
+        let offset = bus.publish("orders", message("after", b"y")).await.unwrap();
+        let last = bus.read("orders", offset, 1).await.unwrap();
+        assert_eq!(last[0].message.key, "after");
+        // Nothing of the failed batch was half-written: offsets have no gaps.
+        let offsets: Vec<i64> = bus
+            .read("orders", 0, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.offset)
+            .collect();
+        assert_eq!(offsets, (0..=offset).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_processes_on_one_file_share_the_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two opens of the same directory have separate writers, like two processes.
+        let first = open(dir.path()).await;
+        let second = open(dir.path()).await;
+        let publishers: Vec<_> = (0..200u32)
+            .map(|i| {
+                let bus = if i % 2 == 0 {
+                    first.clone()
+                } else {
+                    second.clone()
+                };
+                tokio::spawn(async move {
+                    bus.publish("dlq.p", message(&i.to_string(), b""))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut offsets = Vec::new();
+        for publisher in publishers {
+            offsets.push(publisher.await.unwrap());
+        }
+        offsets.sort_unstable();
+        assert_eq!(offsets, (0..200).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn store_writes_share_the_writer_with_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, store) = open_embedded(dir.path()).await.unwrap();
+        let ingests: Vec<_> = (0..300u32)
+            .map(|i| {
+                let (bus, store) = (bus.clone(), store.clone());
+                tokio::spawn(async move {
+                    bus.publish("orders.shopify", message(&i.to_string(), b"{}"))
+                        .await
+                        .unwrap();
+                    store
+                        .remember_delivery("shopify", "main", &i.to_string())
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for ingest in ingests {
+            assert!(ingest.await.unwrap());
+        }
+        assert!(store.delivery_seen("shopify", "main", "299").await.unwrap());
+        assert_eq!(
+            bus.read("orders.shopify", 0, 1000).await.unwrap().len(),
+            300
+        );
+    }
+
+    #[tokio::test]
+    async fn only_partition_zero_can_be_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = open(dir.path()).await;
+        let mut consumer = bus.subscribe("orders", "g").await.unwrap();
+        assert!(consumer.commit(1, 0).await.is_err());
     }
 
     #[tokio::test]
