@@ -94,7 +94,10 @@ enum WriteOp {
         key: String,
         headers: String,
         payload: Vec<u8>,
-        done: oneshot::Sender<Result<i64, BusError>>,
+        /// Appended only if this webhook delivery was not recorded before.
+        delivery: Option<Delivery>,
+        /// `None` when the delivery was a duplicate and nothing was appended.
+        done: oneshot::Sender<Result<Option<i64>, BusError>>,
     },
     Commit {
         topic: String,
@@ -102,6 +105,13 @@ enum WriteOp {
         next_offset: i64,
         done: oneshot::Sender<Result<(), BusError>>,
     },
+}
+
+/// A webhook delivery id, recorded in the store's `webhook_deliveries`.
+struct Delivery {
+    source: String,
+    account: String,
+    id: String,
 }
 
 /// Maps a database error: a full disk or an unreachable file makes the bus
@@ -198,6 +208,48 @@ impl EmbeddedBus {
         self.inner.pools.write.close().await;
     }
 
+    /// Appends `message` and records the webhook delivery id in the same
+    /// transaction, unless the id was recorded before (DESIGN §8: the id is
+    /// recorded only once the event is durably on the bus, and concurrent
+    /// redeliveries cannot both be enqueued). Returns the offset, or `None`
+    /// for a duplicate delivery, which appends nothing.
+    pub async fn publish_once(
+        &self,
+        topic: &str,
+        message: Message,
+        source: &str,
+        account: &str,
+        delivery_id: &str,
+    ) -> Result<Option<i64>, BusError> {
+        let delivery = Delivery {
+            source: source.to_string(),
+            account: account.to_string(),
+            id: delivery_id.to_string(),
+        };
+        self.append(topic, message, Some(delivery)).await
+    }
+
+    async fn append(
+        &self,
+        topic: &str,
+        message: Message,
+        delivery: Option<Delivery>,
+    ) -> Result<Option<i64>, BusError> {
+        let headers = serde_json::to_string(&message.headers)
+            .map_err(|e| BusError::Storage(format!("cannot encode headers: {e}")))?;
+        let (done, answer) = oneshot::channel();
+        self.send(WriteOp::Append {
+            topic: topic.to_string(),
+            key: message.key,
+            headers,
+            payload: message.payload,
+            delivery,
+            done,
+        })
+        .await?;
+        answer.await.map_err(|_| BusError::Closed)?
+    }
+
     async fn send(&self, op: WriteOp) -> Result<(), BusError> {
         self.inner
             .writer
@@ -246,18 +298,9 @@ async fn read_records(
 #[async_trait]
 impl Bus for EmbeddedBus {
     async fn publish(&self, topic: &str, message: Message) -> Result<i64, BusError> {
-        let headers = serde_json::to_string(&message.headers)
-            .map_err(|e| BusError::Storage(format!("cannot encode headers: {e}")))?;
-        let (done, answer) = oneshot::channel();
-        self.send(WriteOp::Append {
-            topic: topic.to_string(),
-            key: message.key,
-            headers,
-            payload: message.payload,
-            done,
-        })
-        .await?;
-        answer.await.map_err(|_| BusError::Closed)?
+        self.append(topic, message, None)
+            .await?
+            .ok_or_else(|| BusError::Storage("append got no offset".into()))
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, BusError> {
@@ -392,11 +435,8 @@ async fn run_writer(
                 for (op, offset) in batch.drain(..).zip(offsets) {
                     match op {
                         WriteOp::Append { done, .. } => {
-                            any_appended = true;
-                            let _ =
-                                done.send(offset.ok_or_else(|| {
-                                    BusError::Storage("append got no offset".into())
-                                }));
+                            any_appended |= offset.is_some();
+                            let _ = done.send(Ok(offset));
                         }
                         WriteOp::Commit { done, .. } => {
                             let _ = done.send(Ok(()));
@@ -430,13 +470,38 @@ async fn write_batch(
     batch: &mut [WriteOp],
 ) -> Result<Vec<Option<i64>>, sqlx::Error> {
     let now = timestamp(OffsetDateTime::now_utc());
-    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut tx = pool.begin().await?;
+    // Deliveries first: an append whose delivery id is already recorded
+    // (before, or earlier in this batch) is dropped.
+    let mut kept = Vec::with_capacity(batch.len());
     for op in batch.iter() {
-        if let WriteOp::Append { topic, .. } = op {
+        let keep =
+            match op {
+                WriteOp::Append {
+                    delivery: Some(delivery),
+                    ..
+                } => sqlx::query(
+                    "INSERT INTO webhook_deliveries (source, account, delivery_id, received_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (source, account, delivery_id) DO NOTHING",
+                )
+                .bind(delivery.source.as_str())
+                .bind(delivery.account.as_str())
+                .bind(delivery.id.as_str())
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1,
+                _ => true,
+            };
+        kept.push(keep);
+    }
+    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+    for (op, keep) in batch.iter().zip(&kept) {
+        if let (WriteOp::Append { topic, .. }, true) = (op, keep) {
             *counts.entry(topic.as_str()).or_default() += 1;
         }
     }
-    let mut tx = pool.begin().await?;
     // Offsets are handed out from `bus_topics` inside the transaction (not
     // from memory), so another process appending to the same file stays in step.
     let mut next: BTreeMap<String, i64> = BTreeMap::new();
@@ -453,8 +518,9 @@ async fn write_batch(
     }
     let mut offsets = Vec::with_capacity(batch.len());
     let mut rows = Vec::new();
-    for op in batch.iter_mut() {
+    for (op, keep) in batch.iter_mut().zip(kept) {
         match op {
+            WriteOp::Append { .. } if !keep => offsets.push(None),
             WriteOp::Append {
                 topic,
                 key,
@@ -847,6 +913,61 @@ mod tests {
             bus.read("orders.shopify", 0, 1000).await.unwrap().len(),
             300
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_is_enqueued_once_with_its_id_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, store) = open_embedded(dir.path()).await.unwrap();
+        let redeliveries: Vec<_> = (0..40u32)
+            .map(|i| {
+                let bus = bus.clone();
+                // Half are redeliveries of one webhook, half are distinct ones.
+                let id = if i % 2 == 0 {
+                    "d-1".to_string()
+                } else {
+                    format!("e-{i}")
+                };
+                tokio::spawn(async move {
+                    bus.publish_once(
+                        "orders.shopify",
+                        message(&i.to_string(), b"{}"),
+                        "shopify",
+                        "main",
+                        &id,
+                    )
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        let mut appended = 0;
+        for redelivery in redeliveries {
+            appended += usize::from(redelivery.await.unwrap().is_some());
+        }
+        assert_eq!(appended, 1 + 20);
+        assert_eq!(bus.read("orders.shopify", 0, 100).await.unwrap().len(), 21);
+        assert!(store.delivery_seen("shopify", "main", "d-1").await.unwrap());
+        let again = bus
+            .publish_once(
+                "orders.shopify",
+                message("x", b"{}"),
+                "shopify",
+                "main",
+                "e-3",
+            )
+            .await;
+        assert_eq!(again.unwrap(), None);
+        let other_account = bus
+            .publish_once(
+                "orders.shopify",
+                message("x", b"{}"),
+                "shopify",
+                "second",
+                "e-3",
+            )
+            .await;
+        assert_eq!(other_account.unwrap(), Some(21));
     }
 
     #[tokio::test]
