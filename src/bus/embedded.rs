@@ -117,9 +117,10 @@ struct Delivery {
 /// Maps a database error: a full disk or an unreachable file makes the bus
 /// unavailable (ingest answers 503); anything else is a storage error.
 fn storage_error(error: &sqlx::Error) -> BusError {
-    const SQLITE_BUSY: &str = "5";
-    const SQLITE_FULL: &str = "13";
-    const SQLITE_CANTOPEN: &str = "14";
+    const SQLITE_BUSY: i64 = 5;
+    const SQLITE_IOERR: i64 = 10;
+    const SQLITE_FULL: i64 = 13;
+    const SQLITE_CANTOPEN: i64 = 14;
     match error {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => BusError::Unavailable(error.to_string()),
         sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => BusError::Closed,
@@ -128,9 +129,9 @@ fn storage_error(error: &sqlx::Error) -> BusError {
             let primary = db
                 .code()
                 .and_then(|code| code.parse::<i64>().ok())
-                .map(|code| (code & 0xff).to_string());
-            match primary.as_deref() {
-                Some(SQLITE_BUSY | SQLITE_FULL | SQLITE_CANTOPEN) => {
+                .map(|code| code & 0xff);
+            match primary {
+                Some(SQLITE_BUSY | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN) => {
                     BusError::Unavailable(error.to_string())
                 }
                 _ => BusError::Storage(error.to_string()),

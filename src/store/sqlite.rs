@@ -24,6 +24,9 @@ const READERS: u32 = 4;
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
+/// WAL size (in pages, 4 KiB by default) past which a checkpoint restarts it.
+const WAL_RESTART_PAGES: i64 = 64 * 1024;
+
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum OpenError {
@@ -71,8 +74,7 @@ pub(crate) async fn open(options: SqliteConnectOptions) -> Result<SqlitePools, O
     Ok(SqlitePools { write, read })
 }
 
-/// Checkpoints the WAL without blocking the writer (PASSIVE) until the
-/// database is closed.
+/// Checkpoints the WAL in the background until the database is closed.
 async fn checkpoint(pool: SqlitePool) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -81,14 +83,70 @@ async fn checkpoint(pool: SqlitePool) {
         if pool.is_closed() {
             return;
         }
-        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
+        if let Err(error) = checkpoint_once(&pool).await {
             if pool.is_closed() {
                 return;
             }
             tracing::warn!(%error, "WAL checkpoint failed; retrying");
         }
+    }
+}
+
+/// Copies the WAL into the database file without blocking the writer
+/// (PASSIVE). Readers that never pause could keep the WAL from being reused,
+/// so past [`WAL_RESTART_PAGES`] it restarts the WAL, briefly holding writers.
+async fn checkpoint_once(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let (_busy, pages, _copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await?;
+    if pages > WAL_RESTART_PAGES {
+        sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_background_task_checkpoints_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("w.db");
+        let pools = open(SqliteConnectOptions::new().filename(&file))
+            .await
+            .unwrap();
+        let automatic: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&pools.write)
+            .await
+            .unwrap();
+        assert_eq!(automatic, 0);
+        for i in 0..200 {
+            sqlx::query("INSERT INTO webhook_deliveries VALUES ('s', 'a', $1, 'now')")
+                .bind(format!("{i:0>500}"))
+                .execute(&pools.write)
+                .await
+                .unwrap();
+        }
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&pools.read)
+            .await
+            .unwrap();
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&pools.read)
+            .await
+            .unwrap();
+        let expected = u64::try_from(pages * page_size).unwrap();
+        // Only a checkpoint grows the database file; the wait is a safety net.
+        let grown = async {
+            while std::fs::metadata(&file).unwrap().len() < expected {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), grown)
+            .await
+            .unwrap();
     }
 }
