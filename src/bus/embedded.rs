@@ -214,6 +214,9 @@ impl EmbeddedBus {
     /// recorded only once the event is durably on the bus, and concurrent
     /// redeliveries cannot both be enqueued). Returns the offset, or `None`
     /// for a duplicate delivery, which appends nothing.
+    ///
+    /// The id goes to this database's `webhook_deliveries`: use it only when
+    /// the store is the one [`open_embedded`] returned, not PostgreSQL.
     pub async fn publish_once(
         &self,
         topic: &str,

@@ -239,7 +239,8 @@ fn unsupported(url: &str) -> StoreError {
 }
 
 impl SqlStore {
-    /// Connects to `sqlite://PATH` or `postgres://…` and runs the migrations.
+    /// Connects to `sqlite://PATH` (or `sqlite::memory:`, handy in tests) or
+    /// `postgres://…` and runs the migrations.
     pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url).map_err(db)?;
@@ -1260,6 +1261,19 @@ mod tests {
             }
         }
         assert_eq!(acquired, 1);
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_store_reads_what_it_wrote() {
+        // Reads and writes use different pools: they must share one memory database.
+        let store = SqlStore::connect("sqlite::memory:").await.unwrap();
+        assert!(
+            store
+                .remember_delivery("shopify", "main", "d")
+                .await
+                .unwrap()
+        );
+        assert!(store.delivery_seen("shopify", "main", "d").await.unwrap());
     }
 
     #[tokio::test]
