@@ -27,15 +27,12 @@ const RESERVE_ATTEMPTS: usize = 8;
 
 const PG_MAX_CONNECTIONS: u32 = 16;
 
-/// Formats `t` as RFC 3339 UTC with microseconds, always the same width.
+/// Formats a UTC `t` as RFC 3339 with microseconds, always the same width.
 pub(crate) fn timestamp(t: OffsetDateTime) -> String {
     let format =
         format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-    // Formatting a UTC date-time with this description only fails for years
-    // beyond four digits, which `later`/`earlier` never produce.
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&format)
-        .unwrap_or_default()
+    // Cannot fail: a date-time has every component the description names.
+    t.format(&format).unwrap_or_default()
 }
 
 /// `t + by`, saturating at the end of year 9999.
