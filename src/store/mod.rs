@@ -5,6 +5,7 @@
 //! PostgreSQL; backend-specific SQL stays behind [`Store`].
 
 pub mod sql;
+pub(crate) mod sqlite;
 
 use crate::model::{BookingKey, BookingResult};
 use async_trait::async_trait;
