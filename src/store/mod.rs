@@ -111,8 +111,9 @@ pub trait Store: Send + Sync + 'static {
     /// Sends a key to review with a reason.
     async fn mark_review(&self, key: &BookingKey, reason: &str, message_id: &str) -> Result<(), StoreError>;
 
-    /// Gives a reserved (never sent) key back, e.g. after a retryable failure
-    /// at shutdown, so any owner may take it.
+    /// Gives a key back so that any owner may take it: a reservation never
+    /// sent, or a request the courier certainly did not act on (a retryable
+    /// or permanent failure).
     async fn release_reservation(&self, key: &BookingKey, owner: &str) -> Result<(), StoreError>;
 
     /// Operator: the review item was booked with this tracking number.

@@ -588,7 +588,7 @@ impl Store for SqlStore {
             let mut tx = pool.begin().await.map_err(db)?;
             let deleted = sqlx::query(
                 "DELETE FROM bookings WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4 \
-                 AND status = 'reserved' AND owner = $5",
+                 AND status IN ('reserved', 'sent') AND owner = $5",
             )
             .bind(&key.source)
             .bind(&key.account)
@@ -1146,14 +1146,16 @@ mod tests {
             Reservation::Acquired
         );
         store.mark_sent(&order, "b").await.unwrap();
-        // Once sent, giving it back could book twice.
+        // Sent, then refused by the courier (a retryable answer): only its
+        // owner gives it back.
         assert!(matches!(
-            store.release_reservation(&order, "b").await,
+            store.release_reservation(&order, "a").await,
             Err(StoreError::WrongState { .. })
         ));
+        store.release_reservation(&order, "b").await.unwrap();
         assert_eq!(
             actions(&store, &order).await,
-            ["reserved", "released", "reserved", "sent"]
+            ["reserved", "released", "reserved", "sent", "released"]
         );
     }
 
