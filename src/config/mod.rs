@@ -15,6 +15,8 @@
 //! pipelines: [ "pipelines/*.yaml" ]
 //! ```
 
+pub mod node;
+
 use crate::connector::Connector;
 use crate::mapping::{Expr, Mapping};
 use std::collections::BTreeMap;
