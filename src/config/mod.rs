@@ -15,7 +15,10 @@
 //! pipelines: [ "pipelines/*.yaml" ]
 //! ```
 
+mod compile;
+pub mod interpolate;
 pub mod node;
+pub mod raw;
 
 use crate::connector::Connector;
 use crate::mapping::{Expr, Mapping};
@@ -188,6 +191,5 @@ impl Default for RetryPolicy {
 /// Reads and compiles the configuration rooted at `path`, returning every
 /// problem found.
 pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
-    let _ = path;
-    todo!("config::load")
+    compile::load_with(path, &|name| std::env::var(name).ok())
 }
