@@ -673,3 +673,190 @@ fn available_connectors(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config tree in a temporary directory.
+    struct Tree {
+        dir: tempfile::TempDir,
+    }
+
+    impl Tree {
+        fn new(files: &[(&str, &str)]) -> Tree {
+            let dir = tempfile::tempdir().unwrap();
+            for (name, text) in files {
+                let path = dir.path().join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, text).unwrap();
+            }
+            Tree { dir }
+        }
+
+        fn load(&self) -> Result<Config, Vec<Diagnostic>> {
+            let env = |name: &str| (name == "TOKEN").then(|| "t0k#n: x".to_string());
+            load_with(&self.dir.path().join("waybill.yaml"), &env)
+        }
+
+        /// `(file name, line, column, message)` of every problem.
+        fn problems(&self) -> Vec<(String, usize, usize, String)> {
+            let diagnostics = self.load().expect_err("expected problems");
+            diagnostics
+                .into_iter()
+                .map(|d| {
+                    let name = d.file.strip_prefix(self.dir.path()).unwrap_or(&d.file).display().to_string();
+                    (name, d.line, d.column, d.message)
+                })
+                .collect()
+        }
+    }
+
+    fn positions(problems: &[(String, usize, usize, String)]) -> Vec<(&str, usize, usize)> {
+        problems.iter().map(|(f, l, c, _)| (f.as_str(), *l, *c)).collect()
+    }
+
+    #[test]
+    fn empty_config_gets_defaults() {
+        let tree = Tree::new(&[("waybill.yaml", "accounts: {}\n")]);
+        let config = tree.load().unwrap();
+        let base = tree.dir.path();
+        assert_eq!(config.base_dir, base);
+        assert_eq!(config.data_dir, base.join("./data"));
+        assert_eq!(config.bus, BusSettings::Embedded);
+        assert_eq!(config.store.url, format!("sqlite://{}", base.join("./data").join("waybill.db").display()));
+        assert_eq!(config.http.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.http.admin_token, None);
+        assert_eq!(config.http.max_body_bytes, 1024 * 1024);
+        assert!(config.pipelines.is_empty());
+    }
+
+    #[test]
+    fn main_file_settings_and_interpolation() {
+        let tree = Tree::new(&[(
+            "waybill.yaml",
+            "data_dir: /var/lib/waybill\nbus: { kind: kafka, brokers: 'k:9092', properties: { session.timeout.ms: '6000' } }\n\
+             store: { url: 'postgres://db/w' }\nhttp: { listen: '0.0.0.0:9000', admin_token: '${TOKEN}', max_body_bytes: 10 }\n",
+        )]);
+        let config = tree.load().unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/waybill"));
+        let properties = BTreeMap::from([("session.timeout.ms".to_string(), "6000".to_string())]);
+        assert_eq!(config.bus, BusSettings::Kafka { brokers: "k:9092".to_string(), properties });
+        assert_eq!(config.store.url, "postgres://db/w");
+        assert_eq!(config.http.admin_token.as_deref(), Some("t0k#n: x"));
+        assert_eq!(config.http.max_body_bytes, 10);
+    }
+
+    #[test]
+    fn kafka_with_sqlite_is_rejected() {
+        let tree = Tree::new(&[("waybill.yaml", "bus: { kind: kafka, brokers: 'k:9092' }\n")]);
+        let problems = tree.problems();
+        assert_eq!(positions(&problems), vec![("waybill.yaml", 1, 14)]);
+        assert_eq!(problems[0].3, "kafka needs a shared store: set store.url to a postgres:// URL");
+
+        let tree = Tree::new(&[("waybill.yaml", "bus: { kind: kafka, brokers: 'k:9092' }\nstore: { url: 'sqlite://x.db' }\n")]);
+        assert_eq!(positions(&tree.problems()), vec![("waybill.yaml", 2, 15)]);
+    }
+
+    #[test]
+    fn unknown_keys_at_every_level_are_all_reported() {
+        let tree = Tree::new(&[
+            (
+                "waybill.yaml",
+                "datadir: ./d\nbus: { kind: embeded }\nhttp: { listen: '127.0.0.1:1', max_body: 5 }\nstore: { uri: x }\n",
+            ),
+            (
+                "pipelines/p.yaml",
+                "name: p\nnmae: q\ninput: { topic: t, acounts: [] }\nsteps:\n  - validate: { rules: [phone], strict: true }\n  - route:\n      - { to: c, wen: x }\n  - bookk: {}\n\
+                 retry: { max_attempts: 2, delay: 1s }\ndead_letter: { topc: d }\n",
+            ),
+        ]);
+        let problems = tree.problems();
+        let expected = vec![
+            ("waybill.yaml", 1, 1),
+            ("waybill.yaml", 2, 14),
+            ("waybill.yaml", 3, 32),
+            ("waybill.yaml", 4, 10),
+            ("pipelines/p.yaml", 2, 1),
+            ("pipelines/p.yaml", 3, 20),
+            ("pipelines/p.yaml", 5, 33),
+            ("pipelines/p.yaml", 7, 18),
+            ("pipelines/p.yaml", 8, 5),
+            ("pipelines/p.yaml", 9, 27),
+            ("pipelines/p.yaml", 10, 16),
+        ];
+        assert_eq!(positions(&problems), expected, "{problems:#?}");
+        assert!(problems[0].3.contains("did you mean `data_dir`"), "{}", problems[0].3);
+        assert!(problems[1].3.contains("did you mean `embedded`"), "{}", problems[1].3);
+        assert!(problems[8].3.contains("did you mean `book`"), "{}", problems[8].3);
+    }
+
+    #[test]
+    fn pipeline_semantics() {
+        let pipeline = |name: &str, extra: &str| {
+            format!("name: {name}\ninput: {{ topic: t, accounts: [shop] }}\nsteps:\n  - book: {{}}\n  - route:\n      - to: couier\n{extra}")
+        };
+        let tree = Tree::new(&[
+            ("waybill.yaml", "pipelines: [pipelines/a.yaml, pipelines/b.yaml, pipelines/missing.yaml, 'more/*.yaml']\n"),
+            ("pipelines/a.yaml", &pipeline("same", "retry: { initial: 5 min }\nmax_in_flight: 0\n")),
+            ("pipelines/b.yaml", &pipeline("same", "")),
+        ]);
+        let problems = tree.problems();
+        let expected = vec![
+            ("waybill.yaml", 1, 49),
+            ("pipelines/a.yaml", 2, 31),
+            ("pipelines/a.yaml", 4, 5),
+            ("pipelines/a.yaml", 6, 13),
+            ("pipelines/a.yaml", 7, 19),
+            ("pipelines/a.yaml", 8, 16),
+            ("pipelines/b.yaml", 2, 31),
+            ("pipelines/b.yaml", 4, 5),
+            ("pipelines/b.yaml", 6, 13),
+        ];
+        assert_eq!(positions(&problems), expected, "{problems:#?}");
+        assert!(problems[0].3.contains("pipeline file not found"));
+        assert!(problems[2].3.contains("`book` needs a `route`"));
+        assert!(problems[4].3.contains("invalid duration `5 min`"));
+    }
+
+    #[test]
+    fn duplicate_pipeline_names() {
+        let pipeline = "name: same\ninput: { topic: t }\nsteps:\n  - validate: { rules: [phone] }\n";
+        let tree = Tree::new(&[("waybill.yaml", "{}\n"), ("pipelines/a.yaml", pipeline), ("pipelines/b.yaml", pipeline)]);
+        let problems = tree.problems();
+        assert_eq!(positions(&problems), vec![("pipelines/b.yaml", 1, 7)]);
+        assert!(problems[0].3.contains("duplicate pipeline name `same`"), "{}", problems[0].3);
+    }
+
+    #[test]
+    fn compiled_pipeline_defaults() {
+        let pipeline = "name: p\ninput: { topic: t }\nsteps:\n  - validate: { rules: [phone, cod_amount] }\nretry: { initial: 1s }\n";
+        let tree = Tree::new(&[("waybill.yaml", "{}\n"), ("pipelines/p.yaml", pipeline)]);
+        let config = tree.load().unwrap();
+        let p = &config.pipelines[0];
+        assert_eq!((p.name.as_str(), p.input.as_str(), p.group()), ("p", "t", "waybill.p".to_string()));
+        assert_eq!(p.dead_letter, "dlq.p");
+        assert_eq!(p.max_in_flight, 64);
+        assert_eq!(p.output, None);
+        assert_eq!(p.retry, RetryPolicy { initial: std::time::Duration::from_secs(1), ..RetryPolicy::default() });
+        assert!(matches!(&p.steps[..], [Step::Validate(rules)] if rules == &[ValidationRule::Phone, ValidationRule::CodAmount]));
+    }
+
+    #[test]
+    fn missing_variable_is_located_and_yaml_shape_is_safe() {
+        let tree = Tree::new(&[("waybill.yaml", "http:\n  admin_token: '${NOT_SET}'\n  listen: \"${NOT_SET_EITHER:-127.0.0.1:7000}\"\n")]);
+        let problems = tree.problems();
+        assert_eq!(positions(&problems), vec![("waybill.yaml", 2, 16)]);
+        assert!(problems[0].3.contains("`NOT_SET` is not set"));
+    }
+
+    #[test]
+    fn syntax_error_and_missing_file() {
+        let tree = Tree::new(&[("waybill.yaml", "http: [1, 2\nbus: x\n")]);
+        let problems = tree.problems();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].3.starts_with("invalid YAML"), "{}", problems[0].3);
+        let tree = Tree::new(&[]);
+        assert_eq!(positions(&tree.problems()), vec![("waybill.yaml", 0, 0)]);
+    }
+}
