@@ -20,7 +20,11 @@ pub fn run(config: &Path) -> i32 {
 }
 
 /// Writes diagnostics to `out` and the summary to `err`; returns the exit code.
-fn report(result: &Result<Config, Vec<Diagnostic>>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+fn report(
+    result: &Result<Config, Vec<Diagnostic>>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
     // A closed pipe (e.g. `| head`) must not turn a verdict into a panic.
     match result {
         Ok(config) => {

@@ -17,8 +17,8 @@ use super::raw::{
     BusKind, RawAccount, RawConfig, RawDuration, RawPipeline, RawRetry, RawRoute, RawRule, RawStep,
 };
 use super::{
-    Account, BusSettings, Config, Diagnostic, HttpSettings, Pipeline, RetryPolicy, RouteRule, StoreSettings, Step,
-    ValidationRule,
+    Account, BusSettings, Config, Diagnostic, HttpSettings, Pipeline, RetryPolicy, RouteRule, Step,
+    StoreSettings, ValidationRule,
 };
 use crate::connector::{Connector, ConnectorKind, FieldSpec, FieldType};
 use crate::mapping::{Expr, Mapping};
@@ -34,7 +34,11 @@ const DEFAULT_LISTEN_PORT: u16 = 8080;
 /// Reads and compiles the configuration rooted at `path`, taking `${VAR}`
 /// values from `lookup`.
 pub fn load_with(path: &Path, lookup: Lookup<'_>) -> Result<Config, Vec<Diagnostic>> {
-    let mut cx = Compiler { diagnostics: Vec::new(), lookup, mappings: BTreeMap::new() };
+    let mut cx = Compiler {
+        diagnostics: Vec::new(),
+        lookup,
+        mappings: BTreeMap::new(),
+    };
     let config = cx.config(path);
     match config {
         Some(config) if cx.diagnostics.is_empty() => Ok(config),
@@ -58,7 +62,8 @@ struct AccountRef {
 
 impl Compiler<'_> {
     fn report(&mut self, file: &Path, line: usize, column: usize, message: impl Into<String>) {
-        self.diagnostics.push(Diagnostic::new(file, line, column, message));
+        self.diagnostics
+            .push(Diagnostic::new(file, line, column, message));
     }
 
     fn report_node_errors(&mut self, file: &Path, errors: Vec<node::Error>) {
@@ -75,7 +80,12 @@ impl Compiler<'_> {
                 order.push(&d.file);
             }
         }
-        let rank = |d: &Diagnostic| order.iter().position(|f| **f == d.file).unwrap_or(usize::MAX);
+        let rank = |d: &Diagnostic| {
+            order
+                .iter()
+                .position(|f| **f == d.file)
+                .unwrap_or(usize::MAX)
+        };
         let mut sorted = self.diagnostics.clone();
         sorted.sort_by_key(|d| (rank(d), d.line, d.column));
         sorted.dedup();
@@ -105,7 +115,12 @@ impl Compiler<'_> {
     fn config(&mut self, path: &Path) -> Option<Config> {
         let node = self.read_yaml(path)?;
         if node.value == Value::Null {
-            self.report(path, 1, 1, "the file is empty; expected a map with `accounts:` and `pipelines:`");
+            self.report(
+                path,
+                1,
+                1,
+                "the file is empty; expected a map with `accounts:` and `pipelines:`",
+            );
             return None;
         }
         let mut errors = Vec::new();
@@ -132,7 +147,10 @@ impl Compiler<'_> {
                 accounts.insert(name.clone(), Arc::new(account));
             }
         }
-        let connectors = connectors.into_iter().filter_map(|(name, c)| Some((name, c?))).collect();
+        let connectors = connectors
+            .into_iter()
+            .filter_map(|(name, c)| Some((name, c?)))
+            .collect();
 
         let pipelines = self.pipelines(path, &base_dir, raw.pipelines.as_deref(), &account_refs);
         Some(Config {
@@ -150,15 +168,27 @@ impl Compiler<'_> {
 
     /// The bus, and where Kafka was chosen (for the shared-store check).
     fn bus(&mut self, file: &Path, raw: &RawConfig) -> (BusSettings, Option<(usize, usize)>) {
-        let Some(bus) = &raw.bus else { return (BusSettings::Embedded, None) };
+        let Some(bus) = &raw.bus else {
+            return (BusSettings::Embedded, None);
+        };
         let at = (bus.kind.line, bus.kind.column);
         match bus.kind.value {
             BusKind::Embedded => {
                 if let Some(b) = &bus.brokers {
-                    self.report(file, b.line, b.column, "`brokers` is only used with `kind: kafka`");
+                    self.report(
+                        file,
+                        b.line,
+                        b.column,
+                        "`brokers` is only used with `kind: kafka`",
+                    );
                 }
                 if let Some(p) = &bus.properties {
-                    self.report(file, p.line, p.column, "`properties` is only used with `kind: kafka`");
+                    self.report(
+                        file,
+                        p.line,
+                        p.column,
+                        "`properties` is only used with `kind: kafka`",
+                    );
                 }
                 (BusSettings::Embedded, None)
             }
@@ -166,17 +196,38 @@ impl Compiler<'_> {
                 let brokers = match &bus.brokers {
                     Some(b) if !b.value.trim().is_empty() => b.value.clone(),
                     _ => {
-                        self.report(file, at.0, at.1, "`kind: kafka` needs `brokers`, e.g. `brokers: \"localhost:9092\"`");
+                        self.report(
+                            file,
+                            at.0,
+                            at.1,
+                            "`kind: kafka` needs `brokers`, e.g. `brokers: \"localhost:9092\"`",
+                        );
                         String::new()
                     }
                 };
-                let properties = bus.properties.as_ref().map(|p| p.value.clone()).unwrap_or_default();
-                (BusSettings::Kafka { brokers, properties }, Some(at))
+                let properties = bus
+                    .properties
+                    .as_ref()
+                    .map(|p| p.value.clone())
+                    .unwrap_or_default();
+                (
+                    BusSettings::Kafka {
+                        brokers,
+                        properties,
+                    },
+                    Some(at),
+                )
             }
         }
     }
 
-    fn store(&mut self, file: &Path, raw: &RawConfig, data_dir: &Path, kafka_at: Option<(usize, usize)>) -> StoreSettings {
+    fn store(
+        &mut self,
+        file: &Path,
+        raw: &RawConfig,
+        data_dir: &Path,
+        kafka_at: Option<(usize, usize)>,
+    ) -> StoreSettings {
         let url = raw.store.as_ref().and_then(|s| s.url.as_ref());
         let resolved = match url {
             Some(url) => {
@@ -192,24 +243,42 @@ impl Compiler<'_> {
             && !(resolved.starts_with("postgres://") || resolved.starts_with("postgresql://"))
         {
             let (line, column) = url.map_or((line, column), |u| (u.line, u.column));
-            self.report(file, line, column, "kafka needs a shared store: set store.url to a postgres:// URL");
+            self.report(
+                file,
+                line,
+                column,
+                "kafka needs a shared store: set store.url to a postgres:// URL",
+            );
         }
         StoreSettings { url: resolved }
     }
 
     fn http(&mut self, file: &Path, raw: &RawConfig) -> HttpSettings {
         let http = raw.http.as_ref();
-        let listen = http.and_then(|h| h.listen).unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_LISTEN_PORT)));
-        let admin_token = http.and_then(|h| h.admin_token.clone()).filter(|t| !t.is_empty());
+        let listen = http
+            .and_then(|h| h.listen)
+            .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_LISTEN_PORT)));
+        let admin_token = http
+            .and_then(|h| h.admin_token.clone())
+            .filter(|t| !t.is_empty());
         let max_body_bytes = match http.and_then(|h| h.max_body_bytes.as_ref()) {
             Some(m) if m.value == 0 => {
-                self.report(file, m.line, m.column, "`max_body_bytes` must be at least 1");
+                self.report(
+                    file,
+                    m.line,
+                    m.column,
+                    "`max_body_bytes` must be at least 1",
+                );
                 DEFAULT_MAX_BODY_BYTES
             }
             Some(m) => m.value,
             None => DEFAULT_MAX_BODY_BYTES,
         };
-        HttpSettings { listen, admin_token, max_body_bytes }
+        HttpSettings {
+            listen,
+            admin_token,
+            max_body_bytes,
+        }
     }
 
     /// Loads a connector once; `None` (kept in the cache) when it is unknown or broken.
@@ -225,12 +294,25 @@ impl Compiler<'_> {
         }
         let dir = base_dir.join("connectors");
         let connector_file = dir.join(format!("{}.yaml", name.value));
-        let valid_name = !name.value.is_empty() && name.value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let valid_name = !name.value.is_empty()
+            && name
+                .value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         let loaded = if valid_name && connector_file.is_file() {
             match Connector::load(&connector_file) {
                 Ok(c) => Some(Arc::new(c)),
                 Err(diagnostics) => {
-                    self.report(file, name.line, name.column, format!("connector `{}` has errors (listed under {})", name.value, connector_file.display()));
+                    self.report(
+                        file,
+                        name.line,
+                        name.column,
+                        format!(
+                            "connector `{}` has errors (listed under {})",
+                            name.value,
+                            connector_file.display()
+                        ),
+                    );
                     self.diagnostics.extend(diagnostics);
                     None
                 }
@@ -266,18 +348,38 @@ impl Compiler<'_> {
         let clean = errors.is_empty();
         self.report_node_errors(file, errors);
         let Some(raw) = raw else { return (None, None) };
-        let Some(connector) = self.connector(file, base_dir, &raw.connector, connectors) else { return (None, None) };
+        let Some(connector) = self.connector(file, base_dir, &raw.connector, connectors) else {
+            return (None, None);
+        };
 
         let at = (node.line, node.column);
-        let what = Schema { account: name, connector: &connector.name, at };
-        let credentials = self.fields(file, &what, "credential", &connector.credentials, raw.credentials.as_ref());
-        let settings = self.fields(file, &what, "setting", &connector.settings, raw.settings.as_ref());
+        let what = Schema {
+            account: name,
+            connector: &connector.name,
+            at,
+        };
+        let credentials = self.fields(
+            file,
+            &what,
+            "credential",
+            &connector.credentials,
+            raw.credentials.as_ref(),
+        );
+        let settings = self.fields(
+            file,
+            &what,
+            "setting",
+            &connector.settings,
+            raw.settings.as_ref(),
+        );
         if let Some(url) = &raw.base_url
             && let Err(e) = url::Url::parse(&url.value)
         {
             self.report(file, url.line, url.column, format!("`base_url` is not a valid URL ({e}): expected e.g. `https://api.example.com/v1`"));
         }
-        let (Some(credentials), Some(settings)) = (credentials, settings) else { return (None, Some(connector.kind)) };
+        let (Some(credentials), Some(settings)) = (credentials, settings) else {
+            return (None, Some(connector.kind));
+        };
         if !clean {
             return (None, Some(connector.kind));
         }
@@ -326,13 +428,21 @@ impl Compiler<'_> {
             Some((n, _)) if n.value == Value::Null => &[][..],
             Some((_, Some(entries))) => entries,
             Some((n, None)) => {
-                self.report(file, n.line, n.column, format!("{noun}s: expected a map of name: value, found {}", n.kind()));
+                self.report(
+                    file,
+                    n.line,
+                    n.column,
+                    format!("{noun}s: expected a map of name: value, found {}", n.kind()),
+                );
                 return None;
             }
         };
         for (key, value) in entries {
             let Some(spec) = schema.get(&key.name) else {
-                let mut message = format!("unknown {noun} `{}` for connector `{}`", key.name, what.connector);
+                let mut message = format!(
+                    "unknown {noun} `{}` for connector `{}`",
+                    key.name, what.connector
+                );
                 if let Some(s) = did_you_mean(&key.name, schema.keys().map(String::as_str)) {
                     message.push_str(&format!(" (did you mean `{s}`?)"));
                 }
@@ -347,7 +457,10 @@ impl Compiler<'_> {
             };
             match typed(value, spec.field_type) {
                 Some(v) if spec.required && v.as_str() == Some("") => {
-                    let message = format!("{noun} `{}` is empty; connector `{}` requires it ({})", key.name, what.connector, spec.description);
+                    let message = format!(
+                        "{noun} `{}` is empty; connector `{}` requires it ({})",
+                        key.name, what.connector, spec.description
+                    );
                     self.report(file, value.line, value.column, message);
                 }
                 Some(v) => {
@@ -355,19 +468,31 @@ impl Compiler<'_> {
                 }
                 None if value.value == Value::Null => {}
                 None => {
-                    let message = format!("{noun} `{}` must be {}, found {}", key.name, type_name(spec.field_type), value.kind());
+                    let message = format!(
+                        "{noun} `{}` must be {}, found {}",
+                        key.name,
+                        type_name(spec.field_type),
+                        value.kind()
+                    );
                     self.report(file, value.line, value.column, message);
                 }
             }
         }
         for (field, spec) in schema {
-            if values.contains_key(field) || entries.iter().any(|(k, v)| &k.name == field && v.value != Value::Null) {
+            if values.contains_key(field)
+                || entries
+                    .iter()
+                    .any(|(k, v)| &k.name == field && v.value != Value::Null)
+            {
                 continue;
             }
             if let Some(default) = &spec.default {
                 values.insert(field.clone(), default.clone());
             } else if spec.required {
-                let mut message = format!("account `{}` is missing {noun} `{field}` required by connector `{}`", what.account, what.connector);
+                let mut message = format!(
+                    "account `{}` is missing {noun} `{field}` required by connector `{}`",
+                    what.account, what.connector
+                );
                 if !spec.description.is_empty() {
                     message.push_str(&format!(" ({})", spec.description));
                 }
@@ -384,7 +509,11 @@ impl Compiler<'_> {
         patterns: Option<&[Located<String>]>,
         accounts: &BTreeMap<String, AccountRef>,
     ) -> Vec<Arc<Pipeline>> {
-        let default = [Located { value: "pipelines/*.yaml".to_string(), line: 0, column: 0 }];
+        let default = [Located {
+            value: "pipelines/*.yaml".to_string(),
+            line: 0,
+            column: 0,
+        }];
         let patterns = patterns.unwrap_or(&default);
         let mut files: Vec<PathBuf> = Vec::new();
         for pattern in patterns {
@@ -392,12 +521,25 @@ impl Compiler<'_> {
             let full_text = full.to_string_lossy().into_owned();
             let is_glob = pattern.value.contains(['*', '?', '[']);
             match glob::glob(&full_text) {
-                Err(e) => self.report(file, pattern.line, pattern.column, format!("invalid pipeline pattern `{}`: {}", pattern.value, e.msg)),
+                Err(e) => self.report(
+                    file,
+                    pattern.line,
+                    pattern.column,
+                    format!("invalid pipeline pattern `{}`: {}", pattern.value, e.msg),
+                ),
                 Ok(paths) => {
-                    let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+                    let mut matched: Vec<PathBuf> = paths
+                        .filter_map(Result::ok)
+                        .filter(|p| p.is_file())
+                        .collect();
                     matched.sort();
                     if matched.is_empty() && !is_glob {
-                        self.report(file, pattern.line, pattern.column, format!("pipeline file not found: {}", full.display()));
+                        self.report(
+                            file,
+                            pattern.line,
+                            pattern.column,
+                            format!("pipeline file not found: {}", full.display()),
+                        );
                     }
                     for m in matched {
                         if !files.contains(&m) {
@@ -410,20 +552,34 @@ impl Compiler<'_> {
         let mut seen: BTreeMap<String, (PathBuf, usize)> = BTreeMap::new();
         let mut pipelines = Vec::new();
         for pipeline_file in files {
-            let Some(pipeline) = self.pipeline(&pipeline_file, base_dir, accounts) else { continue };
+            let Some(pipeline) = self.pipeline(&pipeline_file, base_dir, accounts) else {
+                continue;
+            };
             if let Some((other, line)) = seen.get(&pipeline.0.name) {
-                let message = format!("duplicate pipeline name `{}` (also used at {}:{line})", pipeline.0.name, other.display());
+                let message = format!(
+                    "duplicate pipeline name `{}` (also used at {}:{line})",
+                    pipeline.0.name,
+                    other.display()
+                );
                 self.report(&pipeline_file, pipeline.1.0, pipeline.1.1, message);
                 continue;
             }
-            seen.insert(pipeline.0.name.clone(), (pipeline_file.clone(), pipeline.1.0));
+            seen.insert(
+                pipeline.0.name.clone(),
+                (pipeline_file.clone(), pipeline.1.0),
+            );
             pipelines.push(Arc::new(pipeline.0));
         }
         pipelines
     }
 
     /// A compiled pipeline and the position of its name.
-    fn pipeline(&mut self, file: &Path, base_dir: &Path, accounts: &BTreeMap<String, AccountRef>) -> Option<(Pipeline, (usize, usize))> {
+    fn pipeline(
+        &mut self,
+        file: &Path,
+        base_dir: &Path,
+        accounts: &BTreeMap<String, AccountRef>,
+    ) -> Option<(Pipeline, (usize, usize))> {
         let node = self.read_yaml(file)?;
         let mut errors = Vec::new();
         let raw = node::parse_lenient::<RawPipeline>(&node, &mut errors);
@@ -433,17 +589,32 @@ impl Compiler<'_> {
         let before = self.diagnostics.len();
 
         let name = raw.name.value.clone();
-        let name_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !name_ok {
-            self.report(file, raw.name.line, raw.name.column, format!("invalid pipeline name `{name}`: use letters, digits, `-`, `_` and `.`"));
+            self.report(
+                file,
+                raw.name.line,
+                raw.name.column,
+                format!("invalid pipeline name `{name}`: use letters, digits, `-`, `_` and `.`"),
+            );
         }
         if raw.input.topic.value.trim().is_empty() {
-            self.report(file, raw.input.topic.line, raw.input.topic.column, "`input.topic` is empty: expected a topic such as `orders.shopify`");
+            self.report(
+                file,
+                raw.input.topic.line,
+                raw.input.topic.column,
+                "`input.topic` is empty: expected a topic such as `orders.shopify`",
+            );
         }
         let mut input_accounts = Vec::new();
         for account in raw.input.accounts.iter().flatten() {
             match self.account_ref(file, account, accounts) {
-                Some(AccountRef { kind: Some(ConnectorKind::Courier) }) => {
+                Some(AccountRef {
+                    kind: Some(ConnectorKind::Courier),
+                }) => {
                     self.report(file, account.line, account.column, format!("account `{}` is a courier account; `input.accounts` lists store accounts", account.value));
                 }
                 _ => input_accounts.push(account.value.clone()),
@@ -468,15 +639,23 @@ impl Compiler<'_> {
                     if v.rules.is_empty() {
                         self.report(file, step_node.line, step_node.column, "`validate.rules` is empty: expected some of phone, shipping_address, cod_amount");
                     }
-                    Some(Step::Validate(v.rules.iter().map(|r| validation_rule(*r)).collect()))
+                    Some(Step::Validate(
+                        v.rules.iter().map(|r| validation_rule(*r)).collect(),
+                    ))
                 }
                 RawStep::Route(rules) => {
                     routed = true;
-                    self.route(file, step_node, &rules, accounts).map(Step::Route)
+                    self.route(file, step_node, &rules, accounts)
+                        .map(Step::Route)
                 }
                 RawStep::Book(_) => {
                     if !routed {
-                        self.report(file, step_node.line, step_node.column, "`book` needs a `route` step before it to choose the courier account");
+                        self.report(
+                            file,
+                            step_node.line,
+                            step_node.column,
+                            "`book` needs a `route` step before it to choose the courier account",
+                        );
                     }
                     Some(Step::Book)
                 }
@@ -496,7 +675,9 @@ impl Compiler<'_> {
             Some(m) => m.value,
             None => DEFAULT_MAX_IN_FLIGHT,
         };
-        let dead_letter = raw.dead_letter.map_or_else(|| format!("dlq.{name}"), |d| d.topic.value);
+        let dead_letter = raw
+            .dead_letter
+            .map_or_else(|| format!("dlq.{name}"), |d| d.topic.value);
         if !clean || self.diagnostics.len() != before {
             return None;
         }
@@ -514,7 +695,12 @@ impl Compiler<'_> {
         Some((pipeline, (raw.name.line, raw.name.column)))
     }
 
-    fn account_ref<'r>(&mut self, file: &Path, name: &Located<String>, accounts: &'r BTreeMap<String, AccountRef>) -> Option<&'r AccountRef> {
+    fn account_ref<'r>(
+        &mut self,
+        file: &Path,
+        name: &Located<String>,
+        accounts: &'r BTreeMap<String, AccountRef>,
+    ) -> Option<&'r AccountRef> {
         let found = accounts.get(&name.value);
         if found.is_none() {
             let mut message = format!("unknown account `{}`", name.value);
@@ -532,7 +718,13 @@ impl Compiler<'_> {
         found
     }
 
-    fn route(&mut self, file: &Path, step: &Node, rules: &[RawRoute], accounts: &BTreeMap<String, AccountRef>) -> Option<Vec<RouteRule>> {
+    fn route(
+        &mut self,
+        file: &Path,
+        step: &Node,
+        rules: &[RawRoute],
+        accounts: &BTreeMap<String, AccountRef>,
+    ) -> Option<Vec<RouteRule>> {
         if rules.is_empty() {
             self.report(file, step.line, step.column, "`route` is empty: expected a list of `{ when: EXPR, to: ACCOUNT }`, the last one without `when`");
             return None;
@@ -543,8 +735,19 @@ impl Compiler<'_> {
             if default_seen {
                 self.report(file, rule.to.line, rule.to.column, "this route rule is never used: a rule without `when` before it matches everything");
             }
-            if let Some(AccountRef { kind: Some(ConnectorKind::Store) }) = self.account_ref(file, &rule.to, accounts) {
-                self.report(file, rule.to.line, rule.to.column, format!("account `{}` is a store account; `route.to` must name a courier account", rule.to.value));
+            if let Some(AccountRef {
+                kind: Some(ConnectorKind::Store),
+            }) = self.account_ref(file, &rule.to, accounts)
+            {
+                self.report(
+                    file,
+                    rule.to.line,
+                    rule.to.column,
+                    format!(
+                        "account `{}` is a store account; `route.to` must name a courier account",
+                        rule.to.value
+                    ),
+                );
             }
             let when = match &rule.when {
                 Some(source) => Some(self.expr(file, "route `when`", source)?),
@@ -553,7 +756,10 @@ impl Compiler<'_> {
                     None
                 }
             };
-            compiled.push(RouteRule { when, to: rule.to.value.clone() });
+            compiled.push(RouteRule {
+                when,
+                to: rule.to.value.clone(),
+            });
         }
         Some(compiled)
     }
@@ -562,13 +768,23 @@ impl Compiler<'_> {
         match Expr::compile(&source.value) {
             Ok(expr) => Some(expr),
             Err(e) => {
-                self.report(file, source.line, source.column, format!("invalid {what} expression: {e}"));
+                self.report(
+                    file,
+                    source.line,
+                    source.column,
+                    format!("invalid {what} expression: {e}"),
+                );
                 None
             }
         }
     }
 
-    fn mapping(&mut self, file: &Path, base_dir: &Path, path: &Located<String>) -> Option<Arc<Mapping>> {
+    fn mapping(
+        &mut self,
+        file: &Path,
+        base_dir: &Path,
+        path: &Located<String>,
+    ) -> Option<Arc<Mapping>> {
         let full = base_dir.join(&path.value);
         if let Some(cached) = self.mappings.get(&full) {
             return cached.clone();
@@ -577,13 +793,30 @@ impl Compiler<'_> {
             match Mapping::load(&full) {
                 Ok(m) => Some(Arc::new(m)),
                 Err(diagnostics) => {
-                    self.report(file, path.line, path.column, format!("mapping `{}` has errors (listed under {})", path.value, full.display()));
+                    self.report(
+                        file,
+                        path.line,
+                        path.column,
+                        format!(
+                            "mapping `{}` has errors (listed under {})",
+                            path.value,
+                            full.display()
+                        ),
+                    );
                     self.diagnostics.extend(diagnostics);
                     None
                 }
             }
         } else {
-            self.report(file, path.line, path.column, format!("mapping file not found: {} (paths are relative to the main config file)", full.display()));
+            self.report(
+                file,
+                path.line,
+                path.column,
+                format!(
+                    "mapping file not found: {} (paths are relative to the main config file)",
+                    full.display()
+                ),
+            );
             None
         };
         self.mappings.insert(full, loaded.clone());
@@ -595,12 +828,18 @@ impl Compiler<'_> {
         let Some(raw) = raw else { return policy };
         if let Some(m) = &raw.max_attempts {
             if m.value == 0 {
-                self.report(file, m.line, m.column, "`max_attempts` must be at least 1 (1 means no retries)");
+                self.report(
+                    file,
+                    m.line,
+                    m.column,
+                    "`max_attempts` must be at least 1 (1 means no retries)",
+                );
             } else {
                 policy.max_attempts = m.value;
             }
         }
-        let take = |d: &Option<Located<RawDuration>>| d.as_ref().map(|d| (d.value.0, d.line, d.column));
+        let take =
+            |d: &Option<Located<RawDuration>>| d.as_ref().map(|d| (d.value.0, d.line, d.column));
         let initial = take(&raw.initial);
         let max_delay = take(&raw.max_delay);
         let max_elapsed = take(&raw.max_elapsed);
@@ -609,7 +848,12 @@ impl Compiler<'_> {
         policy.max_elapsed = max_elapsed.map_or(policy.max_elapsed, |d| d.0);
         if policy.initial > policy.max_delay {
             let (line, column) = initial.or(max_delay).map_or((0, 0), |d| (d.1, d.2));
-            self.report(file, line, column, "`retry.initial` is longer than `retry.max_delay`");
+            self.report(
+                file,
+                line,
+                column,
+                "`retry.initial` is longer than `retry.max_delay`",
+            );
         }
         policy
     }
@@ -646,7 +890,9 @@ fn typed(node: &Node, field_type: FieldType) -> Option<serde_json::Value> {
         (FieldType::String, Value::Seq(_) | Value::Map(_) | Value::Null) => None,
         (FieldType::String, _) => node.scalar_text().map(J::String),
         (FieldType::Bool, Value::Bool(b)) => Some(J::Bool(*b)),
-        (FieldType::Number, Value::Int(_) | Value::UInt(_) | Value::Float(_)) => Some(node.to_json()),
+        (FieldType::Number, Value::Int(_) | Value::UInt(_) | Value::Float(_)) => {
+            Some(node.to_json())
+        }
         (FieldType::List, Value::Seq(_)) => Some(node.to_json()),
         _ => None,
     }
@@ -663,7 +909,9 @@ fn type_name(field_type: FieldType) -> &'static str {
 
 /// Connector names available in `dir` (file stems of `*.yaml`).
 fn available_connectors(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut names: Vec<String> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -705,7 +953,12 @@ mod tests {
             diagnostics
                 .into_iter()
                 .map(|d| {
-                    let name = d.file.strip_prefix(self.dir.path()).unwrap_or(&d.file).display().to_string();
+                    let name = d
+                        .file
+                        .strip_prefix(self.dir.path())
+                        .unwrap_or(&d.file)
+                        .display()
+                        .to_string();
                     (name, d.line, d.column, d.message)
                 })
                 .collect()
@@ -713,7 +966,10 @@ mod tests {
     }
 
     fn positions(problems: &[(String, usize, usize, String)]) -> Vec<(&str, usize, usize)> {
-        problems.iter().map(|(f, l, c, _)| (f.as_str(), *l, *c)).collect()
+        problems
+            .iter()
+            .map(|(f, l, c, _)| (f.as_str(), *l, *c))
+            .collect()
     }
 
     #[test]
@@ -724,7 +980,13 @@ mod tests {
         assert_eq!(config.base_dir, base);
         assert_eq!(config.data_dir, base.join("./data"));
         assert_eq!(config.bus, BusSettings::Embedded);
-        assert_eq!(config.store.url, format!("sqlite://{}", base.join("./data").join("waybill.db").display()));
+        assert_eq!(
+            config.store.url,
+            format!(
+                "sqlite://{}",
+                base.join("./data").join("waybill.db").display()
+            )
+        );
         assert_eq!(config.http.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.http.admin_token, None);
         assert_eq!(config.http.max_body_bytes, 1024 * 1024);
@@ -741,7 +1003,13 @@ mod tests {
         let config = tree.load().unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/waybill"));
         let properties = BTreeMap::from([("session.timeout.ms".to_string(), "6000".to_string())]);
-        assert_eq!(config.bus, BusSettings::Kafka { brokers: "k:9092".to_string(), properties });
+        assert_eq!(
+            config.bus,
+            BusSettings::Kafka {
+                brokers: "k:9092".to_string(),
+                properties
+            }
+        );
         assert_eq!(config.store.url, "postgres://db/w");
         assert_eq!(config.http.admin_token.as_deref(), Some("t0k#n: x"));
         assert_eq!(config.http.max_body_bytes, 10);
@@ -752,9 +1020,15 @@ mod tests {
         let tree = Tree::new(&[("waybill.yaml", "bus: { kind: kafka, brokers: 'k:9092' }\n")]);
         let problems = tree.problems();
         assert_eq!(positions(&problems), vec![("waybill.yaml", 1, 14)]);
-        assert_eq!(problems[0].3, "kafka needs a shared store: set store.url to a postgres:// URL");
+        assert_eq!(
+            problems[0].3,
+            "kafka needs a shared store: set store.url to a postgres:// URL"
+        );
 
-        let tree = Tree::new(&[("waybill.yaml", "bus: { kind: kafka, brokers: 'k:9092' }\nstore: { url: 'sqlite://x.db' }\n")]);
+        let tree = Tree::new(&[(
+            "waybill.yaml",
+            "bus: { kind: kafka, brokers: 'k:9092' }\nstore: { url: 'sqlite://x.db' }\n",
+        )]);
         assert_eq!(positions(&tree.problems()), vec![("waybill.yaml", 2, 15)]);
     }
 
@@ -786,19 +1060,39 @@ mod tests {
             ("pipelines/p.yaml", 10, 16),
         ];
         assert_eq!(positions(&problems), expected, "{problems:#?}");
-        assert!(problems[0].3.contains("did you mean `data_dir`"), "{}", problems[0].3);
-        assert!(problems[1].3.contains("did you mean `embedded`"), "{}", problems[1].3);
-        assert!(problems[8].3.contains("did you mean `book`"), "{}", problems[8].3);
+        assert!(
+            problems[0].3.contains("did you mean `data_dir`"),
+            "{}",
+            problems[0].3
+        );
+        assert!(
+            problems[1].3.contains("did you mean `embedded`"),
+            "{}",
+            problems[1].3
+        );
+        assert!(
+            problems[8].3.contains("did you mean `book`"),
+            "{}",
+            problems[8].3
+        );
     }
 
     #[test]
     fn pipeline_semantics() {
         let pipeline = |name: &str, extra: &str| {
-            format!("name: {name}\ninput: {{ topic: t, accounts: [shop] }}\nsteps:\n  - book: {{}}\n  - route:\n      - to: couier\n{extra}")
+            format!(
+                "name: {name}\ninput: {{ topic: t, accounts: [shop] }}\nsteps:\n  - book: {{}}\n  - route:\n      - to: couier\n{extra}"
+            )
         };
         let tree = Tree::new(&[
-            ("waybill.yaml", "pipelines: [pipelines/a.yaml, pipelines/b.yaml, pipelines/missing.yaml, 'more/*.yaml']\n"),
-            ("pipelines/a.yaml", &pipeline("same", "retry: { initial: 5 min }\nmax_in_flight: 0\n")),
+            (
+                "waybill.yaml",
+                "pipelines: [pipelines/a.yaml, pipelines/b.yaml, pipelines/missing.yaml, 'more/*.yaml']\n",
+            ),
+            (
+                "pipelines/a.yaml",
+                &pipeline("same", "retry: { initial: 5 min }\nmax_in_flight: 0\n"),
+            ),
             ("pipelines/b.yaml", &pipeline("same", "")),
         ]);
         let problems = tree.problems();
@@ -821,11 +1115,20 @@ mod tests {
 
     #[test]
     fn duplicate_pipeline_names() {
-        let pipeline = "name: same\ninput: { topic: t }\nsteps:\n  - validate: { rules: [phone] }\n";
-        let tree = Tree::new(&[("waybill.yaml", "{}\n"), ("pipelines/a.yaml", pipeline), ("pipelines/b.yaml", pipeline)]);
+        let pipeline =
+            "name: same\ninput: { topic: t }\nsteps:\n  - validate: { rules: [phone] }\n";
+        let tree = Tree::new(&[
+            ("waybill.yaml", "{}\n"),
+            ("pipelines/a.yaml", pipeline),
+            ("pipelines/b.yaml", pipeline),
+        ]);
         let problems = tree.problems();
         assert_eq!(positions(&problems), vec![("pipelines/b.yaml", 1, 7)]);
-        assert!(problems[0].3.contains("duplicate pipeline name `same`"), "{}", problems[0].3);
+        assert!(
+            problems[0].3.contains("duplicate pipeline name `same`"),
+            "{}",
+            problems[0].3
+        );
     }
 
     #[test]
@@ -834,17 +1137,31 @@ mod tests {
         let tree = Tree::new(&[("waybill.yaml", "{}\n"), ("pipelines/p.yaml", pipeline)]);
         let config = tree.load().unwrap();
         let p = &config.pipelines[0];
-        assert_eq!((p.name.as_str(), p.input.as_str(), p.group()), ("p", "t", "waybill.p".to_string()));
+        assert_eq!(
+            (p.name.as_str(), p.input.as_str(), p.group()),
+            ("p", "t", "waybill.p".to_string())
+        );
         assert_eq!(p.dead_letter, "dlq.p");
         assert_eq!(p.max_in_flight, 64);
         assert_eq!(p.output, None);
-        assert_eq!(p.retry, RetryPolicy { initial: std::time::Duration::from_secs(1), ..RetryPolicy::default() });
-        assert!(matches!(&p.steps[..], [Step::Validate(rules)] if rules == &[ValidationRule::Phone, ValidationRule::CodAmount]));
+        assert_eq!(
+            p.retry,
+            RetryPolicy {
+                initial: std::time::Duration::from_secs(1),
+                ..RetryPolicy::default()
+            }
+        );
+        assert!(
+            matches!(&p.steps[..], [Step::Validate(rules)] if rules == &[ValidationRule::Phone, ValidationRule::CodAmount])
+        );
     }
 
     #[test]
     fn missing_variable_is_located_and_yaml_shape_is_safe() {
-        let tree = Tree::new(&[("waybill.yaml", "http:\n  admin_token: '${NOT_SET}'\n  listen: \"${NOT_SET_EITHER:-127.0.0.1:7000}\"\n")]);
+        let tree = Tree::new(&[(
+            "waybill.yaml",
+            "http:\n  admin_token: '${NOT_SET}'\n  listen: \"${NOT_SET_EITHER:-127.0.0.1:7000}\"\n",
+        )]);
         let problems = tree.problems();
         assert_eq!(positions(&problems), vec![("waybill.yaml", 2, 16)]);
         assert!(problems[0].3.contains("`NOT_SET` is not set"));
@@ -855,7 +1172,11 @@ mod tests {
         let tree = Tree::new(&[("waybill.yaml", "http: [1, 2\nbus: x\n")]);
         let problems = tree.problems();
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].3.starts_with("invalid YAML"), "{}", problems[0].3);
+        assert!(
+            problems[0].3.starts_with("invalid YAML"),
+            "{}",
+            problems[0].3
+        );
         let tree = Tree::new(&[]);
         assert_eq!(positions(&tree.problems()), vec![("waybill.yaml", 0, 0)]);
     }

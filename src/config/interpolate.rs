@@ -46,7 +46,11 @@ pub fn interpolate(input: &str, lookup: Lookup<'_>) -> Result<Option<String>, Ve
         }
     }
     out.push_str(rest);
-    if errors.is_empty() { Ok(Some(out)) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(Some(out))
+    } else {
+        Err(errors)
+    }
 }
 
 /// One `NAME` or `NAME:-default` between the braces.
@@ -55,7 +59,10 @@ fn expand(inner: &str, lookup: Lookup<'_>) -> Result<String, String> {
         Some((name, default)) => (name, Some(default)),
         None => (inner, None),
     };
-    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
         return Err(format!(
@@ -63,9 +70,9 @@ fn expand(inner: &str, lookup: Lookup<'_>) -> Result<String, String> {
         ));
     }
     match (lookup(name).filter(|v| !v.is_empty()), default) {
-        (Some(value), _) if value.contains(['\n', '\r']) => {
-            Err(format!("environment variable `{name}` contains a line break, which is not allowed in configuration values"))
-        }
+        (Some(value), _) if value.contains(['\n', '\r']) => Err(format!(
+            "environment variable `{name}` contains a line break, which is not allowed in configuration values"
+        )),
         (Some(value), _) => Ok(value),
         (None, Some(default)) => Ok(default.to_string()),
         (None, None) => Err(format!(
@@ -75,7 +82,12 @@ fn expand(inner: &str, lookup: Lookup<'_>) -> Result<String, String> {
 }
 
 /// Substitutes in every string value of `node`, reporting problems at the value.
-pub fn interpolate_node(node: &mut Node, file: &Path, lookup: Lookup<'_>, diagnostics: &mut Vec<Diagnostic>) {
+pub fn interpolate_node(
+    node: &mut Node,
+    file: &Path,
+    lookup: Lookup<'_>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     node.strings_mut(&mut |n| {
         let Value::Str(s) = &n.value else { return };
         match interpolate(s, lookup) {
@@ -85,7 +97,11 @@ pub fn interpolate_node(node: &mut Node, file: &Path, lookup: Lookup<'_>, diagno
                 n.interpolated = true;
             }
             Err(errors) => {
-                diagnostics.extend(errors.into_iter().map(|m| Diagnostic::new(file, n.line, n.column, m)));
+                diagnostics.extend(
+                    errors
+                        .into_iter()
+                        .map(|m| Diagnostic::new(file, n.line, n.column, m)),
+                );
             }
         }
     });
@@ -138,10 +154,14 @@ mod tests {
 
     #[test]
     fn node_values_only_and_located() {
-        let mut node = super::super::node::parse("'${KEY}': x\nv: ${TOKEN}\nw: [1, '${NOPE}']\n").unwrap();
+        let mut node =
+            super::super::node::parse("'${KEY}': x\nv: ${TOKEN}\nw: [1, '${NOPE}']\n").unwrap();
         let mut diags = Vec::new();
         interpolate_node(&mut node, Path::new("f.yaml"), &env, &mut diags);
-        assert_eq!(node.to_json(), serde_json::json!({"${KEY}": "x", "v": "s3cr#t: x", "w": [1, "${NOPE}"]}));
+        assert_eq!(
+            node.to_json(),
+            serde_json::json!({"${KEY}": "x", "v": "s3cr#t: x", "w": [1, "${NOPE}"]})
+        );
         assert_eq!(diags.len(), 1);
         assert_eq!((diags[0].line, diags[0].column), (3, 8));
     }

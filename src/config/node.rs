@@ -85,7 +85,12 @@ impl Node {
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
-            Value::Map(entries) => J::Object(entries.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect()),
+            Value::Map(entries) => J::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.name.clone(), v.to_json()))
+                    .collect(),
+            ),
         }
     }
 
@@ -115,18 +120,27 @@ impl Node {
     /// the path of the map it was in and the key.
     fn remove_entry(&mut self, path: &[Seg]) -> Option<(Vec<Seg>, String)> {
         let last_key = path.iter().rposition(|s| matches!(s, Seg::Key(_)))?;
-        let Seg::Key(key) = &path[last_key] else { return None };
+        let Seg::Key(key) = &path[last_key] else {
+            return None;
+        };
         let map = self.at_mut(&path[..last_key])?;
-        let Value::Map(entries) = &mut map.value else { return None };
+        let Value::Map(entries) = &mut map.value else {
+            return None;
+        };
         let index = entries.iter().position(|(k, _)| &k.name == key)?;
         entries.remove(index);
         Some((path[..last_key].to_vec(), key.clone()))
     }
 
     fn at_mut(&mut self, path: &[Seg]) -> Option<&mut Node> {
-        let Some((first, rest)) = path.split_first() else { return Some(self) };
+        let Some((first, rest)) = path.split_first() else {
+            return Some(self);
+        };
         let child = match (&mut self.value, first) {
-            (Value::Map(entries), Seg::Key(key)) => entries.iter_mut().find(|(k, _)| &k.name == key).map(|(_, n)| n),
+            (Value::Map(entries), Seg::Key(key)) => entries
+                .iter_mut()
+                .find(|(k, _)| &k.name == key)
+                .map(|(_, n)| n),
             (Value::Seq(items), Seg::Index(i)) => items.get_mut(*i),
             _ => None,
         }?;
@@ -139,9 +153,16 @@ pub fn parse(text: &str) -> Result<Node, Error> {
     match serde_saphyr::from_str::<serde_saphyr::Spanned<Tree>>(text) {
         Ok(tree) => Ok(into_node(tree, text)),
         Err(err) => {
-            let (line, column) = err.location().map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
+            let (line, column) = err
+                .location()
+                .map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
             let message = strip_position(&err.without_snippet().to_string());
-            Err(Error { line, column, path: Vec::new(), kind: Kind::Message(message) })
+            Err(Error {
+                line,
+                column,
+                path: Vec::new(),
+                kind: Kind::Message(message),
+            })
         }
     }
 }
@@ -235,13 +256,20 @@ fn into_node(tree: serde_saphyr::Spanned<Tree>, source: &str) -> Node {
         Tree::UInt(u) => (Value::UInt(u), text()),
         Tree::Float(f) => (Value::Float(f), text()),
         Tree::Str(s) => (Value::Str(s), None),
-        Tree::Seq(items) => (Value::Seq(items.into_iter().map(|n| into_node(n, source)).collect()), None),
+        Tree::Seq(items) => (
+            Value::Seq(items.into_iter().map(|n| into_node(n, source)).collect()),
+            None,
+        ),
         Tree::Map(entries) => (
             Value::Map(
                 entries
                     .into_iter()
                     .map(|(k, v)| {
-                        let key = Key { name: k.value, line: k.referenced.line() as usize, column: k.referenced.column() as usize };
+                        let key = Key {
+                            name: k.value,
+                            line: k.referenced.line() as usize,
+                            column: k.referenced.column() as usize,
+                        };
                         (key, into_node(v, source))
                     })
                     .collect(),
@@ -249,7 +277,13 @@ fn into_node(tree: serde_saphyr::Spanned<Tree>, source: &str) -> Node {
             None,
         ),
     };
-    Node { line: loc.line() as usize, column: loc.column() as usize, value, text, interpolated: false }
+    Node {
+        line: loc.line() as usize,
+        column: loc.column() as usize,
+        value,
+        text,
+        interpolated: false,
+    }
 }
 
 /// One step of the way from the document root to a node.
@@ -273,8 +307,14 @@ pub struct Error {
 #[derive(Debug, Clone, PartialEq)]
 enum Kind {
     Message(String),
-    UnknownField { field: String, expected: &'static [&'static str] },
-    UnknownVariant { variant: String, expected: &'static [&'static str] },
+    UnknownField {
+        field: String,
+        expected: &'static [&'static str],
+    },
+    UnknownVariant {
+        variant: String,
+        expected: &'static [&'static str],
+    },
     MissingField(&'static str),
 }
 
@@ -316,21 +356,50 @@ impl std::error::Error for Error {}
 
 impl de::Error for Error {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        Error { line: 0, column: 0, path: Vec::new(), kind: Kind::Message(msg.to_string()) }
+        Error {
+            line: 0,
+            column: 0,
+            path: Vec::new(),
+            kind: Kind::Message(msg.to_string()),
+        }
     }
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
-        Error { line: 0, column: 0, path: Vec::new(), kind: Kind::UnknownField { field: field.to_string(), expected } }
+        Error {
+            line: 0,
+            column: 0,
+            path: Vec::new(),
+            kind: Kind::UnknownField {
+                field: field.to_string(),
+                expected,
+            },
+        }
     }
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
-        Error { line: 0, column: 0, path: Vec::new(), kind: Kind::UnknownVariant { variant: variant.to_string(), expected } }
+        Error {
+            line: 0,
+            column: 0,
+            path: Vec::new(),
+            kind: Kind::UnknownVariant {
+                variant: variant.to_string(),
+                expected,
+            },
+        }
     }
     fn missing_field(field: &'static str) -> Self {
-        Error { line: 0, column: 0, path: Vec::new(), kind: Kind::MissingField(field) }
+        Error {
+            line: 0,
+            column: 0,
+            path: Vec::new(),
+            kind: Kind::MissingField(field),
+        }
     }
 }
 
 /// The closest candidate to a misspelt `word`, if one is close enough.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(1);
     candidates
         .into_iter()
@@ -357,7 +426,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Reads `T` from `node`; the error points at the key or value at fault.
 pub fn from_node<T: DeserializeOwned>(node: &Node) -> Result<T, Error> {
-    T::deserialize(NodeDeserializer { node, path: Vec::new() })
+    T::deserialize(NodeDeserializer {
+        node,
+        path: Vec::new(),
+    })
 }
 
 /// Reads `T` from `node`, reporting every bad key: each error is recorded in
@@ -375,7 +447,9 @@ pub fn parse_lenient<T: DeserializeOwned>(node: &Node, errors: &mut Vec<Error>) 
         };
         // A key already reported (dropped, or misspelt) is not reported missing too.
         let already_reported = match &err.kind {
-            Kind::MissingField(field) => dropped.iter().any(|(p, names)| p == &err.path && names.iter().any(|n| n == field)),
+            Kind::MissingField(field) => dropped
+                .iter()
+                .any(|(p, names)| p == &err.path && names.iter().any(|n| n == field)),
             _ => false,
         };
         if !already_reported {
@@ -419,10 +493,18 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
                     }
                 }
                 let value = value.ok_or_else(|| de::Error::missing_field("value"))?;
-                Ok(Located { value, line, column })
+                Ok(Located {
+                    value,
+                    line,
+                    column,
+                })
             }
         }
-        deserializer.deserialize_struct(LOCATED, LOCATED_FIELDS, LocatedVisitor(std::marker::PhantomData))
+        deserializer.deserialize_struct(
+            LOCATED,
+            LOCATED_FIELDS,
+            LocatedVisitor(std::marker::PhantomData),
+        )
     }
 }
 
@@ -436,7 +518,13 @@ impl<'de> Deserialize<'de> for Node {
                 f.write_str("a configuration node")
             }
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-                let mut node = Node { line: 0, column: 0, value: Value::Null, text: None, interpolated: false };
+                let mut node = Node {
+                    line: 0,
+                    column: 0,
+                    value: Value::Null,
+                    text: None,
+                    interpolated: false,
+                };
                 while let Some(key) = map.next_key::<&str>()? {
                     match key {
                         "line" => node.line = map.next_value()?,
@@ -495,7 +583,14 @@ impl<'de> Deserialize<'de> for NodeValue {
                 let mut entries = Vec::new();
                 while let Some(key) = map.next_key::<Located<String>>()? {
                     let value = map.next_value::<Node>()?;
-                    entries.push((Key { name: key.value, line: key.line, column: key.column }, value));
+                    entries.push((
+                        Key {
+                            name: key.value,
+                            line: key.line,
+                            column: key.column,
+                        },
+                        value,
+                    ));
                 }
                 Ok(NodeValue(Value::Map(entries)))
             }
@@ -523,7 +618,9 @@ impl<'a> NodeDeserializer<'a> {
 
     /// An interpolated string read where a number or bool is expected.
     fn coerced(&self) -> Option<Value> {
-        let Value::Str(s) = &self.node.value else { return None };
+        let Value::Str(s) = &self.node.value else {
+            return None;
+        };
         if !self.node.interpolated {
             return None;
         }
@@ -545,8 +642,15 @@ impl<'a> NodeDeserializer<'a> {
 
     fn visit_value<'de, V: Visitor<'de>>(&self, visitor: V) -> Result<V::Value, Error> {
         let result = match &self.node.value {
-            Value::Seq(items) => visitor.visit_seq(SeqAccess { de: self, items: items.iter().enumerate() }),
-            Value::Map(entries) => visitor.visit_map(MapAccess { de: self, entries: entries.iter(), value: None }),
+            Value::Seq(items) => visitor.visit_seq(SeqAccess {
+                de: self,
+                items: items.iter().enumerate(),
+            }),
+            Value::Map(entries) => visitor.visit_map(MapAccess {
+                de: self,
+                entries: entries.iter(),
+                value: None,
+            }),
             scalar => visit_scalar(scalar, visitor),
         };
         self.pin(result)
@@ -635,7 +739,11 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
         }
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, Error> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
         visitor.visit_newtype_struct(self)
     }
 
@@ -667,15 +775,25 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
         let result = match &self.node.value {
             Value::Map(entries) if entries.len() == 1 => {
                 let (key, value) = &entries[0];
-                visitor.visit_enum(EnumAccess { de: &self, key, value })
+                visitor.visit_enum(EnumAccess {
+                    de: &self,
+                    key,
+                    value,
+                })
             }
             Value::Map(entries) => {
                 let keys: Vec<&str> = entries.iter().map(|(k, _)| k.name.as_str()).collect();
-                Err(de::Error::custom(format!("expected a map with exactly one key, found keys: {}", keys.join(", "))))
+                Err(de::Error::custom(format!(
+                    "expected a map with exactly one key, found keys: {}",
+                    keys.join(", ")
+                )))
             }
             _ => match self.node.scalar_text() {
                 Some(text) => visitor.visit_enum(text.into_deserializer()),
-                None => Err(de::Error::custom(format!("expected a name, found {}", self.node.kind()))),
+                None => Err(de::Error::custom(format!(
+                    "expected a name, found {}",
+                    self.node.kind()
+                ))),
             },
         };
         self.pin(result)
@@ -698,9 +816,15 @@ struct LocatedAccess<'b, 'a> {
 impl<'de> de::MapAccess<'de> for LocatedAccess<'_, '_> {
     type Error = Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
-        let Some(field) = LOCATED_FIELDS.get(self.next) else { return Ok(None) };
-        seed.deserialize(de::value::BorrowedStrDeserializer::new(field)).map(Some)
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
+        let Some(field) = LOCATED_FIELDS.get(self.next) else {
+            return Ok(None);
+        };
+        seed.deserialize(de::value::BorrowedStrDeserializer::new(field))
+            .map(Some)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
@@ -713,10 +837,22 @@ impl<'de> de::MapAccess<'de> for LocatedAccess<'_, '_> {
             Some("interpolated") => seed.deserialize(node.interpolated.into_deserializer()),
             Some("text") => {
                 let value = node.text.clone().map_or(Value::Null, Value::Str);
-                let text = Node { line: node.line, column: node.column, value, text: None, interpolated: false };
-                seed.deserialize(NodeDeserializer { node: &text, path: self.de.path.clone() })
+                let text = Node {
+                    line: node.line,
+                    column: node.column,
+                    value,
+                    text: None,
+                    interpolated: false,
+                };
+                seed.deserialize(NodeDeserializer {
+                    node: &text,
+                    path: self.de.path.clone(),
+                })
             }
-            _ => seed.deserialize(NodeDeserializer { node, path: self.de.path.clone() }),
+            _ => seed.deserialize(NodeDeserializer {
+                node,
+                path: self.de.path.clone(),
+            }),
         }
     }
 }
@@ -729,9 +865,14 @@ struct SeqAccess<'b, 'a> {
 impl<'de> de::SeqAccess<'de> for SeqAccess<'_, '_> {
     type Error = Error;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Error> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
         match self.items.next() {
-            Some((i, node)) => seed.deserialize(self.de.child(node, Seg::Index(i))).map(Some),
+            Some((i, node)) => seed
+                .deserialize(self.de.child(node, Seg::Index(i)))
+                .map(Some),
             None => Ok(None),
         }
     }
@@ -746,16 +887,26 @@ struct MapAccess<'b, 'a> {
 impl<'de> de::MapAccess<'de> for MapAccess<'_, '_> {
     type Error = Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
-        let Some((key, value)) = self.entries.next() else { return Ok(None) };
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
         self.value = Some((key, value));
-        let key_de = KeyDeserializer { key, path: self.de.child(value, Seg::Key(key.name.clone())).path };
+        let key_de = KeyDeserializer {
+            key,
+            path: self.de.child(value, Seg::Key(key.name.clone())).path,
+        };
         seed.deserialize(key_de).map(Some)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
         match self.value.take() {
-            Some((key, value)) => seed.deserialize(self.de.child(value, Seg::Key(key.name.clone()))),
+            Some((key, value)) => {
+                seed.deserialize(self.de.child(value, Seg::Key(key.name.clone())))
+            }
             None => Err(de::Error::custom("value requested before key")),
         }
     }
@@ -771,9 +922,15 @@ impl<'de, 'b, 'a> de::EnumAccess<'de> for EnumAccess<'b, 'a> {
     type Error = Error;
     type Variant = NodeDeserializer<'a>;
 
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self::Variant), Error> {
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self::Variant), Error> {
         let value_de = self.de.child(self.value, Seg::Key(self.key.name.clone()));
-        let key_de = KeyDeserializer { key: self.key, path: value_de.path.clone() };
+        let key_de = KeyDeserializer {
+            key: self.key,
+            path: value_de.path.clone(),
+        };
         let variant = seed.deserialize(key_de)?;
         Ok((variant, value_de))
     }
@@ -797,7 +954,11 @@ impl<'de> de::VariantAccess<'de> for NodeDeserializer<'_> {
         self.deserialize_any(visitor)
     }
 
-    fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], visitor: V) -> Result<V::Value, Error> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
         self.deserialize_struct("", fields, visitor)
     }
 }
@@ -832,7 +993,10 @@ impl<'de> Deserializer<'de> for KeyDeserializer<'_> {
             text: None,
             interpolated: false,
         };
-        let de = NodeDeserializer { node: &node, path: self.path.clone() };
+        let de = NodeDeserializer {
+            node: &node,
+            path: self.path.clone(),
+        };
         visitor.visit_map(LocatedAccess { de: &de, next: 0 })
     }
 
@@ -906,7 +1070,14 @@ mod tests {
     fn located_and_kept_nodes() {
         let node = parse("name: x\nrest: { a: [1, b] }\n").unwrap();
         let outer = from_node::<Outer>(&node).unwrap();
-        assert_eq!((outer.name.value.as_str(), outer.name.line, outer.name.column), ("x", 1, 7));
+        assert_eq!(
+            (
+                outer.name.value.as_str(),
+                outer.name.line,
+                outer.name.column
+            ),
+            ("x", 1, 7)
+        );
         let rest = outer.rest.unwrap();
         assert_eq!(rest.to_json(), serde_json::json!({"a": [1, "b"]}));
         let a = &rest.entries().unwrap()[0];
@@ -926,12 +1097,16 @@ mod tests {
         let mut node = parse("name: x\nhttp: { listen: a, port: '80' }\n").unwrap();
         assert!(from_node::<Outer>(&node).is_err());
         node.strings_mut(&mut |n| n.interpolated = true);
-        assert_eq!(from_node::<Outer>(&node).unwrap().http.unwrap().port, Some(80));
+        assert_eq!(
+            from_node::<Outer>(&node).unwrap().http.unwrap().port,
+            Some(80)
+        );
     }
 
     #[test]
     fn lenient_reports_every_bad_key() {
-        let node = parse("nam: x\nname: y\nhttp: { lisen: a, port: 1, extra: 2 }\nbogus: 1\n").unwrap();
+        let node =
+            parse("nam: x\nname: y\nhttp: { lisen: a, port: 1, extra: 2 }\nbogus: 1\n").unwrap();
         let mut errors = Vec::new();
         let outer = parse_lenient::<Outer>(&node, &mut errors).unwrap();
         let lines: Vec<_> = errors.iter().map(|e| (e.line, e.column)).collect();

@@ -208,15 +208,23 @@ pub struct RawDuration(pub Duration);
 impl<'de> Deserialize<'de> for RawDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        parse_duration(&text).map(RawDuration).map_err(serde::de::Error::custom)
+        parse_duration(&text)
+            .map(RawDuration)
+            .map_err(serde::de::Error::custom)
     }
 }
 
 /// Parses `500ms`, `60s`, `30m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration `{text}`: expected a whole number and a unit (ms, s, m, h), e.g. `500ms`, `60s`, `30m`, `1h`");
+    let invalid = || {
+        format!(
+            "invalid duration `{text}`: expected a whole number and a unit (ms, s, m, h), e.g. `500ms`, `60s`, `30m`, `1h`"
+        )
+    };
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(invalid)?;
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().map_err(|_| invalid())?;
     let millis_per_unit = match unit.trim() {
@@ -226,7 +234,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => 3_600_000,
         _ => return Err(invalid()),
     };
-    number.checked_mul(millis_per_unit).map(Duration::from_millis).ok_or_else(invalid)
+    number
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(invalid)
 }
 
 #[cfg(test)]
@@ -240,7 +251,15 @@ mod tests {
         assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        for bad in ["", "5", "ms", "1.5s", "10 min", "-1s", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "5",
+            "ms",
+            "1.5s",
+            "10 min",
+            "-1s",
+            "99999999999999999999h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
@@ -248,12 +267,17 @@ mod tests {
     #[test]
     fn steps_are_single_key_maps() {
         let step = |yaml: &str| from_node::<RawStep>(&parse(yaml).unwrap());
-        assert!(matches!(step("trigger: \"true\"").unwrap(), RawStep::Trigger(t) if t.value == "true"));
+        assert!(
+            matches!(step("trigger: \"true\"").unwrap(), RawStep::Trigger(t) if t.value == "true")
+        );
         assert!(matches!(step("book: {}").unwrap(), RawStep::Book(Some(_))));
         assert!(matches!(step("book:").unwrap(), RawStep::Book(None)));
         let unknown = step("bok: {}").unwrap_err().to_string();
         assert!(unknown.contains("did you mean `book`"), "{unknown}");
-        assert!(unknown.contains("trigger, map, validate, route, book"), "{unknown}");
+        assert!(
+            unknown.contains("trigger, map, validate, route, book"),
+            "{unknown}"
+        );
         let two = step("map: a\nbook: {}").unwrap_err().to_string();
         assert!(two.contains("exactly one key"), "{two}");
         let rule = step("validate: { rules: [phone, adress] }").unwrap_err();
