@@ -1180,4 +1180,125 @@ mod tests {
         let tree = Tree::new(&[]);
         assert_eq!(positions(&tree.problems()), vec![("waybill.yaml", 0, 0)]);
     }
+
+    const SHOP: &str = "name: shop\nkind: store\ncredentials:\n  webhook_secret: { type: string, secret: true, required: true, description: \"HMAC key\" }\n\
+                        settings:\n  cod_gateways: { type: list, default: [] }\n";
+    const COURIER: &str = "name: courier\nkind: courier\ncredentials:\n  token: { type: string, secret: true, required: true, description: \"API token\" }\n\
+                           base_url: https://courier.example/api\noperations:\n  book:\n    request: { method: POST, path: /book }\n    success: \"response.status == 200\"\n";
+
+    #[test]
+    fn three_mistakes_in_three_files_give_three_diagnostics() {
+        let tree = Tree::new(&[
+            (
+                "waybill.yaml",
+                "data_dir: ./data\nlisten: 1\naccounts:\n  shop-main: { connector: shop, credentials: { webhook_secret: x } }\n  \
+                 courier-main: { connector: courier }\n",
+            ),
+            ("connectors/shop.yaml", SHOP),
+            ("connectors/courier.yaml", COURIER),
+            (
+                "pipelines/p.yaml",
+                "name: p\ninput: { topic: orders.shop, accounts: [shop-main] }\nsteps:\n  - route:\n      - to: courier-mian\n  - book: {}\n",
+            ),
+        ]);
+        let problems = tree.problems();
+        assert_eq!(
+            positions(&problems),
+            vec![
+                ("waybill.yaml", 2, 1),
+                ("waybill.yaml", 5, 17),
+                ("pipelines/p.yaml", 5, 13)
+            ],
+            "{problems:#?}"
+        );
+        assert!(
+            problems[1].3.contains("missing credential `token`"),
+            "{}",
+            problems[1].3
+        );
+        assert!(
+            problems[2].3.contains("did you mean `courier-main`"),
+            "{}",
+            problems[2].3
+        );
+    }
+
+    #[test]
+    fn accounts_against_connector_schemas() {
+        let tree = Tree::new(&[
+            (
+                "waybill.yaml",
+                "accounts:\n  a: { connector: shop, credentials: { webhook_secret: '${TOKEN}' }, settings: { cod_gateways: [COD] } }\n  \
+                 b: { connector: courier, credentials: { tokn: x, token: [1] } }\n  c: { connector: postx }\n  \
+                 d: { connector: courier, credentials: { token: t }, base_url: 'not a url' }\n",
+            ),
+            ("connectors/shop.yaml", SHOP),
+            ("connectors/courier.yaml", COURIER),
+        ]);
+        let problems = tree.problems();
+        assert_eq!(
+            positions(&problems),
+            vec![
+                ("waybill.yaml", 3, 40),
+                ("waybill.yaml", 3, 56),
+                ("waybill.yaml", 4, 18),
+                ("waybill.yaml", 5, 66)
+            ],
+            "{problems:#?}"
+        );
+        assert!(
+            problems[0].3.contains("unknown credential `tokn`")
+                && problems[0].3.contains("did you mean `token`")
+        );
+        assert!(problems[1].3.contains("must be a string, found a list"));
+        assert!(
+            problems[2]
+                .3
+                .contains("unknown connector `postx` (did you mean `courier`?)"),
+            "{}",
+            problems[2].3
+        );
+
+        let tree = Tree::new(&[
+            (
+                "waybill.yaml",
+                "accounts:\n  a: { connector: shop, credentials: { webhook_secret: '${TOKEN}' } }\n",
+            ),
+            ("connectors/shop.yaml", SHOP),
+        ]);
+        let config = tree.load().unwrap();
+        let a = &config.accounts["a"];
+        assert_eq!(a.credentials["webhook_secret"], "t0k#n: x");
+        assert_eq!(a.secrets, vec!["t0k#n: x".to_string()]);
+        assert_eq!(a.settings["cod_gateways"], serde_json::json!([]));
+        assert!(config.connectors.contains_key("shop"));
+    }
+
+    #[test]
+    fn shipped_config_loads_cleanly() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config = load_with(&root.join("waybill.yaml"), &|_| None).unwrap_or_else(|d| {
+            panic!(
+                "{}",
+                d.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        assert_eq!(config.bus, BusSettings::Embedded);
+        assert_eq!(
+            config.accounts["shopify-main"].credentials["webhook_secret"],
+            "dev-secret"
+        );
+        assert_eq!(config.accounts["courier-main"].connector, "sandbox");
+        assert_eq!(config.http.admin_token, None);
+        let pipeline = config
+            .pipelines
+            .iter()
+            .find(|p| p.name == "shopify-orders")
+            .unwrap();
+        let stages: Vec<_> = pipeline.steps.iter().map(Step::stage).collect();
+        assert_eq!(stages, ["trigger", "map", "validate", "route", "book"]);
+    }
 }
