@@ -1229,7 +1229,7 @@ mod tests {
             (
                 "waybill.yaml",
                 "accounts:\n  a: { connector: shop, credentials: { webhook_secret: '${TOKEN}' }, settings: { cod_gateways: [COD] } }\n  \
-                 b: { connector: courier, credentials: { tokn: x, token: [1] } }\n  c: { connector: postx }\n  \
+                 b: { connector: courier, credentials: { tokn: x, token: [1] } }\n  c: { connector: shopp }\n  \
                  d: { connector: courier, credentials: { token: t }, base_url: 'not a url' }\n",
             ),
             ("connectors/shop.yaml", SHOP),
@@ -1239,10 +1239,10 @@ mod tests {
         assert_eq!(
             positions(&problems),
             vec![
-                ("waybill.yaml", 3, 40),
-                ("waybill.yaml", 3, 56),
-                ("waybill.yaml", 4, 18),
-                ("waybill.yaml", 5, 66)
+                ("waybill.yaml", 3, 43),
+                ("waybill.yaml", 3, 59),
+                ("waybill.yaml", 4, 19),
+                ("waybill.yaml", 5, 65)
             ],
             "{problems:#?}"
         );
@@ -1254,7 +1254,7 @@ mod tests {
         assert!(
             problems[2]
                 .3
-                .contains("unknown connector `postx` (did you mean `courier`?)"),
+                .contains("unknown connector `shopp` (did you mean `shop`?)"),
             "{}",
             problems[2].3
         );
