@@ -300,7 +300,7 @@ impl Compiler<'_> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         let loaded = if valid_name && connector_file.is_file() {
-            match Connector::load(&connector_file) {
+            match Connector::load_with_base(&connector_file, base_dir) {
                 Ok(c) => Some(Arc::new(c)),
                 Err(diagnostics) => {
                     self.report(
