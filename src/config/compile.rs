@@ -57,7 +57,13 @@ struct Compiler<'a> {
 /// failed to compile (so their mistakes are not reported again at each use).
 struct AccountRef {
     /// `None` when the connector could not be loaded.
-    kind: Option<ConnectorKind>,
+    connector: Option<Arc<Connector>>,
+}
+
+impl AccountRef {
+    fn kind(&self) -> Option<ConnectorKind> {
+        self.connector.as_ref().map(|c| c.kind)
+    }
 }
 
 impl Compiler<'_> {
@@ -141,8 +147,8 @@ impl Compiler<'_> {
         let mut accounts = BTreeMap::new();
         let mut account_refs = BTreeMap::new();
         for (name, node) in &raw.accounts {
-            let (account, kind) = self.account(path, &base_dir, name, node, &mut connectors);
-            account_refs.insert(name.clone(), AccountRef { kind });
+            let (account, connector) = self.account(path, &base_dir, name, node, &mut connectors);
+            account_refs.insert(name.clone(), AccountRef { connector });
             if let Some(account) = account {
                 accounts.insert(name.clone(), Arc::new(account));
             }
@@ -342,7 +348,7 @@ impl Compiler<'_> {
         name: &str,
         node: &Node,
         connectors: &mut BTreeMap<String, Option<Arc<Connector>>>,
-    ) -> (Option<Account>, Option<ConnectorKind>) {
+    ) -> (Option<Account>, Option<Arc<Connector>>) {
         let mut errors = Vec::new();
         let raw = node::parse_lenient::<RawAccount>(node, &mut errors);
         let clean = errors.is_empty();
@@ -378,10 +384,10 @@ impl Compiler<'_> {
             self.report(file, url.line, url.column, format!("`base_url` is not a valid URL ({e}): expected e.g. `https://api.example.com/v1`"));
         }
         let (Some(credentials), Some(settings)) = (credentials, settings) else {
-            return (None, Some(connector.kind));
+            return (None, Some(connector));
         };
         if !clean {
-            return (None, Some(connector.kind));
+            return (None, Some(connector));
         }
         let secrets = connector
             .credentials
@@ -408,7 +414,7 @@ impl Compiler<'_> {
             base_url: raw.base_url.map(|u| u.value),
             secrets,
         };
-        (Some(account), Some(connector.kind))
+        (Some(account), Some(connector))
     }
 
     /// Checks `credentials:` or `settings:` against the connector's schema,
@@ -611,10 +617,11 @@ impl Compiler<'_> {
         }
         let mut input_accounts = Vec::new();
         for account in raw.input.accounts.iter().flatten() {
-            match self.account_ref(file, account, accounts) {
-                Some(AccountRef {
-                    kind: Some(ConnectorKind::Courier),
-                }) => {
+            match self
+                .account_ref(file, account, accounts)
+                .and_then(AccountRef::kind)
+            {
+                Some(ConnectorKind::Courier) => {
                     self.report(file, account.line, account.column, format!("account `{}` is a courier account; `input.accounts` lists store accounts", account.value));
                 }
                 _ => input_accounts.push(account.value.clone()),
@@ -731,26 +738,36 @@ impl Compiler<'_> {
         }
         let mut compiled = Vec::new();
         let mut default_seen = false;
+        let mut failed = false;
         for rule in rules {
             if default_seen {
                 self.report(file, rule.to.line, rule.to.column, "this route rule is never used: a rule without `when` before it matches everything");
             }
-            if let Some(AccountRef {
-                kind: Some(ConnectorKind::Store),
-            }) = self.account_ref(file, &rule.to, accounts)
-            {
-                self.report(
-                    file,
-                    rule.to.line,
-                    rule.to.column,
-                    format!(
+            let target = self.account_ref(file, &rule.to, accounts);
+            if let Some(connector) = target.and_then(|a| a.connector.as_ref()) {
+                let (line, column) = (rule.to.line, rule.to.column);
+                if connector.kind == ConnectorKind::Store {
+                    let message = format!(
                         "account `{}` is a store account; `route.to` must name a courier account",
                         rule.to.value
-                    ),
-                );
+                    );
+                    self.report(file, line, column, message);
+                } else if !connector.has_operation("book") {
+                    let message = format!(
+                        "account `{}` uses connector `{}`, which has no `book` operation",
+                        rule.to.value, connector.name
+                    );
+                    self.report(file, line, column, message);
+                }
             }
             let when = match &rule.when {
-                Some(source) => Some(self.expr(file, "route `when`", source)?),
+                Some(source) => match self.expr(file, "route `when`", source) {
+                    Some(expr) => Some(expr),
+                    None => {
+                        failed = true;
+                        None
+                    }
+                },
                 None => {
                     default_seen = true;
                     None
@@ -761,7 +778,7 @@ impl Compiler<'_> {
                 to: rule.to.value.clone(),
             });
         }
-        Some(compiled)
+        (!failed).then_some(compiled)
     }
 
     fn expr(&mut self, file: &Path, what: &str, source: &Located<String>) -> Option<Expr> {
