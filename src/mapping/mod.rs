@@ -5,13 +5,13 @@
 //! connector's `success` rule) are minijinja expressions over the same context.
 //!
 //! ```yaml
-//! $tables:                                   # optional lookup tables, for `lookup('cities', …)`
-//!   cities: { khi: Karachi, lhr: Lahore }
+//! $tables:                                   # optional lookup tables (variable `tables`),
+//!   cities: { khi: Karachi, lhr: Lahore }    #   for `lookup('cities', …)`
+//! $let:                                      # optional named values, evaluated in order
+//!   ship: "{{ order.shipping_address | default(none) }}"
 //! reference: "{{ order.name }}"              # exactly "{{ expr }}": keeps the type (number, list, null…)
 //! cod_amount: "{{ order.total_outstanding | money }}"
 //! label: "Order {{ order.name }} for {{ order.customer.first_name }}"   # anything else: text
-//! $let:                                      # optional named values, evaluated in order
-//!   ship: "{{ order.shipping_address | default(none) }}"
 //! city: "{{ ship.city }}"
 //! "pickupAddressCode?": "{{ account.settings.pickup_code | default(none) }}"  # `?`: left out when null
 //! items:                                     # a list built from a list
