@@ -5,11 +5,15 @@
 //! connector's `success` rule) are minijinja expressions over the same context.
 //!
 //! ```yaml
-//! $tables:                                   # optional lookup tables, for `lookup('cities', …)`
-//!   cities: { khi: Karachi, lhr: Lahore }
+//! $tables:                                   # optional lookup tables (variable `tables`),
+//!   cities: { khi: Karachi, lhr: Lahore }    #   for `lookup('cities', …)`
+//! $let:                                      # optional named values, evaluated in order
+//!   ship: "{{ order.shipping_address | default(none) }}"
 //! reference: "{{ order.name }}"              # exactly "{{ expr }}": keeps the type (number, list, null…)
 //! cod_amount: "{{ order.total_outstanding | money }}"
 //! label: "Order {{ order.name }} for {{ order.customer.first_name }}"   # anything else: text
+//! city: "{{ ship.city }}"
+//! "pickupAddressCode?": "{{ account.settings.pickup_code | default(none) }}"  # `?`: left out when null
 //! items:                                     # a list built from a list
 //!   $each: "{{ order.line_items }}"          # must give a list (null gives an empty list)
 //!   $as: item                                # the element's name inside `$map` (default `item`)
@@ -226,6 +230,8 @@ pub fn render_str(template: &str, ctx: &Value) -> Result<String, MappingError> {
 /// A compiled mapping file.
 pub struct Mapping {
     path: PathBuf,
+    /// `$let`: named values evaluated in order, then in scope for the tree.
+    lets: Vec<(String, Leaf)>,
     root: Node,
     /// `$tables`, offered to templates as `tables`.
     tables: Option<MjValue>,
@@ -258,19 +264,24 @@ impl Mapping {
             file: path,
             diagnostics: Vec::new(),
         };
-        let tables = match &raw.value {
-            tree::Raw::Map(entries) => entries
-                .iter()
-                .find(|(key, _)| key == tree::TABLES)
-                .map(|(_, value)| to_context(&tree::constant(value))),
-            _ => None,
-        };
+        let mut tables = None;
+        let mut lets = Vec::new();
+        if let tree::Raw::Map(entries) = &raw.value {
+            for (key, value) in entries {
+                match key.as_str() {
+                    tree::TABLES => tables = Some(to_context(&tree::constant(value))),
+                    tree::LET => lets = compiler.lets(value),
+                    _ => {}
+                }
+            }
+        }
         let root = compiler.node(&raw, "");
         if !compiler.diagnostics.is_empty() {
             return Err(compiler.diagnostics);
         }
         Ok(Mapping {
             path: path.to_path_buf(),
+            lets,
             root,
             tables,
         })
@@ -296,6 +307,10 @@ impl Mapping {
             scope
                 .entry("tables".into())
                 .or_insert_with(|| tables.clone());
+        }
+        for (name, leaf) in &self.lets {
+            let value = self.eval_leaf(leaf, &MjValue::from(scope.clone()))?;
+            scope.insert(name.clone(), value);
         }
         let ctx = MjValue::from(scope.clone());
         self.eval_node(&self.root, &scope, &ctx)
@@ -334,11 +349,16 @@ impl Mapping {
                 .iter()
                 .map(|n| self.eval_node(n, scope, ctx))
                 .collect(),
-            Node::Map(entries) => entries
-                .iter()
-                .map(|(key, n)| Ok((key.clone(), self.eval_node(n, scope, ctx)?)))
-                .collect::<Result<serde_json::Map<_, _>, _>>()
-                .map(Value::Object),
+            Node::Map(entries) => {
+                let mut out = serde_json::Map::new();
+                for (key, optional, n) in entries {
+                    let value = self.eval_node(n, scope, ctx)?;
+                    if !(*optional && value.is_null()) {
+                        out.insert(key.clone(), value);
+                    }
+                }
+                Ok(Value::Object(out))
+            }
             Node::Each { source, var, body } => {
                 let list = self.eval_leaf(source, ctx)?;
                 match list.kind() {

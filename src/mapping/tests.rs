@@ -285,3 +285,88 @@ path: "{{ jsonpath(order, '$.set.shop.amount') }}"
         .unwrap_err();
     assert!(err.message.contains("`abc` is not a number"), "{err}");
 }
+
+#[test]
+fn shipped_mapping_tests_pass() {
+    let report = run_tests(Path::new(env!("CARGO_MANIFEST_DIR")));
+    assert!(report.files >= 2, "{report}");
+    assert_eq!(report.failed(), 0, "{report}");
+}
+
+fn shipped(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn sample_shipment(sample: &str) -> crate::model::Shipment {
+    let mapping = Mapping::load(&shipped("mappings/shopify/order-to-shipment.yaml")).unwrap();
+    let order: Value =
+        serde_json::from_str(&std::fs::read_to_string(shipped(sample)).unwrap()).unwrap();
+    let ctx = json!({
+        "order": order,
+        "event": {"topic": "orders/create", "account": "shopify-main", "source": "shopify", "headers": {}},
+        "account": {"name": "shopify-main", "settings": {"cod_gateways": ["Cash on Delivery (COD)"]}},
+    });
+    serde_json::from_value(mapping.eval(&ctx).unwrap()).unwrap()
+}
+
+#[test]
+fn shopify_samples_map_to_valid_canonical_shipments() {
+    use crate::config::ValidationRule::{CodAmount, Phone, ShippingAddress};
+    use crate::stages::validate::validate;
+    let cod = sample_shipment("samples/shopify/order-cod.json");
+    assert_eq!(cod.order_id, "820982911946154508");
+    assert_eq!(cod.cod_amount.to_string(), "5050.00");
+    assert_eq!(validate(&cod, &[Phone, ShippingAddress, CodAmount]), Ok(()));
+    let prepaid = sample_shipment("samples/shopify/order-prepaid.json");
+    assert_eq!(
+        (prepaid.payment.as_str(), prepaid.items.len()),
+        ("prepaid", 1)
+    );
+    assert_eq!(
+        validate(&prepaid, &[Phone, ShippingAddress, CodAmount]),
+        Ok(())
+    );
+    let no_phone = sample_shipment("samples/shopify/order-no-phone.json");
+    let failures = validate(&no_phone, &[Phone, ShippingAddress, CodAmount]).unwrap_err();
+    assert_eq!(failures.len(), 1);
+    assert!(
+        failures[0].starts_with("recipient has no usable phone"),
+        "{failures:?}"
+    );
+}
+
+#[test]
+fn canonical_shipment_maps_to_a_postex_body() {
+    let shipment = serde_json::to_value(sample_shipment("samples/shopify/order-cod.json")).unwrap();
+    let book = Mapping::load(&shipped("mappings/postex/book.yaml")).unwrap();
+    let ctx = json!({"shipment": shipment, "account": {"name": "courier-main", "settings": {}}, "credentials": {}});
+    let body = book.eval(&ctx).unwrap();
+    assert_eq!(body["invoicePayment"], json!(5050));
+    assert_eq!(body["customerPhone"], json!("03001234567"));
+    assert_eq!(body["items"], json!(3));
+    assert!(body.get("pickupAddressCode").is_none(), "{body}");
+}
+
+#[test]
+fn let_values_are_in_scope_in_order_and_optional_keys_drop_nulls() {
+    let m = mapping(
+        r#"
+$let:
+  a: "{{ input.x | default(none) }}"
+  b: "{{ 'has a' if a else 'no a' }}"
+out: "{{ b }}"
+"kept?": "{{ a }}"
+plain: "{{ a }}"
+"#,
+    );
+    assert_eq!(
+        m.eval(&json!({"input": {}})).unwrap(),
+        json!({"out": "no a", "plain": null})
+    );
+    assert_eq!(
+        m.eval(&json!({"input": {"x": 0}})).unwrap(),
+        json!({"out": "no a", "kept": 0, "plain": 0})
+    );
+    let bad = diagnostics("$let: { \"1x\": \"{{ a }}\" }\nout: 1\n");
+    assert!(bad[0].message.contains("$let.1x"), "{}", bad[0].message);
+}

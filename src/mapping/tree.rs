@@ -127,7 +127,8 @@ pub(crate) enum Node {
     Const(serde_json::Value),
     Leaf(Leaf),
     List(Vec<Node>),
-    Map(Vec<(String, Node)>),
+    /// Entries as (key, omitted when null, value).
+    Map(Vec<(String, bool, Node)>),
     Each {
         source: Leaf,
         var: String,
@@ -141,6 +142,8 @@ const AS: &str = "$as";
 const MAP: &str = "$map";
 /// Root-level lookup tables.
 pub(crate) const TABLES: &str = "$tables";
+/// Root-level named values, evaluated in order before the tree.
+pub(crate) const LET: &str = "$let";
 
 /// The expression inside a leaf that is exactly `{{ expr }}`.
 fn whole_expression(text: &str) -> Option<&str> {
@@ -195,7 +198,7 @@ impl Compiler<'_> {
             Raw::Map(entries) => {
                 let mut out = Vec::with_capacity(entries.len());
                 for (name, value) in entries {
-                    if name == TABLES && key.is_empty() {
+                    if (name == TABLES || name == LET) && key.is_empty() {
                         continue;
                     }
                     if name.starts_with('$') {
@@ -204,17 +207,57 @@ impl Compiler<'_> {
                             l.line() as usize,
                             l.column() as usize,
                             format!(
-                                "unknown directive `{name}` at `{}`; expected `{EACH}` (with `{AS}` and `{MAP}`), or `{TABLES}` at the top level",
+                                "unknown directive `{name}` at `{}`; expected `{EACH}` (with `{AS}` and `{MAP}`), or `{LET}` / `{TABLES}` at the top level",
                                 join(key, name)
                             ),
                         );
                         continue;
                     }
-                    out.push((name.clone(), self.node(value, &join(key, name))));
+                    let (name, optional) = match name.strip_suffix('?') {
+                        Some(bare) => (bare, true),
+                        None => (name.as_str(), false),
+                    };
+                    out.push((
+                        name.to_string(),
+                        optional,
+                        self.node(value, &join(key, name)),
+                    ));
                 }
                 Node::Map(out)
             }
         }
+    }
+
+    /// Compiles `$let`: a map of names to templates, in order.
+    pub fn lets(&mut self, raw: &Spanned<Raw>) -> Vec<(String, Leaf)> {
+        let Raw::Map(entries) = &raw.value else {
+            let (line, column) = (
+                raw.referenced.line() as usize,
+                raw.referenced.column() as usize,
+            );
+            self.error(line, column, format!("`{LET}` must map names to templates"));
+            return Vec::new();
+        };
+        let mut lets = Vec::new();
+        for (name, value) in entries {
+            let (line, column) = (
+                value.referenced.line() as usize,
+                value.referenced.column() as usize,
+            );
+            match &value.value {
+                Raw::String(text) if is_identifier(name) => {
+                    if let Some(leaf) = self.leaf(text, &join(LET, name), line, column) {
+                        lets.push((name.clone(), leaf));
+                    }
+                }
+                _ => self.error(
+                    line,
+                    column,
+                    format!("`{LET}.{name}` must be a variable name with a template such as \"{{{{ order.shipping_address }}}}\""),
+                ),
+            }
+        }
+        lets
     }
 
     fn leaf(&mut self, text: &str, key: &str, line: usize, column: usize) -> Option<Leaf> {
