@@ -1292,7 +1292,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs the shipped connectors/shopify.yaml, connectors/sandbox.yaml and mappings/shopify/order-to-shipment.yaml"]
     fn shipped_config_loads_cleanly() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let config = load_with(&root.join("waybill.yaml"), &|_| None).unwrap_or_else(|d| {

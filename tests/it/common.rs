@@ -83,7 +83,6 @@ fn copy_dir(from: &Path, to: &Path) {
 pub struct App {
     pub addr: std::net::SocketAddr,
     pub backends: Backends,
-    pub config: Arc<Config>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     pub http: reqwest::Client,
@@ -107,7 +106,7 @@ impl App {
                 .expect("waybill runs");
             }
         });
-        App { addr, backends, config, stop: Some(stop), task: Some(task), http: reqwest::Client::new() }
+        App { addr, backends, stop: Some(stop), task: Some(task), http: reqwest::Client::new() }
     }
 
     pub fn url(&self, path: &str) -> String {
