@@ -1,0 +1,4 @@
+//! Placeholder.
+pub struct TestReport;
+pub struct CaseFailure;
+pub fn run_tests() {}
