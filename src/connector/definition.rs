@@ -478,16 +478,15 @@ impl Compiler<'_> {
         };
         let credentials = self.fields(raw.credentials.unwrap_or_default());
         let settings = self.fields(raw.settings.unwrap_or_default());
-        if let Some(base_url) = &raw.base_url {
-            if let Err(message) = super::target::check_base_url(&base_url.value) {
-                self.at(base_url, message);
-            }
-        }
-        let operations = self.operations(raw.operations.unwrap_or_default());
-        if kind == Some(ConnectorKind::Courier)
-            && !operations.contains_key("book")
-            && missing("operations")
+        if let Some(base_url) = &raw.base_url
+            && let Err(message) = super::target::check_base_url(&base_url.value)
         {
+            self.at(base_url, message);
+        }
+        let raw_operations = raw.operations.unwrap_or_default();
+        let declares_book = raw_operations.book.is_some();
+        let operations = self.operations(raw_operations);
+        if kind == Some(ConnectorKind::Courier) && !declares_book && missing("operations") {
             self.at_start("a courier connector must declare `operations.book`");
         }
         if !operations.is_empty() && raw.base_url.is_none() && missing("base_url") {
@@ -575,10 +574,8 @@ impl Compiler<'_> {
             ("lookup", raw.lookup),
         ];
         for (name, node) in declared {
-            if let Some(node) = node {
-                if let Some(operation) = self.operation(name, node) {
-                    operations.insert(name.to_string(), operation);
-                }
+            if let Some(operation) = node.and_then(|node| self.operation(name, node)) {
+                operations.insert(name.to_string(), operation);
             }
         }
         operations
@@ -726,13 +723,13 @@ impl Compiler<'_> {
         credentials: &BTreeMap<String, FieldSpec>,
     ) -> WebhookSpec {
         let raw = node.value;
-        if let Some(order_id) = &raw.order_id {
-            if let Err(err) = JsonPath::parse(&order_id.value) {
-                self.at(
-                    order_id,
-                    format!("`webhook.order_id` is not a JSONPath: {err}"),
-                );
-            }
+        if let Some(order_id) = &raw.order_id
+            && let Err(err) = JsonPath::parse(&order_id.value)
+        {
+            self.at(
+                order_id,
+                format!("`webhook.order_id` is not a JSONPath: {err}"),
+            );
         }
         WebhookSpec {
             source: raw.source,
@@ -958,7 +955,16 @@ mod tests {
 
     #[test]
     fn postex_statuses_normalise() {
-        let postex = Connector::load(&repo().join("connectors/postex.yaml")).unwrap();
+        // The table does not depend on the body mapping, so stand one in.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("mappings/postex")).unwrap();
+        std::fs::write(
+            dir.path().join("mappings/postex/book.yaml"),
+            "\"{{ shipment }}\"\n",
+        )
+        .unwrap();
+        let postex =
+            Connector::load_with_base(&repo().join("connectors/postex.yaml"), dir.path()).unwrap();
         assert!(postex.has_operation("book") && !postex.has_operation("lookup"));
         let table = postex.statuses.unwrap();
         assert_eq!(table.lookup("  UnBooked ").status, Status::Booked);
