@@ -360,7 +360,9 @@ impl Connector {
                 if compiler.diagnostics.is_empty() {
                     compiler.at_start("the connector could not be compiled");
                 }
-                Err(compiler.diagnostics)
+                let mut diagnostics = compiler.diagnostics;
+                diagnostics.sort_by_key(|d| (d.file.clone(), d.line, d.column));
+                Err(diagnostics)
             }
         }
     }
