@@ -360,7 +360,9 @@ impl Connector {
                 if compiler.diagnostics.is_empty() {
                     compiler.at_start("the connector could not be compiled");
                 }
-                Err(compiler.diagnostics)
+                let mut diagnostics = compiler.diagnostics;
+                diagnostics.sort_by_key(|d| (d.file.clone(), d.line, d.column));
+                Err(diagnostics)
             }
         }
     }
@@ -478,16 +480,15 @@ impl Compiler<'_> {
         };
         let credentials = self.fields(raw.credentials.unwrap_or_default());
         let settings = self.fields(raw.settings.unwrap_or_default());
-        if let Some(base_url) = &raw.base_url {
-            if let Err(message) = super::target::check_base_url(&base_url.value) {
-                self.at(base_url, message);
-            }
-        }
-        let operations = self.operations(raw.operations.unwrap_or_default());
-        if kind == Some(ConnectorKind::Courier)
-            && !operations.contains_key("book")
-            && missing("operations")
+        if let Some(base_url) = &raw.base_url
+            && let Err(message) = super::target::check_base_url(&base_url.value)
         {
+            self.at(base_url, message);
+        }
+        let raw_operations = raw.operations.unwrap_or_default();
+        let declares_book = raw_operations.book.is_some();
+        let operations = self.operations(raw_operations);
+        if kind == Some(ConnectorKind::Courier) && !declares_book && missing("operations") {
             self.at_start("a courier connector must declare `operations.book`");
         }
         if !operations.is_empty() && raw.base_url.is_none() && missing("base_url") {
@@ -575,10 +576,8 @@ impl Compiler<'_> {
             ("lookup", raw.lookup),
         ];
         for (name, node) in declared {
-            if let Some(node) = node {
-                if let Some(operation) = self.operation(name, node) {
-                    operations.insert(name.to_string(), operation);
-                }
+            if let Some(operation) = node.and_then(|node| self.operation(name, node)) {
+                operations.insert(name.to_string(), operation);
             }
         }
         operations
@@ -726,13 +725,13 @@ impl Compiler<'_> {
         credentials: &BTreeMap<String, FieldSpec>,
     ) -> WebhookSpec {
         let raw = node.value;
-        if let Some(order_id) = &raw.order_id {
-            if let Err(err) = JsonPath::parse(&order_id.value) {
-                self.at(
-                    order_id,
-                    format!("`webhook.order_id` is not a JSONPath: {err}"),
-                );
-            }
+        if let Some(order_id) = &raw.order_id
+            && let Err(err) = JsonPath::parse(&order_id.value)
+        {
+            self.at(
+                order_id,
+                format!("`webhook.order_id` is not a JSONPath: {err}"),
+            );
         }
         WebhookSpec {
             source: raw.source,
@@ -901,5 +900,203 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
         "m" => number.checked_mul(60).map(Duration::from_secs),
         "h" => number.checked_mul(3600).map(Duration::from_secs),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn parse(text: &str) -> Result<Connector, Vec<Diagnostic>> {
+        Connector::parse(text, Path::new("connectors/test.yaml"), &repo())
+    }
+
+    #[test]
+    fn every_shipped_connector_loads() {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(repo().join("connectors")).unwrap() {
+            let path = entry.unwrap().path();
+            let connector =
+                Connector::load(&path).unwrap_or_else(|d| panic!("{}: {d:#?}", path.display()));
+            names.push(connector.name);
+        }
+        names.sort();
+        assert_eq!(names, ["postex", "sandbox", "shopify"]);
+    }
+
+    #[test]
+    fn shopify_exposes_its_webhook_rule() {
+        let shopify = Connector::load(&repo().join("connectors/shopify.yaml")).unwrap();
+        assert_eq!(shopify.kind, ConnectorKind::Store);
+        let webhook = shopify.webhook.unwrap();
+        assert_eq!(webhook.source, "shopify");
+        let signature = webhook.signature.unwrap();
+        assert_eq!(signature.header, "X-Shopify-Hmac-Sha256");
+        assert_eq!(signature.algorithm, SignatureAlgorithm::HmacSha256);
+        assert_eq!(signature.encoding, SignatureEncoding::Base64);
+        assert_eq!(signature.secret, "webhook_secret");
+        assert_eq!(webhook.topic_header.as_deref(), Some("X-Shopify-Topic"));
+        assert_eq!(
+            webhook.delivery_id_header.as_deref(),
+            Some("X-Shopify-Webhook-Id")
+        );
+        assert!(
+            shopify.credentials["webhook_secret"].secret
+                && shopify.credentials["webhook_secret"].required
+        );
+        assert!(!shopify.credentials["shop_domain"].required);
+        assert_eq!(
+            shopify.settings["cod_gateways"].default,
+            Some(serde_json::json!(["Cash on Delivery (COD)"]))
+        );
+    }
+
+    #[test]
+    fn postex_statuses_normalise() {
+        // The table does not depend on the body mapping, so stand one in.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("mappings/postex")).unwrap();
+        std::fs::write(
+            dir.path().join("mappings/postex/book.yaml"),
+            "\"{{ shipment }}\"\n",
+        )
+        .unwrap();
+        let postex =
+            Connector::load_with_base(&repo().join("connectors/postex.yaml"), dir.path()).unwrap();
+        assert!(postex.has_operation("book") && !postex.has_operation("lookup"));
+        let table = postex.statuses.unwrap();
+        assert_eq!(table.lookup("  UnBooked ").status, Status::Booked);
+        assert_eq!(
+            table.lookup("unbooked").sub_status.as_deref(),
+            Some("awaiting_handover")
+        );
+        assert_eq!(
+            table.lookup("Out  For   Delivery").status,
+            Status::OutForDelivery
+        );
+        assert_eq!(
+            table.lookup("Attempt Made: customer not home").status,
+            Status::DeliveryFailed
+        );
+        assert_eq!(table.lookup("Teleported").status, Status::Unknown);
+        assert!(table.find("Teleported").is_none());
+    }
+
+    #[test]
+    fn several_mistakes_give_several_diagnostics() {
+        let text = "\
+name: Bad Name
+kind: courier
+credentials:
+  token: { type: strng, secret: true }
+base_url: ftp://example.com
+operations:
+  book:
+    request: { method: FETCH, path: order }
+    success: \"response.status == 200\"
+    timeout: soon
+statuses:
+  table: { \"Delivered\": delivered, \"delivered \": delivered }
+colour: blue
+";
+        let diagnostics = parse(text).unwrap_err();
+        let lines: Vec<usize> = diagnostics.iter().map(|d| d.line).collect();
+        let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter().all(|d| d.starts_with("connectors/test.yaml:")),
+            "{text:#?}"
+        );
+        for expected in [4, 13] {
+            assert!(
+                lines.contains(&expected),
+                "no diagnostic on line {expected}: {text:#?}"
+            );
+        }
+        assert!(text.iter().any(|d| d.contains("strng")), "{text:#?}");
+        assert!(text.iter().any(|d| d.contains("colour")), "{text:#?}");
+    }
+
+    #[test]
+    fn semantic_mistakes_are_all_reported_with_positions() {
+        let text = "\
+name: Bad Name
+kind: courier
+base_url: ftp://example.com
+operations:
+  book:
+    request: { method: FETCH, path: order, body: mappings/none.yaml }
+    success: \"response.status == 200\"
+    status_classes: { \"999\": retryable }
+    timeout: soon
+statuses:
+  table: { \"Delivered\": delivered, \"delivered \": delivered }
+";
+        let diagnostics = parse(text).unwrap_err();
+        let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        for expected in [
+            "test.yaml:1:7: connector name",
+            "test.yaml:3:11: base URL",
+            "FETCH",
+            "path `order` must start with `/`",
+            "mappings/none.yaml",
+            "must extract `tracking_number`",
+            "999",
+            "timeout `soon`",
+            "same once trimmed",
+        ] {
+            assert!(
+                text.iter().any(|d| d.contains(expected)),
+                "missing `{expected}` in {text:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_name_and_kind_are_reported() {
+        let diagnostics = parse("description: nothing else\n").unwrap_err();
+        let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter().any(|d| d.contains("missing `name`")),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter().any(|d| d.contains("missing `kind`")),
+            "{text:#?}"
+        );
+    }
+
+    #[test]
+    fn signature_secret_must_be_a_secret_credential() {
+        let text = "\
+name: shop
+kind: store
+credentials:
+  key: { type: string }
+webhook:
+  source: shop
+  signature: { header: X-Sig, algorithm: hmac-sha256, encoding: hex, secret: nope }
+";
+        let diagnostics = parse(text).unwrap_err();
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+        assert_eq!(diagnostics[0].line, 7);
+        assert!(
+            diagnostics[0]
+                .message
+                .contains("`nope` is not a declared credential")
+        );
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("30"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("5 days"), None);
     }
 }

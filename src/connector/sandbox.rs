@@ -100,7 +100,7 @@ fn bad_request(message: String) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Serves `sandbox` on a loopback port, as the HTTP server would under `/sandbox`.
