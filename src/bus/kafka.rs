@@ -268,7 +268,12 @@ impl KafkaBus {
     /// Settings of a client that reads a topic without a consumer group.
     fn inspect_config(&self) -> ClientConfig {
         let mut config = client_config(&self.brokers, &self.properties);
-        config.set("enable.auto.commit", "false").set("enable.partition.eof", "false");
+        // librdkafka wants a group even for assigned partitions; this one
+        // never joins, subscribes or commits.
+        config
+            .set("group.id", "waybill.inspect")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
         config
     }
 }
@@ -665,8 +670,17 @@ mod tests {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("orders.woo", 1, 1).unwrap();
         let bus = mock_bus(&cluster);
-        let mut consumer = bus.subscribe("orders.woo", "waybill.book").await.unwrap();
-        consumer.commit(5, 10).await.unwrap();
+        let sent: Vec<Message> = (0..2).map(|n| message("acme:5", n)).collect();
+        publish_all(&bus, "orders.woo", &sent).await;
+
+        // Not assigned yet: the group has not been joined.
+        let mut early = bus.subscribe("orders.woo", "waybill.book").await.unwrap();
+        early.commit(0, 2).await.unwrap();
+        drop(early);
+
+        let mut member = bus.subscribe("orders.woo", "waybill.book").await.unwrap();
+        let records = poll_records(&mut member, 2).await;
+        assert_eq!(records.iter().map(|r| r.message.clone()).collect::<Vec<_>>(), sent);
     }
 
     #[tokio::test]
