@@ -23,7 +23,9 @@ use futures::{FutureExt, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers as _, Message as KafkaMessage, OwnedHeaders};
 use rdkafka::metadata::Metadata;
@@ -67,7 +69,10 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
 
 /// Consumer settings the runner's delivery guarantee relies on; they are
 /// applied after `bus.properties`.
-const CONSUMER_REQUIRED: &[(&str, &str)] = &[("enable.auto.commit", "false"), ("enable.auto.offset.store", "false")];
+const CONSUMER_REQUIRED: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+];
 
 /// How topics are created when waybill creates them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +83,10 @@ pub struct KafkaOptions {
 
 impl Default for KafkaOptions {
     fn default() -> Self {
-        KafkaOptions { partitions: 6, replication: 1 }
+        KafkaOptions {
+            partitions: 6,
+            replication: 1,
+        }
     }
 }
 
@@ -90,15 +98,24 @@ struct Health {
 
 impl Health {
     fn record(&self, error: String) {
-        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(error);
     }
 
     fn clear(&self) {
-        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     fn last(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -148,7 +165,11 @@ impl ConsumerContext for GroupContext {
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(error) = result {
-            let offsets: Vec<(i32, Offset)> = offsets.elements().iter().map(|e| (e.partition(), e.offset())).collect();
+            let offsets: Vec<(i32, Offset)> = offsets
+                .elements()
+                .iter()
+                .map(|e| (e.partition(), e.offset()))
+                .collect();
             tracing::warn!(topic = %self.topic, group = %self.group, error = %error, ?offsets, "offset commit failed");
         }
     }
@@ -176,15 +197,23 @@ pub struct KafkaBus {
 impl KafkaBus {
     /// Creates the producer and admin client. librdkafka connects lazily, so
     /// this succeeds while the brokers are down; `check` tells.
-    pub fn connect(brokers: &str, properties: &BTreeMap<String, String>, options: KafkaOptions) -> Result<KafkaBus, BusError> {
+    pub fn connect(
+        brokers: &str,
+        properties: &BTreeMap<String, String>,
+        options: KafkaOptions,
+    ) -> Result<KafkaBus, BusError> {
         let health = Arc::new(Health::default());
-        let context = BusContext { health: health.clone() };
+        let context = BusContext {
+            health: health.clone(),
+        };
         let producer = producer_config(brokers, properties)
             .create_with_context(context.clone())
             .map_err(|e| BusError::Unavailable(format!("cannot create the kafka producer: {e}")))?;
         let admin = client_config(brokers, properties)
             .create_with_context(context)
-            .map_err(|e| BusError::Unavailable(format!("cannot create the kafka admin client: {e}")))?;
+            .map_err(|e| {
+                BusError::Unavailable(format!("cannot create the kafka admin client: {e}"))
+            })?;
         Ok(KafkaBus {
             brokers: brokers.to_string(),
             properties: properties.clone(),
@@ -201,24 +230,33 @@ impl KafkaBus {
     /// (it usually names the broker and the cause, e.g. connection refused).
     fn unavailable(&self, what: &str, error: &KafkaError) -> BusError {
         if let Some((code, reason)) = self.producer.client().fatal_error() {
-            return BusError::Unavailable(format!("the kafka producer failed fatally ({code}): {reason}"));
+            return BusError::Unavailable(format!(
+                "the kafka producer failed fatally ({code}): {reason}"
+            ));
         }
         match self.health.last() {
-            Some(last) => BusError::Unavailable(format!("{what}: {error}; last client error: {last}")),
+            Some(last) => {
+                BusError::Unavailable(format!("{what}: {error}; last client error: {last}"))
+            }
             None => BusError::Unavailable(format!("{what}: {error}")),
         }
     }
 
     async fn metadata(&self) -> Result<Metadata, BusError> {
         let producer = self.producer.clone();
-        let fetched = tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, METADATA_TIMEOUT))
-            .await
-            .map_err(|e| BusError::Unavailable(format!("metadata request did not finish: {e}")))?;
+        let fetched = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(None, METADATA_TIMEOUT)
+        })
+        .await
+        .map_err(|e| BusError::Unavailable(format!("metadata request did not finish: {e}")))?;
         fetched.map_err(|e| self.unavailable("cannot fetch kafka metadata", &e))
     }
 
     fn is_known(&self, topic: &str) -> bool {
-        self.known_topics.lock().unwrap_or_else(PoisonError::into_inner).contains(topic)
+        self.known_topics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(topic)
     }
 
     /// Makes sure `topic` exists before the first use, creating it with the
@@ -228,12 +266,24 @@ impl KafkaBus {
             return Ok(());
         }
         let metadata = self.metadata().await?;
-        let exists = metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none());
+        let exists = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none());
         if !exists {
             self.create_topic(topic).await;
         }
-        let mut known = self.known_topics.lock().unwrap_or_else(PoisonError::into_inner);
-        known.extend(metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name().to_string()));
+        let mut known = self
+            .known_topics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        known.extend(
+            metadata
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none())
+                .map(|t| t.name().to_string()),
+        );
         known.insert(topic.to_string());
         Ok(())
     }
@@ -245,15 +295,25 @@ impl KafkaBus {
         if self.admin_unavailable.load(Ordering::Relaxed) {
             return;
         }
-        let new_topic = NewTopic::new(topic, self.options.partitions, TopicReplication::Fixed(self.options.replication));
-        let admin_options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT)).operation_timeout(Some(ADMIN_TIMEOUT));
+        let new_topic = NewTopic::new(
+            topic,
+            self.options.partitions,
+            TopicReplication::Fixed(self.options.replication),
+        );
+        let admin_options = AdminOptions::new()
+            .request_timeout(Some(ADMIN_TIMEOUT))
+            .operation_timeout(Some(ADMIN_TIMEOUT));
         match self.admin.create_topics([&new_topic], &admin_options).await {
             Ok(results) => {
                 for result in results {
                     match result {
-                        Ok(name) => tracing::info!(topic = %name, partitions = self.options.partitions, replication = self.options.replication, "created topic"),
+                        Ok(name) => {
+                            tracing::info!(topic = %name, partitions = self.options.partitions, replication = self.options.replication, "created topic")
+                        }
                         Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                        Err((name, code)) => tracing::warn!(topic = %name, error = %code, "cannot create topic; relying on broker auto-creation"),
+                        Err((name, code)) => {
+                            tracing::warn!(topic = %name, error = %code, "cannot create topic; relying on broker auto-creation")
+                        }
                     }
                 }
             }
@@ -300,7 +360,11 @@ fn producer_config(brokers: &str, properties: &BTreeMap<String, String>) -> Clie
     config
 }
 
-fn consumer_config(brokers: &str, properties: &BTreeMap<String, String>, group: &str) -> ClientConfig {
+fn consumer_config(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    group: &str,
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     for (key, value) in CONSUMER_DEFAULTS {
@@ -332,9 +396,15 @@ fn is_permanent(code: RDKafkaErrorCode) -> bool {
 }
 
 fn kafka_headers(headers: &Headers) -> OwnedHeaders {
-    headers.iter().fold(OwnedHeaders::new_with_capacity(headers.len()), |kafka, (key, value)| {
-        kafka.insert(Header { key, value: Some(value.as_str()) })
-    })
+    headers.iter().fold(
+        OwnedHeaders::new_with_capacity(headers.len()),
+        |kafka, (key, value)| {
+            kafka.insert(Header {
+                key,
+                value: Some(value.as_str()),
+            })
+        },
+    )
 }
 
 /// Converts a fetched message; keys and header values that are not UTF-8
@@ -345,7 +415,14 @@ fn to_record<M: KafkaMessage>(message: &M) -> Record {
         .map(|headers| {
             headers
                 .iter()
-                .map(|h| (h.key.to_string(), h.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default()))
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        h.value
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -354,7 +431,10 @@ fn to_record<M: KafkaMessage>(message: &M) -> Record {
         partition: message.partition(),
         offset: message.offset(),
         message: Message {
-            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default(),
             headers,
             payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         },
@@ -369,10 +449,16 @@ impl Bus for KafkaBus {
             .key(message.key.as_str())
             .payload(message.payload.as_slice())
             .headers(kafka_headers(&message.headers));
-        match self.producer.send(record, Timeout::After(ENQUEUE_TIMEOUT)).await {
+        match self
+            .producer
+            .send(record, Timeout::After(ENQUEUE_TIMEOUT))
+            .await
+        {
             Ok(delivery) => Ok(delivery.offset),
             Err((error, _)) => match error.rdkafka_error_code() {
-                Some(code) if is_permanent(code) => Err(BusError::Storage(format!("kafka rejected the message for `{topic}`: {error}"))),
+                Some(code) if is_permanent(code) => Err(BusError::Storage(format!(
+                    "kafka rejected the message for `{topic}`: {error}"
+                ))),
                 _ => Err(self.unavailable(&format!("cannot publish to `{topic}`"), &error)),
             },
         }
@@ -380,14 +466,28 @@ impl Bus for KafkaBus {
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, BusError> {
         self.ensure_topic(topic).await?;
-        let context = GroupContext { topic: topic.to_string(), group: group.to_string(), health: self.health.clone() };
-        let consumer: StreamConsumer<GroupContext> = consumer_config(&self.brokers, &self.properties, group)
-            .create_with_context(context)
-            .map_err(|e| BusError::Unavailable(format!("cannot create the kafka consumer for group `{group}`: {e}")))?;
-        consumer
-            .subscribe(&[topic])
-            .map_err(|e| BusError::Unavailable(format!("cannot subscribe group `{group}` to `{topic}`: {e}")))?;
-        Ok(Box::new(KafkaConsumer { consumer, topic: topic.to_string() }))
+        let context = GroupContext {
+            topic: topic.to_string(),
+            group: group.to_string(),
+            health: self.health.clone(),
+        };
+        let consumer: StreamConsumer<GroupContext> =
+            consumer_config(&self.brokers, &self.properties, group)
+                .create_with_context(context)
+                .map_err(|e| {
+                    BusError::Unavailable(format!(
+                        "cannot create the kafka consumer for group `{group}`: {e}"
+                    ))
+                })?;
+        consumer.subscribe(&[topic]).map_err(|e| {
+            BusError::Unavailable(format!(
+                "cannot subscribe group `{group}` to `{topic}`: {e}"
+            ))
+        })?;
+        Ok(Box::new(KafkaConsumer {
+            consumer,
+            topic: topic.to_string(),
+        }))
     }
 
     async fn read(&self, topic: &str, from: i64, limit: usize) -> Result<Vec<Record>, BusError> {
@@ -412,7 +512,9 @@ impl Bus for KafkaBus {
 
     async fn check(&self) -> Result<(), BusError> {
         if let Some((code, reason)) = self.producer.client().fatal_error() {
-            return Err(BusError::Unavailable(format!("the kafka producer failed fatally ({code}): {reason}")));
+            return Err(BusError::Unavailable(format!(
+                "the kafka producer failed fatally ({code}): {reason}"
+            )));
         }
         self.metadata().await?;
         self.health.clear();
@@ -422,10 +524,20 @@ impl Bus for KafkaBus {
 
 /// Reads partition by partition from `from` up to each partition's high
 /// watermark, with a consumer that belongs to no group and commits nothing.
-fn read_topic(config: &ClientConfig, topic: &str, from: i64, limit: usize) -> Result<Vec<Record>, BusError> {
-    let unavailable = |what: &str, e: KafkaError| BusError::Unavailable(format!("{what} `{topic}`: {e}"));
-    let consumer: BaseConsumer = config.create().map_err(|e| unavailable("cannot create a reader for", e))?;
-    let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT).map_err(|e| unavailable("cannot fetch metadata of", e))?;
+fn read_topic(
+    config: &ClientConfig,
+    topic: &str,
+    from: i64,
+    limit: usize,
+) -> Result<Vec<Record>, BusError> {
+    let unavailable =
+        |what: &str, e: KafkaError| BusError::Unavailable(format!("{what} `{topic}`: {e}"));
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| unavailable("cannot create a reader for", e))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|e| unavailable("cannot fetch metadata of", e))?;
     let mut partitions: Vec<i32> = metadata
         .topics()
         .iter()
@@ -450,7 +562,9 @@ fn read_topic(config: &ClientConfig, topic: &str, from: i64, limit: usize) -> Re
         assignment
             .add_partition_offset(topic, partition, Offset::Offset(start))
             .map_err(|e| unavailable("cannot position a reader on", e))?;
-        consumer.assign(&assignment).map_err(|e| unavailable("cannot assign", e))?;
+        consumer
+            .assign(&assignment)
+            .map_err(|e| unavailable("cannot assign", e))?;
         let deadline = Instant::now() + READ_PARTITION_TIMEOUT;
         while records.len() < limit && Instant::now() < deadline {
             match consumer.poll(Duration::from_millis(200)) {
@@ -470,7 +584,11 @@ fn read_topic(config: &ClientConfig, topic: &str, from: i64, limit: usize) -> Re
             }
         }
         if Instant::now() >= deadline {
-            tracing::warn!(topic, partition, "reading the partition timed out; returning what was read");
+            tracing::warn!(
+                topic,
+                partition,
+                "reading the partition timed out; returning what was read"
+            );
         }
     }
     Ok(records)
@@ -497,7 +615,8 @@ impl Consumer for KafkaConsumer {
             Err(_) | Ok(None) => return Ok(Vec::new()),
             Ok(Some(first)) => first,
         };
-        let first = first.map_err(|e| BusError::Unavailable(format!("cannot consume `{}`: {e}", self.topic)))?;
+        let first = first
+            .map_err(|e| BusError::Unavailable(format!("cannot consume `{}`: {e}", self.topic)))?;
         let mut records = vec![to_record(&first)];
         // Take what is already fetched without waiting again; an error here
         // is left for the next poll so the records already taken are kept.
@@ -511,10 +630,12 @@ impl Consumer for KafkaConsumer {
     }
 
     async fn commit(&mut self, partition: i32, next_offset: i64) -> Result<(), BusError> {
-        let assignment = self
-            .consumer
-            .assignment()
-            .map_err(|e| BusError::Unavailable(format!("cannot read the assignment of `{}`: {e}", self.topic)))?;
+        let assignment = self.consumer.assignment().map_err(|e| {
+            BusError::Unavailable(format!(
+                "cannot read the assignment of `{}`: {e}",
+                self.topic
+            ))
+        })?;
         if assignment.find_partition(&self.topic, partition).is_none() {
             // Revoked: the new owner resumes from the last commit, and a late
             // commit from here could move its position.
@@ -524,12 +645,19 @@ impl Consumer for KafkaConsumer {
         let mut offsets = TopicPartitionList::new();
         offsets
             .add_partition_offset(&self.topic, partition, Offset::Offset(next_offset))
-            .map_err(|e| BusError::Storage(format!("invalid offset {next_offset} for `{}`/{partition}: {e}", self.topic)))?;
+            .map_err(|e| {
+                BusError::Storage(format!(
+                    "invalid offset {next_offset} for `{}`/{partition}: {e}",
+                    self.topic
+                ))
+            })?;
         // Asynchronous: failures reach `GroupContext::commit_callback`, and the
         // next commit carries a later offset anyway.
         self.consumer
             .commit(&offsets, CommitMode::Async)
-            .map_err(|e| BusError::Unavailable(format!("cannot commit `{}`/{partition}: {e}", self.topic)))
+            .map_err(|e| {
+                BusError::Unavailable(format!("cannot commit `{}`/{partition}: {e}", self.topic))
+            })
     }
 }
 
@@ -542,7 +670,10 @@ mod tests {
     type Mock = MockCluster<'static, DefaultProducerContext>;
 
     fn properties(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// Tests shorten the group join; the rest are the shipped defaults.
@@ -551,7 +682,12 @@ mod tests {
     }
 
     fn mock_bus(cluster: &Mock) -> KafkaBus {
-        KafkaBus::connect(&cluster.bootstrap_servers(), &test_properties(), KafkaOptions::default()).unwrap()
+        KafkaBus::connect(
+            &cluster.bootstrap_servers(),
+            &test_properties(),
+            KafkaOptions::default(),
+        )
+        .unwrap()
     }
 
     fn message(key: &str, n: u32) -> Message {
@@ -571,7 +707,12 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut records = Vec::new();
         while records.len() < count && Instant::now() < deadline {
-            records.extend(consumer.poll(count - records.len(), Duration::from_secs(1)).await.unwrap());
+            records.extend(
+                consumer
+                    .poll(count - records.len(), Duration::from_secs(1))
+                    .await
+                    .unwrap(),
+            );
         }
         records
     }
@@ -586,7 +727,13 @@ mod tests {
 
     #[test]
     fn user_properties_override_producer_defaults() {
-        let config = producer_config("b:9092", &properties(&[("message.timeout.ms", "1000"), ("security.protocol", "SASL_SSL")]));
+        let config = producer_config(
+            "b:9092",
+            &properties(&[
+                ("message.timeout.ms", "1000"),
+                ("security.protocol", "SASL_SSL"),
+            ]),
+        );
         assert_eq!(config.get("message.timeout.ms"), Some("1000"));
         assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(config.get("enable.idempotence"), Some("true"));
@@ -595,7 +742,11 @@ mod tests {
 
     #[test]
     fn consumers_never_auto_commit_whatever_the_properties_say() {
-        let user = properties(&[("session.timeout.ms", "6000"), ("enable.auto.commit", "true"), ("group.id", "other")]);
+        let user = properties(&[
+            ("session.timeout.ms", "6000"),
+            ("enable.auto.commit", "true"),
+            ("group.id", "other"),
+        ]);
         let config = consumer_config("b:9092", &user, "waybill.book");
         assert_eq!(config.get("session.timeout.ms"), Some("6000"));
         assert_eq!(config.get("enable.auto.commit"), Some("false"));
@@ -611,19 +762,40 @@ mod tests {
         let bus = mock_bus(&cluster);
         let sent: Vec<Message> = (0..3).map(|n| message("acme:1001", n)).collect();
         let offsets = publish_all(&bus, "orders.shopify", &sent).await;
-        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "one key's offsets must increase: {offsets:?}");
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "one key's offsets must increase: {offsets:?}"
+        );
 
-        let mut consumer = bus.subscribe("orders.shopify", "waybill.book").await.unwrap();
+        let mut consumer = bus
+            .subscribe("orders.shopify", "waybill.book")
+            .await
+            .unwrap();
         let records = poll_records(&mut consumer, 3).await;
         let received: Vec<Message> = records.iter().map(|r| r.message.clone()).collect();
         assert_eq!(received, sent);
-        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), offsets);
-        assert!(records.iter().all(|r| r.topic == "orders.shopify" && r.partition == records[0].partition));
+        assert_eq!(
+            records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            offsets
+        );
+        assert!(
+            records
+                .iter()
+                .all(|r| r.topic == "orders.shopify" && r.partition == records[0].partition)
+        );
 
         let read = bus.read("orders.shopify", 1, 10).await.unwrap();
-        assert_eq!(read.iter().map(|r| r.message.clone()).collect::<Vec<_>>(), sent[1..]);
+        assert_eq!(
+            read.iter().map(|r| r.message.clone()).collect::<Vec<_>>(),
+            sent[1..]
+        );
         assert_eq!(bus.read("orders.shopify", 0, 2).await.unwrap().len(), 2);
-        assert!(bus.topics().await.unwrap().contains(&"orders.shopify".to_string()));
+        assert!(
+            bus.topics()
+                .await
+                .unwrap()
+                .contains(&"orders.shopify".to_string())
+        );
     }
 
     #[tokio::test]
@@ -634,13 +806,22 @@ mod tests {
         let sent: Vec<Message> = (0..3).map(|n| message("acme:7", n)).collect();
         publish_all(&bus, "shipments.booked", &sent).await;
 
-        let mut first = bus.subscribe("shipments.booked", "waybill.writeback").await.unwrap();
+        let mut first = bus
+            .subscribe("shipments.booked", "waybill.writeback")
+            .await
+            .unwrap();
         let records = poll_records(&mut first, 3).await;
         assert_eq!(records.len(), 3);
-        first.commit(records[1].partition, records[1].offset + 1).await.unwrap();
+        first
+            .commit(records[1].partition, records[1].offset + 1)
+            .await
+            .unwrap();
         drop(first);
 
-        let mut second = bus.subscribe("shipments.booked", "waybill.writeback").await.unwrap();
+        let mut second = bus
+            .subscribe("shipments.booked", "waybill.writeback")
+            .await
+            .unwrap();
         let resumed = poll_records(&mut second, 1).await;
         assert_eq!(resumed.first().map(|r| r.offset), Some(records[2].offset));
         assert_eq!(resumed[0].message, sent[2]);
@@ -654,15 +835,29 @@ mod tests {
         let sent: Vec<Message> = (0..2).map(|n| message("acme:9", n)).collect();
         publish_all(&bus, "shipments.status", &sent).await;
 
-        let mut done = bus.subscribe("shipments.status", "waybill.a").await.unwrap();
+        let mut done = bus
+            .subscribe("shipments.status", "waybill.a")
+            .await
+            .unwrap();
         let records = poll_records(&mut done, 2).await;
         assert_eq!(records.len(), 2);
-        done.commit(records[1].partition, records[1].offset + 1).await.unwrap();
+        done.commit(records[1].partition, records[1].offset + 1)
+            .await
+            .unwrap();
         drop(done);
 
-        let mut other = bus.subscribe("shipments.status", "waybill.b").await.unwrap();
+        let mut other = bus
+            .subscribe("shipments.status", "waybill.b")
+            .await
+            .unwrap();
         let records = poll_records(&mut other, 2).await;
-        assert_eq!(records.iter().map(|r| r.message.clone()).collect::<Vec<_>>(), sent);
+        assert_eq!(
+            records
+                .iter()
+                .map(|r| r.message.clone())
+                .collect::<Vec<_>>(),
+            sent
+        );
     }
 
     #[tokio::test]
@@ -680,7 +875,13 @@ mod tests {
 
         let mut member = bus.subscribe("orders.woo", "waybill.book").await.unwrap();
         let records = poll_records(&mut member, 2).await;
-        assert_eq!(records.iter().map(|r| r.message.clone()).collect::<Vec<_>>(), sent);
+        assert_eq!(
+            records
+                .iter()
+                .map(|r| r.message.clone())
+                .collect::<Vec<_>>(),
+            sent
+        );
     }
 
     #[tokio::test]
@@ -688,22 +889,37 @@ mod tests {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("orders.shopify", 1, 1).unwrap();
         let bus = mock_bus(&cluster);
-        bus.publish("orders.shopify", message("acme:1", 0)).await.unwrap();
+        bus.publish("orders.shopify", message("acme:1", 0))
+            .await
+            .unwrap();
         bus.check().await.unwrap();
 
         cluster.broker_down(1).unwrap();
         // Far below librdkafka's own 300 s, well above the 5 s default bound.
-        let outcome = tokio::time::timeout(Duration::from_secs(30), bus.publish("orders.shopify", message("acme:1", 1))).await;
-        assert!(matches!(outcome, Ok(Err(BusError::Unavailable(_)))), "{outcome:?}");
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(30),
+            bus.publish("orders.shopify", message("acme:1", 1)),
+        )
+        .await;
+        assert!(
+            matches!(outcome, Ok(Err(BusError::Unavailable(_)))),
+            "{outcome:?}"
+        );
         assert!(matches!(bus.check().await, Err(BusError::Unavailable(_))));
 
         cluster.broker_up(1).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut recovered = false;
         while !recovered && Instant::now() < deadline {
-            recovered = bus.publish("orders.shopify", message("acme:1", 2)).await.is_ok();
+            recovered = bus
+                .publish("orders.shopify", message("acme:1", 2))
+                .await
+                .is_ok();
         }
-        assert!(recovered, "publish did not work again after the broker came back");
+        assert!(
+            recovered,
+            "publish did not work again after the broker came back"
+        );
         bus.check().await.unwrap();
     }
 
@@ -723,14 +939,27 @@ mod tests {
     #[tokio::test]
     async fn round_trip_on_a_real_broker() {
         let Ok(brokers) = std::env::var("WAYBILL_TEST_KAFKA") else {
-            assert!(std::env::var_os("CI").is_none(), "WAYBILL_TEST_KAFKA is not set: scripts/test.sh starts a broker");
-            eprintln!("skipped: WAYBILL_TEST_KAFKA is not set (scripts/kafka-broker.sh start prints an address)");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "WAYBILL_TEST_KAFKA is not set: scripts/test.sh starts a broker"
+            );
+            eprintln!(
+                "skipped: WAYBILL_TEST_KAFKA is not set (scripts/kafka-broker.sh start prints an address)"
+            );
             return;
         };
         let run = uuid::Uuid::new_v4();
         let topic = format!("orders.test-{run}");
         let group = format!("waybill.test-{run}");
-        let bus = KafkaBus::connect(&brokers, &test_properties(), KafkaOptions { partitions: 2, replication: 1 }).unwrap();
+        let bus = KafkaBus::connect(
+            &brokers,
+            &test_properties(),
+            KafkaOptions {
+                partitions: 2,
+                replication: 1,
+            },
+        )
+        .unwrap();
         bus.check().await.unwrap();
         let sent: Vec<Message> = (0..3).map(|n| message("acme:42", n)).collect();
         let offsets = publish_all(&bus, &topic, &sent).await;
@@ -739,13 +968,25 @@ mod tests {
 
         let mut first = bus.subscribe(&topic, &group).await.unwrap();
         let records = poll_records(&mut first, 3).await;
-        assert_eq!(records.iter().map(|r| r.message.clone()).collect::<Vec<_>>(), sent);
-        first.commit(records[1].partition, records[1].offset + 1).await.unwrap();
+        assert_eq!(
+            records
+                .iter()
+                .map(|r| r.message.clone())
+                .collect::<Vec<_>>(),
+            sent
+        );
+        first
+            .commit(records[1].partition, records[1].offset + 1)
+            .await
+            .unwrap();
         drop(first);
 
         let mut second = bus.subscribe(&topic, &group).await.unwrap();
         let resumed = poll_records(&mut second, 1).await;
-        assert_eq!(resumed.first().map(|r| r.message.clone()), Some(sent[2].clone()));
+        assert_eq!(
+            resumed.first().map(|r| r.message.clone()),
+            Some(sent[2].clone())
+        );
         assert_eq!(bus.read(&topic, 0, 10).await.unwrap().len(), 3);
     }
 }
