@@ -50,7 +50,11 @@ pub trait Bus: Send + Sync + 'static {
 pub trait Consumer: Send {
     /// Waits until at least one record is available (or `wait` elapses,
     /// returning an empty batch) and returns up to `max` records in offset order.
-    async fn poll(&mut self, max: usize, wait: std::time::Duration) -> Result<Vec<Record>, BusError>;
+    async fn poll(
+        &mut self,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<Record>, BusError>;
 
     /// Commits `next_offset` for `partition`: everything below it is done.
     async fn commit(&mut self, partition: i32, next_offset: i64) -> Result<(), BusError>;

@@ -15,6 +15,11 @@
 //! pipelines: [ "pipelines/*.yaml" ]
 //! ```
 
+mod compile;
+pub mod interpolate;
+pub mod node;
+pub mod raw;
+
 use crate::connector::Connector;
 use crate::mapping::{Expr, Mapping};
 use std::collections::BTreeMap;
@@ -35,14 +40,31 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn new(file: impl Into<PathBuf>, line: usize, column: usize, message: impl Into<String>) -> Self {
-        Diagnostic { file: file.into(), line, column, message: message.into() }
+    pub fn new(
+        file: impl Into<PathBuf>,
+        line: usize,
+        column: usize,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            file: file.into(),
+            line,
+            column,
+            message: message.into(),
+        }
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
     }
 }
 
@@ -65,7 +87,10 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub enum BusSettings {
     Embedded,
-    Kafka { brokers: String, properties: BTreeMap<String, String> },
+    Kafka {
+        brokers: String,
+        properties: BTreeMap<String, String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -186,6 +211,5 @@ impl Default for RetryPolicy {
 /// Reads and compiles the configuration rooted at `path`, returning every
 /// problem found.
 pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
-    let _ = path;
-    todo!("config::load")
+    compile::load_with(path, &|name| std::env::var(name).ok())
 }

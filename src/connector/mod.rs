@@ -4,6 +4,12 @@
 //! engine: auth, request templates, success rule, JSONPath extraction and
 //! failure classification.
 //!
+//! - [`definition`]: YAML → checked [`Connector`], every problem at once.
+//! - [`target`]: request URLs that order data can never steer elsewhere.
+//! - [`engine`]: prepares and sends requests and judges the answers.
+//! - [`classify`]: default failure classes and `Retry-After`.
+//! - [`sandbox`]: the courier waybill serves itself.
+//!
 //! ```yaml
 //! name: postex
 //! kind: courier
@@ -18,13 +24,22 @@
 //!     extract: { tracking_number: "$.dist.trackingNumber" }
 //! ```
 
+pub mod classify;
+pub mod definition;
+pub mod engine;
 pub mod sandbox;
+pub mod target;
 
-use crate::config::{Account, Diagnostic};
-use crate::model::{BookingResult, ErrorClass};
+pub use definition::{
+    CallbackSpec, Operation, RateLimit, SignatureAlgorithm, SignatureEncoding, SignatureSpec,
+    StatusMatch, StatusTable, WebhookSpec,
+};
+pub use engine::{Engine, OperationOutput};
+
+use crate::model::ErrorClass;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,23 +71,33 @@ pub struct FieldSpec {
 pub struct Connector {
     pub name: String,
     pub kind: ConnectorKind,
+    /// What the connector talks to, for people reading `waybill validate`.
+    pub description: Option<String>,
     pub credentials: BTreeMap<String, FieldSpec>,
     pub settings: BTreeMap<String, FieldSpec>,
     /// Default base URL; an account's `base_url` overrides it. `waybill:`
     /// stands for waybill's own HTTP server (the sandbox courier).
     pub base_url: Option<String>,
+    /// Declared operations by name (`book`, `track`, `cancel`, `lookup`).
+    pub operations: BTreeMap<String, Operation>,
+    /// How a store signs and names its webhooks (stores only).
+    pub webhook: Option<WebhookSpec>,
+    /// How a courier's status callbacks are authenticated.
+    pub callback: Option<CallbackSpec>,
+    /// Raw courier status → canonical status.
+    pub statuses: Option<StatusTable>,
+    pub rate_limit: Option<RateLimit>,
+    /// File the connector was read from.
+    pub file: PathBuf,
 }
 
 impl Connector {
-    /// Reads and compiles a connector file, reporting every problem.
-    pub fn load(path: &Path) -> Result<Connector, Vec<Diagnostic>> {
-        let _ = path;
-        todo!("Connector::load")
+    pub fn has_operation(&self, operation: &str) -> bool {
+        self.operations.contains_key(operation)
     }
 
-    pub fn has_operation(&self, operation: &str) -> bool {
-        let _ = operation;
-        todo!("Connector::has_operation")
+    pub fn operation(&self, operation: &str) -> Option<&Operation> {
+        self.operations.get(operation)
     }
 }
 
@@ -90,8 +115,64 @@ pub struct PreparedRequest {
 impl PreparedRequest {
     /// `{"method", "url", "headers", "body"}` with secrets replaced by `***`.
     pub fn redacted(&self) -> Value {
-        todo!("PreparedRequest::redacted")
+        let headers: serde_json::Map<String, Value> = self
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+            .collect();
+        let mut shown = serde_json::json!({
+            "method": self.method,
+            "url": self.url,
+            "headers": headers,
+            "body": self.body.clone().unwrap_or(Value::Null),
+        });
+        redact_value(&mut shown, &self.secrets);
+        shown
     }
+}
+
+/// Replaces every secret, as written or percent-encoded, in `text`.
+pub fn redact_text(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        let form_encoded: String =
+            url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        for form in [secret.clone(), form_encoded, percent_encode_segment(secret)] {
+            out = out.replace(&form, "***");
+        }
+    }
+    out
+}
+
+fn redact_value(value: &mut Value, secrets: &[String]) {
+    match value {
+        Value::String(text) => *text = redact_text(text, secrets),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| redact_value(item, secrets)),
+        Value::Object(fields) => {
+            // Keys can carry data too (a body keyed by a secret is odd, but possible).
+            let taken = std::mem::take(fields);
+            for (key, mut item) in taken {
+                redact_value(&mut item, secrets);
+                fields.insert(redact_text(&key, secrets), item);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub(crate) fn percent_encode_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// A classified failure of a connector operation.
@@ -109,28 +190,16 @@ pub struct CourierError {
     pub response: Option<String>,
 }
 
-/// Executes connector operations over HTTP.
-#[derive(Debug, Clone)]
-pub struct Engine {
-    http: reqwest::Client,
-    /// Base URL of waybill's own HTTP server, for `waybill:` base URLs.
-    self_base: String,
-}
-
-impl Engine {
-    pub fn new(http: reqwest::Client, self_base: String) -> Self {
-        Engine { http, self_base }
-    }
-
-    /// Builds the `book` request for a shipment without sending it.
-    pub fn prepare_book(&self, connector: &Connector, account: &Account, shipment: &Value) -> Result<PreparedRequest, CourierError> {
-        let _ = (connector, account, shipment, &self.http, &self.self_base);
-        todo!("Engine::prepare_book")
-    }
-
-    /// Sends a prepared `book` request and judges the answer.
-    pub async fn book(&self, connector: &Connector, account: &Account, request: PreparedRequest) -> Result<BookingResult, CourierError> {
-        let _ = (connector, account, request);
-        todo!("Engine::book")
+impl CourierError {
+    /// A failure before anything was sent (bad template, unsafe URL, …).
+    pub fn before_sending(class: ErrorClass, message: impl Into<String>) -> Self {
+        CourierError {
+            class,
+            message: message.into(),
+            status: None,
+            retry_after: None,
+            request: None,
+            response: None,
+        }
     }
 }

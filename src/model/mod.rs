@@ -99,7 +99,11 @@ pub struct BookingKey {
 
 impl fmt::Display for BookingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}:{}", self.source, self.account, self.order_id, self.sequence)
+        write!(
+            f,
+            "{}:{}:{}:{}",
+            self.source, self.account, self.order_id, self.sequence
+        )
     }
 }
 
@@ -108,9 +112,13 @@ impl std::str::FromStr for BookingKey {
 
     /// Parses `source:account:order_id:sequence` as printed by `Display`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let expected = || format!("booking key `{s}` is not of the form SOURCE:ACCOUNT:ORDER_ID:SEQUENCE");
+        let expected =
+            || format!("booking key `{s}` is not of the form SOURCE:ACCOUNT:ORDER_ID:SEQUENCE");
         let mut parts = s.splitn(2, ':');
-        let source = parts.next().filter(|p| !p.is_empty()).ok_or_else(expected)?;
+        let source = parts
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(expected)?;
         let rest = parts.next().ok_or_else(expected)?;
         let (rest, sequence) = rest.rsplit_once(':').ok_or_else(expected)?;
         let (account, order_id) = rest.split_once(':').ok_or_else(expected)?;

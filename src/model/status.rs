@@ -42,6 +42,9 @@ impl Status {
 
     /// No later event moves a shipment out of a terminal status.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Delivered | Status::Returned | Status::Cancelled)
+        matches!(
+            self,
+            Status::Delivered | Status::Returned | Status::Cancelled
+        )
     }
 }

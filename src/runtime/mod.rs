@@ -3,6 +3,7 @@
 pub mod runner;
 pub mod server;
 
+use crate::bus::embedded::EmbeddedBus;
 use crate::bus::{Bus, BusError};
 use crate::config::{BusSettings, Config};
 use crate::connector::Engine;
@@ -21,8 +22,15 @@ use tokio::sync::watch;
 /// redelivered on the next start).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// How long a courier request may take at most, whatever an operation says.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the embedded log keeps messages every consumer has passed.
+const LOG_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long webhook delivery ids are remembered: longer than any store's
+/// retry window (Shopify retries for 4 hours).
+const DELIVERY_TTL: Duration = Duration::from_secs(72 * 3600);
+
+/// How often retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -39,9 +47,13 @@ pub enum RunError {
 }
 
 /// The opened backends.
+#[derive(Clone)]
 pub struct Backends {
     pub bus: Arc<dyn Bus>,
     pub store: Arc<dyn Store>,
+    /// The embedded bus when it shares its database with the store: webhook
+    /// append and delivery-id record are then one transaction.
+    pub embedded: Option<EmbeddedBus>,
 }
 
 /// Opens the bus and store the config names.
@@ -49,12 +61,11 @@ pub async fn open_backends(config: &Config) -> Result<Backends, RunError> {
     match &config.bus {
         BusSettings::Embedded => {
             let (bus, store) = crate::bus::embedded::open_embedded(&config.data_dir).await?;
-            let store: Arc<dyn Store> = if config.store.url.starts_with("postgres") {
-                Arc::new(crate::store::sql::SqlStore::connect(&config.store.url).await?)
-            } else {
-                Arc::new(store)
-            };
-            Ok(Backends { bus: Arc::new(bus), store })
+            if config.store.url.starts_with("postgres") {
+                let store = crate::store::sql::SqlStore::connect(&config.store.url).await?;
+                return Ok(Backends { bus: Arc::new(bus), store: Arc::new(store), embedded: None });
+            }
+            Ok(Backends { bus: Arc::new(bus.clone()), store: Arc::new(store), embedded: Some(bus) })
         }
         BusSettings::Kafka { brokers, properties } => {
             let bus = crate::bus::kafka::KafkaBus::connect(brokers, properties, crate::bus::kafka::KafkaOptions::default())?;
@@ -73,17 +84,22 @@ pub async fn bind(config: &Config) -> Result<TcpListener, RunError> {
 /// Runs the HTTP server and every pipeline until `shutdown` completes, then
 /// stops taking webhooks, finishes in-flight work and commits.
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
-    let config = Arc::new(config);
-    let Backends { bus, store } = open_backends(&config).await?;
+    let backends = open_backends(&config).await?;
+    run_with(Arc::new(config), backends, listener, shutdown).await
+}
+
+/// [`run`] on backends the caller opened (tests keep handles to inspect them).
+pub async fn run_with(
+    config: Arc<Config>,
+    backends: Backends,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let Backends { bus, store, embedded } = backends;
     let metrics = Arc::new(Metrics::new());
     let local = listener.local_addr().map_err(|error| RunError::Listen { addr: config.http.listen, error })?;
     let self_host = if local.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], local.port())) } else { local };
-    let http = reqwest::Client::builder()
-        .timeout(HTTP_TIMEOUT)
-        .connect_timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(1024)
-        .build()
-        .map_err(|e| RunError::Http(e.to_string()))?;
+    let http = Engine::client().map_err(|e| RunError::Http(e.to_string()))?;
     let engine = Engine::new(http, format!("http://{self_host}"));
     let owner = match config.bus {
         BusSettings::Embedded => "local".to_string(),
@@ -110,7 +126,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         });
     }
 
-    let state = server::AppState { config: config.clone(), ingest: Ingest { bus: bus.clone(), store: store.clone(), metrics: metrics.clone() } };
+    let retention = tokio::spawn(retention(embedded.clone(), store.clone(), stop_rx.clone()));
+    let ingest = Ingest { bus: bus.clone(), store: store.clone(), embedded, metrics: metrics.clone() };
+    let state = server::AppState { config: config.clone(), ingest };
     let app = server::router(state, crate::connector::sandbox::router());
     tracing::info!(listen = %local, pipelines = config.pipelines.len(), data_dir = %config.data_dir.display(), "waybill is running");
     let mut server_stop = stop_rx.clone();
@@ -128,8 +146,31 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         tracing::warn!(error = %e, "HTTP server error at shutdown");
     }
     while pipelines.join_next().await.is_some() {}
+    let _ = retention.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Trims the embedded log and expires old delivery ids, periodically.
+async fn retention(embedded: Option<EmbeddedBus>, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RETENTION_EVERY) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        if let Some(bus) = &embedded {
+            match bus.trim(LOG_RETENTION).await {
+                Ok(n) if n > 0 => tracing::info!(messages = n, "trimmed the embedded log"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not trim the embedded log"),
+            }
+        }
+        match store.expire_deliveries(DELIVERY_TTL).await {
+            Ok(n) if n > 0 => tracing::info!(deliveries = n, "expired webhook delivery ids"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not expire webhook delivery ids"),
+        }
+    }
 }
 
 /// Resolves on SIGTERM or ctrl-c.

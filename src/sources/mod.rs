@@ -10,6 +10,7 @@
 pub mod shopify;
 
 use crate::bus::Bus;
+use crate::bus::embedded::EmbeddedBus;
 use crate::model::{Message, SCHEMA_VERSION, header};
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -41,6 +42,8 @@ pub struct Incoming {
 pub struct Ingest {
     pub bus: Arc<dyn Bus>,
     pub store: Arc<dyn Store>,
+    /// Set when the bus shares its database with the store.
+    pub embedded: Option<EmbeddedBus>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -52,14 +55,17 @@ impl Ingest {
             WebhookReceived { source, account: &account, outcome, status: status.as_u16(), detail }.emit(&self.metrics);
             (status, detail.to_string()).into_response()
         };
-        match self.store.delivery_seen(source, &account, &delivery_id).await {
-            Ok(true) => {
-                DuplicateSuppressed { kind: "webhook", source, key: &delivery_id }.emit(&self.metrics);
-                WebhookReceived { source, account: &account, outcome: "duplicate", status: 200, detail: "" }.emit(&self.metrics);
-                return (StatusCode::OK, "duplicate delivery: already accepted\n").into_response();
+        let duplicate = || {
+            DuplicateSuppressed { kind: "webhook", source, key: &delivery_id }.emit(&self.metrics);
+            WebhookReceived { source, account: &account, outcome: "duplicate", status: 200, detail: "" }.emit(&self.metrics);
+            (StatusCode::OK, "duplicate delivery: already accepted\n").into_response()
+        };
+        if self.embedded.is_none() {
+            match self.store.delivery_seen(source, &account, &delivery_id).await {
+                Ok(true) => return duplicate(),
+                Ok(false) => {}
+                Err(e) => return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, &format!("store unavailable: {e}\n")),
             }
-            Ok(false) => {}
-            Err(e) => return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, &format!("store unavailable: {e}\n")),
         }
         let received_at = now_rfc3339();
         let message = Message {
@@ -78,15 +84,27 @@ impl Ingest {
             payload: body,
         };
         let ingest_topic = format!("orders.{source}");
-        match tokio::time::timeout(ENQUEUE_TIMEOUT, self.bus.publish(&ingest_topic, message)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, &format!("bus unavailable: {e}\n")),
-            Err(_) => return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, "bus did not take the event in time\n"),
-        }
-        // The event is durable; a failure to remember the delivery id only
-        // risks a duplicate event, which booking idempotency absorbs.
-        if let Err(e) = self.store.remember_delivery(source, &account, &delivery_id).await {
-            tracing::warn!(source, account = %account, error = %e, "could not record webhook delivery id");
+        if let Some(embedded) = &self.embedded {
+            // Append and delivery id in one transaction: a concurrent
+            // redelivery cannot be enqueued twice.
+            let publish = embedded.publish_once(&ingest_topic, message, source, &account, &delivery_id);
+            match tokio::time::timeout(ENQUEUE_TIMEOUT, publish).await {
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => return duplicate(),
+                Ok(Err(e)) => return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, &format!("bus unavailable: {e}\n")),
+                Err(_) => return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, "bus did not take the event in time\n"),
+            }
+        } else {
+            match tokio::time::timeout(ENQUEUE_TIMEOUT, self.bus.publish(&ingest_topic, message)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, &format!("bus unavailable: {e}\n")),
+                Err(_) => return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, "bus did not take the event in time\n"),
+            }
+            // The event is durable; a failure to remember the delivery id only
+            // risks a duplicate event, which booking idempotency absorbs.
+            if let Err(e) = self.store.remember_delivery(source, &account, &delivery_id).await {
+                tracing::warn!(source, account = %account, error = %e, "could not record webhook delivery id");
+            }
         }
         WebhookReceived { source, account: &account, outcome: "accepted", status: 200, detail: "" }.emit(&self.metrics);
         (StatusCode::OK, "accepted\n").into_response()

@@ -5,6 +5,7 @@
 //! PostgreSQL; backend-specific SQL stays behind [`Store`].
 
 pub mod sql;
+pub(crate) mod sqlite;
 
 use crate::model::{BookingKey, BookingResult};
 use async_trait::async_trait;
@@ -18,7 +19,11 @@ pub enum StoreError {
     #[error("booking {0} not found")]
     NotFound(String),
     #[error("booking {key} is {state}, not {expected}")]
-    WrongState { key: String, state: String, expected: String },
+    WrongState {
+        key: String,
+        state: String,
+        expected: String,
+    },
 }
 
 /// Where a booking key stands.
@@ -86,10 +91,20 @@ pub struct AuditEntry {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Whether a webhook delivery id was recorded already.
-    async fn delivery_seen(&self, source: &str, account: &str, delivery_id: &str) -> Result<bool, StoreError>;
+    async fn delivery_seen(
+        &self,
+        source: &str,
+        account: &str,
+        delivery_id: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Records a delivery id; `false` when it was already there.
-    async fn remember_delivery(&self, source: &str, account: &str, delivery_id: &str) -> Result<bool, StoreError>;
+    async fn remember_delivery(
+        &self,
+        source: &str,
+        account: &str,
+        delivery_id: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Reserves a booking key for `owner` with a lease.
     async fn reserve_booking(
@@ -105,24 +120,45 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_sent(&self, key: &BookingKey, owner: &str) -> Result<(), StoreError>;
 
     /// Records a successful booking (and the shipment and audit rows).
-    async fn mark_booked(&self, key: &BookingKey, result: &BookingResult, message_id: &str) -> Result<(), StoreError>;
+    async fn mark_booked(
+        &self,
+        key: &BookingKey,
+        result: &BookingResult,
+        message_id: &str,
+    ) -> Result<(), StoreError>;
 
     /// Sends a key to review with a reason.
-    async fn mark_review(&self, key: &BookingKey, reason: &str, message_id: &str) -> Result<(), StoreError>;
+    async fn mark_review(
+        &self,
+        key: &BookingKey,
+        reason: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError>;
 
-    /// Gives a reserved (never sent) key back, e.g. after a retryable failure
-    /// at shutdown, so any owner may take it.
+    /// Gives a key back so that any owner may take it: a reservation never
+    /// sent, or a request the courier certainly did not act on (a retryable
+    /// or permanent failure).
     async fn release_reservation(&self, key: &BookingKey, owner: &str) -> Result<(), StoreError>;
 
     /// Operator: the review item was booked with this tracking number.
-    async fn resolve_booked(&self, key: &BookingKey, tracking_number: &str, courier: &str, account: &str) -> Result<(), StoreError>;
+    async fn resolve_booked(
+        &self,
+        key: &BookingKey,
+        tracking_number: &str,
+        courier: &str,
+        account: &str,
+    ) -> Result<(), StoreError>;
 
     /// Operator: the review item was not booked; allow booking again.
     async fn resolve_release(&self, key: &BookingKey) -> Result<(), StoreError>;
 
     async fn booking(&self, key: &BookingKey) -> Result<Option<Booking>, StoreError>;
 
-    async fn bookings(&self, status: Option<BookingStatus>, limit: usize) -> Result<Vec<Booking>, StoreError>;
+    async fn bookings(
+        &self,
+        status: Option<BookingStatus>,
+        limit: usize,
+    ) -> Result<Vec<Booking>, StoreError>;
 
     async fn audit(&self, key: &BookingKey) -> Result<Vec<AuditEntry>, StoreError>;
 

@@ -1,0 +1,88 @@
+//! Bookings per second through the pipeline (trigger → map → validate →
+//! route → book) against a local courier stub answering after 0 ms and after
+//! 200 ms, with `max_in_flight: 256`. At 200 ms the ceiling is
+//! 256 / 0.2 s = 1,280 bookings/s: the figure shows cross-key concurrency.
+//!
+//! Orders are enqueued first with no pipeline running, then waybill starts
+//! with the pipeline and the clock runs until the stub has seen every booking.
+//!
+//! ```sh
+//! cargo bench --bench booking -- --orders 5000
+//! ```
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use support::*;
+
+async fn start_stub(latency: Duration) -> (String, Arc<AtomicU64>) {
+    let booked = Arc::new(AtomicU64::new(0));
+    let counter = booked.clone();
+    let app = axum::Router::new().route(
+        "/book",
+        axum::routing::post(move |axum::Json(shipment): axum::Json<serde_json::Value>| {
+            let counter = counter.clone();
+            async move {
+                if !latency.is_zero() {
+                    tokio::time::sleep(latency).await;
+                }
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                axum::Json(serde_json::json!({ "tracking_number": format!("STUB-{n}"), "reference": shipment["reference"] }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), booked)
+}
+
+async fn run(latency: Duration, orders: u64) -> f64 {
+    let (stub, booked) = start_stub(latency).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let courier = format!("{{ connector: sandbox, base_url: \"{stub}\" }}");
+    let config = dir.path().join("waybill.yaml");
+
+    // Enqueue every order with no pipeline running.
+    write_config(dir.path(), port, &courier, "[]", 256);
+    let (stop, task) = start_waybill(&config).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = format!("http://127.0.0.1:{port}/webhooks/shopify/shopify-main");
+    load(&url, 32, Duration::from_secs(600), orders, |i| {
+        let body = order(i);
+        let headers = shopify_headers(&body, "orders/create", i);
+        (body, headers)
+    })
+    .await;
+    let _ = stop.send(());
+    let _ = task.await;
+
+    // Book them.
+    write_config(dir.path(), port, &courier, "[ \"pipelines/*.yaml\" ]", 256);
+    let started = Instant::now();
+    let (stop, task) = start_waybill(&config).await;
+    let limit = Duration::from_secs(600);
+    while booked.load(Ordering::Relaxed) < orders && started.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed();
+    let done = booked.load(Ordering::Relaxed);
+    let _ = stop.send(());
+    let _ = task.await;
+    assert_eq!(done, orders, "every order booked once within {limit:?}");
+    done as f64 / elapsed.as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let orders = arg("--orders", 5000);
+    let fast = run(Duration::ZERO, orders).await;
+    let slow = run(Duration::from_millis(200), orders).await;
+    let ceiling = 256.0 / 0.2;
+    println!("booking: {orders} orders, max_in_flight 256");
+    println!("courier stub at 0 ms: {fast:.0} bookings/s");
+    println!("courier stub at 200 ms: {slow:.0} bookings/s = {:.2} x the 1,280/s ceiling (256 / 0.2 s)", slow / ceiling);
+}

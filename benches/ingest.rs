@@ -1,0 +1,61 @@
+//! Webhook ingest throughput: signed ~5 KB Shopify orders into waybill on the
+//! embedded bus, against a bare axum handler that only reads the body, in
+//! the same run and with the same load generator.
+//!
+//! ```sh
+//! cargo bench --bench ingest -- --seconds 10 --connections 64
+//! ```
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+#[tokio::main]
+async fn main() {
+    let seconds = arg("--seconds", 10);
+    let connections = arg("--connections", 64) as usize;
+    let duration = Duration::from_secs(seconds);
+    let bodies: std::sync::Arc<Vec<Vec<u8>>> = std::sync::Arc::new((0..1024).map(order).collect());
+    let size = bodies[0].len();
+
+    // Baseline: a bare axum handler on loopback.
+    let bare = axum::Router::new().route(
+        "/webhooks/shopify/{account}",
+        axum::routing::post(|body: axum::body::Bytes| async move { if body.is_empty() { "empty" } else { "ok" } }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let bare_addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, bare).await });
+
+    // Subject: waybill with no pipelines, so only ingest runs.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    write_config(dir.path(), port, "{ connector: sandbox }", "[]", 256);
+    let (stop, task) = start_waybill(&dir.path().join("waybill.yaml")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let run = |url: String, offset: u64| {
+        let bodies = bodies.clone();
+        async move {
+            load(&url, connections, duration, 10_000_000, move |i| {
+                let body = bodies[(i % 1024) as usize].clone();
+                let headers = shopify_headers(&body, "orders/create", offset + i);
+                (body, headers)
+            })
+            .await
+        }
+    };
+    let bare_url = format!("http://{bare_addr}/webhooks/shopify/shopify-main");
+    let waybill_url = format!("http://127.0.0.1:{port}/webhooks/shopify/shopify-main");
+    let bare_1 = run(bare_url.clone(), 0).await;
+    let waybill_rps = run(waybill_url, 0).await;
+    let bare_2 = run(bare_url, 0).await;
+    let bare_rps = (bare_1 + bare_2) / 2.0;
+    println!("ingest: body {size} bytes, {connections} connections, {seconds} s per run");
+    println!("bare axum handler: {bare_rps:.0} req/s (runs: {bare_1:.0}, {bare_2:.0})");
+    println!("waybill ingest (embedded bus): {waybill_rps:.0} req/s");
+    println!("ratio waybill / bare: {:.2}", waybill_rps / bare_rps);
+    let _ = stop.send(());
+    let _ = task.await;
+}

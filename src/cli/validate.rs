@@ -1,0 +1,75 @@
+//! `waybill validate`: compiles the whole configuration (main file,
+//! pipelines, connectors, mappings) and prints every problem, one per line as
+//! `FILE:LINE:COL: message`. Exit code 0 when clean, 1 otherwise.
+//!
+//! ```yaml
+//! # waybill validate --config waybill.yaml
+//! pipelines: [ "pipelines/*.yaml" ]
+//! ```
+
+use crate::config::{self, Config, Diagnostic};
+use std::io::Write;
+use std::path::Path;
+
+/// Validates the configuration at `config`; returns the process exit code.
+pub fn run(config: &Path) -> i32 {
+    let result = config::load(config);
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    report(&result, &mut stdout.lock(), &mut stderr.lock())
+}
+
+/// Writes diagnostics to `out` and the summary to `err`; returns the exit code.
+fn report(
+    result: &Result<Config, Vec<Diagnostic>>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    // A closed pipe (e.g. `| head`) must not turn a verdict into a panic.
+    match result {
+        Ok(config) => {
+            let _ = writeln!(
+                err,
+                "{}: ok ({} accounts, {} pipelines)",
+                config.path.display(),
+                config.accounts.len(),
+                config.pipelines.len()
+            );
+            0
+        }
+        Err(diagnostics) => {
+            for d in diagnostics {
+                let _ = writeln!(out, "{d}");
+            }
+            let plural = if diagnostics.len() == 1 { "" } else { "s" };
+            let _ = writeln!(err, "{} problem{plural} found", diagnostics.len());
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_each_problem_and_fails() {
+        let diagnostics = vec![
+            Diagnostic::new("waybill.yaml", 3, 1, "unknown key `datadir`"),
+            Diagnostic::new("pipelines/a.yaml", 9, 13, "unknown account `courier-mian`"),
+        ];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        assert_eq!(report(&Err(diagnostics), &mut out, &mut err), 1);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "waybill.yaml:3:1: unknown key `datadir`\npipelines/a.yaml:9:13: unknown account `courier-mian`\n"
+        );
+        assert_eq!(String::from_utf8(err).unwrap(), "2 problems found\n");
+    }
+
+    #[test]
+    fn missing_file_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(run(&dir.path().join("nope.yaml")), 1);
+    }
+}

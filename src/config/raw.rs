@@ -1,0 +1,286 @@
+//! Configuration files exactly as written: the reference for every key.
+//!
+//! These structs are strict (an unknown key is an error) and hold what the
+//! user wrote, before defaults, paths and cross-references are resolved by
+//! `compile`. Parts that are checked on their own (each account, each step)
+//! are kept as [`Node`]s and read separately, so one mistake does not hide
+//! the others.
+//!
+//! ```yaml
+//! data_dir: ./data
+//! bus: { kind: embedded }
+//! http: { listen: "127.0.0.1:8080", admin_token: "${WAYBILL_ADMIN_TOKEN:-}" }
+//! accounts:
+//!   courier-main: { connector: sandbox }
+//! pipelines: [ "pipelines/*.yaml" ]
+//! ```
+
+use super::node::{Located, Node};
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The main file, `waybill.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Directory of the embedded bus and store, relative to this file. Default `./data`.
+    pub data_dir: Option<Located<String>>,
+    /// The message bus. Default `{ kind: embedded }`.
+    pub bus: Option<RawBus>,
+    /// Where idempotency keys, delivery ids and shipments are kept.
+    pub store: Option<RawStore>,
+    /// The HTTP server: webhooks, callbacks, metrics, admin API.
+    pub http: Option<RawHttp>,
+    /// Store and courier accounts by name; each entry is a [`RawAccount`].
+    #[serde(default)]
+    pub accounts: BTreeMap<String, Node>,
+    /// Glob patterns of pipeline files, relative to this file. Default `["pipelines/*.yaml"]`.
+    pub pipelines: Option<Vec<Located<String>>>,
+}
+
+/// `bus:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBus {
+    /// `embedded` (a durable log in SQLite under `data_dir`) or `kafka`.
+    pub kind: Located<BusKind>,
+    /// Kafka bootstrap servers, `host:9092[,host2:9092]`; required for `kafka`.
+    pub brokers: Option<Located<String>>,
+    /// librdkafka properties passed through as they are, for `kafka`.
+    pub properties: Option<Located<BTreeMap<String, String>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusKind {
+    Embedded,
+    Kafka,
+}
+
+/// `store:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// `sqlite://PATH` or `postgres://…`. Default `sqlite://<data_dir>/waybill.db`.
+    pub url: Option<Located<String>>,
+}
+
+/// `http:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token of the admin API; empty or absent disables the admin API.
+    pub admin_token: Option<String>,
+    /// Largest webhook body accepted; bigger ones get 413. Default 1048576 (1 MiB).
+    pub max_body_bytes: Option<Located<usize>>,
+}
+
+/// One entry of `accounts:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    /// Connector name: a file `connectors/<name>.yaml`.
+    pub connector: Located<String>,
+    /// Values for the connector's credential schema (tokens, webhook secrets).
+    pub credentials: Option<Node>,
+    /// Values for the connector's settings schema.
+    pub settings: Option<Node>,
+    /// Overrides the connector's `base_url` (e.g. a courier's staging API).
+    pub base_url: Option<Located<String>>,
+}
+
+/// A pipeline file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    /// Unique name; the consumer group is `waybill.<name>`.
+    pub name: Located<String>,
+    /// What the pipeline consumes.
+    pub input: RawInput,
+    /// Steps run in order; each is a single-key map, read as a [`RawStep`].
+    pub steps: Vec<Node>,
+    /// Where results are produced. Optional.
+    pub output: Option<RawOutput>,
+    /// Backoff for retryable failures.
+    pub retry: Option<RawRetry>,
+    /// Where messages that give up go. Default topic `dlq.<name>`.
+    pub dead_letter: Option<RawDeadLetter>,
+    /// Bound on messages worked on at once, across keys. Default 64.
+    pub max_in_flight: Option<Located<usize>>,
+}
+
+/// `input:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInput {
+    /// Topic to consume, e.g. `orders.shopify`.
+    pub topic: Located<String>,
+    /// Only messages from these store accounts. Default: all.
+    pub accounts: Option<Vec<Located<String>>>,
+}
+
+/// `output:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutput {
+    /// Topic to produce to, e.g. `shipments.booked`.
+    pub topic: Located<String>,
+}
+
+/// `retry:`; every key is optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Attempts before giving up, the first included. Default 8.
+    pub max_attempts: Option<Located<u32>>,
+    /// First backoff. Default `500ms`.
+    pub initial: Option<Located<RawDuration>>,
+    /// Largest backoff. Default `60s`.
+    pub max_delay: Option<Located<RawDuration>>,
+    /// Give up once this long has passed since the first failure. Default `30m`.
+    pub max_elapsed: Option<Located<RawDuration>>,
+}
+
+/// `dead_letter:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeadLetter {
+    /// Dead-letter topic. Default `dlq.<pipeline name>`.
+    pub topic: Located<String>,
+}
+
+/// One pipeline step: a map with a single key naming its kind.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawStep {
+    /// A minijinja expression over `event`, `order` and `account`; events for
+    /// which it is false are acknowledged and counted, not processed.
+    Trigger(Located<String>),
+    /// A mapping file (relative to the main config file) producing the canonical shipment.
+    Map(Located<String>),
+    /// Checks on the shipment; a failure is a dead letter with class `needs_review`.
+    Validate(RawValidate),
+    /// Courier account rules, first match wins; a rule without `when` is the default.
+    Route(Vec<RawRoute>),
+    /// Books the shipment with the routed courier, idempotently. Written `book: {}`.
+    Book(Option<RawBook>),
+}
+
+/// `validate:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawValidate {
+    /// Any of `phone`, `shipping_address`, `cod_amount`.
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawRule {
+    Phone,
+    ShippingAddress,
+    CodAmount,
+}
+
+/// One rule of `route:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// A minijinja expression over `shipment`, `order`, `event`, `account`; absent on the default rule.
+    pub when: Option<Located<String>>,
+    /// A courier account name.
+    pub to: Located<String>,
+}
+
+/// `book:`; takes no options yet.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBook {}
+
+/// A duration written as a number and a unit: `500ms`, `60s`, `30m`, `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_duration(&text)
+            .map(RawDuration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `500ms`, `60s`, `30m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || {
+        format!(
+            "invalid duration `{text}`: expected a whole number and a unit (ms, s, m, h), e.g. `500ms`, `60s`, `30m`, `1h`"
+        )
+    };
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(invalid)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let millis_per_unit = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(invalid()),
+    };
+    number
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::node::{from_node, parse};
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in [
+            "",
+            "5",
+            "ms",
+            "1.5s",
+            "10 min",
+            "-1s",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn steps_are_single_key_maps() {
+        let step = |yaml: &str| from_node::<RawStep>(&parse(yaml).unwrap());
+        assert!(
+            matches!(step("trigger: \"true\"").unwrap(), RawStep::Trigger(t) if t.value == "true")
+        );
+        assert!(matches!(step("book: {}").unwrap(), RawStep::Book(Some(_))));
+        assert!(matches!(step("book:").unwrap(), RawStep::Book(None)));
+        let unknown = step("bok: {}").unwrap_err().to_string();
+        assert!(unknown.contains("did you mean `book`"), "{unknown}");
+        assert!(
+            unknown.contains("trigger, map, validate, route, book"),
+            "{unknown}"
+        );
+        let two = step("map: a\nbook: {}").unwrap_err().to_string();
+        assert!(two.contains("exactly one key"), "{two}");
+        let rule = step("validate: { rules: [phone, adress] }").unwrap_err();
+        assert_eq!((rule.line, rule.column), (1, 28));
+    }
+}

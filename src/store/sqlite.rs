@@ -1,0 +1,152 @@
+//! The SQLite database file shared by the embedded bus and the store: one
+//! writer connection and a small pool of readers, both on the same file.
+//!
+//! ```yaml
+//! data_dir: ./data        # the database is <data_dir>/waybill.db
+//! ```
+
+use sqlx::migrate::MigrateError;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::time::Duration;
+
+/// How long a statement waits for SQLite's write lock (another process, such
+/// as `waybill dlq replay`, may hold it) before failing with SQLITE_BUSY.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a caller waits for the one writer connection.
+const WRITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Readers never block the writer under WAL, so a few are enough.
+const READERS: u32 = 4;
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// WAL size (in pages, 4 KiB by default) past which a checkpoint restarts it.
+const WAL_RESTART_PAGES: i64 = 64 * 1024;
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    #[error("cannot open SQLite database: {0}")]
+    Connect(#[from] sqlx::Error),
+    #[error("cannot migrate SQLite database: {0}")]
+    Migrate(#[from] MigrateError),
+}
+
+/// The connections to one SQLite file.
+#[derive(Clone)]
+pub(crate) struct SqlitePools {
+    /// Exactly one connection: every write in the process goes through it, so
+    /// writers queue in the pool instead of fighting over SQLite's lock.
+    pub write: SqlitePool,
+    pub read: SqlitePool,
+}
+
+/// Opens (creating if missing) and migrates the database described by `options`.
+pub(crate) async fn open(options: SqliteConnectOptions) -> Result<SqlitePools, OpenError> {
+    // WAL with synchronous=NORMAL: a committed transaction is in the WAL file
+    // before commit returns, so it survives the process being killed (kill -9);
+    // only a power loss or OS crash can drop the last commits. That is the
+    // durability the embedded bus promises, at a fraction of FULL's fsyncs.
+    let options = options
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(BUSY_TIMEOUT)
+        // SQLite would checkpoint on the committing connection, stalling the
+        // one writer (and every publisher queued behind it) for the length of
+        // a checkpoint and its fsync; a background task checkpoints instead.
+        .pragma("wal_autocheckpoint", "0");
+    let write = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(WRITE_ACQUIRE_TIMEOUT)
+        .connect_with(options.clone())
+        .await?;
+    sqlx::migrate!("migrations/sqlite").run(&write).await?;
+    let read = SqlitePoolOptions::new()
+        .max_connections(READERS)
+        .connect_with(options)
+        .await?;
+    tokio::spawn(checkpoint(read.clone()));
+    Ok(SqlitePools { write, read })
+}
+
+/// Checkpoints the WAL in the background until the database is closed.
+async fn checkpoint(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(error) = checkpoint_once(&pool).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(%error, "WAL checkpoint failed; retrying");
+        }
+    }
+}
+
+/// Copies the WAL into the database file without blocking the writer
+/// (PASSIVE). Readers that never pause could keep the WAL from being reused,
+/// so past [`WAL_RESTART_PAGES`] it restarts the WAL, briefly holding writers.
+async fn checkpoint_once(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let (_busy, pages, _copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await?;
+    if pages > WAL_RESTART_PAGES {
+        sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_background_task_checkpoints_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("w.db");
+        let pools = open(SqliteConnectOptions::new().filename(&file))
+            .await
+            .unwrap();
+        let automatic: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&pools.write)
+            .await
+            .unwrap();
+        assert_eq!(automatic, 0);
+        for i in 0..200 {
+            sqlx::query("INSERT INTO webhook_deliveries VALUES ('s', 'a', $1, 'now')")
+                .bind(format!("{i:0>500}"))
+                .execute(&pools.write)
+                .await
+                .unwrap();
+        }
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&pools.read)
+            .await
+            .unwrap();
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&pools.read)
+            .await
+            .unwrap();
+        let expected = u64::try_from(pages * page_size).unwrap();
+        // Only a checkpoint grows the database file; the wait is a safety net.
+        let grown = async {
+            while std::fs::metadata(&file).unwrap().len() < expected {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), grown)
+            .await
+            .unwrap();
+    }
+}

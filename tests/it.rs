@@ -1,0 +1,16 @@
+//! Integration tests: one binary (one link of the whole crate), one module per area.
+
+#[path = "it/common.rs"]
+mod common;
+#[path = "it/crash.rs"]
+mod crash;
+#[path = "it/golden.rs"]
+mod golden;
+#[path = "it/postex.rs"]
+mod postex;
+#[path = "it/rules.rs"]
+mod rules;
+#[path = "it/validate.rs"]
+mod validate;
+#[path = "it/webhook.rs"]
+mod webhook;
