@@ -70,7 +70,7 @@ pub async fn open_backends(config: &Config) -> Result<Backends, RunError> {
         BusSettings::Kafka { brokers, properties } => {
             let bus = crate::bus::kafka::KafkaBus::connect(brokers, properties, crate::bus::kafka::KafkaOptions::default())?;
             let store = crate::store::sql::SqlStore::connect(&config.store.url).await?;
-            Ok(Backends { bus: Arc::new(bus), store: Arc::new(store) })
+            Ok(Backends { bus: Arc::new(bus), store: Arc::new(store), embedded: None })
         }
     }
 }
