@@ -7,6 +7,7 @@
 
 pub mod dead_letter;
 pub mod embedded;
+pub mod kafka;
 
 use crate::model::{Message, Record};
 use async_trait::async_trait;

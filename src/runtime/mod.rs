@@ -67,7 +67,11 @@ pub async fn open_backends(config: &Config) -> Result<Backends, RunError> {
             }
             Ok(Backends { bus: Arc::new(bus.clone()), store: Arc::new(store), embedded: Some(bus) })
         }
-        BusSettings::Kafka { .. } => Err(RunError::Unsupported("the kafka bus is not available yet; use `bus: { kind: embedded }`".into())),
+        BusSettings::Kafka { brokers, properties } => {
+            let bus = crate::bus::kafka::KafkaBus::connect(brokers, properties, crate::bus::kafka::KafkaOptions::default())?;
+            let store = crate::store::sql::SqlStore::connect(&config.store.url).await?;
+            Ok(Backends { bus: Arc::new(bus), store: Arc::new(store), embedded: None })
+        }
     }
 }
 

@@ -1,0 +1,992 @@
+//! The Kafka bus: Apache Kafka or any Kafka-protocol broker through `rdkafka`.
+//!
+//! ```yaml
+//! bus:
+//!   kind: kafka
+//!   brokers: "kafka-1:9092,kafka-2:9092"
+//!   properties:            # passed to librdkafka as is; they override waybill's defaults
+//!     security.protocol: SASL_SSL
+//!     sasl.mechanisms: PLAIN
+//!     sasl.username: "${KAFKA_USER}"
+//!     sasl.password: "${KAFKA_PASSWORD}"
+//! ```
+//!
+//! The producer is idempotent (`acks=all`) and gives up after
+//! `message.timeout.ms` (5 s unless overridden) so that ingest can answer 503
+//! quickly when the brokers are unreachable (DESIGN §13). Consumers never
+//! auto-commit: the runner commits the lowest unfinished offset per partition.
+
+use crate::bus::{Bus, BusError, Consumer};
+use crate::model::{Headers, Message, Record};
+use async_trait::async_trait;
+use futures::{FutureExt, StreamExt};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers as _, Message as KafkaMessage, OwnedHeaders};
+use rdkafka::metadata::Metadata;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::util::Timeout;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long a metadata request may take; `/readyz` must answer quickly.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long topic creation may take before the brokers are assumed not to
+/// offer the admin API.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long `publish` waits for room in a full local producer queue.
+const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long `read` may spend on one partition, so a stuck fetch cannot hang
+/// `waybill dlq`.
+const READ_PARTITION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Producer defaults; `bus.properties` override every one of them.
+const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    // librdkafka waits 300 s by default, far beyond a store's webhook timeout.
+    ("message.timeout.ms", "5000"),
+];
+
+/// Consumer defaults; `bus.properties` override every one of them.
+const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("auto.offset.reset", "earliest"),
+    // librdkafka's 45 s makes a crashed instance's partitions wait long and
+    // holds group joins on some brokers for half of it.
+    ("session.timeout.ms", "10000"),
+];
+
+/// Consumer settings the runner's delivery guarantee relies on; they are
+/// applied after `bus.properties`.
+const CONSUMER_REQUIRED: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+];
+
+/// How topics are created when waybill creates them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KafkaOptions {
+    pub partitions: i32,
+    pub replication: i32,
+}
+
+impl Default for KafkaOptions {
+    fn default() -> Self {
+        KafkaOptions {
+            partitions: 6,
+            replication: 1,
+        }
+    }
+}
+
+/// The last error librdkafka reported, to explain an unavailable bus.
+#[derive(Debug, Default)]
+struct Health {
+    last_error: Mutex<Option<String>>,
+}
+
+impl Health {
+    fn record(&self, error: String) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(error);
+    }
+
+    fn clear(&self) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    fn last(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Client context of the producer and admin client: records client errors.
+#[derive(Clone)]
+struct BusContext {
+    health: Arc<Health>,
+}
+
+impl ClientContext for BusContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, reason, "kafka client error");
+        self.health.record(format!("{error} ({reason})"));
+    }
+}
+
+/// Client context of a group consumer: logs rebalances and failed commits.
+struct GroupContext {
+    topic: String,
+    group: String,
+    health: Arc<Health>,
+}
+
+impl ClientContext for GroupContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(topic = %self.topic, group = %self.group, error = %error, reason, "kafka consumer error");
+        self.health.record(format!("{error} ({reason})"));
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                tracing::info!(topic = %self.topic, group = %self.group, partitions = ?partition_ids(list), "partitions assigned");
+            }
+            Rebalance::Revoke(list) => {
+                // Records of these partitions still being processed here are
+                // redelivered to the new owner; bookings are idempotent.
+                tracing::info!(topic = %self.topic, group = %self.group, partitions = ?partition_ids(list), "partitions revoked");
+            }
+            Rebalance::Error(error) => {
+                tracing::warn!(topic = %self.topic, group = %self.group, error = %error, "rebalance failed");
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(error) = result {
+            let offsets: Vec<(i32, Offset)> = offsets
+                .elements()
+                .iter()
+                .map(|e| (e.partition(), e.offset()))
+                .collect();
+            tracing::warn!(topic = %self.topic, group = %self.group, error = %error, ?offsets, "offset commit failed");
+        }
+    }
+}
+
+fn partition_ids(list: &TopicPartitionList) -> Vec<i32> {
+    list.elements().iter().map(|e| e.partition()).collect()
+}
+
+/// The bus on a Kafka cluster.
+pub struct KafkaBus {
+    brokers: String,
+    properties: BTreeMap<String, String>,
+    options: KafkaOptions,
+    health: Arc<Health>,
+    producer: FutureProducer<BusContext>,
+    admin: AdminClient<BusContext>,
+    /// Topics seen in metadata or created; they are not looked up again.
+    known_topics: Mutex<HashSet<String>>,
+    /// Set once topic creation failed for lack of an admin API, so it is
+    /// neither retried nor logged again.
+    admin_unavailable: AtomicBool,
+}
+
+impl KafkaBus {
+    /// Creates the producer and admin client. librdkafka connects lazily, so
+    /// this succeeds while the brokers are down; `check` tells.
+    pub fn connect(
+        brokers: &str,
+        properties: &BTreeMap<String, String>,
+        options: KafkaOptions,
+    ) -> Result<KafkaBus, BusError> {
+        let health = Arc::new(Health::default());
+        let context = BusContext {
+            health: health.clone(),
+        };
+        let producer = producer_config(brokers, properties)
+            .create_with_context(context.clone())
+            .map_err(|e| BusError::Unavailable(format!("cannot create the kafka producer: {e}")))?;
+        let admin = client_config(brokers, properties)
+            .create_with_context(context)
+            .map_err(|e| {
+                BusError::Unavailable(format!("cannot create the kafka admin client: {e}"))
+            })?;
+        Ok(KafkaBus {
+            brokers: brokers.to_string(),
+            properties: properties.clone(),
+            options,
+            health,
+            producer,
+            admin,
+            known_topics: Mutex::new(HashSet::new()),
+            admin_unavailable: AtomicBool::new(false),
+        })
+    }
+
+    /// Explains a failure, adding the last client error when there is one
+    /// (it usually names the broker and the cause, e.g. connection refused).
+    fn unavailable(&self, what: &str, error: &KafkaError) -> BusError {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            return BusError::Unavailable(format!(
+                "the kafka producer failed fatally ({code}): {reason}"
+            ));
+        }
+        match self.health.last() {
+            Some(last) => {
+                BusError::Unavailable(format!("{what}: {error}; last client error: {last}"))
+            }
+            None => BusError::Unavailable(format!("{what}: {error}")),
+        }
+    }
+
+    async fn metadata(&self) -> Result<Metadata, BusError> {
+        let producer = self.producer.clone();
+        let fetched = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(None, METADATA_TIMEOUT)
+        })
+        .await
+        .map_err(|e| BusError::Unavailable(format!("metadata request did not finish: {e}")))?;
+        fetched.map_err(|e| self.unavailable("cannot fetch kafka metadata", &e))
+    }
+
+    fn is_known(&self, topic: &str) -> bool {
+        self.known_topics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(topic)
+    }
+
+    /// Makes sure `topic` exists before the first use, creating it with the
+    /// configured partitions and replication.
+    async fn ensure_topic(&self, topic: &str) -> Result<(), BusError> {
+        if self.is_known(topic) {
+            return Ok(());
+        }
+        let metadata = self.metadata().await?;
+        let exists = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none());
+        if !exists {
+            self.create_topic(topic).await;
+        }
+        let mut known = self
+            .known_topics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        known.extend(
+            metadata
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none())
+                .map(|t| t.name().to_string()),
+        );
+        known.insert(topic.to_string());
+        Ok(())
+    }
+
+    /// Creates a topic; failures are logged, not returned: the broker may
+    /// still create the topic on first use, and the produce or fetch that
+    /// follows reports the real outcome.
+    async fn create_topic(&self, topic: &str) {
+        if self.admin_unavailable.load(Ordering::Relaxed) {
+            return;
+        }
+        let new_topic = NewTopic::new(
+            topic,
+            self.options.partitions,
+            TopicReplication::Fixed(self.options.replication),
+        );
+        let admin_options = AdminOptions::new()
+            .request_timeout(Some(ADMIN_TIMEOUT))
+            .operation_timeout(Some(ADMIN_TIMEOUT));
+        match self.admin.create_topics([&new_topic], &admin_options).await {
+            Ok(results) => {
+                for result in results {
+                    match result {
+                        Ok(name) => {
+                            tracing::info!(topic = %name, partitions = self.options.partitions, replication = self.options.replication, "created topic")
+                        }
+                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((name, code)) => {
+                            tracing::warn!(topic = %name, error = %code, "cannot create topic; relying on broker auto-creation")
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                if !self.admin_unavailable.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %error, "the brokers do not answer topic creation; topics are left to broker auto-creation");
+                }
+            }
+        }
+    }
+
+    /// Settings of a client that reads a topic without a consumer group.
+    fn inspect_config(&self) -> ClientConfig {
+        let mut config = client_config(&self.brokers, &self.properties);
+        // librdkafka wants a group even for assigned partitions; this one
+        // never joins, subscribes or commits.
+        config
+            .set("group.id", "waybill.inspect")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        config
+    }
+}
+
+/// Bootstrap servers plus every user property.
+fn client_config(brokers: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (key, value) in properties {
+        config.set(key, value);
+    }
+    config
+}
+
+fn producer_config(brokers: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (key, value) in PRODUCER_DEFAULTS {
+        config.set(*key, *value);
+    }
+    for (key, value) in properties {
+        config.set(key, value);
+    }
+    config
+}
+
+fn consumer_config(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    group: &str,
+) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (key, value) in CONSUMER_DEFAULTS {
+        config.set(*key, *value);
+    }
+    for (key, value) in properties {
+        config.set(key, value);
+    }
+    for (key, value) in CONSUMER_REQUIRED {
+        config.set(*key, *value);
+    }
+    config.set("group.id", group);
+    config
+}
+
+/// Whether a produce error will recur however often it is retried (the
+/// message or topic is at fault, not the cluster's availability).
+fn is_permanent(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidTopic
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+    )
+}
+
+fn kafka_headers(headers: &Headers) -> OwnedHeaders {
+    headers.iter().fold(
+        OwnedHeaders::new_with_capacity(headers.len()),
+        |kafka, (key, value)| {
+            kafka.insert(Header {
+                key,
+                value: Some(value.as_str()),
+            })
+        },
+    )
+}
+
+/// Converts a fetched message; keys and header values that are not UTF-8
+/// (written by another producer) are converted lossily rather than rejected.
+fn to_record<M: KafkaMessage>(message: &M) -> Record {
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        h.value
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+        message: Message {
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default(),
+            headers,
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        },
+    }
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    async fn publish(&self, topic: &str, message: Message) -> Result<i64, BusError> {
+        self.ensure_topic(topic).await?;
+        let record = FutureRecord::to(topic)
+            .key(message.key.as_str())
+            .payload(message.payload.as_slice())
+            .headers(kafka_headers(&message.headers));
+        match self
+            .producer
+            .send(record, Timeout::After(ENQUEUE_TIMEOUT))
+            .await
+        {
+            Ok(delivery) => Ok(delivery.offset),
+            Err((error, _)) => match error.rdkafka_error_code() {
+                Some(code) if is_permanent(code) => Err(BusError::Storage(format!(
+                    "kafka rejected the message for `{topic}`: {error}"
+                ))),
+                _ => Err(self.unavailable(&format!("cannot publish to `{topic}`"), &error)),
+            },
+        }
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, BusError> {
+        self.ensure_topic(topic).await?;
+        let context = GroupContext {
+            topic: topic.to_string(),
+            group: group.to_string(),
+            health: self.health.clone(),
+        };
+        let consumer: StreamConsumer<GroupContext> =
+            consumer_config(&self.brokers, &self.properties, group)
+                .create_with_context(context)
+                .map_err(|e| {
+                    BusError::Unavailable(format!(
+                        "cannot create the kafka consumer for group `{group}`: {e}"
+                    ))
+                })?;
+        consumer.subscribe(&[topic]).map_err(|e| {
+            BusError::Unavailable(format!(
+                "cannot subscribe group `{group}` to `{topic}`: {e}"
+            ))
+        })?;
+        Ok(Box::new(KafkaConsumer {
+            consumer,
+            topic: topic.to_string(),
+        }))
+    }
+
+    async fn read(&self, topic: &str, from: i64, limit: usize) -> Result<Vec<Record>, BusError> {
+        let config = self.inspect_config();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || read_topic(&config, &topic, from, limit))
+            .await
+            .map_err(|e| BusError::Unavailable(format!("read did not finish: {e}")))?
+    }
+
+    async fn topics(&self) -> Result<Vec<String>, BusError> {
+        let metadata = self.metadata().await?;
+        let mut names: Vec<String> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.name().starts_with("__"))
+            .map(|t| t.name().to_string())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn check(&self) -> Result<(), BusError> {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            return Err(BusError::Unavailable(format!(
+                "the kafka producer failed fatally ({code}): {reason}"
+            )));
+        }
+        self.metadata().await?;
+        self.health.clear();
+        Ok(())
+    }
+}
+
+/// Reads partition by partition from `from` up to each partition's high
+/// watermark, with a consumer that belongs to no group and commits nothing.
+fn read_topic(
+    config: &ClientConfig,
+    topic: &str,
+    from: i64,
+    limit: usize,
+) -> Result<Vec<Record>, BusError> {
+    let unavailable =
+        |what: &str, e: KafkaError| BusError::Unavailable(format!("{what} `{topic}`: {e}"));
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| unavailable("cannot create a reader for", e))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|e| unavailable("cannot fetch metadata of", e))?;
+    let mut partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    partitions.sort_unstable();
+
+    let mut records = Vec::new();
+    for partition in partitions {
+        if records.len() >= limit {
+            break;
+        }
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+            .map_err(|e| unavailable("cannot fetch offsets of", e))?;
+        let start = from.max(low);
+        if start >= high {
+            continue;
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, partition, Offset::Offset(start))
+            .map_err(|e| unavailable("cannot position a reader on", e))?;
+        consumer
+            .assign(&assignment)
+            .map_err(|e| unavailable("cannot assign", e))?;
+        let deadline = Instant::now() + READ_PARTITION_TIMEOUT;
+        while records.len() < limit && Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) if message.partition() == partition => {
+                    let next = message.offset() + 1;
+                    records.push(to_record(&message));
+                    if next >= high {
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(unavailable("cannot read", e)),
+                // Transaction markers take offsets but are never returned,
+                // so the position tells whether the end was reached.
+                None if reached(&consumer, topic, partition, high) => break,
+                None => {}
+            }
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                topic,
+                partition,
+                "reading the partition timed out; returning what was read"
+            );
+        }
+    }
+    Ok(records)
+}
+
+fn reached(consumer: &BaseConsumer, topic: &str, partition: i32, high: i64) -> bool {
+    let Ok(position) = consumer.position() else {
+        return false;
+    };
+    matches!(position.find_partition(topic, partition).map(|p| p.offset()), Some(Offset::Offset(next)) if next >= high)
+}
+
+/// A consumer-group member reading one topic.
+pub struct KafkaConsumer {
+    consumer: StreamConsumer<GroupContext>,
+    topic: String,
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, BusError> {
+        let mut stream = self.consumer.stream();
+        let first = match tokio::time::timeout(wait, stream.next()).await {
+            Err(_) | Ok(None) => return Ok(Vec::new()),
+            Ok(Some(first)) => first,
+        };
+        let first = first
+            .map_err(|e| BusError::Unavailable(format!("cannot consume `{}`: {e}", self.topic)))?;
+        let mut records = vec![to_record(&first)];
+        // Take what is already fetched without waiting again; an error here
+        // is left for the next poll so the records already taken are kept.
+        while records.len() < max {
+            match stream.next().now_or_never() {
+                Some(Some(Ok(message))) => records.push(to_record(&message)),
+                _ => break,
+            }
+        }
+        Ok(records)
+    }
+
+    async fn commit(&mut self, partition: i32, next_offset: i64) -> Result<(), BusError> {
+        let assignment = self.consumer.assignment().map_err(|e| {
+            BusError::Unavailable(format!(
+                "cannot read the assignment of `{}`: {e}",
+                self.topic
+            ))
+        })?;
+        if assignment.find_partition(&self.topic, partition).is_none() {
+            // Revoked: the new owner resumes from the last commit, and a late
+            // commit from here could move its position.
+            tracing::debug!(topic = %self.topic, partition, next_offset, "not committing a partition no longer assigned");
+            return Ok(());
+        }
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(&self.topic, partition, Offset::Offset(next_offset))
+            .map_err(|e| {
+                BusError::Storage(format!(
+                    "invalid offset {next_offset} for `{}`/{partition}: {e}",
+                    self.topic
+                ))
+            })?;
+        // Asynchronous: failures reach `GroupContext::commit_callback`, and the
+        // next commit carries a later offset anyway.
+        self.consumer
+            .commit(&offsets, CommitMode::Async)
+            .map_err(|e| {
+                BusError::Unavailable(format!("cannot commit `{}`/{partition}: {e}", self.topic))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::DefaultProducerContext;
+
+    type Mock = MockCluster<'static, DefaultProducerContext>;
+
+    fn properties(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Tests shorten the group join; the rest are the shipped defaults.
+    fn test_properties() -> BTreeMap<String, String> {
+        properties(&[("session.timeout.ms", "6000")])
+    }
+
+    fn mock_bus(cluster: &Mock) -> KafkaBus {
+        KafkaBus::connect(
+            &cluster.bootstrap_servers(),
+            &test_properties(),
+            KafkaOptions::default(),
+        )
+        .unwrap()
+    }
+
+    fn message(key: &str, n: u32) -> Message {
+        Message {
+            key: key.to_string(),
+            headers: Headers::from([
+                ("waybill-id".to_string(), format!("id-{n}")),
+                ("waybill-source".to_string(), "shopify".to_string()),
+            ]),
+            payload: format!("{{\"n\":{n}}}").into_bytes(),
+        }
+    }
+
+    /// Polls until `count` records arrived or a generous deadline passed
+    /// (group joins take a few seconds on the mock and on tansu).
+    async fn poll_records(consumer: &mut Box<dyn Consumer>, count: usize) -> Vec<Record> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut records = Vec::new();
+        while records.len() < count && Instant::now() < deadline {
+            records.extend(
+                consumer
+                    .poll(count - records.len(), Duration::from_secs(1))
+                    .await
+                    .unwrap(),
+            );
+        }
+        records
+    }
+
+    async fn publish_all(bus: &KafkaBus, topic: &str, messages: &[Message]) -> Vec<i64> {
+        let mut offsets = Vec::new();
+        for message in messages {
+            offsets.push(bus.publish(topic, message.clone()).await.unwrap());
+        }
+        offsets
+    }
+
+    #[test]
+    fn user_properties_override_producer_defaults() {
+        let config = producer_config(
+            "b:9092",
+            &properties(&[
+                ("message.timeout.ms", "1000"),
+                ("security.protocol", "SASL_SSL"),
+            ]),
+        );
+        assert_eq!(config.get("message.timeout.ms"), Some("1000"));
+        assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("acks"), Some("all"));
+    }
+
+    #[test]
+    fn consumers_never_auto_commit_whatever_the_properties_say() {
+        let user = properties(&[
+            ("session.timeout.ms", "6000"),
+            ("enable.auto.commit", "true"),
+            ("group.id", "other"),
+        ]);
+        let config = consumer_config("b:9092", &user, "waybill.book");
+        assert_eq!(config.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(config.get("enable.auto.commit"), Some("false"));
+        assert_eq!(config.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(config.get("group.id"), Some("waybill.book"));
+        assert_eq!(config.get("auto.offset.reset"), Some("earliest"));
+    }
+
+    #[tokio::test]
+    async fn poll_returns_key_headers_and_payload_in_order() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("orders.shopify", 2, 1).unwrap();
+        let bus = mock_bus(&cluster);
+        let sent: Vec<Message> = (0..3).map(|n| message("acme:1001", n)).collect();
+        let offsets = publish_all(&bus, "orders.shopify", &sent).await;
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "one key's offsets must increase: {offsets:?}"
+        );
+
+        let mut consumer = bus
+            .subscribe("orders.shopify", "waybill.book")
+            .await
+            .unwrap();
+        let records = poll_records(&mut consumer, 3).await;
+        let received: Vec<Message> = records.iter().map(|r| r.message.clone()).collect();
+        assert_eq!(received, sent);
+        assert_eq!(
+            records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            offsets
+        );
+        assert!(
+            records
+                .iter()
+                .all(|r| r.topic == "orders.shopify" && r.partition == records[0].partition)
+        );
+
+        let read = bus.read("orders.shopify", 1, 10).await.unwrap();
+        assert_eq!(
+            read.iter().map(|r| r.message.clone()).collect::<Vec<_>>(),
+            sent[1..]
+        );
+        assert_eq!(bus.read("orders.shopify", 0, 2).await.unwrap().len(), 2);
+        assert!(
+            bus.topics()
+                .await
+                .unwrap()
+                .contains(&"orders.shopify".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_member_resumes_after_the_committed_offset() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("shipments.booked", 1, 1).unwrap();
+        let bus = mock_bus(&cluster);
+        let sent: Vec<Message> = (0..3).map(|n| message("acme:7", n)).collect();
+        publish_all(&bus, "shipments.booked", &sent).await;
+
+        let mut first = bus
+            .subscribe("shipments.booked", "waybill.writeback")
+            .await
+            .unwrap();
+        let records = poll_records(&mut first, 3).await;
+        assert_eq!(records.len(), 3);
+        first
+            .commit(records[1].partition, records[1].offset + 1)
+            .await
+            .unwrap();
+        drop(first);
+
+        let mut second = bus
+            .subscribe("shipments.booked", "waybill.writeback")
+            .await
+            .unwrap();
+        let resumed = poll_records(&mut second, 1).await;
+        assert_eq!(resumed.first().map(|r| r.offset), Some(records[2].offset));
+        assert_eq!(resumed[0].message, sent[2]);
+    }
+
+    #[tokio::test]
+    async fn consumer_groups_are_independent() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("shipments.status", 1, 1).unwrap();
+        let bus = mock_bus(&cluster);
+        let sent: Vec<Message> = (0..2).map(|n| message("acme:9", n)).collect();
+        publish_all(&bus, "shipments.status", &sent).await;
+
+        let mut done = bus
+            .subscribe("shipments.status", "waybill.a")
+            .await
+            .unwrap();
+        let records = poll_records(&mut done, 2).await;
+        assert_eq!(records.len(), 2);
+        done.commit(records[1].partition, records[1].offset + 1)
+            .await
+            .unwrap();
+        drop(done);
+
+        let mut other = bus
+            .subscribe("shipments.status", "waybill.b")
+            .await
+            .unwrap();
+        let records = poll_records(&mut other, 2).await;
+        assert_eq!(
+            records
+                .iter()
+                .map(|r| r.message.clone())
+                .collect::<Vec<_>>(),
+            sent
+        );
+    }
+
+    #[tokio::test]
+    async fn a_commit_for_a_partition_not_assigned_is_ignored() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("orders.woo", 1, 1).unwrap();
+        let bus = mock_bus(&cluster);
+        let sent: Vec<Message> = (0..2).map(|n| message("acme:5", n)).collect();
+        publish_all(&bus, "orders.woo", &sent).await;
+
+        // Not assigned yet: the group has not been joined.
+        let mut early = bus.subscribe("orders.woo", "waybill.book").await.unwrap();
+        early.commit(0, 2).await.unwrap();
+        drop(early);
+
+        let mut member = bus.subscribe("orders.woo", "waybill.book").await.unwrap();
+        let records = poll_records(&mut member, 2).await;
+        assert_eq!(
+            records
+                .iter()
+                .map(|r| r.message.clone())
+                .collect::<Vec<_>>(),
+            sent
+        );
+    }
+
+    #[tokio::test]
+    async fn publish_fails_fast_while_the_broker_is_down_and_recovers() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("orders.shopify", 1, 1).unwrap();
+        let bus = mock_bus(&cluster);
+        bus.publish("orders.shopify", message("acme:1", 0))
+            .await
+            .unwrap();
+        bus.check().await.unwrap();
+
+        cluster.broker_down(1).unwrap();
+        // Far below librdkafka's own 300 s, well above the 5 s default bound.
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(30),
+            bus.publish("orders.shopify", message("acme:1", 1)),
+        )
+        .await;
+        assert!(
+            matches!(outcome, Ok(Err(BusError::Unavailable(_)))),
+            "{outcome:?}"
+        );
+        assert!(matches!(bus.check().await, Err(BusError::Unavailable(_))));
+
+        cluster.broker_up(1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut recovered = false;
+        while !recovered && Instant::now() < deadline {
+            recovered = bus
+                .publish("orders.shopify", message("acme:1", 2))
+                .await
+                .is_ok();
+        }
+        assert!(
+            recovered,
+            "publish did not work again after the broker came back"
+        );
+        bus.check().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn topics_are_auto_created_when_the_admin_api_is_missing() {
+        let cluster = MockCluster::new(1).unwrap();
+        let bus = mock_bus(&cluster);
+        let first = bus.publish("dlq.book", message("acme:3", 0)).await.unwrap();
+        let second = bus.publish("dlq.book", message("acme:3", 1)).await.unwrap();
+        assert!(second > first);
+        assert!(bus.admin_unavailable.load(Ordering::Relaxed));
+        assert_eq!(bus.read("dlq.book", 0, 10).await.unwrap().len(), 2);
+    }
+
+    /// Against a real Kafka-protocol broker: `scripts/kafka-broker.sh start`
+    /// prints an address to put in `WAYBILL_TEST_KAFKA`.
+    #[tokio::test]
+    async fn round_trip_on_a_real_broker() {
+        let Ok(brokers) = std::env::var("WAYBILL_TEST_KAFKA") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "WAYBILL_TEST_KAFKA is not set: scripts/test.sh starts a broker"
+            );
+            eprintln!(
+                "skipped: WAYBILL_TEST_KAFKA is not set (scripts/kafka-broker.sh start prints an address)"
+            );
+            return;
+        };
+        let run = uuid::Uuid::new_v4();
+        let topic = format!("orders.test-{run}");
+        let group = format!("waybill.test-{run}");
+        let bus = KafkaBus::connect(
+            &brokers,
+            &test_properties(),
+            KafkaOptions {
+                partitions: 2,
+                replication: 1,
+            },
+        )
+        .unwrap();
+        bus.check().await.unwrap();
+        let sent: Vec<Message> = (0..3).map(|n| message("acme:42", n)).collect();
+        let offsets = publish_all(&bus, &topic, &sent).await;
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+        assert!(bus.topics().await.unwrap().contains(&topic));
+
+        let mut first = bus.subscribe(&topic, &group).await.unwrap();
+        let records = poll_records(&mut first, 3).await;
+        assert_eq!(
+            records
+                .iter()
+                .map(|r| r.message.clone())
+                .collect::<Vec<_>>(),
+            sent
+        );
+        first
+            .commit(records[1].partition, records[1].offset + 1)
+            .await
+            .unwrap();
+        drop(first);
+
+        let mut second = bus.subscribe(&topic, &group).await.unwrap();
+        let resumed = poll_records(&mut second, 1).await;
+        assert_eq!(
+            resumed.first().map(|r| r.message.clone()),
+            Some(sent[2].clone())
+        );
+        assert_eq!(bus.read(&topic, 0, 10).await.unwrap().len(), 3);
+    }
+}
