@@ -33,7 +33,9 @@ async fn start_stub(latency: Duration) -> (String, Arc<AtomicU64>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}"), booked)
@@ -84,5 +86,8 @@ async fn main() {
     let ceiling = 256.0 / 0.2;
     println!("booking: {orders} orders, max_in_flight 256");
     println!("courier stub at 0 ms: {fast:.0} bookings/s");
-    println!("courier stub at 200 ms: {slow:.0} bookings/s = {:.2} x the 1,280/s ceiling (256 / 0.2 s)", slow / ceiling);
+    println!(
+        "courier stub at 200 ms: {slow:.0} bookings/s = {:.2} x the 1,280/s ceiling (256 / 0.2 s)",
+        slow / ceiling
+    );
 }

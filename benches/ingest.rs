@@ -22,9 +22,13 @@ async fn main() {
     // Baseline: a bare axum handler on loopback.
     let bare = axum::Router::new().route(
         "/webhooks/shopify/{account}",
-        axum::routing::post(|body: axum::body::Bytes| async move { if body.is_empty() { "empty" } else { "ok" } }),
+        axum::routing::post(|body: axum::body::Bytes| async move {
+            if body.is_empty() { "empty" } else { "ok" }
+        }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let bare_addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, bare).await });
 

@@ -22,8 +22,13 @@ pub fn write_config(dir: &Path, port: u16, courier: &str, pipelines: &str, max_i
     }
     let pipeline = dir.join("pipelines/shopify-orders.yaml");
     let text = std::fs::read_to_string(&pipeline).expect("pipeline");
-    let text: String = text.lines().filter(|l| !l.starts_with("max_in_flight:")).map(|l| format!("{l}\n")).collect();
-    std::fs::write(&pipeline, format!("{text}max_in_flight: {max_in_flight}\n")).expect("write pipeline");
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("max_in_flight:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&pipeline, format!("{text}max_in_flight: {max_in_flight}\n"))
+        .expect("write pipeline");
     let yaml = format!(
         "data_dir: ./data\nbus: {{ kind: embedded }}\nhttp: {{ listen: \"127.0.0.1:{port}\" }}\n\
          accounts:\n  shopify-main: {{ connector: shopify, credentials: {{ webhook_secret: \"{SECRET}\" }} }}\n  \
@@ -46,7 +51,12 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Starts waybill in-process; the returned sender stops it.
-pub async fn start_waybill(config_path: &Path) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+pub async fn start_waybill(
+    config_path: &Path,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let config = waybill::config::load(config_path).unwrap_or_else(|d| panic!("config: {d:?}"));
     let listener = waybill::runtime::bind(&config).await.expect("bind");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -61,13 +71,18 @@ pub async fn start_waybill(config_path: &Path) -> (tokio::sync::oneshot::Sender<
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
 }
 
 /// A ~5 KB signed Shopify order with a distinct id.
 pub fn order(i: u64) -> Vec<u8> {
-    let mut order: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(repo().join("samples/shopify/order-cod.json")).expect("sample")).expect("json");
+    let mut order: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("samples/shopify/order-cod.json")).expect("sample"),
+    )
+    .expect("json");
     order["id"] = serde_json::json!(6_000_000_000_000_000_000u64 + i);
     order["name"] = serde_json::json!(format!("#B{i}"));
     serde_json::to_vec(&order).expect("json")
@@ -75,7 +90,13 @@ pub fn order(i: u64) -> Vec<u8> {
 
 /// Closed-loop load: `connections` workers post for `duration` (or until
 /// `max_requests`), each request built by `make(i)`. Returns successes/s.
-pub async fn load<F>(url: &str, connections: usize, duration: Duration, max_requests: u64, make: F) -> f64
+pub async fn load<F>(
+    url: &str,
+    connections: usize,
+    duration: Duration,
+    max_requests: u64,
+    make: F,
+) -> f64
 where
     F: Fn(u64) -> (Vec<u8>, Vec<(String, String)>) + Send + Sync + 'static,
 {
@@ -87,7 +108,10 @@ where
     for _ in 0..connections {
         let (make, next, ok, url) = (make.clone(), next.clone(), ok.clone(), url.to_string());
         workers.spawn(async move {
-            let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .expect("client");
             while started.elapsed() < duration {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= max_requests {
@@ -98,10 +122,10 @@ where
                 for (name, value) in headers {
                     request = request.header(name, value);
                 }
-                if let Ok(response) = request.send().await {
-                    if response.status().is_success() {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
+                if let Ok(response) = request.send().await
+                    && response.status().is_success()
+                {
+                    ok.fetch_add(1, Ordering::Relaxed);
                 }
             }
         });
@@ -113,7 +137,10 @@ where
 /// Headers of a signed Shopify webhook.
 pub fn shopify_headers(body: &[u8], topic: &str, id: u64) -> Vec<(String, String)> {
     vec![
-        ("X-Shopify-Hmac-Sha256".into(), waybill::sources::shopify::sign(SECRET.as_bytes(), body)),
+        (
+            "X-Shopify-Hmac-Sha256".into(),
+            waybill::sources::shopify::sign(SECRET.as_bytes(), body),
+        ),
         ("X-Shopify-Topic".into(), topic.into()),
         ("X-Shopify-Webhook-Id".into(), format!("bench-{id}")),
         ("Content-Type".into(), "application/json".into()),
@@ -123,5 +150,9 @@ pub fn shopify_headers(body: &[u8], topic: &str, id: u64) -> Vec<(String, String
 /// `--seconds N` style argument with a default.
 pub fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

@@ -43,7 +43,9 @@ fn parse_status(s: &str) -> anyhow::Result<BookingStatus> {
         "sent" => BookingStatus::Sent,
         "booked" => BookingStatus::Booked,
         "review" => BookingStatus::Review,
-        other => anyhow::bail!("unknown status `{other}`: expected reserved, sent, booked or review"),
+        other => {
+            anyhow::bail!("unknown status `{other}`: expected reserved, sent, booked or review")
+        }
     })
 }
 
@@ -54,18 +56,37 @@ pub async fn run(config_path: &Path, command: BookingsCommand) -> anyhow::Result
         BookingsCommand::List { status, limit } => {
             let status = status.as_deref().map(parse_status).transpose()?;
             for b in backends.store.bookings(status, limit).await? {
-                let tracking = b.result.as_ref().map(|r| r.tracking_number.as_str()).unwrap_or("-");
+                let tracking = b
+                    .result
+                    .as_ref()
+                    .map(|r| r.tracking_number.as_str())
+                    .unwrap_or("-");
                 let reference = b.reference.as_deref().unwrap_or("-");
                 let reason = b.reason.as_deref().unwrap_or("");
-                println!("{}\t{}\t{}\t{}\t{}\t{}", b.key, b.status.as_str(), reference, tracking, b.updated_at, reason);
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    b.key,
+                    b.status.as_str(),
+                    reference,
+                    tracking,
+                    b.updated_at,
+                    reason
+                );
             }
             Ok(0)
         }
-        BookingsCommand::Resolve { key, tracking, courier_account, release } => {
+        BookingsCommand::Resolve {
+            key,
+            tracking,
+            courier_account,
+            release,
+        } => {
             let key: BookingKey = key.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             if release {
                 backends.store.resolve_release(&key).await?;
-                println!("released {key}: the next delivery or `waybill dlq replay` books it again");
+                println!(
+                    "released {key}: the next delivery or `waybill dlq replay` books it again"
+                );
                 return Ok(0);
             }
             let tracking = tracking.context("--tracking or --release is required")?;
@@ -75,12 +96,19 @@ pub async fn run(config_path: &Path, command: BookingsCommand) -> anyhow::Result
                     let couriers: Vec<&String> = config
                         .accounts
                         .iter()
-                        .filter(|(_, a)| config.connectors.get(&a.connector).is_some_and(|c| c.kind == crate::connector::ConnectorKind::Courier))
+                        .filter(|(_, a)| {
+                            config
+                                .connectors
+                                .get(&a.connector)
+                                .is_some_and(|c| c.kind == crate::connector::ConnectorKind::Courier)
+                        })
                         .map(|(name, _)| name)
                         .collect();
                     match couriers.as_slice() {
                         [only] => (*only).clone(),
-                        _ => anyhow::bail!("several courier accounts are configured: say which with --courier-account"),
+                        _ => anyhow::bail!(
+                            "several courier accounts are configured: say which with --courier-account"
+                        ),
                     }
                 }
             };
@@ -89,7 +117,10 @@ pub async fn run(config_path: &Path, command: BookingsCommand) -> anyhow::Result
                 .get(&courier_account)
                 .map(|a| a.connector.clone())
                 .with_context(|| format!("no account named `{courier_account}`"))?;
-            backends.store.resolve_booked(&key, &tracking, &courier, &courier_account).await?;
+            backends
+                .store
+                .resolve_booked(&key, &tracking, &courier, &courier_account)
+                .await?;
             println!("resolved {key} as booked with {tracking}");
             Ok(0)
         }

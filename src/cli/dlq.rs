@@ -44,7 +44,9 @@ async fn read_all(bus: &dyn Bus, topic: &str) -> anyhow::Result<Vec<Record>> {
     let mut from = 0;
     loop {
         let page = bus.read(topic, from, PAGE).await?;
-        let Some(last) = page.iter().map(|r| r.offset).max() else { break };
+        let Some(last) = page.iter().map(|r| r.offset).max() else {
+            break;
+        };
         let full = page.len() == PAGE;
         all.extend(page);
         if !full {
@@ -60,23 +62,34 @@ fn id_of(record: &Record) -> String {
 }
 
 fn parse_id(id: &str) -> anyhow::Result<(String, i32, i64)> {
-    let bad = || anyhow::anyhow!("dead letter id `{id}` is not TOPIC:PARTITION:OFFSET (as `waybill dlq list` prints)");
+    let bad = || {
+        anyhow::anyhow!(
+            "dead letter id `{id}` is not TOPIC:PARTITION:OFFSET (as `waybill dlq list` prints)"
+        )
+    };
     let (rest, offset) = id.rsplit_once(':').ok_or_else(bad)?;
     let (topic, partition) = rest.rsplit_once(':').ok_or_else(bad)?;
-    Ok((topic.to_string(), partition.parse().map_err(|_| bad())?, offset.parse().map_err(|_| bad())?))
+    Ok((
+        topic.to_string(),
+        partition.parse().map_err(|_| bad())?,
+        offset.parse().map_err(|_| bad())?,
+    ))
 }
 
-fn dead_letter_topics(config: &Config, pipeline: Option<&str>) -> anyhow::Result<Vec<(String, String)>> {
+fn dead_letter_topics(
+    config: &Config,
+    pipeline: Option<&str>,
+) -> anyhow::Result<Vec<(String, String)>> {
     let chosen: Vec<(String, String)> = config
         .pipelines
         .iter()
         .filter(|p| pipeline.is_none_or(|name| p.name == name))
         .map(|p| (p.name.clone(), p.dead_letter.clone()))
         .collect();
-    if chosen.is_empty() {
-        if let Some(name) = pipeline {
-            anyhow::bail!("no pipeline named `{name}`");
-        }
+    if chosen.is_empty()
+        && let Some(name) = pipeline
+    {
+        anyhow::bail!("no pipeline named `{name}`");
     }
     Ok(chosen)
 }
@@ -96,10 +109,20 @@ fn original(record: &Record) -> Message {
     headers.retain(|name, _| {
         !(name.starts_with("waybill-error-")
             || name.starts_with("waybill-origin-")
-            || [header::PIPELINE, header::ATTEMPTS, header::FIRST_FAILED_AT, header::LAST_FAILED_AT].contains(&name.as_str()))
+            || [
+                header::PIPELINE,
+                header::ATTEMPTS,
+                header::FIRST_FAILED_AT,
+                header::LAST_FAILED_AT,
+            ]
+            .contains(&name.as_str()))
     });
     headers.insert(header::ID.into(), uuid::Uuid::new_v4().to_string());
-    Message { key: record.message.key.clone(), headers, payload: record.message.payload.clone() }
+    Message {
+        key: record.message.key.clone(),
+        headers,
+        payload: record.message.payload.clone(),
+    }
 }
 
 fn one_line(text: &str) -> String {
@@ -131,8 +154,10 @@ pub async fn run(config_path: &Path, command: DlqCommand) -> anyhow::Result<i32>
         DlqCommand::Show { id } => {
             let record = find(bus, &id).await?;
             let d = dead_letter::describe(&record);
-            let payload = serde_json::from_slice::<Value>(&record.message.payload)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&record.message.payload).into_owned()));
+            let payload =
+                serde_json::from_slice::<Value>(&record.message.payload).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(&record.message.payload).into_owned())
+                });
             let out = json!({
                 "id": id_of(&record),
                 "pipeline": d.pipeline,
@@ -174,10 +199,18 @@ pub async fn run(config_path: &Path, command: DlqCommand) -> anyhow::Result<i32>
                         .as_deref()
                         .and_then(|p| config.pipelines.iter().find(|x| x.name == p))
                         .map(|p| p.input.clone())
-                        .with_context(|| format!("dead letter {} names no origin topic or known pipeline", id_of(record)))?,
+                        .with_context(|| {
+                            format!(
+                                "dead letter {} names no origin topic or known pipeline",
+                                id_of(record)
+                            )
+                        })?,
                 };
                 let offset = bus.publish(&target, original(record)).await?;
-                println!("replayed {} onto {target} at offset {offset}", id_of(record));
+                println!(
+                    "replayed {} onto {target} at offset {offset}",
+                    id_of(record)
+                );
             }
             Ok(0)
         }
@@ -190,7 +223,10 @@ mod tests {
 
     #[test]
     fn ids_parse_with_dots_and_colons_in_topics() {
-        assert_eq!(parse_id("dlq.shopify-orders:0:3").unwrap(), ("dlq.shopify-orders".into(), 0, 3));
+        assert_eq!(
+            parse_id("dlq.shopify-orders:0:3").unwrap(),
+            ("dlq.shopify-orders".into(), 0, 3)
+        );
         assert_eq!(parse_id("a:b:1:2").unwrap(), ("a:b".into(), 1, 2));
         assert!(parse_id("dlq.x:3").is_err());
         assert!(parse_id("dlq.x:a:3").is_err());

@@ -59,7 +59,9 @@ pub enum Command {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -84,6 +86,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 pub fn load_config(path: &Path) -> anyhow::Result<crate::config::Config> {
     crate::config::load(path).map_err(|diagnostics| {
         let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("invalid configuration ({} problems; `waybill validate` lists them):\n{}", lines.len(), lines.join("\n"))
+        anyhow::anyhow!(
+            "invalid configuration ({} problems; `waybill validate` lists them):\n{}",
+            lines.len(),
+            lines.join("\n")
+        )
     })
 }

@@ -30,9 +30,17 @@ pub enum SimulateCommand {
 }
 
 pub async fn run(config_path: &Path, command: SimulateCommand) -> anyhow::Result<i32> {
-    let SimulateCommand::Shopify { account, file, topic, url } = command;
+    let SimulateCommand::Shopify {
+        account,
+        file,
+        topic,
+        url,
+    } = command;
     let config = super::load_config(config_path)?;
-    let acct = config.accounts.get(&account).with_context(|| format!("no account named `{account}` in {}", config_path.display()))?;
+    let acct = config
+        .accounts
+        .get(&account)
+        .with_context(|| format!("no account named `{account}` in {}", config_path.display()))?;
     let secret = acct
         .credentials
         .get("webhook_secret")
@@ -44,17 +52,32 @@ pub async fn run(config_path: &Path, command: SimulateCommand) -> anyhow::Result
     let response = reqwest::Client::new()
         .post(&endpoint)
         .header("content-type", "application/json")
-        .header("X-Shopify-Hmac-Sha256", shopify::sign(secret.as_bytes(), &body))
+        .header(
+            "X-Shopify-Hmac-Sha256",
+            shopify::sign(secret.as_bytes(), &body),
+        )
         .header("X-Shopify-Topic", &topic)
         .header("X-Shopify-Webhook-Id", &webhook_id)
-        .header("X-Shopify-Shop-Domain", acct.credentials.get("shop_domain").map(String::as_str).unwrap_or("example.myshopify.com"))
+        .header(
+            "X-Shopify-Shop-Domain",
+            acct.credentials
+                .get("shop_domain")
+                .map(String::as_str)
+                .unwrap_or("example.myshopify.com"),
+        )
         .header("X-Shopify-API-Version", "2025-10")
         .body(body)
         .send()
         .await
-        .with_context(|| format!("cannot reach waybill at {endpoint}: is `waybill run` running?"))?;
+        .with_context(|| {
+            format!("cannot reach waybill at {endpoint}: is `waybill run` running?")
+        })?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
-    println!("POST {endpoint} (topic {topic}, webhook id {webhook_id}) -> {} {}", status.as_u16(), text.trim());
+    println!(
+        "POST {endpoint} (topic {topic}, webhook id {webhook_id}) -> {} {}",
+        status.as_u16(),
+        text.trim()
+    );
     Ok(if status.is_success() { 0 } else { 1 })
 }

@@ -37,25 +37,52 @@ pub fn run(config_path: &Path, args: TryArgs) -> anyhow::Result<i32> {
         .find(|p| p.name == args.pipeline)
         .with_context(|| {
             let names: Vec<&str> = config.pipelines.iter().map(|p| p.name.as_str()).collect();
-            format!("no pipeline named `{}`; pipelines: {}", args.pipeline, names.join(", "))
+            format!(
+                "no pipeline named `{}`; pipelines: {}",
+                args.pipeline,
+                names.join(", ")
+            )
         })?;
-    let body = std::fs::read(&args.input).with_context(|| format!("cannot read {}", args.input.display()))?;
-    let order: Value = serde_json::from_slice(&body).with_context(|| format!("{} is not JSON", args.input.display()))?;
+    let body = std::fs::read(&args.input)
+        .with_context(|| format!("cannot read {}", args.input.display()))?;
+    let order: Value = serde_json::from_slice(&body)
+        .with_context(|| format!("{} is not JSON", args.input.display()))?;
     let account = args
         .account
         .or_else(|| pipeline.accounts.first().cloned())
-        .or_else(|| config.accounts.values().find(|a| a.connector == "shopify").map(|a| a.name.clone()))
+        .or_else(|| {
+            config
+                .accounts
+                .values()
+                .find(|a| a.connector == "shopify")
+                .map(|a| a.name.clone())
+        })
         .unwrap_or_default();
-    let source = config.accounts.get(&account).map(|a| a.connector.clone()).unwrap_or_default();
-    let event = Event { topic: args.topic, account, source, headers: Headers::new() };
+    let source = config
+        .accounts
+        .get(&account)
+        .map(|a| a.connector.clone())
+        .unwrap_or_default();
+    let event = Event {
+        topic: args.topic,
+        account,
+        source,
+        headers: Headers::new(),
+    };
     let planned = stages::plan(pipeline, &config.accounts, &event, order);
 
     let mut errors = Vec::new();
     let mut request = Value::Null;
     match &planned.outcome {
         Ok(Plan::Book { shipment, route }) => {
-            let engine = Engine::new(reqwest::Client::new(), format!("http://{}", config.http.listen));
-            let courier = config.accounts.get(route).and_then(|a| config.connectors.get(&a.connector).map(|c| (a, c)));
+            let engine = Engine::new(
+                reqwest::Client::new(),
+                format!("http://{}", config.http.listen),
+            );
+            let courier = config
+                .accounts
+                .get(route)
+                .and_then(|a| config.connectors.get(&a.connector).map(|c| (a, c)));
             match courier {
                 Some((account, connector)) => match serde_json::to_value(shipment) {
                     Ok(shipment) => match engine.prepare_book(connector, account, &shipment) {
@@ -64,7 +91,9 @@ pub fn run(config_path: &Path, args: TryArgs) -> anyhow::Result<i32> {
                     },
                     Err(e) => errors.push(format!("book: {e}")),
                 },
-                None => errors.push(format!("route: courier account `{route}` is not configured")),
+                None => errors.push(format!(
+                    "route: courier account `{route}` is not configured"
+                )),
             }
         }
         Ok(Plan::Skip { reason, .. }) => errors.push(reason.clone()),

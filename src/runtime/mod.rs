@@ -39,7 +39,10 @@ pub enum RunError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {error}")]
-    Listen { addr: SocketAddr, error: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
     #[error("HTTP client: {0}")]
     Http(String),
     #[error("{0}")]
@@ -63,14 +66,33 @@ pub async fn open_backends(config: &Config) -> Result<Backends, RunError> {
             let (bus, store) = crate::bus::embedded::open_embedded(&config.data_dir).await?;
             if config.store.url.starts_with("postgres") {
                 let store = crate::store::sql::SqlStore::connect(&config.store.url).await?;
-                return Ok(Backends { bus: Arc::new(bus), store: Arc::new(store), embedded: None });
+                return Ok(Backends {
+                    bus: Arc::new(bus),
+                    store: Arc::new(store),
+                    embedded: None,
+                });
             }
-            Ok(Backends { bus: Arc::new(bus.clone()), store: Arc::new(store), embedded: Some(bus) })
+            Ok(Backends {
+                bus: Arc::new(bus.clone()),
+                store: Arc::new(store),
+                embedded: Some(bus),
+            })
         }
-        BusSettings::Kafka { brokers, properties } => {
-            let bus = crate::bus::kafka::KafkaBus::connect(brokers, properties, crate::bus::kafka::KafkaOptions::default())?;
+        BusSettings::Kafka {
+            brokers,
+            properties,
+        } => {
+            let bus = crate::bus::kafka::KafkaBus::connect(
+                brokers,
+                properties,
+                crate::bus::kafka::KafkaOptions::default(),
+            )?;
             let store = crate::store::sql::SqlStore::connect(&config.store.url).await?;
-            Ok(Backends { bus: Arc::new(bus), store: Arc::new(store), embedded: None })
+            Ok(Backends {
+                bus: Arc::new(bus),
+                store: Arc::new(store),
+                embedded: None,
+            })
         }
     }
 }
@@ -78,12 +100,18 @@ pub async fn open_backends(config: &Config) -> Result<Backends, RunError> {
 /// Binds the configured listen address.
 pub async fn bind(config: &Config) -> Result<TcpListener, RunError> {
     let addr = config.http.listen;
-    TcpListener::bind(addr).await.map_err(|error| RunError::Listen { addr, error })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| RunError::Listen { addr, error })
 }
 
 /// Runs the HTTP server and every pipeline until `shutdown` completes, then
 /// stops taking webhooks, finishes in-flight work and commits.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
     let backends = open_backends(&config).await?;
     run_with(Arc::new(config), backends, listener, shutdown).await
 }
@@ -95,17 +123,34 @@ pub async fn run_with(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let Backends { bus, store, embedded } = backends;
+    let Backends {
+        bus,
+        store,
+        embedded,
+    } = backends;
     let metrics = Arc::new(Metrics::new());
-    let local = listener.local_addr().map_err(|error| RunError::Listen { addr: config.http.listen, error })?;
-    let self_host = if local.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], local.port())) } else { local };
+    let local = listener.local_addr().map_err(|error| RunError::Listen {
+        addr: config.http.listen,
+        error,
+    })?;
+    let self_host = if local.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], local.port()))
+    } else {
+        local
+    };
     let http = Engine::client().map_err(|e| RunError::Http(e.to_string()))?;
     let engine = Engine::new(http, format!("http://{self_host}"));
     let owner = match config.bus {
         BusSettings::Embedded => "local".to_string(),
         BusSettings::Kafka { .. } => format!("instance-{}", uuid::Uuid::new_v4()),
     };
-    let booker = Arc::new(Booker { config: config.clone(), store: store.clone(), engine, metrics: metrics.clone(), owner });
+    let booker = Arc::new(Booker {
+        config: config.clone(),
+        store: store.clone(),
+        engine,
+        metrics: metrics.clone(),
+        owner,
+    });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut pipelines = tokio::task::JoinSet::new();
@@ -127,8 +172,16 @@ pub async fn run_with(
     }
 
     let retention = tokio::spawn(retention(embedded.clone(), store.clone(), stop_rx.clone()));
-    let ingest = Ingest { bus: bus.clone(), store: store.clone(), embedded, metrics: metrics.clone() };
-    let state = server::AppState { config: config.clone(), ingest };
+    let ingest = Ingest {
+        bus: bus.clone(),
+        store: store.clone(),
+        embedded,
+        metrics: metrics.clone(),
+    };
+    let state = server::AppState {
+        config: config.clone(),
+        ingest,
+    };
     let app = server::router(state, crate::connector::sandbox::router());
     tracing::info!(listen = %local, pipelines = config.pipelines.len(), data_dir = %config.data_dir.display(), "waybill is running");
     let mut server_stop = stop_rx.clone();
@@ -152,7 +205,11 @@ pub async fn run_with(
 }
 
 /// Trims the embedded log and expires old delivery ids, periodically.
-async fn retention(embedded: Option<EmbeddedBus>, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+async fn retention(
+    embedded: Option<EmbeddedBus>,
+    store: Arc<dyn Store>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(RETENTION_EVERY) => {}

@@ -38,7 +38,14 @@ struct AttemptError {
 
 impl From<StageError> for AttemptError {
     fn from(e: StageError) -> Self {
-        AttemptError { stage: e.stage, class: e.class, message: e.message, retry_after: None, request: None, response: None }
+        AttemptError {
+            stage: e.stage,
+            class: e.class,
+            message: e.message,
+            retry_after: None,
+            request: None,
+            response: None,
+        }
     }
 }
 
@@ -56,7 +63,14 @@ impl From<BookError> for AttemptError {
 }
 
 fn bus_error(stage: &'static str, e: BusError) -> AttemptError {
-    AttemptError { stage, class: ErrorClass::Retryable, message: e.to_string(), retry_after: None, request: None, response: None }
+    AttemptError {
+        stage,
+        class: ErrorClass::Retryable,
+        message: e.to_string(),
+        retry_after: None,
+        request: None,
+        response: None,
+    }
 }
 
 /// How a message ended.
@@ -86,9 +100,16 @@ struct Completion {
 impl Runner {
     /// Runs until `shutdown` turns true, then finishes in-flight work for up
     /// to `grace` and commits what finished.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>, grace: Duration) -> Result<(), BusError> {
+    pub async fn run(
+        self: Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) -> Result<(), BusError> {
         let pipeline = self.pipeline.clone();
-        let mut consumer = self.bus.subscribe(&pipeline.input, &pipeline.group()).await?;
+        let mut consumer = self
+            .bus
+            .subscribe(&pipeline.input, &pipeline.group())
+            .await?;
         let capacity = (pipeline.max_in_flight * 4).max(1024);
         let (records_tx, mut records_rx) = mpsc::channel::<Record>(pipeline.max_in_flight.max(64));
         let (commit_tx, mut commit_rx) = mpsc::unbounded_channel::<(i32, i64)>();
@@ -189,11 +210,10 @@ impl Runner {
                 Some(done) = done_rx.recv() => {
                     pending -= 1;
                     let finished = matches!(done.handled, Handled::Done);
-                    if finished {
-                        if let Some(set) = outstanding.get_mut(&done.partition) {
+                    if finished
+                        && let Some(set) = outstanding.get_mut(&done.partition) {
                             set.remove(&done.offset);
                         }
-                    }
                     if stopping || !finished {
                         // The key's queued records stay unprocessed and uncommitted.
                         if let Some(rest) = queues.remove(&done.key) {
@@ -238,7 +258,10 @@ impl Runner {
         commit_tx: &mpsc::UnboundedSender<(i32, i64)>,
     ) {
         for (&partition, &up_to) in polled_up_to {
-            let next = outstanding.get(&partition).and_then(|s| s.first().copied()).unwrap_or(up_to);
+            let next = outstanding
+                .get(&partition)
+                .and_then(|s| s.first().copied())
+                .unwrap_or(up_to);
             if committed.get(&partition).is_none_or(|&c| next > c) {
                 committed.insert(partition, next);
                 let _ = commit_tx.send((partition, next));
@@ -247,9 +270,16 @@ impl Runner {
     }
 
     /// Processes one message with retries, ending in done or a dead letter.
-    async fn handle(&self, record: &Record, permits: &Arc<Semaphore>, mut shutdown: watch::Receiver<bool>) -> Handled {
+    async fn handle(
+        &self,
+        record: &Record,
+        permits: &Arc<Semaphore>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Handled {
         let pipeline = &self.pipeline;
-        let labels = PipelineLabels { pipeline: pipeline.name.clone() };
+        let labels = PipelineLabels {
+            pipeline: pipeline.name.clone(),
+        };
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(pipeline.retry.initial)
             .with_max_delay(pipeline.retry.max_delay)
@@ -275,26 +305,27 @@ impl Runner {
                 Err(error) => error,
             };
             let _ = first_failed_at.set(now_rfc3339());
-            if error.class == ErrorClass::Retryable && started.elapsed() < pipeline.retry.max_elapsed {
-                if let Some(delay) = backoff.next() {
-                    let delay = match error.retry_after {
-                        Some(asked) => asked.min(pipeline.retry.max_delay).max(delay),
-                        None => delay,
-                    };
-                    RetryScheduled {
-                        pipeline: &pipeline.name,
-                        stage: error.stage,
-                        class: error.class,
-                        key: &record.message.key,
-                        attempt: attempts,
-                        delay,
-                        message: &error.message,
-                    }
-                    .emit(&self.metrics);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => continue,
-                        _ = shutdown.wait_for(|stop| *stop) => return Handled::Abandoned,
-                    }
+            if error.class == ErrorClass::Retryable
+                && started.elapsed() < pipeline.retry.max_elapsed
+                && let Some(delay) = backoff.next()
+            {
+                let delay = match error.retry_after {
+                    Some(asked) => asked.min(pipeline.retry.max_delay).max(delay),
+                    None => delay,
+                };
+                RetryScheduled {
+                    pipeline: &pipeline.name,
+                    stage: error.stage,
+                    class: error.class,
+                    key: &record.message.key,
+                    attempt: attempts,
+                    delay,
+                    message: &error.message,
+                }
+                .emit(&self.metrics);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = shutdown.wait_for(|stop| *stop) => return Handled::Abandoned,
                 }
             }
             let failure = Failure {
@@ -314,11 +345,20 @@ impl Runner {
 
     /// Writes a dead letter, retrying until the bus takes it: a message is
     /// only finished once its dead letter is durable.
-    async fn dead_letter(&self, record: &Record, failure: &Failure, shutdown: &mut watch::Receiver<bool>) -> Handled {
+    async fn dead_letter(
+        &self,
+        record: &Record,
+        failure: &Failure,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Handled {
         let pipeline = &self.pipeline;
         let message = dead_letter::envelope(record, failure);
         loop {
-            match self.bus.publish(&pipeline.dead_letter, message.clone()).await {
+            match self
+                .bus
+                .publish(&pipeline.dead_letter, message.clone())
+                .await
+            {
                 Ok(_) => {
                     DeadLettered {
                         pipeline: &pipeline.name,
@@ -329,7 +369,12 @@ impl Runner {
                         message: &failure.message,
                     }
                     .emit(&self.metrics);
-                    StageProcessed { pipeline: &pipeline.name, stage: &failure.stage, outcome: "dead_lettered" }.emit(&self.metrics);
+                    StageProcessed {
+                        pipeline: &pipeline.name,
+                        stage: &failure.stage,
+                        outcome: "dead_lettered",
+                    }
+                    .emit(&self.metrics);
                     return Handled::Done;
                 }
                 Err(e) => {
@@ -347,13 +392,20 @@ impl Runner {
     async fn attempt(&self, record: &Record) -> Result<(), AttemptError> {
         let pipeline = &self.pipeline;
         let event = Event::from_headers(&record.message.headers);
-        let order: serde_json::Value = serde_json::from_slice(&record.message.payload)
-            .map_err(|e| StageError::permanent("decode", format!("message body is not JSON: {e}")))?;
+        let order: serde_json::Value =
+            serde_json::from_slice(&record.message.payload).map_err(|e| {
+                StageError::permanent("decode", format!("message body is not JSON: {e}"))
+            })?;
         let plan = stages::plan(pipeline, &self.config.accounts, &event, order).outcome?;
         match plan {
             Plan::Skip { stage, reason } => {
                 tracing::debug!(pipeline = %pipeline.name, key = %record.message.key, reason, "skipped");
-                StageProcessed { pipeline: &pipeline.name, stage, outcome: "skipped" }.emit(&self.metrics);
+                StageProcessed {
+                    pipeline: &pipeline.name,
+                    stage,
+                    outcome: "skipped",
+                }
+                .emit(&self.metrics);
                 Ok(())
             }
             Plan::Emit { shipment } => {
@@ -361,12 +413,31 @@ impl Runner {
                     let payload = json!({ "shipment": shipment });
                     self.publish_output(topic, record, &payload).await?;
                 }
-                StageProcessed { pipeline: &pipeline.name, stage: "output", outcome: "ok" }.emit(&self.metrics);
+                StageProcessed {
+                    pipeline: &pipeline.name,
+                    stage: "output",
+                    outcome: "ok",
+                }
+                .emit(&self.metrics);
                 Ok(())
             }
             Plan::Book { shipment, route } => {
-                let message_id = record.message.headers.get(header::ID).cloned().unwrap_or_default();
-                let booked = self.booker.book(&event.source, &event.account, &shipment, &route, &message_id).await?;
+                let message_id = record
+                    .message
+                    .headers
+                    .get(header::ID)
+                    .cloned()
+                    .unwrap_or_default();
+                let booked = self
+                    .booker
+                    .book(
+                        &event.source,
+                        &event.account,
+                        &shipment,
+                        &route,
+                        &message_id,
+                    )
+                    .await?;
                 if !booked.replayed {
                     ShipmentBooked {
                         pipeline: &pipeline.name,
@@ -392,13 +463,23 @@ impl Runner {
                     self.publish_output(topic, record, &payload).await?;
                 }
                 let outcome = if booked.replayed { "replayed" } else { "ok" };
-                StageProcessed { pipeline: &pipeline.name, stage: "book", outcome }.emit(&self.metrics);
+                StageProcessed {
+                    pipeline: &pipeline.name,
+                    stage: "book",
+                    outcome,
+                }
+                .emit(&self.metrics);
                 Ok(())
             }
         }
     }
 
-    async fn publish_output(&self, topic: &str, record: &Record, payload: &serde_json::Value) -> Result<(), AttemptError> {
+    async fn publish_output(
+        &self,
+        topic: &str,
+        record: &Record,
+        payload: &serde_json::Value,
+    ) -> Result<(), AttemptError> {
         let mut headers = record.message.headers.clone();
         headers.insert(header::ID.into(), uuid::Uuid::new_v4().to_string());
         headers.insert(header::SCHEMA.into(), SCHEMA_VERSION.into());
@@ -407,13 +488,18 @@ impl Runner {
             headers,
             payload: serde_json::to_vec(payload).unwrap_or_default(),
         };
-        self.bus.publish(topic, message).await.map(|_| ()).map_err(|e| bus_error("output", e))
+        self.bus
+            .publish(topic, message)
+            .await
+            .map(|_| ())
+            .map_err(|e| bus_error("output", e))
     }
 }
 
 fn since_received(record: &Record) -> Option<Duration> {
     let at = record.message.headers.get(header::RECEIVED_AT)?;
-    let at = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    let at =
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
     let elapsed = time::OffsetDateTime::now_utc() - at;
     elapsed.try_into().ok()
 }

@@ -34,9 +34,21 @@ pub fn router(state: AppState, sandbox: Router) -> Router {
         .nest("/sandbox", sandbox)
 }
 
-async fn shopify_webhook(State(state): State<AppState>, Path(account): Path<String>, headers: HeaderMap, body: Body) -> Response {
+async fn shopify_webhook(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let account = state.config.accounts.get(&account).map(|a| a.as_ref());
-    shopify::receive(&state.ingest, account, &headers, body, state.config.http.max_body_bytes).await
+    shopify::receive(
+        &state.ingest,
+        account,
+        &headers,
+        body,
+        state.config.http.max_body_bytes,
+    )
+    .await
 }
 
 /// The server only listens once the bus and store are open.
@@ -60,13 +72,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", problems.join("; "))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join("; ")),
+        )
+            .into_response()
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.ingest.metrics.render(),
     )
         .into_response()

@@ -36,13 +36,25 @@ pub struct BookError {
 
 impl BookError {
     fn new(class: ErrorClass, message: impl Into<String>) -> Self {
-        BookError { class, message: message.into(), retry_after: None, request: None, response: None }
+        BookError {
+            class,
+            message: message.into(),
+            retry_after: None,
+            request: None,
+            response: None,
+        }
     }
 }
 
 impl From<CourierError> for BookError {
     fn from(e: CourierError) -> Self {
-        BookError { class: e.class, message: e.message, retry_after: e.retry_after, request: e.request, response: e.response }
+        BookError {
+            class: e.class,
+            message: e.message,
+            retry_after: e.retry_after,
+            request: e.request,
+            response: e.response,
+        }
     }
 }
 
@@ -85,14 +97,28 @@ impl Booker {
         let (account, connector) = self.courier(route)?;
         let reservation = self
             .store
-            .reserve_booking(&key, &self.owner, RESERVATION_LEASE, message_id, &shipment.reference)
+            .reserve_booking(
+                &key,
+                &self.owner,
+                RESERVATION_LEASE,
+                message_id,
+                &shipment.reference,
+            )
             .await
             .map_err(|e| BookError::new(ErrorClass::Retryable, format!("store: {e}")))?;
         match reservation {
             Reservation::Acquired => {}
             Reservation::Booked(result) => {
-                DuplicateSuppressed { kind: "booking", source, key: &key_text }.emit(&self.metrics);
-                return Ok(Booked { result, replayed: true });
+                DuplicateSuppressed {
+                    kind: "booking",
+                    source,
+                    key: &key_text,
+                }
+                .emit(&self.metrics);
+                return Ok(Booked {
+                    result,
+                    replayed: true,
+                });
             }
             Reservation::Sent => {
                 let reason = "a booking request was sent before and its outcome was never recorded; \
@@ -101,17 +127,27 @@ impl Booker {
                     .mark_review(&key, reason, message_id)
                     .await
                     .map_err(|e| BookError::new(ErrorClass::Retryable, format!("store: {e}")))?;
-                return Err(BookError::new(ErrorClass::NeedsReview, format!("booking {key_text}: {reason}")));
+                return Err(BookError::new(
+                    ErrorClass::NeedsReview,
+                    format!("booking {key_text}: {reason}"),
+                ));
             }
             Reservation::Review(reason) => {
-                return Err(BookError::new(ErrorClass::NeedsReview, format!("booking {key_text} is waiting for review: {reason}")));
+                return Err(BookError::new(
+                    ErrorClass::NeedsReview,
+                    format!("booking {key_text} is waiting for review: {reason}"),
+                ));
             }
             Reservation::Busy { owner } => {
-                return Err(BookError::new(ErrorClass::Retryable, format!("booking {key_text} is being worked on by {owner}")));
+                return Err(BookError::new(
+                    ErrorClass::Retryable,
+                    format!("booking {key_text} is being worked on by {owner}"),
+                ));
             }
         }
 
-        let shipment_json = serde_json::to_value(shipment).map_err(|e| BookError::new(ErrorClass::Permanent, e.to_string()))?;
+        let shipment_json = serde_json::to_value(shipment)
+            .map_err(|e| BookError::new(ErrorClass::Permanent, e.to_string()))?;
         let request = match self.engine.prepare_book(connector, account, &shipment_json) {
             Ok(request) => request,
             Err(e) => {
@@ -142,8 +178,16 @@ impl Booker {
                 self.store
                     .mark_booked(&key, &result, message_id)
                     .await
-                    .map_err(|e| BookError::new(ErrorClass::NeedsReview, format!("booked as {} but not recorded: {e}", result.tracking_number)))?;
-                Ok(Booked { result, replayed: false })
+                    .map_err(|e| {
+                        BookError::new(
+                            ErrorClass::NeedsReview,
+                            format!("booked as {} but not recorded: {e}", result.tracking_number),
+                        )
+                    })?;
+                Ok(Booked {
+                    result,
+                    replayed: false,
+                })
             }
             Err(error) => {
                 CourierRequestCompleted {
@@ -159,7 +203,10 @@ impl Booker {
                     // The courier certainly did not act: the key may be sent again.
                     ErrorClass::Retryable | ErrorClass::Permanent => self.release(&key).await,
                     ErrorClass::Ambiguous | ErrorClass::NeedsReview => {
-                        let reason = format!("courier outcome unknown ({}): {}", error.class, error.message);
+                        let reason = format!(
+                            "courier outcome unknown ({}): {}",
+                            error.class, error.message
+                        );
                         if let Err(e) = self.store.mark_review(&key, &reason, message_id).await {
                             tracing::error!(key = %key_text, error = %e, "could not mark booking for review");
                         }
@@ -175,14 +222,25 @@ impl Booker {
     }
 
     fn courier(&self, route: &str) -> Result<(&Account, &crate::connector::Connector), BookError> {
-        let account = self
-            .config
-            .accounts
-            .get(route)
-            .ok_or_else(|| BookError::new(ErrorClass::Permanent, format!("courier account `{route}` is not configured")))?;
-        let connector = self.config.connectors.get(&account.connector).ok_or_else(|| {
-            BookError::new(ErrorClass::Permanent, format!("connector `{}` of account `{route}` is not loaded", account.connector))
+        let account = self.config.accounts.get(route).ok_or_else(|| {
+            BookError::new(
+                ErrorClass::Permanent,
+                format!("courier account `{route}` is not configured"),
+            )
         })?;
+        let connector = self
+            .config
+            .connectors
+            .get(&account.connector)
+            .ok_or_else(|| {
+                BookError::new(
+                    ErrorClass::Permanent,
+                    format!(
+                        "connector `{}` of account `{route}` is not loaded",
+                        account.connector
+                    ),
+                )
+            })?;
         Ok((account, connector))
     }
 

@@ -50,21 +50,57 @@ pub struct Ingest {
 impl Ingest {
     /// Dedupes and enqueues a verified event, answering as DESIGN §8 says.
     pub async fn accept(&self, incoming: Incoming) -> Response {
-        let Incoming { source, account, delivery_id, topic, order_id, body } = incoming;
+        let Incoming {
+            source,
+            account,
+            delivery_id,
+            topic,
+            order_id,
+            body,
+        } = incoming;
         let reject = |outcome: &str, status: StatusCode, detail: &str| {
-            WebhookReceived { source, account: &account, outcome, status: status.as_u16(), detail }.emit(&self.metrics);
+            WebhookReceived {
+                source,
+                account: &account,
+                outcome,
+                status: status.as_u16(),
+                detail,
+            }
+            .emit(&self.metrics);
             (status, detail.to_string()).into_response()
         };
         let duplicate = || {
-            DuplicateSuppressed { kind: "webhook", source, key: &delivery_id }.emit(&self.metrics);
-            WebhookReceived { source, account: &account, outcome: "duplicate", status: 200, detail: "" }.emit(&self.metrics);
+            DuplicateSuppressed {
+                kind: "webhook",
+                source,
+                key: &delivery_id,
+            }
+            .emit(&self.metrics);
+            WebhookReceived {
+                source,
+                account: &account,
+                outcome: "duplicate",
+                status: 200,
+                detail: "",
+            }
+            .emit(&self.metrics);
             (StatusCode::OK, "duplicate delivery: already accepted\n").into_response()
         };
         if self.embedded.is_none() {
-            match self.store.delivery_seen(source, &account, &delivery_id).await {
+            match self
+                .store
+                .delivery_seen(source, &account, &delivery_id)
+                .await
+            {
                 Ok(true) => return duplicate(),
                 Ok(false) => {}
-                Err(e) => return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, &format!("store unavailable: {e}\n")),
+                Err(e) => {
+                    return reject(
+                        "unavailable",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("store unavailable: {e}\n"),
+                    );
+                }
             }
         }
         let received_at = now_rfc3339();
@@ -87,26 +123,64 @@ impl Ingest {
         if let Some(embedded) = &self.embedded {
             // Append and delivery id in one transaction: a concurrent
             // redelivery cannot be enqueued twice.
-            let publish = embedded.publish_once(&ingest_topic, message, source, &account, &delivery_id);
+            let publish =
+                embedded.publish_once(&ingest_topic, message, source, &account, &delivery_id);
             match tokio::time::timeout(ENQUEUE_TIMEOUT, publish).await {
                 Ok(Ok(Some(_))) => {}
                 Ok(Ok(None)) => return duplicate(),
-                Ok(Err(e)) => return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, &format!("bus unavailable: {e}\n")),
-                Err(_) => return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, "bus did not take the event in time\n"),
+                Ok(Err(e)) => {
+                    return reject(
+                        "unavailable",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("bus unavailable: {e}\n"),
+                    );
+                }
+                Err(_) => {
+                    return reject(
+                        "unavailable",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "bus did not take the event in time\n",
+                    );
+                }
             }
         } else {
-            match tokio::time::timeout(ENQUEUE_TIMEOUT, self.bus.publish(&ingest_topic, message)).await {
+            match tokio::time::timeout(ENQUEUE_TIMEOUT, self.bus.publish(&ingest_topic, message))
+                .await
+            {
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, &format!("bus unavailable: {e}\n")),
-                Err(_) => return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, "bus did not take the event in time\n"),
+                Ok(Err(e)) => {
+                    return reject(
+                        "unavailable",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("bus unavailable: {e}\n"),
+                    );
+                }
+                Err(_) => {
+                    return reject(
+                        "unavailable",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "bus did not take the event in time\n",
+                    );
+                }
             }
             // The event is durable; a failure to remember the delivery id only
             // risks a duplicate event, which booking idempotency absorbs.
-            if let Err(e) = self.store.remember_delivery(source, &account, &delivery_id).await {
+            if let Err(e) = self
+                .store
+                .remember_delivery(source, &account, &delivery_id)
+                .await
+            {
                 tracing::warn!(source, account = %account, error = %e, "could not record webhook delivery id");
             }
         }
-        WebhookReceived { source, account: &account, outcome: "accepted", status: 200, detail: "" }.emit(&self.metrics);
+        WebhookReceived {
+            source,
+            account: &account,
+            outcome: "accepted",
+            status: 200,
+            detail: "",
+        }
+        .emit(&self.metrics);
         (StatusCode::OK, "accepted\n").into_response()
     }
 }

@@ -27,14 +27,16 @@ pub const WEBHOOK_ID_HEADER: &str = "x-shopify-webhook-id";
 
 /// Base64 HMAC-SHA256 of `body` keyed with `secret`, as Shopify signs.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    let mut mac =
+        hmac::Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
     mac.update(body);
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 /// Checks a Shopify signature in constant time; malformed base64 fails.
 pub fn verify(secret: &[u8], body: &[u8], signature_b64: &str) -> bool {
-    let Ok(signature) = base64::engine::general_purpose::STANDARD.decode(signature_b64.trim()) else {
+    let Ok(signature) = base64::engine::general_purpose::STANDARD.decode(signature_b64.trim())
+    else {
         return false;
     };
     let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(secret) else {
@@ -54,11 +56,25 @@ pub async fn receive(
 ) -> Response {
     let metrics = &ingest.metrics;
     let Some(account) = account.filter(|a| a.connector == SOURCE) else {
-        WebhookReceived { source: SOURCE, account: "unknown", outcome: "unknown_account", status: 404, detail: "" }.emit(metrics);
+        WebhookReceived {
+            source: SOURCE,
+            account: "unknown",
+            outcome: "unknown_account",
+            status: 404,
+            detail: "",
+        }
+        .emit(metrics);
         return (StatusCode::NOT_FOUND, "unknown shopify account\n").into_response();
     };
     let reject = |outcome: &str, status: StatusCode, detail: &str| {
-        WebhookReceived { source: SOURCE, account: &account.name, outcome, status: status.as_u16(), detail }.emit(metrics);
+        WebhookReceived {
+            source: SOURCE,
+            account: &account.name,
+            outcome,
+            status: status.as_u16(),
+            detail,
+        }
+        .emit(metrics);
         (status, format!("{detail}\n")).into_response()
     };
     let declared_len = headers
@@ -66,25 +82,57 @@ pub async fn receive(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared_len.is_some_and(|len| len > max_body_bytes as u64) {
-        return reject("too_large", StatusCode::PAYLOAD_TOO_LARGE, "body exceeds http.max_body_bytes");
+        return reject(
+            "too_large",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body exceeds http.max_body_bytes",
+        );
     }
     let body = match axum::body::to_bytes(body, max_body_bytes).await {
         Ok(body) => body,
-        Err(_) => return reject("too_large", StatusCode::PAYLOAD_TOO_LARGE, "body exceeds http.max_body_bytes"),
+        Err(_) => {
+            return reject(
+                "too_large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body exceeds http.max_body_bytes",
+            );
+        }
     };
     let Some(secret) = account.credentials.get("webhook_secret") else {
-        return reject("unauthorized", StatusCode::UNAUTHORIZED, "account has no webhook_secret");
+        return reject(
+            "unauthorized",
+            StatusCode::UNAUTHORIZED,
+            "account has no webhook_secret",
+        );
     };
     let signature = headers.get(HMAC_HEADER).and_then(|v| v.to_str().ok());
     if !signature.is_some_and(|sig| verify(secret.as_bytes(), &body, sig)) {
-        return reject("unauthorized", StatusCode::UNAUTHORIZED, "missing or invalid X-Shopify-Hmac-Sha256 signature");
+        return reject(
+            "unauthorized",
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid X-Shopify-Hmac-Sha256 signature",
+        );
     }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
     let Some(topic) = header(TOPIC_HEADER) else {
-        return reject("bad_request", StatusCode::BAD_REQUEST, "missing X-Shopify-Topic header");
+        return reject(
+            "bad_request",
+            StatusCode::BAD_REQUEST,
+            "missing X-Shopify-Topic header",
+        );
     };
     let Some(delivery_id) = header(WEBHOOK_ID_HEADER) else {
-        return reject("bad_request", StatusCode::BAD_REQUEST, "missing X-Shopify-Webhook-Id header");
+        return reject(
+            "bad_request",
+            StatusCode::BAD_REQUEST,
+            "missing X-Shopify-Webhook-Id header",
+        );
     };
     let order_id = match order_id(&body) {
         Ok(id) => id,
@@ -107,7 +155,8 @@ fn order_id(body: &[u8]) -> Result<String, String> {
     struct Head {
         id: Option<serde_json::Value>,
     }
-    let head: Head = serde_json::from_slice(body).map_err(|e| format!("body is not a JSON order: {e}"))?;
+    let head: Head =
+        serde_json::from_slice(body).map_err(|e| format!("body is not a JSON order: {e}"))?;
     match head.id {
         Some(serde_json::Value::Number(n)) if n.is_u64() => Ok(n.to_string()),
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
@@ -132,7 +181,10 @@ mod tests {
 
     #[test]
     fn order_id_stays_exact_beyond_2_pow_53() {
-        assert_eq!(order_id(br#"{"id":820982911946154508}"#).unwrap(), "820982911946154508");
+        assert_eq!(
+            order_id(br#"{"id":820982911946154508}"#).unwrap(),
+            "820982911946154508"
+        );
         assert_eq!(order_id(br#"{"id":"gid-7"}"#).unwrap(), "gid-7");
         assert!(order_id(br#"{"id":1.5}"#).is_err());
         assert!(order_id(b"[1,2]").is_err());

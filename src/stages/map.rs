@@ -12,9 +12,17 @@ use serde_json::Value;
 
 /// Evaluates the mapping and checks its output is a canonical shipment.
 pub fn apply(mapping: &Mapping, ctx: &Value) -> Result<(Value, Shipment), StageError> {
-    let value = mapping.eval(ctx).map_err(|e| StageError::permanent("map", e.to_string()))?;
+    let value = mapping
+        .eval(ctx)
+        .map_err(|e| StageError::permanent("map", e.to_string()))?;
     let shipment = serde_json::from_value::<Shipment>(value.clone()).map_err(|e| {
-        StageError::permanent("map", format!("{}: output is not a canonical shipment: {e}", mapping.path().display()))
+        StageError::permanent(
+            "map",
+            format!(
+                "{}: output is not a canonical shipment: {e}",
+                mapping.path().display()
+            ),
+        )
     })?;
     Ok((value, shipment))
 }

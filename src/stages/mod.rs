@@ -52,7 +52,11 @@ pub struct StageError {
 
 impl StageError {
     pub fn permanent(stage: &'static str, message: impl Into<String>) -> Self {
-        StageError { stage, class: ErrorClass::Permanent, message: message.into() }
+        StageError {
+            stage,
+            class: ErrorClass::Permanent,
+            message: message.into(),
+        }
     }
 }
 
@@ -79,8 +83,18 @@ pub struct Planned {
 }
 
 /// Runs a pipeline's pure steps over one event and its order body.
-pub fn plan(pipeline: &Pipeline, accounts: &BTreeMap<String, Arc<Account>>, event: &Event, order: Value) -> Planned {
-    let mut planned = Planned { triggered: true, shipment: None, route: None, outcome: Ok(Plan::Emit { shipment: None }) };
+pub fn plan(
+    pipeline: &Pipeline,
+    accounts: &BTreeMap<String, Arc<Account>>,
+    event: &Event,
+    order: Value,
+) -> Planned {
+    let mut planned = Planned {
+        triggered: true,
+        shipment: None,
+        route: None,
+        outcome: Ok(Plan::Emit { shipment: None }),
+    };
     planned.outcome = run_steps(pipeline, accounts, event, order, &mut planned);
     if matches!(planned.outcome, Ok(Plan::Skip { .. })) {
         planned.triggered = false;
@@ -96,7 +110,13 @@ fn run_steps(
     planned: &mut Planned,
 ) -> Result<Plan, StageError> {
     if !pipeline.accounts.is_empty() && !pipeline.accounts.iter().any(|a| a == &event.account) {
-        return Ok(Plan::Skip { stage: "input", reason: format!("account `{}` is not an input of this pipeline", event.account) });
+        return Ok(Plan::Skip {
+            stage: "input",
+            reason: format!(
+                "account `{}` is not an input of this pipeline",
+                event.account
+            ),
+        });
     }
     let settings = accounts
         .get(&event.account)
@@ -111,7 +131,10 @@ fn run_steps(
         match step {
             Step::Trigger(expr) => {
                 if !trigger::matches(expr, &ctx)? {
-                    return Ok(Plan::Skip { stage: "trigger", reason: format!("trigger `{}` did not match", expr.source()) });
+                    return Ok(Plan::Skip {
+                        stage: "trigger",
+                        reason: format!("trigger `{}` did not match", expr.source()),
+                    });
                 }
             }
             Step::Map(mapping) => {
@@ -120,10 +143,12 @@ fn run_steps(
                 planned.shipment = Some(typed);
             }
             Step::Validate(rules) => {
-                let current = planned
-                    .shipment
-                    .as_ref()
-                    .ok_or_else(|| StageError::permanent("validate", "no shipment to validate: add a `map` step before `validate`"))?;
+                let current = planned.shipment.as_ref().ok_or_else(|| {
+                    StageError::permanent(
+                        "validate",
+                        "no shipment to validate: add a `map` step before `validate`",
+                    )
+                })?;
                 validate::validate(current, rules).map_err(|problems| StageError {
                     stage: "validate",
                     class: ErrorClass::NeedsReview,
@@ -132,17 +157,23 @@ fn run_steps(
             }
             Step::Route(rules) => planned.route = Some(route::choose(rules, &ctx)?),
             Step::Book => {
-                let shipment = planned
-                    .shipment
-                    .clone()
-                    .ok_or_else(|| StageError::permanent("book", "no shipment to book: add a `map` step before `book`"))?;
-                let route = planned
-                    .route
-                    .clone()
-                    .ok_or_else(|| StageError::permanent("book", "no courier account chosen: add a `route` step before `book`"))?;
+                let shipment = planned.shipment.clone().ok_or_else(|| {
+                    StageError::permanent(
+                        "book",
+                        "no shipment to book: add a `map` step before `book`",
+                    )
+                })?;
+                let route = planned.route.clone().ok_or_else(|| {
+                    StageError::permanent(
+                        "book",
+                        "no courier account chosen: add a `route` step before `book`",
+                    )
+                })?;
                 return Ok(Plan::Book { shipment, route });
             }
         }
     }
-    Ok(Plan::Emit { shipment: planned.shipment.clone() })
+    Ok(Plan::Emit {
+        shipment: planned.shipment.clone(),
+    })
 }

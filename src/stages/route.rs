@@ -16,7 +16,9 @@ pub fn choose(rules: &[RouteRule], ctx: &Value) -> Result<String, StageError> {
     for rule in rules {
         let matched = match &rule.when {
             None => true,
-            Some(expr) => expr.eval_bool(ctx).map_err(|e| StageError::permanent("route", e.to_string()))?,
+            Some(expr) => expr
+                .eval_bool(ctx)
+                .map_err(|e| StageError::permanent("route", e.to_string()))?,
         };
         if matched {
             return Ok(rule.to.clone());

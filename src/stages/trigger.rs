@@ -10,5 +10,6 @@ use crate::mapping::Expr;
 use serde_json::Value;
 
 pub fn matches(expr: &Expr, ctx: &Value) -> Result<bool, StageError> {
-    expr.eval_bool(ctx).map_err(|e| StageError::permanent("trigger", e.to_string()))
+    expr.eval_bool(ctx)
+        .map_err(|e| StageError::permanent("trigger", e.to_string()))
 }

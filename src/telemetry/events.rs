@@ -2,8 +2,8 @@
 //! matching metric together.
 
 use super::{
-    CourierLabels, CourierLatencyLabels, DeadLetterLabels, DuplicateLabels, Metrics, PipelineLabels, RetryLabels,
-    StageLabels, WebhookLabels,
+    CourierLabels, CourierLatencyLabels, DeadLetterLabels, DuplicateLabels, Metrics,
+    PipelineLabels, RetryLabels, StageLabels, WebhookLabels,
 };
 use crate::model::ErrorClass;
 use std::time::Duration;
@@ -31,7 +31,12 @@ impl WebhookReceived<'_> {
                 "webhook rejected"
             );
         } else {
-            tracing::debug!(source = self.source, account = self.account, outcome = self.outcome, "webhook received");
+            tracing::debug!(
+                source = self.source,
+                account = self.account,
+                outcome = self.outcome,
+                "webhook received"
+            );
         }
         metrics
             .webhooks
@@ -54,7 +59,12 @@ pub struct StageProcessed<'a> {
 
 impl StageProcessed<'_> {
     pub fn emit(self, metrics: &Metrics) {
-        tracing::trace!(pipeline = self.pipeline, stage = self.stage, outcome = self.outcome, "stage processed");
+        tracing::trace!(
+            pipeline = self.pipeline,
+            stage = self.stage,
+            outcome = self.outcome,
+            "stage processed"
+        );
         metrics
             .events
             .get_or_create(&StageLabels {
@@ -80,7 +90,13 @@ pub struct CourierRequestCompleted<'a> {
 impl CourierRequestCompleted<'_> {
     pub fn emit(self, metrics: &Metrics) {
         if self.outcome == "success" {
-            tracing::debug!(courier = self.courier, account = self.account, operation = self.operation, elapsed_ms = self.elapsed.as_millis() as u64, "courier request succeeded");
+            tracing::debug!(
+                courier = self.courier,
+                account = self.account,
+                operation = self.operation,
+                elapsed_ms = self.elapsed.as_millis() as u64,
+                "courier request succeeded"
+            );
         } else {
             tracing::warn!(
                 courier = self.courier,
@@ -187,10 +203,18 @@ pub struct DuplicateSuppressed<'a> {
 
 impl DuplicateSuppressed<'_> {
     pub fn emit(self, metrics: &Metrics) {
-        tracing::info!(kind = self.kind, source = self.source, key = self.key, "duplicate suppressed");
+        tracing::info!(
+            kind = self.kind,
+            source = self.source,
+            key = self.key,
+            "duplicate suppressed"
+        );
         metrics
             .duplicates
-            .get_or_create(&DuplicateLabels { kind: self.kind.to_string(), source: self.source.to_string() })
+            .get_or_create(&DuplicateLabels {
+                kind: self.kind.to_string(),
+                source: self.source.to_string(),
+            })
             .inc();
     }
 }
@@ -217,7 +241,9 @@ impl ShipmentBooked<'_> {
         if let Some(elapsed) = self.since_received {
             metrics
                 .order_to_booking
-                .get_or_create(&PipelineLabels { pipeline: self.pipeline.to_string() })
+                .get_or_create(&PipelineLabels {
+                    pipeline: self.pipeline.to_string(),
+                })
                 .observe(elapsed.as_secs_f64());
         }
     }

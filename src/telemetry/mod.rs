@@ -107,9 +107,17 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("waybill");
         let webhooks = Family::default();
-        registry.register("webhooks_received", "Store webhooks received, by outcome", webhooks.clone());
+        registry.register(
+            "webhooks_received",
+            "Store webhooks received, by outcome",
+            webhooks.clone(),
+        );
         let events = Family::default();
-        registry.register("events", "Pipeline events by stage and outcome", events.clone());
+        registry.register(
+            "events",
+            "Pipeline events by stage and outcome",
+            events.clone(),
+        );
         let courier_requests = Family::default();
         registry.register(
             "courier_requests",
@@ -123,23 +131,36 @@ impl Metrics {
             courier_latency.clone(),
         );
         let retries = Family::default();
-        registry.register("retries", "Retries scheduled after a retryable failure", retries.clone());
+        registry.register(
+            "retries",
+            "Retries scheduled after a retryable failure",
+            retries.clone(),
+        );
         let dead_letters = Family::default();
-        registry.register("dead_letters", "Messages sent to a dead-letter topic", dead_letters.clone());
+        registry.register(
+            "dead_letters",
+            "Messages sent to a dead-letter topic",
+            dead_letters.clone(),
+        );
         let duplicates = Family::default();
         registry.register(
             "duplicates_suppressed",
             "Duplicates suppressed: webhook deliveries seen before, bookings already made",
             duplicates.clone(),
         );
-        let order_to_booking = Family::new_with_constructor(order_to_booking_histogram as fn() -> Histogram);
+        let order_to_booking =
+            Family::new_with_constructor(order_to_booking_histogram as fn() -> Histogram);
         registry.register(
             "order_to_booking_seconds",
             "Time from receiving an order webhook to its courier booking",
             order_to_booking.clone(),
         );
         let in_flight = Family::default();
-        registry.register("in_flight_messages", "Messages being worked on per pipeline", in_flight.clone());
+        registry.register(
+            "in_flight_messages",
+            "Messages being worked on per pipeline",
+            in_flight.clone(),
+        );
         Metrics {
             registry,
             webhooks,

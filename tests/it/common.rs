@@ -91,8 +91,12 @@ pub struct App {
 impl App {
     pub async fn start(dir: &ConfigDir) -> App {
         let config = Arc::new(dir.load());
-        let backends = waybill::runtime::open_backends(&config).await.expect("open backends");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let backends = waybill::runtime::open_backends(&config)
+            .await
+            .expect("open backends");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn({
@@ -106,7 +110,13 @@ impl App {
                 .expect("waybill runs");
             }
         });
-        App { addr, backends, stop: Some(stop), task: Some(task), http: reqwest::Client::new() }
+        App {
+            addr,
+            backends,
+            stop: Some(stop),
+            task: Some(task),
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -116,12 +126,28 @@ impl App {
     /// Posts a Shopify webhook signed with the test secret.
     pub async fn shopify(&self, body: &[u8], topic: &str, webhook_id: &str) -> (u16, String) {
         let sig = waybill::sources::shopify::sign(SECRET.as_bytes(), body);
-        self.shopify_raw("shopify-main", body, &[("X-Shopify-Hmac-Sha256", &sig), ("X-Shopify-Topic", topic), ("X-Shopify-Webhook-Id", webhook_id)])
-            .await
+        self.shopify_raw(
+            "shopify-main",
+            body,
+            &[
+                ("X-Shopify-Hmac-Sha256", &sig),
+                ("X-Shopify-Topic", topic),
+                ("X-Shopify-Webhook-Id", webhook_id),
+            ],
+        )
+        .await
     }
 
-    pub async fn shopify_raw(&self, account: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String) {
-        let mut request = self.http.post(self.url(&format!("/webhooks/shopify/{account}"))).body(body.to_vec());
+    pub async fn shopify_raw(
+        &self,
+        account: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/webhooks/shopify/{account}")))
+            .body(body.to_vec());
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -131,7 +157,14 @@ impl App {
     }
 
     pub async fn metrics(&self) -> String {
-        self.http.get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text")
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
     }
 
     pub async fn stop(mut self) {
@@ -171,7 +204,11 @@ pub fn order_with(sample_name: &str, edit: impl FnOnce(&mut serde_json::Value)) 
 
 /// All dead letters of a pipeline.
 pub async fn dead_letters(app: &App, pipeline: &str) -> Vec<waybill::model::Record> {
-    app.backends.bus.read(&format!("dlq.{pipeline}"), 0, 10_000).await.unwrap_or_default()
+    app.backends
+        .bus
+        .read(&format!("dlq.{pipeline}"), 0, 10_000)
+        .await
+        .unwrap_or_default()
 }
 
 /// PostEx's success answer.

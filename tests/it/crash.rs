@@ -15,26 +15,55 @@ type Counts = Arc<Mutex<HashMap<String, u32>>>;
 
 /// A courier that counts every booking request per reference.
 async fn start_courier() -> (String, Counts) {
-    async fn book(State(counts): State<Counts>, Json(shipment): Json<serde_json::Value>) -> Json<serde_json::Value> {
-        let reference = shipment["reference"].as_str().unwrap_or_default().to_string();
-        *counts.lock().expect("lock").entry(reference.clone()).or_default() += 1;
+    async fn book(
+        State(counts): State<Counts>,
+        Json(shipment): Json<serde_json::Value>,
+    ) -> Json<serde_json::Value> {
+        let reference = shipment["reference"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        *counts
+            .lock()
+            .expect("lock")
+            .entry(reference.clone())
+            .or_default() += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
-        Json(serde_json::json!({ "tracking_number": format!("STUB-{reference}"), "reference": reference }))
+        Json(
+            serde_json::json!({ "tracking_number": format!("STUB-{reference}"), "reference": reference }),
+        )
     }
     let counts: Counts = Arc::default();
-    let app = axum::Router::new().route("/book", axum::routing::post(book)).with_state(counts.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app = axum::Router::new()
+        .route("/book", axum::routing::post(book))
+        .with_state(counts.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}"), counts)
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
 }
 
-fn spawn_waybill(config: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_waybill"))
+/// A waybill process, killed when dropped so a failing test leaves none behind.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_waybill(config: &std::path::Path) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_waybill"))
         .arg("run")
         .arg("--config")
         .arg(config)
@@ -42,12 +71,18 @@ fn spawn_waybill(config: &std::path::Path) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn waybill")
+        .expect("spawn waybill");
+    Process(child)
 }
 
 async fn wait_healthy(http: &reqwest::Client, base: &str) {
     eventually(Duration::from_secs(30), "waybill to listen", || async {
-        http.get(format!("{base}/healthz")).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ())
     })
     .await;
 }
@@ -65,8 +100,12 @@ fn order(i: usize) -> (String, Vec<u8>) {
 async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
     let (courier, counts) = start_courier().await;
     let port = free_port();
-    let dir = ConfigDir::new(&format!("{{ connector: sandbox, base_url: \"{courier}\" }}"));
-    dir.edit("waybill.yaml", |t| t.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")));
+    let dir = ConfigDir::new(&format!(
+        "{{ connector: sandbox, base_url: \"{courier}\" }}"
+    ));
+    dir.edit("waybill.yaml", |t| {
+        t.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+    });
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
@@ -93,7 +132,10 @@ async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
                 .timeout(Duration::from_secs(5))
                 .send()
                 .await;
-            (reference, response.map(|r| r.status().as_u16()).unwrap_or(0))
+            (
+                reference,
+                response.map(|r| r.status().as_u16()).unwrap_or(0),
+            )
         });
         sent += 1;
         if sent % 16 == 0 {
@@ -106,8 +148,8 @@ async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if i == kill_after {
-            child.kill().expect("kill -9");
-            let _ = child.wait();
+            child.0.kill().expect("kill -9");
+            let _ = child.0.wait();
         }
     }
     while let Some(done) = posts.join_next().await {
@@ -116,28 +158,47 @@ async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
             acknowledged.insert(reference);
         }
     }
-    assert!(acknowledged.len() > 50, "some orders were acknowledged before the kill: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() > 50,
+        "some orders were acknowledged before the kill: {}",
+        acknowledged.len()
+    );
 
     // Restart and let it catch up.
     let mut child = spawn_waybill(&dir.path());
     wait_healthy(&http, &base).await;
-    eventually(Duration::from_secs(60), "every acknowledged order at the courier", || async {
-        let counts = counts.lock().expect("lock");
-        let missing = acknowledged.iter().filter(|r| !counts.contains_key(*r)).count();
-        // A request in flight at the kill may have reached the courier or not;
-        // it goes to review, so allow a few to be missing here and check below.
-        (missing <= 16).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "every acknowledged order at the courier",
+        || async {
+            let counts = counts.lock().expect("lock");
+            let missing = acknowledged
+                .iter()
+                .filter(|r| !counts.contains_key(*r))
+                .count();
+            // A request in flight at the kill may have reached the courier or not;
+            // it goes to review, so allow a few to be missing here and check below.
+            (missing <= 16).then_some(())
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    sigterm(&child);
-    let _ = child.wait();
+    sigterm(&child.0);
+    let _ = child.0.wait();
 
     let config = dir.load();
-    let backends = waybill::runtime::open_backends(&config).await.expect("open store");
-    let bookings = backends.store.bookings(None, 100_000).await.expect("bookings");
-    let by_reference: HashMap<String, BookingStatus> =
-        bookings.iter().filter_map(|b| b.reference.clone().map(|r| (r, b.status))).collect();
+    let backends = waybill::runtime::open_backends(&config)
+        .await
+        .expect("open store");
+    let bookings = backends
+        .store
+        .bookings(None, 100_000)
+        .await
+        .expect("bookings");
+    let by_reference: HashMap<String, BookingStatus> = bookings
+        .iter()
+        .filter_map(|b| b.reference.clone().map(|r| (r, b.status)))
+        .collect();
     let counts = counts.lock().expect("lock").clone();
     for (reference, n) in &counts {
         assert!(*n <= 1, "{reference} was booked {n} times");
@@ -145,15 +206,25 @@ async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
     let mut review = 0;
     for reference in &acknowledged {
         match by_reference.get(reference) {
-            Some(BookingStatus::Booked) => assert_eq!(counts.get(reference), Some(&1), "{reference} booked in the store but not at the courier"),
+            Some(BookingStatus::Booked) => assert_eq!(
+                counts.get(reference),
+                Some(&1),
+                "{reference} booked in the store but not at the courier"
+            ),
             Some(BookingStatus::Review) => review += 1,
             other => panic!("acknowledged order {reference} ended as {other:?}"),
         }
     }
-    assert!(review <= 16, "only requests in flight at the kill go to review: {review}");
+    assert!(
+        review <= 16,
+        "only requests in flight at the kill go to review: {review}"
+    );
 }
 
 fn sigterm(child: &Child) {
     // SIGTERM lets waybill stop cleanly; `kill` is the portable way to send it.
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
 }

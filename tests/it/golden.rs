@@ -9,35 +9,59 @@ use waybill::store::BookingStatus;
 async fn signed_cod_order_becomes_one_sandbox_booking() {
     let dir = ConfigDir::new("{ connector: sandbox }");
     let app = App::start(&dir).await;
-    let (status, body) = app.shopify(&sample("order-cod.json"), "orders/create", "wh-1").await;
+    let (status, body) = app
+        .shopify(&sample("order-cod.json"), "orders/create", "wh-1")
+        .await;
     assert_eq!(status, 200, "{body}");
 
     let booking = eventually(Duration::from_secs(20), "a booked booking", || async {
-        let all = app.backends.store.bookings(Some(BookingStatus::Booked), 10).await.ok()?;
+        let all = app
+            .backends
+            .store
+            .bookings(Some(BookingStatus::Booked), 10)
+            .await
+            .ok()?;
         all.into_iter().next()
     })
     .await;
     let result = booking.result.expect("result");
-    assert!(result.tracking_number.starts_with("SBX-"), "{}", result.tracking_number);
+    assert!(
+        result.tracking_number.starts_with("SBX-"),
+        "{}",
+        result.tracking_number
+    );
     assert_eq!(result.courier, "sandbox");
     assert_eq!(booking.key.source, "shopify");
     assert_eq!(booking.key.account, "shopify-main");
 
-    let booked = app.backends.bus.read("shipments.booked", 0, 10).await.expect("output topic");
+    let booked = app
+        .backends
+        .bus
+        .read("shipments.booked", 0, 10)
+        .await
+        .expect("output topic");
     assert_eq!(booked.len(), 1);
     let out: serde_json::Value = serde_json::from_slice(&booked[0].message.payload).expect("json");
-    assert_eq!(out["tracking_number"], serde_json::json!(result.tracking_number));
+    assert_eq!(
+        out["tracking_number"],
+        serde_json::json!(result.tracking_number)
+    );
 
     let metrics = app.metrics().await;
     assert!(
-        metrics.lines().any(|l| l.starts_with("waybill_courier_requests_total{")
-            && l.contains("courier=\"sandbox\"")
-            && l.contains("operation=\"book\"")
-            && l.contains("outcome=\"success\"")
-            && l.ends_with(" 1")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("waybill_courier_requests_total{")
+                && l.contains("courier=\"sandbox\"")
+                && l.contains("operation=\"book\"")
+                && l.contains("outcome=\"success\"")
+                && l.ends_with(" 1")),
         "{metrics}"
     );
-    assert!(metrics.contains("waybill_order_to_booking_seconds_count{pipeline=\"shopify-orders\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("waybill_order_to_booking_seconds_count{pipeline=\"shopify-orders\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("waybill_webhooks_received_total{source=\"shopify\",account=\"shopify-main\",outcome=\"accepted\"} 1"), "{metrics}");
     app.stop().await;
 }
@@ -46,9 +70,19 @@ async fn signed_cod_order_becomes_one_sandbox_booking() {
 async fn health_and_readiness_answer() {
     let dir = ConfigDir::new("{ connector: sandbox }");
     let app = App::start(&dir).await;
-    let health = app.http.get(app.url("/healthz")).send().await.expect("healthz");
+    let health = app
+        .http
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
     assert_eq!(health.status(), 200);
-    let ready = app.http.get(app.url("/readyz")).send().await.expect("readyz");
+    let ready = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
     assert_eq!(ready.status(), 200);
     app.stop().await;
 }

@@ -8,15 +8,31 @@ use waybill::model::{ErrorClass, Headers};
 use waybill::stages::{self, Event, Plan, Planned};
 
 fn config() -> (ConfigDir, Config) {
-    let dir = ConfigDir::new("{ connector: postex, credentials: { token: \"tok-secret\" }, base_url: \"http://127.0.0.1:9/api\" }");
+    let dir = ConfigDir::new(
+        "{ connector: postex, credentials: { token: \"tok-secret\" }, base_url: \"http://127.0.0.1:9/api\" }",
+    );
     let config = dir.load();
     (dir, config)
 }
 
 fn plan(config: &Config, topic: &str, order: &[u8]) -> Planned {
-    let pipeline = config.pipelines.iter().find(|p| p.name == "shopify-orders").expect("shipped pipeline");
-    let event = Event { topic: topic.into(), account: "shopify-main".into(), source: "shopify".into(), headers: Headers::new() };
-    stages::plan(pipeline, &config.accounts, &event, serde_json::from_slice(order).expect("json"))
+    let pipeline = config
+        .pipelines
+        .iter()
+        .find(|p| p.name == "shopify-orders")
+        .expect("shipped pipeline");
+    let event = Event {
+        topic: topic.into(),
+        account: "shopify-main".into(),
+        source: "shopify".into(),
+        headers: Headers::new(),
+    };
+    stages::plan(
+        pipeline,
+        &config.accounts,
+        &event,
+        serde_json::from_slice(order).expect("json"),
+    )
 }
 
 fn books(planned: &Planned) -> bool {
@@ -25,13 +41,25 @@ fn books(planned: &Planned) -> bool {
 
 /// The PostEx body the planned shipment would be sent as.
 fn postex_body(config: &Config, planned: &Planned) -> Value {
-    let Ok(Plan::Book { shipment, route }) = &planned.outcome else { panic!("not booked: {planned:?}") };
+    let Ok(Plan::Book { shipment, route }) = &planned.outcome else {
+        panic!("not booked: {planned:?}")
+    };
     let account = &config.accounts[route];
     let connector = &config.connectors[&account.connector];
-    let engine = waybill::connector::Engine::new(reqwest::Client::new(), "http://127.0.0.1:8080".into());
-    let request = engine.prepare_book(connector, account, &serde_json::to_value(shipment).expect("json")).expect("request");
+    let engine =
+        waybill::connector::Engine::new(reqwest::Client::new(), "http://127.0.0.1:8080".into());
+    let request = engine
+        .prepare_book(
+            connector,
+            account,
+            &serde_json::to_value(shipment).expect("json"),
+        )
+        .expect("request");
     let shown = request.redacted();
-    assert!(!shown.to_string().contains("tok-secret"), "secret must be redacted: {shown}");
+    assert!(
+        !shown.to_string().contains("tok-secret"),
+        "secret must be redacted: {shown}"
+    );
     request.body.expect("body")
 }
 
@@ -40,19 +68,44 @@ fn trigger_rules() {
     let (_dir, config) = config();
     let cod = sample("order-cod.json");
     let prepaid = sample("order-prepaid.json");
-    assert!(books(&plan(&config, "orders/create", &cod)), "COD books on create");
-    assert!(books(&plan(&config, "orders/updated", &cod)), "COD books on update");
-    assert!(books(&plan(&config, "orders/paid", &cod)), "anything paid books");
-    assert!(books(&plan(&config, "orders/paid", &prepaid)), "prepaid books when paid");
-    assert!(!plan(&config, "orders/create", &prepaid).triggered, "prepaid does not book on create");
+    assert!(
+        books(&plan(&config, "orders/create", &cod)),
+        "COD books on create"
+    );
+    assert!(
+        books(&plan(&config, "orders/updated", &cod)),
+        "COD books on update"
+    );
+    assert!(
+        books(&plan(&config, "orders/paid", &cod)),
+        "anything paid books"
+    );
+    assert!(
+        books(&plan(&config, "orders/paid", &prepaid)),
+        "prepaid books when paid"
+    );
+    assert!(
+        !plan(&config, "orders/create", &prepaid).triggered,
+        "prepaid does not book on create"
+    );
     assert!(!plan(&config, "orders/updated", &prepaid).triggered);
     assert!(!plan(&config, "orders/cancelled", &cod).triggered);
-    let cancelled = order_with("order-cod.json", |o| o["cancelled_at"] = json!("2026-11-20T10:00:00+05:00"));
+    let cancelled = order_with("order-cod.json", |o| {
+        o["cancelled_at"] = json!("2026-11-20T10:00:00+05:00")
+    });
     for topic in ["orders/create", "orders/updated", "orders/paid"] {
-        assert!(!plan(&config, topic, &cancelled).triggered, "a cancelled order never books ({topic})");
+        assert!(
+            !plan(&config, topic, &cancelled).triggered,
+            "a cancelled order never books ({topic})"
+        );
     }
-    let unpaid = order_with("order-prepaid.json", |o| o["financial_status"] = json!("pending"));
-    assert!(!plan(&config, "orders/create", &unpaid).triggered, "unpaid non-COD never books");
+    let unpaid = order_with("order-prepaid.json", |o| {
+        o["financial_status"] = json!("pending")
+    });
+    assert!(
+        !plan(&config, "orders/create", &unpaid).triggered,
+        "unpaid non-COD never books"
+    );
     assert!(!plan(&config, "orders/updated", &unpaid).triggered);
 }
 
@@ -67,16 +120,25 @@ fn cod_amount_is_exact_and_prepaid_is_zero() {
     let shipment = planned.shipment.clone().expect("shipment");
     assert_eq!(shipment.payment, "cod");
     assert_eq!(shipment.cod_amount.to_string(), "12345.67");
-    assert_eq!(postex_body(&config, &planned)["invoicePayment"], json!(12345.67));
+    assert_eq!(
+        postex_body(&config, &planned)["invoicePayment"],
+        json!(12345.67)
+    );
 
     let fallback = order_with("order-cod.json", |o| {
-        o.as_object_mut().expect("object").remove("total_outstanding");
+        o.as_object_mut()
+            .expect("object")
+            .remove("total_outstanding");
         o["current_total_price"] = json!("4200.10");
     });
-    let shipment = plan(&config, "orders/create", &fallback).shipment.expect("shipment");
+    let shipment = plan(&config, "orders/create", &fallback)
+        .shipment
+        .expect("shipment");
     assert_eq!(shipment.cod_amount.to_string(), "4200.10");
 
-    let prepaid = plan(&config, "orders/paid", &sample("order-prepaid.json")).shipment.expect("shipment");
+    let prepaid = plan(&config, "orders/paid", &sample("order-prepaid.json"))
+        .shipment
+        .expect("shipment");
     assert_eq!(prepaid.payment, "prepaid");
     assert!(prepaid.cod_amount.is_zero());
 }
@@ -93,14 +155,44 @@ fn phone_falls_back_and_is_normalised_for_postex() {
         })
     };
     let cases = [
-        (set(json!("+92 300 1234567"), json!("0311-7654321"), json!(null), json!(null)), "03001234567"),
-        (set(json!(null), json!("0311-7654321"), json!("+923215555555"), json!(null)), "03117654321"),
-        (set(json!(null), json!(null), json!("+923215555555"), json!(null)), "03215555555"),
-        (set(json!(null), json!(null), json!(null), json!("0333 4444444")), "03334444444"),
+        (
+            set(
+                json!("+92 300 1234567"),
+                json!("0311-7654321"),
+                json!(null),
+                json!(null),
+            ),
+            "03001234567",
+        ),
+        (
+            set(
+                json!(null),
+                json!("0311-7654321"),
+                json!("+923215555555"),
+                json!(null),
+            ),
+            "03117654321",
+        ),
+        (
+            set(
+                json!(null),
+                json!(null),
+                json!("+923215555555"),
+                json!(null),
+            ),
+            "03215555555",
+        ),
+        (
+            set(json!(null), json!(null), json!(null), json!("0333 4444444")),
+            "03334444444",
+        ),
     ];
     for (order, expected) in cases {
         let planned = plan(&config, "orders/create", &order);
-        assert_eq!(postex_body(&config, &planned)["customerPhone"], json!(expected));
+        assert_eq!(
+            postex_body(&config, &planned)["customerPhone"],
+            json!(expected)
+        );
     }
     let none = set(json!(null), json!(null), json!(null), json!(null));
     let planned = plan(&config, "orders/create", &none);
@@ -115,7 +207,9 @@ fn phone_falls_back_and_is_normalised_for_postex() {
 fn missing_shipping_address_needs_review() {
     let (_dir, config) = config();
     let order = order_with("order-cod.json", |o| o["shipping_address"] = json!(null));
-    let err = plan(&config, "orders/create", &order).outcome.expect_err("not booked");
+    let err = plan(&config, "orders/create", &order)
+        .outcome
+        .expect_err("not booked");
     assert_eq!(err.class, ErrorClass::NeedsReview);
     assert!(err.message.contains("address"), "{}", err.message);
 }
@@ -140,5 +234,10 @@ fn ids_reference_and_names_pass_through_exactly() {
     let body = postex_body(&config, &planned);
     assert_eq!(body["orderRefNumber"], json!("#1001"));
     assert_eq!(body["customerName"], json!(name));
-    assert!(body["deliveryAddress"].as_str().is_some_and(|a| a.starts_with(address)), "{body}");
+    assert!(
+        body["deliveryAddress"]
+            .as_str()
+            .is_some_and(|a| a.starts_with(address)),
+        "{body}"
+    );
 }

@@ -4,8 +4,16 @@ use crate::common::*;
 use std::process::Command;
 
 fn validate(config: &std::path::Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_waybill")).arg("validate").arg("--config").arg(config).output().expect("run waybill");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .arg("validate")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run waybill");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
@@ -18,8 +26,15 @@ fn shipped_config_is_clean() {
 fn three_mistakes_three_located_errors() {
     let dir = ConfigDir::with_extra("{ connector: sandbox }", "colour: blue\n");
     // A store account without its required secret, and a route to nowhere.
-    dir.edit("waybill.yaml", |t| t.replace(&format!("credentials: {{ webhook_secret: \"{SECRET}\" }}"), "credentials: {}"));
-    dir.edit("pipelines/shopify-orders.yaml", |t| t.replacen("to: courier-main", "to: courier-mian", 1));
+    dir.edit("waybill.yaml", |t| {
+        t.replace(
+            &format!("credentials: {{ webhook_secret: \"{SECRET}\" }}"),
+            "credentials: {}",
+        )
+    });
+    dir.edit("pipelines/shopify-orders.yaml", |t| {
+        t.replacen("to: courier-main", "to: courier-mian", 1)
+    });
     let (code, out) = validate(&dir.path());
     assert_eq!(code, 1, "{out}");
     let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -27,8 +42,15 @@ fn three_mistakes_three_located_errors() {
     let located = |file: &str, what: &str| {
         lines.iter().any(|l| {
             let mut parts = l.splitn(4, ':');
-            let (f, line, col) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            f.ends_with(file) && line.parse::<usize>().is_ok_and(|n| n > 0) && col.parse::<usize>().is_ok() && l.contains(what)
+            let (f, line, col) = (
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
+            f.ends_with(file)
+                && line.parse::<usize>().is_ok_and(|n| n > 0)
+                && col.parse::<usize>().is_ok()
+                && l.contains(what)
         })
     };
     assert!(located("waybill.yaml", "colour"), "{out}");
