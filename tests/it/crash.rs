@@ -11,6 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use waybill::store::BookingStatus;
 
+/// `max_in_flight` of the shipped pipeline: at most this many requests are
+/// in flight when the process is killed.
+const MAX_IN_FLIGHT: usize = 64;
+
 type Counts = Arc<Mutex<HashMap<String, u32>>>;
 
 /// A courier that counts every booking request per reference.
@@ -167,18 +171,24 @@ async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
     // Restart and let it catch up.
     let mut child = spawn_waybill(&dir.path());
     wait_healthy(&http, &base).await;
+    // Wait until the courier has seen every acknowledged order but those in
+    // flight at the kill (at most max_in_flight), and nothing moves any more.
+    let mut last = usize::MAX;
     eventually(
         Duration::from_secs(60),
-        "every acknowledged order at the courier",
-        || async {
-            let counts = counts.lock().expect("lock");
+        "the restarted waybill to catch up",
+        || {
+            let counts = counts.lock().expect("lock").clone();
             let missing = acknowledged
                 .iter()
                 .filter(|r| !counts.contains_key(*r))
                 .count();
-            // A request in flight at the kill may have reached the courier or not;
-            // it goes to review, so allow a few to be missing here and check below.
-            (missing <= 16).then_some(())
+            let settled = counts.len() == last && missing <= MAX_IN_FLIGHT;
+            last = counts.len();
+            async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                settled.then_some(())
+            }
         },
     )
     .await;
@@ -216,7 +226,7 @@ async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
         }
     }
     assert!(
-        review <= 16,
+        review <= MAX_IN_FLIGHT,
         "only requests in flight at the kill go to review: {review}"
     );
 }
