@@ -22,7 +22,7 @@ ensure_postgres() {
 }
 
 ensure_postgres
-export WAYBILL_TEST_POSTGRES="${WAYBILL_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}"
+export WAYBILL_TEST_POSTGRES="${WAYBILL_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
 
 if [ -z "${WAYBILL_TEST_KAFKA:-}" ]; then
   say "starting a Kafka-protocol test broker"
