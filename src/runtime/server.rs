@@ -6,7 +6,7 @@
 //! ```
 
 use crate::config::Config;
-use crate::sources::{Ingest, shopify};
+use crate::sources::{Ingest, webhook};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -26,7 +26,7 @@ pub struct AppState {
 /// Builds the router; `sandbox` is the sandbox courier's router.
 pub fn router(state: AppState, sandbox: Router) -> Router {
     Router::new()
-        .route("/webhooks/shopify/{account}", post(shopify_webhook))
+        .route("/webhooks/{source}/{account}", post(store_webhook))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -34,16 +34,17 @@ pub fn router(state: AppState, sandbox: Router) -> Router {
         .nest("/sandbox", sandbox)
 }
 
-async fn shopify_webhook(
+async fn store_webhook(
     State(state): State<AppState>,
-    Path(account): Path<String>,
+    Path((source, account)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let account = state.config.accounts.get(&account).map(|a| a.as_ref());
-    shopify::receive(
+    let target = webhook::resolve(&source, account, &state.config.connectors);
+    webhook::receive(
         &state.ingest,
-        account,
+        target,
         &headers,
         body,
         state.config.http.max_body_bytes,

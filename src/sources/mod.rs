@@ -5,9 +5,11 @@
 //! unreadable body or missing headers → 400; delivery id seen → 200 (not
 //! re-enqueued); bus cannot take it → 503; otherwise the event is durably on
 //! the bus, its delivery id is recorded, and only then 200.
-//! The per-store files verify and read; [`Ingest`] dedupes and enqueues.
+//! [`webhook`] verifies and reads as the store connector declares; [`Ingest`]
+//! dedupes and enqueues.
 
 pub mod shopify;
+pub mod webhook;
 
 use crate::bus::Bus;
 use crate::bus::embedded::EmbeddedBus;
@@ -28,7 +30,7 @@ const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct Incoming {
     /// Source connector, e.g. `shopify`; the topic is `orders.<source>`.
-    pub source: &'static str,
+    pub source: String,
     pub account: String,
     pub delivery_id: String,
     /// The store's event name, e.g. `orders/paid`.
@@ -58,6 +60,7 @@ impl Ingest {
             order_id,
             body,
         } = incoming;
+        let source = source.as_str();
         let reject = |outcome: &str, status: StatusCode, detail: &str| {
             WebhookReceived {
                 source,
