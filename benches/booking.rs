@@ -55,7 +55,7 @@ async fn run(latency: Duration, orders: u64) -> f64 {
     let url = format!("http://127.0.0.1:{port}/webhooks/shopify/shopify-main");
     load(&url, 32, Duration::from_secs(600), orders, |i| {
         let body = order(i);
-        let headers = shopify_headers(&body, "orders/create", i);
+        let headers = shopify_headers(&sign(&body), "orders/create", i);
         (body, headers)
     })
     .await;

@@ -186,14 +186,71 @@ fn body_digest(body: &[u8]) -> String {
 
 /// The order id as exact text (ids exceed 2^53, so never through f64).
 fn order_id(body: &[u8], path: &str) -> Result<String, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
-    let path = serde_json_path::JsonPath::parse(path)
-        .map_err(|e| format!("connector order_id path `{path}`: {e}"))?;
-    match path.query(&value).exactly_one() {
-        Ok(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
-        Ok(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+    let found = match top_level_field(path) {
+        // The usual `$.id`: skim the body for one field without building it.
+        Some(field) => {
+            let mut de = serde_json::Deserializer::from_slice(body);
+            let found = serde::de::DeserializeSeed::deserialize(FieldSeed(field), &mut de)
+                .and_then(|found| de.end().map(|()| found))
+                .map_err(|e| format!("body is not a JSON object: {e}"))?;
+            found.unwrap_or(Value::Null)
+        }
+        None => {
+            let value: Value =
+                serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+            let path = serde_json_path::JsonPath::parse(path)
+                .map_err(|e| format!("connector order_id path `{path}`: {e}"))?;
+            path.query(&value)
+                .exactly_one()
+                .cloned()
+                .unwrap_or(Value::Null)
+        }
+    };
+    match found {
+        Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
+        Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
         _ => Err("body has no usable order id".into()),
+    }
+}
+
+/// `id` for a path of the form `$.id`.
+fn top_level_field(path: &str) -> Option<&str> {
+    let field = path.strip_prefix("$.")?;
+    (!field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then_some(field)
+}
+
+/// Reads one field of a JSON object, skipping (but still checking) the rest.
+struct FieldSeed<'a>(&'a str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldSeed<'_> {
+    type Value = Option<Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldSeed<'_> {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == self.0 && found.is_none() {
+                found = Some(map.next_value::<Value>()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -244,5 +301,14 @@ mod tests {
         assert!(order_id(b"[1,2]", "$.id").is_err());
         assert!(order_id(b"{}", "$.id").is_err());
         assert!(order_id(b"\xff", "$.id").is_err());
+        assert!(
+            order_id(br#"{"id":1,"x":[}"#, "$.id").is_err(),
+            "the rest is still checked"
+        );
+        assert!(order_id(br#"{"id":1} trailing"#, "$.id").is_err());
+        assert_eq!(
+            order_id(br#"{"order":{"id":5}}"#, "$.order.id").unwrap(),
+            "5"
+        );
     }
 }
