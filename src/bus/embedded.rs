@@ -19,7 +19,7 @@ use crate::store::sqlite::{self, SqlitePools};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use sqlx::{QueryBuilder, Sqlite};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -476,28 +476,43 @@ async fn write_batch(
     let now = timestamp(OffsetDateTime::now_utc());
     let mut tx = pool.begin().await?;
     // Deliveries first: an append whose delivery id is already recorded
-    // (before, or earlier in this batch) is dropped.
+    // (before, or earlier in this batch) is dropped. One statement per chunk:
+    // the rows it returns are the ids that were new.
+    let deliveries: Vec<&Delivery> = batch
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Append {
+                delivery: Some(delivery),
+                ..
+            } => Some(delivery),
+            _ => None,
+        })
+        .collect();
+    let mut new_ids: HashSet<(String, String, String)> = HashSet::new();
+    for chunk in deliveries.chunks(INSERT_CHUNK) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO webhook_deliveries (source, account, delivery_id, received_at) ",
+        );
+        insert.push_values(chunk, |mut row, delivery| {
+            row.push_bind(delivery.source.as_str())
+                .push_bind(delivery.account.as_str())
+                .push_bind(delivery.id.as_str())
+                .push_bind(now.as_str());
+        });
+        insert.push(" ON CONFLICT (source, account, delivery_id) DO NOTHING RETURNING source, account, delivery_id");
+        let inserted: Vec<(String, String, String)> =
+            insert.build_query_as().fetch_all(&mut *tx).await?;
+        new_ids.extend(inserted);
+    }
     let mut kept = Vec::with_capacity(batch.len());
     for op in batch.iter() {
-        let keep =
-            match op {
-                WriteOp::Append {
-                    delivery: Some(delivery),
-                    ..
-                } => sqlx::query(
-                    "INSERT INTO webhook_deliveries (source, account, delivery_id, received_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (source, account, delivery_id) DO NOTHING",
-                )
-                .bind(delivery.source.as_str())
-                .bind(delivery.account.as_str())
-                .bind(delivery.id.as_str())
-                .bind(&now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1,
-                _ => true,
-            };
+        let keep = match op {
+            // `remove`: a second append of the same id in this batch is a duplicate.
+            WriteOp::Append {
+                delivery: Some(d), ..
+            } => new_ids.remove(&(d.source.clone(), d.account.clone(), d.id.clone())),
+            _ => true,
+        };
         kept.push(keep);
     }
     let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
