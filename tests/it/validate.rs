@@ -57,3 +57,12 @@ fn three_mistakes_three_located_errors() {
     assert!(located("waybill.yaml", "webhook_secret"), "{out}");
     assert!(located("shopify-orders.yaml", "courier-mian"), "{out}");
 }
+
+#[test]
+fn docker_config_is_clean_in_the_image_layout() {
+    // The image lays the config out as /app/{waybill.yaml,pipelines,mappings,connectors}.
+    let dir = ConfigDir::new("{ connector: sandbox }");
+    std::fs::copy(repo().join("docker/waybill.yaml"), dir.path()).expect("copy");
+    let (code, out) = validate(&dir.path());
+    assert_eq!(code, 0, "{out}");
+}
