@@ -10,6 +10,8 @@ mod golden;
 mod postex;
 #[path = "it/rules.rs"]
 mod rules;
+#[path = "it/scale.rs"]
+mod scale;
 #[path = "it/validate.rs"]
 mod validate;
 #[path = "it/webhook.rs"]

@@ -1,5 +1,12 @@
 //! Shared helpers: a config tree in a temp dir that uses the shipped
 //! connectors, mappings and pipelines, and waybill running in-process.
+//!
+//! The backends are chosen by `WAYBILL_TEST_BACKEND`: `embedded` (the
+//! default: SQLite bus and store under the tree's data dir) or `kafka` (the
+//! broker at `WAYBILL_TEST_KAFKA` with a topic prefix of the tree's own, and
+//! a PostgreSQL database of its own, created on the server at
+//! `WAYBILL_TEST_POSTGRES` and dropped with the tree). The same test code
+//! runs on both.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -9,6 +16,99 @@ use waybill::config::Config;
 use waybill::runtime::Backends;
 
 pub const SECRET: &str = "test-secret";
+
+/// The server the per-tree databases are created on, unless
+/// `WAYBILL_TEST_POSTGRES` names another.
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The bus and store the integration tests run on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    /// Kafka bus at these brokers, PostgreSQL store.
+    Kafka {
+        brokers: String,
+    },
+}
+
+/// The backend `WAYBILL_TEST_BACKEND` asks for. Asking for Kafka without a
+/// broker fails the test rather than skipping it, so a CI run can never
+/// pass without having exercised Kafka.
+pub fn backend() -> Backend {
+    match std::env::var("WAYBILL_TEST_BACKEND").as_deref() {
+        Err(_) | Ok("") | Ok("embedded") => Backend::Embedded,
+        Ok("kafka") => match std::env::var("WAYBILL_TEST_KAFKA") {
+            Ok(brokers) if !brokers.trim().is_empty() => Backend::Kafka { brokers },
+            _ => panic!(
+                "WAYBILL_TEST_BACKEND=kafka needs WAYBILL_TEST_KAFKA=host:port \
+                 (scripts/kafka-broker.sh start prints one; scripts/test.sh does it all)"
+            ),
+        },
+        Ok(other) => panic!("WAYBILL_TEST_BACKEND must be `embedded` or `kafka`, not `{other}`"),
+    }
+}
+
+/// The PostgreSQL server that per-tree databases are created on.
+pub fn postgres_server() -> String {
+    std::env::var("WAYBILL_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.to_string())
+}
+
+/// A PostgreSQL database of one test's own, dropped (best effort) with it.
+pub struct Database {
+    pub name: String,
+    pub url: String,
+}
+
+impl Database {
+    pub fn create() -> Database {
+        let name = format!("waybill_it_{}", uuid::Uuid::new_v4().simple());
+        let server = postgres_server();
+        let url = match server.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("WAYBILL_TEST_POSTGRES must end with /DATABASE: {server}"),
+        };
+        if let Err(e) = admin(&server, &format!("CREATE DATABASE {name}")) {
+            panic!("cannot create database {name} on {server}: {e}");
+        }
+        Database { name, url }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        // FORCE: a waybill process killed by the test may leave sessions.
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(e) = admin(&postgres_server(), &drop) {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// Runs one statement on `server`, on a thread of its own so it works from
+/// synchronous code inside a test's runtime as well as outside one.
+fn admin(server: &str, statement: &str) -> Result<(), String> {
+    use sqlx::Connection;
+    let server = server.to_string();
+    let statement = statement.to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let mut conn = sqlx::PgConnection::connect(&server)
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.close().await.map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .map_err(|_| "the database thread panicked".to_string())?
+}
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -21,6 +121,11 @@ pub fn sample(name: &str) -> Vec<u8> {
 /// A config tree beside the shipped connectors, mappings and pipelines.
 pub struct ConfigDir {
     pub dir: tempfile::TempDir,
+    /// The Kafka topic prefix of this tree (`None` on the embedded backend).
+    pub topic_prefix: Option<String>,
+    /// Held only to be dropped after `dir`: the tree's PostgreSQL
+    /// database, on Kafka.
+    _database: Option<Database>,
 }
 
 impl ConfigDir {
@@ -30,13 +135,32 @@ impl ConfigDir {
     }
 
     pub fn with_extra(courier: &str, extra_top_level: &str) -> ConfigDir {
+        Self::on(backend(), courier, extra_top_level)
+    }
+
+    /// A tree on the given backend, whatever `WAYBILL_TEST_BACKEND` says.
+    pub fn on(backend: Backend, courier: &str, extra_top_level: &str) -> ConfigDir {
         let dir = tempfile::tempdir().expect("tempdir");
         for sub in ["connectors", "mappings", "pipelines"] {
             copy_dir(&repo().join(sub), &dir.path().join(sub));
         }
+        let (backends, topic_prefix, database) = match backend {
+            Backend::Embedded => ("bus: { kind: embedded }\n".to_string(), None, None),
+            Backend::Kafka { brokers } => {
+                let prefix = format!("it-{}.", uuid::Uuid::new_v4().simple());
+                let database = Database::create();
+                let yaml = format!(
+                    "bus: {{ kind: kafka, brokers: \"{brokers}\", topic_prefix: \"{prefix}\", \
+                     properties: {{ session.timeout.ms: \"6000\" }} }}\n\
+                     store: {{ url: \"{}\" }}\n",
+                    database.url
+                );
+                (yaml, Some(prefix), Some(database))
+            }
+        };
         let yaml = format!(
             "data_dir: ./data\n\
-             bus: {{ kind: embedded }}\n\
+             {backends}\
              http: {{ listen: \"127.0.0.1:0\" }}\n\
              accounts:\n  \
                shopify-main: {{ connector: shopify, credentials: {{ webhook_secret: \"{SECRET}\" }} }}\n  \
@@ -44,7 +168,11 @@ impl ConfigDir {
              pipelines: [ \"pipelines/*.yaml\" ]\n{extra_top_level}"
         );
         std::fs::write(dir.path().join("waybill.yaml"), yaml).expect("write config");
-        ConfigDir { dir }
+        ConfigDir {
+            dir,
+            topic_prefix,
+            _database: database,
+        }
     }
 
     pub fn path(&self) -> PathBuf {
