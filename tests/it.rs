@@ -6,6 +6,8 @@ mod common;
 mod crash;
 #[path = "it/golden.rs"]
 mod golden;
+#[path = "it/outage.rs"]
+mod outage;
 #[path = "it/postex.rs"]
 mod postex;
 #[path = "it/rules.rs"]

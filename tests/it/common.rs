@@ -8,9 +8,12 @@
 //! `WAYBILL_TEST_POSTGRES` and dropped with the tree). The same test code
 //! runs on both.
 
+use axum::Json;
+use axum::extract::State;
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use waybill::config::Config;
 use waybill::runtime::Backends;
@@ -346,4 +349,94 @@ pub fn postex_ok(tracking: &str) -> serde_json::Value {
         "statusMessage": "ORDER HAS BEEN CREATED",
         "dist": { "trackingNumber": tracking, "orderStatus": "UnBooked", "orderDate": "2026-11-22 10:00:00" }
     })
+}
+
+/// A courier answering the sandbox connector's booking requests, counting
+/// every request per order reference.
+pub struct CountingCourier {
+    pub url: String,
+    counts: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl CountingCourier {
+    pub async fn start() -> CountingCourier {
+        type Counts = Arc<Mutex<HashMap<String, u32>>>;
+        async fn book(
+            State(counts): State<Counts>,
+            Json(shipment): Json<serde_json::Value>,
+        ) -> Json<serde_json::Value> {
+            let reference = shipment["reference"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            *counts
+                .lock()
+                .expect("lock")
+                .entry(reference.clone())
+                .or_default() += 1;
+            // Courier APIs are slow; this keeps several requests in flight.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Json(serde_json::json!({
+                "tracking_number": format!("STUB-{reference}"),
+                "reference": reference
+            }))
+        }
+        let counts: Counts = Arc::default();
+        let app = axum::Router::new()
+            .route("/book", axum::routing::post(book))
+            .with_state(counts.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        CountingCourier {
+            url: format!("http://{addr}"),
+            counts,
+        }
+    }
+
+    /// The YAML of a `courier-main` account booking here.
+    pub fn account(&self) -> String {
+        format!("{{ connector: sandbox, base_url: \"{}\" }}", self.url)
+    }
+
+    /// Booking requests received so far, per reference.
+    pub fn counts(&self) -> HashMap<String, u32> {
+        self.counts.lock().expect("lock").clone()
+    }
+}
+
+/// A COD order of its own (id and name from `tag` and `i`), and its reference.
+pub fn numbered_order(tag: &str, i: usize) -> (String, Vec<u8>) {
+    let reference = format!("#{tag}{i}");
+    let body = order_with("order-cod.json", |o| {
+        o["id"] = serde_json::json!(7_100_000_000_000_000_000u64 + i as u64);
+        o["name"] = serde_json::json!(reference);
+    });
+    (reference, body)
+}
+
+/// Posts a signed Shopify webhook to `base` (`http://host:port`), returning
+/// the status (0 when no answer came within 10 s) and how long it took.
+pub async fn post_order(
+    http: &reqwest::Client,
+    base: &str,
+    body: &[u8],
+    topic: &str,
+    webhook_id: &str,
+) -> (u16, Duration) {
+    let sig = waybill::sources::shopify::sign(SECRET.as_bytes(), body);
+    let started = Instant::now();
+    let response = http
+        .post(format!("{base}/webhooks/shopify/shopify-main"))
+        .header("X-Shopify-Hmac-Sha256", sig)
+        .header("X-Shopify-Topic", topic)
+        .header("X-Shopify-Webhook-Id", webhook_id)
+        .body(body.to_vec())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    let status = response.map(|r| r.status().as_u16()).unwrap_or(0);
+    (status, started.elapsed())
 }
