@@ -98,6 +98,16 @@ async fn a_30s_broker_outage_loses_nothing_and_books_nothing_twice() {
         acknowledged.push(*i);
     }
 
+    // The stream is flowing (the consumer group is joined) when the broker goes.
+    eventually(
+        Duration::from_secs(60),
+        "orders before the outage to be booked",
+        || {
+            let n = courier.counts().len();
+            async move { (n == before.len()).then_some(()) }
+        },
+    )
+    .await;
     cluster.broker_down(1).expect("broker down");
     let down_at = Instant::now();
     let mut during = Vec::new();
@@ -120,6 +130,7 @@ async fn a_30s_broker_outage_loses_nothing_and_books_nothing_twice() {
         }
     }
     cluster.broker_up(1).expect("broker up");
+    let up_at = Instant::now();
 
     let (ready_status, ready_reason) = readiness.expect("readiness was checked");
     assert_eq!(ready_status, 503, "{ready_reason}");
@@ -161,6 +172,7 @@ async fn a_30s_broker_outage_loses_nothing_and_books_nothing_twice() {
     for i in &refused {
         resend_until_accepted(&app, *i).await;
     }
+    let resent_in = up_at.elapsed();
     acknowledged.extend(refused.iter().copied());
     let after = post_batch(&app, next..next + 40).await;
     for (i, status, _) in &after {
@@ -182,6 +194,7 @@ async fn a_30s_broker_outage_loses_nothing_and_books_nothing_twice() {
         },
     )
     .await;
+    let caught_up_in = up_at.elapsed();
     // Redelivered records that are still being worked on settle.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -206,7 +219,8 @@ async fn a_30s_broker_outage_loses_nothing_and_books_nothing_twice() {
         );
     }
     eprintln!(
-        "outage: {} before, {} refused in {OUTAGE:?} (slowest answer {slowest:?}), {} after; {} booked once each",
+        "outage: {} before, {} refused in {OUTAGE:?} (slowest answer {slowest:?}), {} after; \
+         all re-sent within {resent_in:?} and {} booked once each within {caught_up_in:?} of the broker's return",
         before.len(),
         refused.len(),
         after.len(),
