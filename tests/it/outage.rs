@@ -103,8 +103,8 @@ async fn a_30s_broker_outage_loses_nothing_and_books_nothing_twice() {
         Duration::from_secs(60),
         "orders before the outage to be booked",
         || {
-            let n = courier.counts().len();
-            async move { (n == before.len()).then_some(()) }
+            let booked = courier.counts().len() == before.len();
+            async move { booked.then_some(()) }
         },
     )
     .await;
