@@ -440,3 +440,72 @@ pub async fn post_order(
     let status = response.map(|r| r.status().as_u16()).unwrap_or(0);
     (status, started.elapsed())
 }
+
+/// A port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+/// A `waybill run` process, killed when dropped so a failing test leaves
+/// none behind.
+pub struct Process(pub std::process::Child);
+
+impl Process {
+    /// Starts `waybill run` on `config`, its log appended to `log`.
+    pub fn spawn(config: &Path, log: &Path) -> Process {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_waybill"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn waybill");
+        Process(child)
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        self.0.kill().expect("kill -9");
+        let _ = self.0.wait();
+    }
+
+    /// Stops it cleanly (SIGTERM) and waits.
+    pub fn terminate(mut self) {
+        // `kill` is the portable way to send SIGTERM.
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until the waybill at `base` answers `/healthz`.
+pub async fn wait_healthy(http: &reqwest::Client, base: &str) {
+    eventually(Duration::from_secs(30), "waybill to listen", || async {
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ())
+    })
+    .await;
+}
