@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs all of waybill's tests, preparing what they need first:
 # PostgreSQL on 127.0.0.1:5432 and a Kafka-protocol broker on loopback.
-# Then: formatting, lints, unit and integration tests.
+# Then: formatting, lints, unit and integration tests, and the integration
+# tests once more on Kafka + PostgreSQL (WAYBILL_TEST_BACKEND=kafka).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,5 +37,7 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
-say "cargo test"
+say "cargo test (embedded bus and store)"
 cargo test --locked
+say "cargo test --test it (Kafka bus, PostgreSQL store)"
+WAYBILL_TEST_BACKEND=kafka cargo test --locked --test it

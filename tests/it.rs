@@ -6,10 +6,14 @@ mod common;
 mod crash;
 #[path = "it/golden.rs"]
 mod golden;
+#[path = "it/outage.rs"]
+mod outage;
 #[path = "it/postex.rs"]
 mod postex;
 #[path = "it/rules.rs"]
 mod rules;
+#[path = "it/scale.rs"]
+mod scale;
 #[path = "it/validate.rs"]
 mod validate;
 #[path = "it/webhook.rs"]

@@ -4,6 +4,7 @@
 //! bus:
 //!   kind: kafka
 //!   brokers: "kafka-1:9092,kafka-2:9092"
+//!   topic_prefix: "team-a."  # prepended to every topic and consumer group
 //!   properties:            # passed to librdkafka as is; they override waybill's defaults
 //!     security.protocol: SASL_SSL
 //!     sasl.mechanisms: PLAIN
@@ -15,6 +16,11 @@
 //! `message.timeout.ms` (5 s unless overridden) so that ingest can answer 503
 //! quickly when the brokers are unreachable (DESIGN §13). Consumers never
 //! auto-commit: the runner commits the lowest unfinished offset per partition.
+//!
+//! With a `topic_prefix`, callers keep using plain names (`orders.shopify`,
+//! `waybill.shopify-orders`): the prefix is added on the way to the brokers
+//! and removed from what comes back, and `topics()` lists only prefixed
+//! topics, so several deployments can share one cluster.
 
 use crate::bus::{Bus, BusError, Consumer};
 use crate::model::{Headers, Message, Record};
@@ -74,11 +80,13 @@ const CONSUMER_REQUIRED: &[(&str, &str)] = &[
     ("enable.auto.offset.store", "false"),
 ];
 
-/// How topics are created when waybill creates them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How topics are named and created.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaOptions {
     pub partitions: i32,
     pub replication: i32,
+    /// Prepended to every topic name and consumer group on the brokers.
+    pub topic_prefix: String,
 }
 
 impl Default for KafkaOptions {
@@ -86,6 +94,7 @@ impl Default for KafkaOptions {
         KafkaOptions {
             partitions: 6,
             replication: 1,
+            topic_prefix: String::new(),
         }
     }
 }
@@ -325,13 +334,18 @@ impl KafkaBus {
         }
     }
 
+    /// The name of a topic or consumer group on the brokers.
+    fn prefixed(&self, name: &str) -> String {
+        format!("{}{name}", self.options.topic_prefix)
+    }
+
     /// Settings of a client that reads a topic without a consumer group.
     fn inspect_config(&self) -> ClientConfig {
         let mut config = client_config(&self.brokers, &self.properties);
         // librdkafka wants a group even for assigned partitions; this one
         // never joins, subscribes or commits.
         config
-            .set("group.id", "waybill.inspect")
+            .set("group.id", self.prefixed("waybill.inspect"))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
         config
@@ -407,9 +421,10 @@ fn kafka_headers(headers: &Headers) -> OwnedHeaders {
     )
 }
 
-/// Converts a fetched message; keys and header values that are not UTF-8
-/// (written by another producer) are converted lossily rather than rejected.
-fn to_record<M: KafkaMessage>(message: &M) -> Record {
+/// Converts a fetched message, naming its topic without `prefix`; keys and
+/// header values that are not UTF-8 (written by another producer) are
+/// converted lossily rather than rejected.
+fn to_record<M: KafkaMessage>(message: &M, prefix: &str) -> Record {
     let headers = message
         .headers()
         .map(|headers| {
@@ -426,8 +441,9 @@ fn to_record<M: KafkaMessage>(message: &M) -> Record {
                 .collect()
         })
         .unwrap_or_default();
+    let topic = message.topic();
     Record {
-        topic: message.topic().to_string(),
+        topic: topic.strip_prefix(prefix).unwrap_or(topic).to_string(),
         partition: message.partition(),
         offset: message.offset(),
         message: Message {
@@ -444,6 +460,7 @@ fn to_record<M: KafkaMessage>(message: &M) -> Record {
 #[async_trait]
 impl Bus for KafkaBus {
     async fn publish(&self, topic: &str, message: Message) -> Result<i64, BusError> {
+        let topic = &self.prefixed(topic);
         self.ensure_topic(topic).await?;
         let record = FutureRecord::to(topic)
             .key(message.key.as_str())
@@ -465,6 +482,8 @@ impl Bus for KafkaBus {
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, BusError> {
+        let topic = &self.prefixed(topic);
+        let group = &self.prefixed(group);
         self.ensure_topic(topic).await?;
         let context = GroupContext {
             topic: topic.to_string(),
@@ -487,24 +506,29 @@ impl Bus for KafkaBus {
         Ok(Box::new(KafkaConsumer {
             consumer,
             topic: topic.to_string(),
+            prefix: self.options.topic_prefix.clone(),
         }))
     }
 
     async fn read(&self, topic: &str, from: i64, limit: usize) -> Result<Vec<Record>, BusError> {
         let config = self.inspect_config();
-        let topic = topic.to_string();
-        tokio::task::spawn_blocking(move || read_topic(&config, &topic, from, limit))
+        let topic = self.prefixed(topic);
+        let prefix = self.options.topic_prefix.clone();
+        tokio::task::spawn_blocking(move || read_topic(&config, &topic, &prefix, from, limit))
             .await
             .map_err(|e| BusError::Unavailable(format!("read did not finish: {e}")))?
     }
 
     async fn topics(&self) -> Result<Vec<String>, BusError> {
         let metadata = self.metadata().await?;
+        let prefix = &self.options.topic_prefix;
         let mut names: Vec<String> = metadata
             .topics()
             .iter()
-            .filter(|t| t.error().is_none() && !t.name().starts_with("__"))
-            .map(|t| t.name().to_string())
+            .filter(|t| t.error().is_none())
+            .filter_map(|t| t.name().strip_prefix(prefix.as_str()))
+            .filter(|name| !name.is_empty() && !name.starts_with("__"))
+            .map(str::to_string)
             .collect();
         names.sort();
         Ok(names)
@@ -527,6 +551,7 @@ impl Bus for KafkaBus {
 fn read_topic(
     config: &ClientConfig,
     topic: &str,
+    prefix: &str,
     from: i64,
     limit: usize,
 ) -> Result<Vec<Record>, BusError> {
@@ -570,7 +595,7 @@ fn read_topic(
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(message)) if message.partition() == partition => {
                     let next = message.offset() + 1;
-                    records.push(to_record(&message));
+                    records.push(to_record(&message, prefix));
                     if next >= high {
                         break;
                     }
@@ -604,7 +629,9 @@ fn reached(consumer: &BaseConsumer, topic: &str, partition: i32, high: i64) -> b
 /// A consumer-group member reading one topic.
 pub struct KafkaConsumer {
     consumer: StreamConsumer<GroupContext>,
+    /// The topic's name on the brokers, prefix included.
     topic: String,
+    prefix: String,
 }
 
 #[async_trait]
@@ -617,12 +644,12 @@ impl Consumer for KafkaConsumer {
         };
         let first = first
             .map_err(|e| BusError::Unavailable(format!("cannot consume `{}`: {e}", self.topic)))?;
-        let mut records = vec![to_record(&first)];
+        let mut records = vec![to_record(&first, &self.prefix)];
         // Take what is already fetched without waiting again; an error here
         // is left for the next poll so the records already taken are kept.
         while records.len() < max {
             match stream.next().now_or_never() {
-                Some(Some(Ok(message))) => records.push(to_record(&message)),
+                Some(Some(Ok(message))) => records.push(to_record(&message, &self.prefix)),
                 _ => break,
             }
         }
@@ -924,6 +951,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_topic_prefix_separates_deployments_sharing_a_cluster() {
+        let cluster = MockCluster::new(1).unwrap();
+        let bus_with = |prefix: &str| {
+            KafkaBus::connect(
+                &cluster.bootstrap_servers(),
+                &test_properties(),
+                KafkaOptions {
+                    topic_prefix: prefix.to_string(),
+                    ..KafkaOptions::default()
+                },
+            )
+            .unwrap()
+        };
+        let team_a = bus_with("team-a.");
+        let team_b = bus_with("team-b.");
+        let unprefixed = bus_with("");
+        team_a
+            .publish("orders.shopify", message("acme:1", 0))
+            .await
+            .unwrap();
+        team_b
+            .publish("orders.shopify", message("acme:1", 1))
+            .await
+            .unwrap();
+
+        assert_eq!(team_a.topics().await.unwrap(), vec!["orders.shopify"]);
+        let all = unprefixed.topics().await.unwrap();
+        assert!(
+            all.contains(&"team-a.orders.shopify".to_string()),
+            "{all:?}"
+        );
+        assert!(
+            all.contains(&"team-b.orders.shopify".to_string()),
+            "{all:?}"
+        );
+
+        let read = team_a.read("orders.shopify", 0, 10).await.unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].topic, "orders.shopify");
+        assert_eq!(read[0].message, message("acme:1", 0));
+
+        let mut consumer = team_b
+            .subscribe("orders.shopify", "waybill.book")
+            .await
+            .unwrap();
+        let records = poll_records(&mut consumer, 1).await;
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].topic, "orders.shopify");
+        assert_eq!(records[0].message, message("acme:1", 1));
+        consumer
+            .commit(records[0].partition, records[0].offset + 1)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
     async fn topics_are_auto_created_when_the_admin_api_is_missing() {
         let cluster = MockCluster::new(1).unwrap();
         let bus = mock_bus(&cluster);
@@ -956,7 +1039,7 @@ mod tests {
             &test_properties(),
             KafkaOptions {
                 partitions: 2,
-                replication: 1,
+                ..KafkaOptions::default()
             },
         )
         .unwrap();

@@ -196,6 +196,14 @@ impl Compiler<'_> {
                         "`properties` is only used with `kind: kafka`",
                     );
                 }
+                if let Some(p) = &bus.topic_prefix {
+                    self.report(
+                        file,
+                        p.line,
+                        p.column,
+                        "`topic_prefix` is only used with `kind: kafka`",
+                    );
+                }
                 (BusSettings::Embedded, None)
             }
             BusKind::Kafka => {
@@ -216,9 +224,15 @@ impl Compiler<'_> {
                     .as_ref()
                     .map(|p| p.value.clone())
                     .unwrap_or_default();
+                let topic_prefix = bus
+                    .topic_prefix
+                    .as_ref()
+                    .map(|p| p.value.clone())
+                    .unwrap_or_default();
                 (
                     BusSettings::Kafka {
                         brokers,
+                        topic_prefix,
                         properties,
                     },
                     Some(at),
@@ -1014,7 +1028,7 @@ mod tests {
     fn main_file_settings_and_interpolation() {
         let tree = Tree::new(&[(
             "waybill.yaml",
-            "data_dir: /var/lib/waybill\nbus: { kind: kafka, brokers: 'k:9092', properties: { session.timeout.ms: '6000' } }\n\
+            "data_dir: /var/lib/waybill\nbus: { kind: kafka, brokers: 'k:9092', topic_prefix: 'team-a.', properties: { session.timeout.ms: '6000' } }\n\
              store: { url: 'postgres://db/w' }\nhttp: { listen: '0.0.0.0:9000', admin_token: '${TOKEN}', max_body_bytes: 10 }\n",
         )]);
         let config = tree.load().unwrap();
@@ -1024,6 +1038,7 @@ mod tests {
             config.bus,
             BusSettings::Kafka {
                 brokers: "k:9092".to_string(),
+                topic_prefix: "team-a.".to_string(),
                 properties
             }
         );
@@ -1047,6 +1062,29 @@ mod tests {
             "bus: { kind: kafka, brokers: 'k:9092' }\nstore: { url: 'sqlite://x.db' }\n",
         )]);
         assert_eq!(positions(&tree.problems()), vec![("waybill.yaml", 2, 15)]);
+    }
+
+    #[test]
+    fn topic_prefix_is_kafka_only_and_empty_by_default() {
+        let tree = Tree::new(&[(
+            "waybill.yaml",
+            "bus: { kind: embedded, topic_prefix: 'a.' }\n",
+        )]);
+        let problems = tree.problems();
+        assert_eq!(positions(&problems), vec![("waybill.yaml", 1, 38)]);
+        assert_eq!(
+            problems[0].3,
+            "`topic_prefix` is only used with `kind: kafka`"
+        );
+
+        let tree = Tree::new(&[(
+            "waybill.yaml",
+            "bus: { kind: kafka, brokers: 'k:9092' }\nstore: { url: 'postgres://db/w' }\n",
+        )]);
+        let config = tree.load().unwrap();
+        assert!(
+            matches!(&config.bus, BusSettings::Kafka { topic_prefix, .. } if topic_prefix.is_empty())
+        );
     }
 
     #[test]

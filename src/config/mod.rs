@@ -89,6 +89,8 @@ pub enum BusSettings {
     Embedded,
     Kafka {
         brokers: String,
+        /// Prepended to every topic and consumer group; empty by default.
+        topic_prefix: String,
         properties: BTreeMap<String, String>,
     },
 }

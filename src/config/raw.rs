@@ -48,6 +48,10 @@ pub struct RawBus {
     pub kind: Located<BusKind>,
     /// Kafka bootstrap servers, `host:9092[,host2:9092]`; required for `kafka`.
     pub brokers: Option<Located<String>>,
+    /// Prepended to every topic name and consumer group on the brokers, for
+    /// `kafka`, so deployments (or test runs) sharing a cluster never see
+    /// each other's topics, e.g. `topic_prefix: "team-a."`. Default empty.
+    pub topic_prefix: Option<Located<String>>,
     /// librdkafka properties passed through as they are, for `kafka`.
     pub properties: Option<Located<BTreeMap<String, String>>>,
 }

@@ -80,12 +80,16 @@ pub async fn open_backends(config: &Config) -> Result<Backends, RunError> {
         }
         BusSettings::Kafka {
             brokers,
+            topic_prefix,
             properties,
         } => {
             let bus = crate::bus::kafka::KafkaBus::connect(
                 brokers,
                 properties,
-                crate::bus::kafka::KafkaOptions::default(),
+                crate::bus::kafka::KafkaOptions {
+                    topic_prefix: topic_prefix.clone(),
+                    ..crate::bus::kafka::KafkaOptions::default()
+                },
             )?;
             let store = crate::store::sql::SqlStore::connect(&config.store.url).await?;
             Ok(Backends {

@@ -1,14 +1,117 @@
 //! Shared helpers: a config tree in a temp dir that uses the shipped
 //! connectors, mappings and pipelines, and waybill running in-process.
+//!
+//! The backends are chosen by `WAYBILL_TEST_BACKEND`: `embedded` (the
+//! default: SQLite bus and store under the tree's data dir) or `kafka` (the
+//! broker at `WAYBILL_TEST_KAFKA` with a topic prefix of the tree's own, and
+//! a PostgreSQL database of its own, created on the server at
+//! `WAYBILL_TEST_POSTGRES` and dropped with the tree). The same test code
+//! runs on both.
 
+use axum::Json;
+use axum::extract::State;
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use waybill::config::Config;
 use waybill::runtime::Backends;
 
 pub const SECRET: &str = "test-secret";
+
+/// The server the per-tree databases are created on, unless
+/// `WAYBILL_TEST_POSTGRES` names another.
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The bus and store the integration tests run on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    /// Kafka bus at these brokers, PostgreSQL store.
+    Kafka {
+        brokers: String,
+    },
+}
+
+/// The backend `WAYBILL_TEST_BACKEND` asks for. Asking for Kafka without a
+/// broker fails the test rather than skipping it, so a CI run can never
+/// pass without having exercised Kafka.
+pub fn backend() -> Backend {
+    match std::env::var("WAYBILL_TEST_BACKEND").as_deref() {
+        Err(_) | Ok("") | Ok("embedded") => Backend::Embedded,
+        Ok("kafka") => match std::env::var("WAYBILL_TEST_KAFKA") {
+            Ok(brokers) if !brokers.trim().is_empty() => Backend::Kafka { brokers },
+            _ => panic!(
+                "WAYBILL_TEST_BACKEND=kafka needs WAYBILL_TEST_KAFKA=host:port \
+                 (scripts/kafka-broker.sh start prints one; scripts/test.sh does it all)"
+            ),
+        },
+        Ok(other) => panic!("WAYBILL_TEST_BACKEND must be `embedded` or `kafka`, not `{other}`"),
+    }
+}
+
+/// The PostgreSQL server that per-tree databases are created on.
+pub fn postgres_server() -> String {
+    std::env::var("WAYBILL_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.to_string())
+}
+
+/// A PostgreSQL database of one test's own, dropped (best effort) with it.
+pub struct Database {
+    pub name: String,
+    pub url: String,
+}
+
+impl Database {
+    pub fn create() -> Database {
+        let name = format!("waybill_it_{}", uuid::Uuid::new_v4().simple());
+        let server = postgres_server();
+        let url = match server.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("WAYBILL_TEST_POSTGRES must end with /DATABASE: {server}"),
+        };
+        if let Err(e) = admin(&server, &format!("CREATE DATABASE {name}")) {
+            panic!("cannot create database {name} on {server}: {e}");
+        }
+        Database { name, url }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        // FORCE: a waybill process killed by the test may leave sessions.
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(e) = admin(&postgres_server(), &drop) {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// Runs one statement on `server`, on a thread of its own so it works from
+/// synchronous code inside a test's runtime as well as outside one.
+fn admin(server: &str, statement: &str) -> Result<(), String> {
+    use sqlx::Connection;
+    let server = server.to_string();
+    let statement = statement.to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let mut conn = sqlx::PgConnection::connect(&server)
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.close().await.map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .map_err(|_| "the database thread panicked".to_string())?
+}
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -21,6 +124,11 @@ pub fn sample(name: &str) -> Vec<u8> {
 /// A config tree beside the shipped connectors, mappings and pipelines.
 pub struct ConfigDir {
     pub dir: tempfile::TempDir,
+    /// The Kafka topic prefix of this tree (`None` on the embedded backend).
+    pub topic_prefix: Option<String>,
+    /// Held only to be dropped after `dir`: the tree's PostgreSQL
+    /// database, on Kafka.
+    _database: Option<Database>,
 }
 
 impl ConfigDir {
@@ -30,13 +138,32 @@ impl ConfigDir {
     }
 
     pub fn with_extra(courier: &str, extra_top_level: &str) -> ConfigDir {
+        Self::on(backend(), courier, extra_top_level)
+    }
+
+    /// A tree on the given backend, whatever `WAYBILL_TEST_BACKEND` says.
+    pub fn on(backend: Backend, courier: &str, extra_top_level: &str) -> ConfigDir {
         let dir = tempfile::tempdir().expect("tempdir");
         for sub in ["connectors", "mappings", "pipelines"] {
             copy_dir(&repo().join(sub), &dir.path().join(sub));
         }
+        let (backends, topic_prefix, database) = match backend {
+            Backend::Embedded => ("bus: { kind: embedded }\n".to_string(), None, None),
+            Backend::Kafka { brokers } => {
+                let prefix = format!("it-{}.", uuid::Uuid::new_v4().simple());
+                let database = Database::create();
+                let yaml = format!(
+                    "bus: {{ kind: kafka, brokers: \"{brokers}\", topic_prefix: \"{prefix}\", \
+                     properties: {{ session.timeout.ms: \"6000\" }} }}\n\
+                     store: {{ url: \"{}\" }}\n",
+                    database.url
+                );
+                (yaml, Some(prefix), Some(database))
+            }
+        };
         let yaml = format!(
             "data_dir: ./data\n\
-             bus: {{ kind: embedded }}\n\
+             {backends}\
              http: {{ listen: \"127.0.0.1:0\" }}\n\
              accounts:\n  \
                shopify-main: {{ connector: shopify, credentials: {{ webhook_secret: \"{SECRET}\" }} }}\n  \
@@ -44,7 +171,11 @@ impl ConfigDir {
              pipelines: [ \"pipelines/*.yaml\" ]\n{extra_top_level}"
         );
         std::fs::write(dir.path().join("waybill.yaml"), yaml).expect("write config");
-        ConfigDir { dir }
+        ConfigDir {
+            dir,
+            topic_prefix,
+            _database: database,
+        }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -218,4 +349,163 @@ pub fn postex_ok(tracking: &str) -> serde_json::Value {
         "statusMessage": "ORDER HAS BEEN CREATED",
         "dist": { "trackingNumber": tracking, "orderStatus": "UnBooked", "orderDate": "2026-11-22 10:00:00" }
     })
+}
+
+/// A courier answering the sandbox connector's booking requests, counting
+/// every request per order reference.
+pub struct CountingCourier {
+    pub url: String,
+    counts: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl CountingCourier {
+    pub async fn start() -> CountingCourier {
+        type Counts = Arc<Mutex<HashMap<String, u32>>>;
+        async fn book(
+            State(counts): State<Counts>,
+            Json(shipment): Json<serde_json::Value>,
+        ) -> Json<serde_json::Value> {
+            let reference = shipment["reference"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            *counts
+                .lock()
+                .expect("lock")
+                .entry(reference.clone())
+                .or_default() += 1;
+            // Courier APIs are slow; this keeps several requests in flight.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Json(serde_json::json!({
+                "tracking_number": format!("STUB-{reference}"),
+                "reference": reference
+            }))
+        }
+        let counts: Counts = Arc::default();
+        let app = axum::Router::new()
+            .route("/book", axum::routing::post(book))
+            .with_state(counts.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        CountingCourier {
+            url: format!("http://{addr}"),
+            counts,
+        }
+    }
+
+    /// The YAML of a `courier-main` account booking here.
+    pub fn account(&self) -> String {
+        format!("{{ connector: sandbox, base_url: \"{}\" }}", self.url)
+    }
+
+    /// Booking requests received so far, per reference.
+    pub fn counts(&self) -> HashMap<String, u32> {
+        self.counts.lock().expect("lock").clone()
+    }
+}
+
+/// A COD order of its own (id and name from `tag` and `i`), and its reference.
+pub fn numbered_order(tag: &str, i: usize) -> (String, Vec<u8>) {
+    let reference = format!("#{tag}{i}");
+    let body = order_with("order-cod.json", |o| {
+        o["id"] = serde_json::json!(7_100_000_000_000_000_000u64 + i as u64);
+        o["name"] = serde_json::json!(reference);
+    });
+    (reference, body)
+}
+
+/// Posts a signed Shopify webhook to `base` (`http://host:port`), returning
+/// the status (0 when no answer came within 10 s) and how long it took.
+pub async fn post_order(
+    http: &reqwest::Client,
+    base: &str,
+    body: &[u8],
+    topic: &str,
+    webhook_id: &str,
+) -> (u16, Duration) {
+    let sig = waybill::sources::shopify::sign(SECRET.as_bytes(), body);
+    let started = Instant::now();
+    let response = http
+        .post(format!("{base}/webhooks/shopify/shopify-main"))
+        .header("X-Shopify-Hmac-Sha256", sig)
+        .header("X-Shopify-Topic", topic)
+        .header("X-Shopify-Webhook-Id", webhook_id)
+        .body(body.to_vec())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    let status = response.map(|r| r.status().as_u16()).unwrap_or(0);
+    (status, started.elapsed())
+}
+
+/// A port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+/// A `waybill run` process, killed when dropped so a failing test leaves
+/// none behind.
+pub struct Process(pub std::process::Child);
+
+impl Process {
+    /// Starts `waybill run` on `config`, its log appended to `log`.
+    pub fn spawn(config: &Path, log: &Path) -> Process {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_waybill"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn waybill");
+        Process(child)
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        self.0.kill().expect("kill -9");
+        let _ = self.0.wait();
+    }
+
+    /// Stops it cleanly (SIGTERM) and waits.
+    pub fn terminate(mut self) {
+        // `kill` is the portable way to send SIGTERM.
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until the waybill at `base` answers `/healthz`.
+pub async fn wait_healthy(http: &reqwest::Client, base: &str) {
+    eventually(Duration::from_secs(30), "waybill to listen", || async {
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ())
+    })
+    .await;
 }

@@ -1,0 +1,453 @@
+//! Kafka + PostgreSQL at scale: two instances share the work and survive a
+//! `kill -9` without losing or double-booking an order, one order's events
+//! are processed in order across instances, and what waybill writes is
+//! readable by a standard Kafka client. These tests need the Kafka backend
+//! (`WAYBILL_TEST_BACKEND=kafka`); on the embedded one they return at once.
+
+use crate::common::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+use waybill::store::BookingStatus;
+
+/// Orders streamed through the two instances.
+const ORDERS: usize = 5_000;
+
+/// Every `TWIN_EVERY`th order also gets an `orders/updated` event, sent
+/// (to the other instance) once its `orders/create` was acknowledged.
+const TWIN_EVERY: usize = 10;
+
+/// Webhooks in flight at once, across both instances.
+const CONCURRENCY: usize = 32;
+
+/// `max_in_flight` of the shipped pipeline: at most this many bookings are
+/// in flight in the instance that is killed.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// The brokers, or `None` (the test returns) on the embedded backend.
+fn kafka() -> Option<String> {
+    match backend() {
+        Backend::Kafka { brokers } => Some(brokers),
+        Backend::Embedded => {
+            eprintln!("skipped: needs WAYBILL_TEST_BACKEND=kafka");
+            None
+        }
+    }
+}
+
+/// A message as a plain Kafka client sees it.
+#[derive(Debug)]
+struct RawMessage {
+    key: Option<String>,
+    headers: BTreeMap<String, String>,
+    payload: Vec<u8>,
+}
+
+/// Reads `topic` from the beginning with a bare librdkafka consumer that
+/// joins no group (as `kcat -C -t TOPIC -o beginning -e` does), until `count`
+/// messages arrived or 30 s passed in all.
+fn read_raw(brokers: &str, topic: &str, count: usize) -> Vec<RawMessage> {
+    read_raw_until(brokers, topic, count, Duration::from_secs(30))
+}
+
+/// Reads all of `topic` as it is now (up to each partition's high
+/// watermark), in offset order per partition.
+fn read_raw_all(brokers: &str, topic: &str) -> Vec<RawMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("client");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .expect("metadata");
+    let total: i64 = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions())
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+                .expect("watermarks");
+            high - low
+        })
+        .sum();
+    let messages = read_raw_until(brokers, topic, total as usize, Duration::from_secs(120));
+    assert_eq!(messages.len() as i64, total, "read all of {topic}");
+    messages
+}
+
+fn read_raw_until(brokers: &str, topic: &str, count: usize, limit: Duration) -> Vec<RawMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "standard-client")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let deadline = Instant::now() + limit;
+    // The topic appears once waybill first writes to it.
+    let mut assignment = TopicPartitionList::new();
+    while assignment.count() == 0 && Instant::now() < deadline {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .expect("metadata");
+        for partition in metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions())
+        {
+            assignment
+                .add_partition_offset(topic, partition.id(), Offset::Beginning)
+                .expect("partition");
+        }
+        if assignment.count() == 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    assert!(assignment.count() > 0, "topic {topic} has no partitions");
+    consumer.assign(&assignment).expect("assign");
+    let mut messages = Vec::new();
+    while messages.len() < count && Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.expect("fetch");
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let value = h
+                            .value
+                            .map(|v| String::from_utf8(v.to_vec()).expect("utf-8"));
+                        (h.key.to_string(), value.unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        messages.push(RawMessage {
+            key: message
+                .key()
+                .map(|k| String::from_utf8(k.to_vec()).expect("utf-8 key")),
+            headers,
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        });
+    }
+    messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standard_kafka_client_reads_keys_headers_and_bodies() {
+    let Some(brokers) = kafka() else { return };
+    let dir = ConfigDir::new("{ connector: sandbox }");
+    let prefix = dir.topic_prefix.clone().expect("a kafka tree has a prefix");
+    let app = App::start(&dir).await;
+    let body = sample("order-cod.json");
+    let (status, text) = app.shopify(&body, "orders/create", "raw-1").await;
+    assert_eq!(status, 200, "{text}");
+
+    let topic = format!("{prefix}orders.shopify");
+    let messages = tokio::task::spawn_blocking({
+        let brokers = brokers.clone();
+        move || read_raw(&brokers, &topic, 1)
+    })
+    .await
+    .expect("reader");
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let order = &messages[0];
+    assert_eq!(
+        order.key.as_deref(),
+        Some("shopify-main:820982911946154508")
+    );
+    assert_eq!(order.payload, body, "the body is stored as received");
+    let header = |name: &str| order.headers.get(name).map(String::as_str);
+    assert_eq!(header("waybill-source"), Some("shopify"));
+    assert_eq!(header("waybill-account"), Some("shopify-main"));
+    assert_eq!(header("waybill-topic"), Some("orders/create"));
+    assert_eq!(header("waybill-schema"), Some("1"));
+    assert!(header("waybill-id").is_some_and(|id| !id.is_empty()));
+    assert!(header("waybill-received-at").is_some_and(|at| !at.is_empty()));
+
+    // The pipeline's output is as readable, keyed the same way.
+    let topic = format!("{prefix}shipments.booked");
+    let booked = tokio::task::spawn_blocking(move || read_raw(&brokers, &topic, 1))
+        .await
+        .expect("reader");
+    assert_eq!(booked.len(), 1, "{booked:?}");
+    assert_eq!(
+        booked[0].key.as_deref(),
+        Some("shopify-main:820982911946154508")
+    );
+    let shipment: serde_json::Value =
+        serde_json::from_slice(&booked[0].payload).expect("canonical JSON");
+    assert!(shipment.is_object(), "{shipment}");
+    app.stop().await;
+}
+
+/// What the store said to one order's webhooks.
+#[derive(Debug, Default, Clone, Copy)]
+struct Acks {
+    created: bool,
+    updated: bool,
+}
+
+/// Posts order `i` (and, for a twin, its update once the creation was
+/// acknowledged, to the other instance).
+async fn post_twin_or_single(http: reqwest::Client, bases: [String; 2], i: usize) -> (usize, Acks) {
+    let (_, body) = numbered_order("S", i);
+    let first = &bases[i % 2];
+    let (status, _) = post_order(&http, first, &body, "orders/create", &format!("c-{i}")).await;
+    let mut acks = Acks {
+        created: status == 200,
+        updated: false,
+    };
+    if acks.created && i.is_multiple_of(TWIN_EVERY) {
+        let second = &bases[(i + 1) % 2];
+        let (status, _) =
+            post_order(&http, second, &body, "orders/updated", &format!("u-{i}")).await;
+        acks.updated = status == 200;
+    }
+    (i, acks)
+}
+
+// Ignored until two defects it found are fixed (run it with `--ignored`):
+// keys only reserved by the killed instance stay `busy` for the 120 s
+// reservation lease, longer than the pipeline's retry budget, so their
+// acknowledged orders are dead-lettered unbooked; and after the rebalances a
+// few `orders/updated` records at the tail of their partitions are never
+// processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "finds two open defects: reservation lease vs retry budget, updates left unprocessed after rebalances"]
+async fn two_instances_survive_kill_9_and_keep_each_order_in_order() {
+    if kafka().is_none() {
+        return;
+    }
+    let started = Instant::now();
+    let courier = CountingCourier::start().await;
+    let dir = ConfigDir::new(&courier.account());
+    let ports = [free_port(), free_port()];
+    let configs = [dir.path(), dir.dir.path().join("waybill-b.yaml")];
+    let text = std::fs::read_to_string(&configs[0]).expect("config");
+    for (config, port) in configs.iter().zip(ports) {
+        std::fs::write(
+            config,
+            text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+        )
+        .expect("write config");
+    }
+    let logs = [dir.dir.path().join("a.log"), dir.dir.path().join("b.log")];
+    let bases = ports.map(|port| format!("http://127.0.0.1:{port}"));
+    let http = reqwest::Client::new();
+    let a = Process::spawn(&configs[0], &logs[0]);
+    let mut b = Process::spawn(&configs[1], &logs[1]);
+    wait_healthy(&http, &bases[0]).await;
+    wait_healthy(&http, &bases[1]).await;
+
+    let mut acks: HashMap<usize, Acks> = HashMap::new();
+    let mut posts = tokio::task::JoinSet::new();
+    for i in 0..ORDERS {
+        posts.spawn(post_twin_or_single(http.clone(), bases.clone(), i));
+        if posts.len() >= CONCURRENCY {
+            let (i, ack) = posts.join_next().await.expect("a post").expect("post task");
+            acks.insert(i, ack);
+        }
+        if i == ORDERS / 2 {
+            b.kill();
+            b = Process::spawn(&configs[1], &logs[1]);
+        }
+    }
+    while let Some(done) = posts.join_next().await {
+        let (i, ack) = done.expect("post task");
+        acks.insert(i, ack);
+    }
+    let posted_in = started.elapsed();
+    let acknowledged: BTreeSet<usize> = acks
+        .iter()
+        .filter(|(_, ack)| ack.created)
+        .map(|(i, _)| *i)
+        .collect();
+    assert!(
+        acknowledged.len() > ORDERS * 9 / 10,
+        "most orders are acknowledged, the killed instance's share only while it is down: {}",
+        acknowledged.len()
+    );
+    wait_healthy(&http, &bases[1]).await;
+
+    // Every acknowledged order reaches the courier but those in flight in
+    // the killed instance, and nothing moves any more.
+    let references: HashMap<usize, String> = acknowledged
+        .iter()
+        .map(|i| (*i, numbered_order("S", *i).0))
+        .collect();
+    let mut last = usize::MAX;
+    eventually(
+        Duration::from_secs(240),
+        "both instances to catch up",
+        || {
+            let counts = courier.counts();
+            let missing = references
+                .values()
+                .filter(|r| !counts.contains_key(*r))
+                .count();
+            let settled = counts.len() == last && missing <= MAX_IN_FLIGHT;
+            last = counts.len();
+            async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                settled.then_some(())
+            }
+        },
+    )
+    .await;
+    let booked_in = started.elapsed();
+
+    let config = dir.load();
+    let backends = waybill::runtime::open_backends(&config)
+        .await
+        .expect("open backends");
+    let bookings: HashMap<String, waybill::store::Booking> = backends
+        .store
+        .bookings(None, 100_000)
+        .await
+        .expect("bookings")
+        .into_iter()
+        .filter_map(|b| b.reference.clone().map(|r| (r, b)))
+        .collect();
+    let is_booked = |i: &usize| {
+        bookings
+            .get(&references[i])
+            .is_some_and(|b| b.status == BookingStatus::Booked)
+    };
+    // Twins booked by their creation; their updates come out of the
+    // pipeline as replays, perhaps a little after the last booking.
+    let twins: Vec<usize> = acks
+        .iter()
+        .filter(|(i, ack)| ack.updated && is_booked(i))
+        .map(|(i, _)| *i)
+        .collect();
+    let prefix = dir.topic_prefix.clone().expect("a kafka tree has a prefix");
+    let brokers = kafka().expect("kafka");
+    let read_all = |topic: &str| {
+        let brokers = brokers.clone();
+        let topic = format!("{prefix}{topic}");
+        tokio::task::spawn_blocking(move || read_raw_all(&brokers, &topic))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let outputs = loop {
+        let outputs = booked_events(&read_all("shipments.booked").await.expect("reader"));
+        let missing: Vec<usize> = twins
+            .iter()
+            .copied()
+            .filter(|i| {
+                !outputs
+                    .get(&order_key(*i))
+                    .is_some_and(|e| e.iter().any(|e| e == "orders/updated"))
+            })
+            .collect();
+        if missing.is_empty() {
+            break outputs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} updates never came out of the pipeline, e.g. {:?}",
+            missing.len(),
+            twins.len(),
+            &missing[..missing.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    a.terminate();
+    b.terminate();
+
+    let counts = courier.counts();
+    for (reference, n) in &counts {
+        assert!(*n <= 1, "{reference} was booked {n} times");
+    }
+    let mut review = 0;
+    for (i, reference) in &references {
+        match bookings.get(reference).map(|b| b.status) {
+            Some(BookingStatus::Booked) => assert_eq!(
+                counts.get(reference),
+                Some(&1),
+                "{reference} booked in the store but not at the courier"
+            ),
+            Some(BookingStatus::Review) => review += 1,
+            other => panic!("acknowledged order {i} ({reference}) ended as {other:?}"),
+        }
+    }
+    assert!(
+        review <= MAX_IN_FLIGHT,
+        "only requests in flight at the kill go to review: {review}"
+    );
+
+    // Per-key order: each twin was booked by its creation, and its update
+    // came out of the pipeline after the creation did.
+    let ingested = read_all("orders.shopify").await.expect("reader");
+    let event_of: HashMap<String, String> = ingested
+        .iter()
+        .filter_map(|m| {
+            Some((
+                m.headers.get("waybill-id")?.clone(),
+                m.headers.get("waybill-topic")?.clone(),
+            ))
+        })
+        .collect();
+    assert!(
+        twins.len() > ORDERS / TWIN_EVERY * 8 / 10,
+        "most twins were acknowledged twice and booked: {}",
+        twins.len()
+    );
+    for i in &twins {
+        let reference = &references[i];
+        let booking = &bookings[reference];
+        let created_by = booking.message_id.as_ref().and_then(|id| event_of.get(id));
+        assert_eq!(
+            created_by.map(String::as_str),
+            Some("orders/create"),
+            "{reference} was booked by its creation, not its update"
+        );
+        let events = &outputs[&order_key(*i)];
+        let first_update = events.iter().position(|e| e == "orders/updated");
+        let first_create = events.iter().position(|e| e == "orders/create");
+        assert!(
+            matches!((first_create, first_update), (Some(c), Some(u)) if c < u),
+            "{reference}: outputs in the order {events:?}"
+        );
+    }
+    eprintln!(
+        "scale: {} orders posted in {posted_in:?} ({} acknowledged, {} with an update), \
+         all booked by {booked_in:?}; {review} in review; total {:?}",
+        ORDERS,
+        acknowledged.len(),
+        twins.len(),
+        started.elapsed()
+    );
+}
+
+/// The bus key of order `i`.
+fn order_key(i: usize) -> String {
+    let (_, body) = numbered_order("S", i);
+    let order: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    format!("shopify-main:{}", order["id"])
+}
+
+/// The store events (`waybill-topic`) of `shipments.booked`, per key, in
+/// offset order (one key stays in one partition, read in order).
+fn booked_events(messages: &[RawMessage]) -> HashMap<String, Vec<String>> {
+    let mut events: HashMap<String, Vec<String>> = HashMap::new();
+    for message in messages {
+        let topic = message
+            .headers
+            .get("waybill-topic")
+            .cloned()
+            .unwrap_or_default();
+        events
+            .entry(message.key.clone().unwrap_or_default())
+            .or_default()
+            .push(topic);
+    }
+    events
+}
