@@ -229,8 +229,10 @@ impl Runner {
                 Some(record) = records_rx.recv(), if !stopping && pending < capacity => {
                     pending += 1;
                     outstanding.entry(record.partition).or_default().insert(record.offset);
-                    let up_to = polled_up_to.entry(record.partition).or_insert(record.offset + 1);
-                    *up_to = (*up_to).max(record.offset + 1);
+                    // The latest position, not the highest ever: after a rebalance a
+                    // partition can come back at a lower offset, and nothing past
+                    // what was received since may be committed.
+                    polled_up_to.insert(record.partition, record.offset + 1);
                     match queues.get_mut(&record.message.key) {
                         Some(queue) => queue.push_back(record),
                         None => {
@@ -250,7 +252,8 @@ impl Runner {
         Ok(())
     }
 
-    /// Commits, per partition, the lowest offset not yet finished.
+    /// Commits, per partition, the lowest offset not yet finished: below the
+    /// latest record received, everything not outstanding is done.
     fn commit_progress(
         outstanding: &HashMap<i32, BTreeSet<i64>>,
         polled_up_to: &HashMap<i32, i64>,
@@ -261,8 +264,10 @@ impl Runner {
             let next = outstanding
                 .get(&partition)
                 .and_then(|s| s.first().copied())
-                .unwrap_or(up_to);
-            if committed.get(&partition).is_none_or(|&c| next > c) {
+                .map_or(up_to, |first| first.min(up_to));
+            // `!=`, not `>`: after a rebalance the position may be lower than
+            // what this instance committed before; going back only redelivers.
+            if committed.get(&partition) != Some(&next) {
                 committed.insert(partition, next);
                 let _ = commit_tx.send((partition, next));
             }

@@ -19,9 +19,12 @@ use crate::telemetry::events::{CourierRequestCompleted, DuplicateSuppressed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long a reservation is held before another instance may take it over;
-/// longer than any courier request may take.
-pub const RESERVATION_LEASE: Duration = Duration::from_secs(120);
+/// How long a reservation is held before another instance may take it over.
+/// It only guards the moment between reserving a key and marking it `sent`
+/// (a sent key is never taken over: it goes to review), so it is short: a
+/// key left reserved by an instance that died is free again well inside the
+/// pipeline's retry budget.
+pub const RESERVATION_LEASE: Duration = Duration::from_secs(20);
 
 /// Why a booking did not happen.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

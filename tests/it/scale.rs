@@ -214,14 +214,13 @@ async fn post_twin_or_single(http: reqwest::Client, bases: [String; 2], i: usize
     (i, acks)
 }
 
-// Ignored until two defects it found are fixed (run it with `--ignored`):
-// keys only reserved by the killed instance stay `busy` for the 120 s
-// reservation lease, longer than the pipeline's retry budget, so their
-// acknowledged orders are dead-lettered unbooked; and after the rebalances a
-// few `orders/updated` records at the tail of their partitions are never
-// processed.
+// Ignored until the defect it still finds is fixed (run it with `--ignored`
+// and the kafka backend): after the kill and the rebalances, a few
+// `orders/updated` records at the tail of their partitions never show an
+// output on `shipments.booked` within 60 s. Every acknowledged order is
+// booked exactly once or in review; no order is booked twice.
+#[ignore = "a few orders/updated at partition tails produce no output after rebalances"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finds two open defects: reservation lease vs retry budget, updates left unprocessed after rebalances"]
 async fn two_instances_survive_kill_9_and_keep_each_order_in_order() {
     if kafka().is_none() {
         return;
