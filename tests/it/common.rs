@@ -51,9 +51,23 @@ pub fn backend() -> Backend {
     }
 }
 
-/// The PostgreSQL server that per-tree databases are created on.
+/// The PostgreSQL server that per-tree databases are created on, as a URL
+/// of its `postgres` database. `WAYBILL_TEST_POSTGRES` may name the server
+/// alone (`postgres://postgres@127.0.0.1:5432`), as the store's own tests
+/// take it, or a database on it.
 pub fn postgres_server() -> String {
-    std::env::var("WAYBILL_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.to_string())
+    let given =
+        std::env::var("WAYBILL_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.to_string());
+    format!("{}/postgres", server_base(&given))
+}
+
+/// `postgres://user@host:port` of a server URL with or without a database.
+fn server_base(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find('/') {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
+    }
 }
 
 /// A PostgreSQL database of one test's own, dropped (best effort) with it.
@@ -66,10 +80,7 @@ impl Database {
     pub fn create() -> Database {
         let name = format!("waybill_it_{}", uuid::Uuid::new_v4().simple());
         let server = postgres_server();
-        let url = match server.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{name}"),
-            None => panic!("WAYBILL_TEST_POSTGRES must end with /DATABASE: {server}"),
-        };
+        let url = format!("{}/{name}", server_base(&server));
         if let Err(e) = admin(&server, &format!("CREATE DATABASE {name}")) {
             panic!("cannot create database {name} on {server}: {e}");
         }

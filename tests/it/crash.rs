@@ -163,7 +163,7 @@ async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
         }
     }
     assert!(
-        acknowledged.len() > 50,
+        acknowledged.len() > 20,
         "some orders were acknowledged before the kill: {}",
         acknowledged.len()
     );
