@@ -296,16 +296,7 @@ impl Runner {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let outcome = {
-                let Ok(_permit) = permits.acquire().await else {
-                    return Handled::Abandoned;
-                };
-                self.metrics.in_flight.get_or_create(&labels).inc();
-                let outcome = self.attempt(record).await;
-                self.metrics.in_flight.get_or_create(&labels).dec();
-                outcome
-            };
-            let error = match outcome {
+            let error = match self.attempt(record, permits, &labels).await {
                 Ok(()) => return Handled::Done,
                 Err(error) => error,
             };
@@ -393,8 +384,15 @@ impl Runner {
         }
     }
 
-    /// One attempt at a message.
-    async fn attempt(&self, record: &Record) -> Result<(), AttemptError> {
+    /// One attempt at a message. An in-flight slot is held only around the
+    /// booking: that is what `max_in_flight` bounds (requests at couriers),
+    /// and the pure stages and the output write need none.
+    async fn attempt(
+        &self,
+        record: &Record,
+        permits: &Semaphore,
+        labels: &PipelineLabels,
+    ) -> Result<(), AttemptError> {
         let pipeline = &self.pipeline;
         let event = Event::from_headers(&record.message.headers);
         let order: serde_json::Value =
@@ -433,16 +431,31 @@ impl Runner {
                     .get(header::ID)
                     .cloned()
                     .unwrap_or_default();
-                let booked = self
-                    .booker
-                    .book(
-                        &event.source,
-                        &event.account,
-                        &shipment,
-                        &route,
-                        &message_id,
-                    )
-                    .await?;
+                let booked = {
+                    // The semaphore is never closed, so acquiring cannot fail.
+                    let _permit = permits.acquire().await.map_err(|_| AttemptError {
+                        stage: "book",
+                        class: ErrorClass::Retryable,
+                        message: "the pipeline is closing".into(),
+                        retry_after: None,
+                        request: None,
+                        response: None,
+                    })?;
+                    let gauge = self.metrics.in_flight.get_or_create_owned(labels);
+                    gauge.inc();
+                    let booked = self
+                        .booker
+                        .book(
+                            &event.source,
+                            &event.account,
+                            &shipment,
+                            &route,
+                            &message_id,
+                        )
+                        .await;
+                    gauge.dec();
+                    booked?
+                };
                 if !booked.replayed {
                     ShipmentBooked {
                         pipeline: &pipeline.name,
