@@ -9,7 +9,7 @@
 //! ```yaml
 //! data_dir: ./data
 //! bus: { kind: embedded }
-//! http: { listen: "127.0.0.1:8080", admin_token: "${WAYBILL_ADMIN_TOKEN:-}" }
+//! http: { listen: "127.0.0.1:8080" }
 //! accounts:
 //!   courier-main: { connector: sandbox }
 //! pipelines: [ "pipelines/*.yaml" ]
@@ -77,7 +77,7 @@ pub struct RawStore {
 pub struct RawHttp {
     /// Address to listen on. Default `127.0.0.1:8080`.
     pub listen: Option<SocketAddr>,
-    /// Bearer token of the admin API; empty or absent disables the admin API.
+    /// Reserved for the admin API, which is not served yet; accepted and ignored.
     pub admin_token: Option<String>,
     /// Largest webhook body accepted; bigger ones get 413. Default 1048576 (1 MiB).
     pub max_body_bytes: Option<Located<usize>>,

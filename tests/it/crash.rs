@@ -3,11 +3,7 @@
 //! second booking.
 
 use crate::common::*;
-use axum::Json;
-use axum::extract::State;
 use std::collections::{BTreeSet, HashMap};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use waybill::store::BookingStatus;
 
@@ -15,97 +11,13 @@ use waybill::store::BookingStatus;
 /// in flight when the process is killed.
 const MAX_IN_FLIGHT: usize = 64;
 
-type Counts = Arc<Mutex<HashMap<String, u32>>>;
-
-/// A courier that counts every booking request per reference.
-async fn start_courier() -> (String, Counts) {
-    async fn book(
-        State(counts): State<Counts>,
-        Json(shipment): Json<serde_json::Value>,
-    ) -> Json<serde_json::Value> {
-        let reference = shipment["reference"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        *counts
-            .lock()
-            .expect("lock")
-            .entry(reference.clone())
-            .or_default() += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        Json(
-            serde_json::json!({ "tracking_number": format!("STUB-{reference}"), "reference": reference }),
-        )
-    }
-    let counts: Counts = Arc::default();
-    let app = axum::Router::new()
-        .route("/book", axum::routing::post(book))
-        .with_state(counts.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}"), counts)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-/// A waybill process, killed when dropped so a failing test leaves none behind.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_waybill(config: &std::path::Path) -> Process {
-    let child = Command::new(env!("CARGO_BIN_EXE_waybill"))
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn waybill");
-    Process(child)
-}
-
-async fn wait_healthy(http: &reqwest::Client, base: &str) {
-    eventually(Duration::from_secs(30), "waybill to listen", || async {
-        http.get(format!("{base}/healthz"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-            .map(|_| ())
-    })
-    .await;
-}
-
-fn order(i: usize) -> (String, Vec<u8>) {
-    let reference = format!("#K{i}");
-    let body = order_with("order-cod.json", |o| {
-        o["id"] = serde_json::json!(7_000_000_000_000_000_000u64 + i as u64);
-        o["name"] = serde_json::json!(reference);
-    });
-    (reference, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
-    let (courier, counts) = start_courier().await;
+    let courier = CountingCourier::start().await;
     let port = free_port();
     let dir = ConfigDir::new(&format!(
-        "{{ connector: sandbox, base_url: \"{courier}\" }}"
+        "{{ connector: sandbox, base_url: \"{}\" }}",
+        courier.url
     ));
     dir.edit("waybill.yaml", |t| {
         t.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
@@ -113,7 +25,8 @@ async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
-    let mut child = spawn_waybill(&dir.path());
+    let log = dir.dir.path().join("waybill.log");
+    let mut child = Process::spawn(&dir.path(), &log);
     wait_healthy(&http, &base).await;
 
     let total = 400;
@@ -122,24 +35,12 @@ async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
     let mut sent = 0;
     let mut posts = tokio::task::JoinSet::new();
     for i in 0..total {
-        let (reference, body) = order(i);
-        let sig = waybill::sources::shopify::sign(SECRET.as_bytes(), &body);
-        let http = http.clone();
-        let url = format!("{base}/webhooks/shopify/shopify-main");
+        let (reference, body) = numbered_order("K", i);
+        let (http, base) = (http.clone(), base.clone());
         posts.spawn(async move {
-            let response = http
-                .post(url)
-                .header("X-Shopify-Hmac-Sha256", sig)
-                .header("X-Shopify-Topic", "orders/create")
-                .header("X-Shopify-Webhook-Id", format!("kill-{i}"))
-                .body(body)
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await;
-            (
-                reference,
-                response.map(|r| r.status().as_u16()).unwrap_or(0),
-            )
+            let (status, _) =
+                post_order(&http, &base, &body, "orders/create", &format!("kill-{i}")).await;
+            (reference, status)
         });
         sent += 1;
         if sent % 16 == 0 {
@@ -152,8 +53,7 @@ async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if i == kill_after {
-            child.0.kill().expect("kill -9");
-            let _ = child.0.wait();
+            child.kill();
         }
     }
     while let Some(done) = posts.join_next().await {
@@ -169,7 +69,7 @@ async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
     );
 
     // Restart and let it catch up.
-    let mut child = spawn_waybill(&dir.path());
+    let child = Process::spawn(&dir.path(), &log);
     wait_healthy(&http, &base).await;
     // Wait until the courier has seen every acknowledged order but those in
     // flight at the kill (at most max_in_flight), and nothing moves any more.
@@ -178,7 +78,7 @@ async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
         Duration::from_secs(60),
         "the restarted waybill to catch up",
         || {
-            let counts = counts.lock().expect("lock").clone();
+            let counts = courier.counts();
             let missing = acknowledged
                 .iter()
                 .filter(|r| !counts.contains_key(*r))
@@ -193,8 +93,7 @@ async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    sigterm(&child.0);
-    let _ = child.0.wait();
+    child.terminate();
 
     let config = dir.load();
     let backends = waybill::runtime::open_backends(&config)
@@ -209,7 +108,7 @@ async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
         .iter()
         .filter_map(|b| b.reference.clone().map(|r| (r, b.status)))
         .collect();
-    let counts = counts.lock().expect("lock").clone();
+    let counts = courier.counts();
     for (reference, n) in &counts {
         assert!(*n <= 1, "{reference} was booked {n} times");
     }
@@ -229,12 +128,4 @@ async fn kill_9_mid_stream_loses_nothing_and_books_nothing_twice() {
         review <= MAX_IN_FLIGHT,
         "only requests in flight at the kill go to review: {review}"
     );
-}
-
-fn sigterm(child: &Child) {
-    // SIGTERM lets waybill stop cleanly; `kill` is the portable way to send it.
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
 }
