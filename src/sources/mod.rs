@@ -123,49 +123,32 @@ impl Ingest {
             payload: body,
         };
         let ingest_topic = format!("orders.{source}");
-        if let Some(embedded) = &self.embedded {
-            // Append and delivery id in one transaction: a concurrent
-            // redelivery cannot be enqueued twice.
-            let publish =
-                embedded.publish_once(&ingest_topic, message, source, &account, &delivery_id);
-            match tokio::time::timeout(ENQUEUE_TIMEOUT, publish).await {
-                Ok(Ok(Some(_))) => {}
-                Ok(Ok(None)) => return duplicate(),
-                Ok(Err(e)) => {
-                    return reject(
-                        "unavailable",
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("bus unavailable: {e}\n"),
-                    );
+        // `Some(offset)` once durable; `None` for a delivery seen before.
+        let enqueue = async {
+            match &self.embedded {
+                // Append and delivery id in one transaction: a concurrent
+                // redelivery cannot be enqueued twice.
+                Some(embedded) => {
+                    embedded
+                        .publish_once(&ingest_topic, message, source, &account, &delivery_id)
+                        .await
                 }
-                Err(_) => {
-                    return reject(
-                        "unavailable",
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "bus did not take the event in time\n",
-                    );
-                }
+                None => self.bus.publish(&ingest_topic, message).await.map(Some),
             }
-        } else {
-            match tokio::time::timeout(ENQUEUE_TIMEOUT, self.bus.publish(&ingest_topic, message))
-                .await
-            {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    return reject(
-                        "unavailable",
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("bus unavailable: {e}\n"),
-                    );
-                }
-                Err(_) => {
-                    return reject(
-                        "unavailable",
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "bus did not take the event in time\n",
-                    );
-                }
+        };
+        match tokio::time::timeout(ENQUEUE_TIMEOUT, enqueue).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => return duplicate(),
+            Ok(Err(e)) => {
+                let detail = format!("bus unavailable: {e}\n");
+                return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, &detail);
             }
+            Err(_) => {
+                let detail = "bus did not take the event in time\n";
+                return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, detail);
+            }
+        }
+        if self.embedded.is_none() {
             // The event is durable; a failure to remember the delivery id only
             // risks a duplicate event, which booking idempotency absorbs.
             if let Err(e) = self
