@@ -137,7 +137,7 @@ pub struct Pipeline {
     pub output: Option<String>,
     pub retry: RetryPolicy,
     pub dead_letter: String,
-    /// Bound on messages being worked on at once (cross-key concurrency).
+    /// Bound on courier requests in flight at once (cross-key concurrency).
     pub max_in_flight: usize,
     /// File the pipeline was read from.
     pub file: PathBuf,

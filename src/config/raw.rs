@@ -113,7 +113,7 @@ pub struct RawPipeline {
     pub retry: Option<RawRetry>,
     /// Where messages that give up go. Default topic `dlq.<name>`.
     pub dead_letter: Option<RawDeadLetter>,
-    /// Bound on messages worked on at once, across keys. Default 64.
+    /// Bound on courier requests in flight at once, across keys. Default 64.
     pub max_in_flight: Option<Located<usize>>,
 }
 

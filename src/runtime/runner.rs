@@ -10,7 +10,7 @@ use crate::bus::dead_letter::{self, Failure};
 use crate::bus::{Bus, BusError};
 use crate::config::{Config, Pipeline};
 use crate::model::{ErrorClass, Message, Record, SCHEMA_VERSION, header};
-use crate::sinks::book::{BookError, Booker};
+use crate::sinks::book::{BookError, Booker, Slots};
 use crate::sources::now_rfc3339;
 use crate::stages::{self, Event, Plan, StageError};
 use crate::telemetry::events::{DeadLettered, RetryScheduled, ShipmentBooked, StageProcessed};
@@ -165,7 +165,12 @@ impl Runner {
             }
         });
 
-        let permits = Arc::new(Semaphore::new(pipeline.max_in_flight.max(1)));
+        let slots = Arc::new(Slots {
+            permits: Semaphore::new(pipeline.max_in_flight.max(1)),
+            gauge: self.metrics.in_flight.get_or_create_owned(&PipelineLabels {
+                pipeline: pipeline.name.clone(),
+            }),
+        });
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completion>();
         let mut queues: HashMap<String, VecDeque<Record>> = HashMap::new();
         let mut outstanding: HashMap<i32, BTreeSet<i64>> = HashMap::new();
@@ -175,10 +180,10 @@ impl Runner {
 
         let spawn = |record: Record, shutdown: watch::Receiver<bool>| {
             let runner = self.clone();
-            let permits = permits.clone();
+            let slots = slots.clone();
             let done = done_tx.clone();
             tokio::spawn(async move {
-                let handled = runner.handle(&record, &permits, shutdown).await;
+                let handled = runner.handle(&record, &slots, shutdown).await;
                 let _ = done.send(Completion {
                     key: record.message.key.clone(),
                     partition: record.partition,
@@ -278,13 +283,10 @@ impl Runner {
     async fn handle(
         &self,
         record: &Record,
-        permits: &Arc<Semaphore>,
+        slots: &Slots,
         mut shutdown: watch::Receiver<bool>,
     ) -> Handled {
         let pipeline = &self.pipeline;
-        let labels = PipelineLabels {
-            pipeline: pipeline.name.clone(),
-        };
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(pipeline.retry.initial)
             .with_max_delay(pipeline.retry.max_delay)
@@ -296,7 +298,7 @@ impl Runner {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let error = match self.attempt(record, permits, &labels).await {
+            let error = match self.attempt(record, slots).await {
                 Ok(()) => return Handled::Done,
                 Err(error) => error,
             };
@@ -384,15 +386,9 @@ impl Runner {
         }
     }
 
-    /// One attempt at a message. An in-flight slot is held only around the
-    /// booking: that is what `max_in_flight` bounds (requests at couriers),
-    /// and the pure stages and the output write need none.
-    async fn attempt(
-        &self,
-        record: &Record,
-        permits: &Semaphore,
-        labels: &PipelineLabels,
-    ) -> Result<(), AttemptError> {
+    /// One attempt at a message. An in-flight slot is held only while a
+    /// courier request is out: that is what `max_in_flight` bounds.
+    async fn attempt(&self, record: &Record, slots: &Slots) -> Result<(), AttemptError> {
         let pipeline = &self.pipeline;
         let event = Event::from_headers(&record.message.headers);
         let order: serde_json::Value =
@@ -431,31 +427,17 @@ impl Runner {
                     .get(header::ID)
                     .cloned()
                     .unwrap_or_default();
-                let booked = {
-                    // The semaphore is never closed, so acquiring cannot fail.
-                    let _permit = permits.acquire().await.map_err(|_| AttemptError {
-                        stage: "book",
-                        class: ErrorClass::Retryable,
-                        message: "the pipeline is closing".into(),
-                        retry_after: None,
-                        request: None,
-                        response: None,
-                    })?;
-                    let gauge = self.metrics.in_flight.get_or_create_owned(labels);
-                    gauge.inc();
-                    let booked = self
-                        .booker
-                        .book(
-                            &event.source,
-                            &event.account,
-                            &shipment,
-                            &route,
-                            &message_id,
-                        )
-                        .await;
-                    gauge.dec();
-                    booked?
-                };
+                let booked = self
+                    .booker
+                    .book(
+                        &event.source,
+                        &event.account,
+                        &shipment,
+                        &route,
+                        &message_id,
+                        slots,
+                    )
+                    .await?;
                 if !booked.replayed {
                     ShipmentBooked {
                         pipeline: &pipeline.name,

@@ -16,8 +16,10 @@ use crate::model::{BookingKey, BookingResult, ErrorClass, Shipment};
 use crate::store::{Reservation, Store};
 use crate::telemetry::Metrics;
 use crate::telemetry::events::{CourierRequestCompleted, DuplicateSuppressed};
+use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 /// How long a reservation is held before another instance may take it over.
 /// It only guards the moment between reserving a key and marking it `sent`
@@ -25,6 +27,14 @@ use std::time::{Duration, Instant};
 /// key left reserved by an instance that died is free again well inside the
 /// pipeline's retry budget.
 pub const RESERVATION_LEASE: Duration = Duration::from_secs(20);
+
+/// In-flight slots of one pipeline: they bound its concurrent requests at
+/// couriers (`max_in_flight`).
+pub struct Slots {
+    pub permits: Semaphore,
+    /// `waybill_in_flight_messages{pipeline}`.
+    pub gauge: Gauge,
+}
 
 /// Why a booking did not happen.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -89,6 +99,7 @@ impl Booker {
         shipment: &Shipment,
         route: &str,
         message_id: &str,
+        slots: &Slots,
     ) -> Result<Booked, BookError> {
         let key = BookingKey {
             source: source.to_string(),
@@ -158,13 +169,32 @@ impl Booker {
                 return Err(e.into());
             }
         };
-        self.store
-            .mark_sent(&key, &self.owner)
-            .await
-            .map_err(|e| BookError::new(ErrorClass::Retryable, format!("store: {e}")))?;
+        // A slot is taken before the key is marked sent (a sent key never
+        // waits for one) and given back as soon as the courier answered.
+        let Ok(slot) = slots.permits.acquire().await else {
+            self.release(&key).await;
+            return Err(BookError::new(
+                ErrorClass::Retryable,
+                "the pipeline is closing",
+            ));
+        };
+        slots.gauge.inc();
+        let sent = self.store.mark_sent(&key, &self.owner).await;
         let started = Instant::now();
-        let outcome = self.engine.book(connector, account, request).await;
+        let outcome = match sent {
+            Ok(()) => Some(self.engine.book(connector, account, request).await),
+            Err(_) => None,
+        };
         let elapsed = started.elapsed();
+        slots.gauge.dec();
+        drop(slot);
+        let Some(outcome) = outcome else {
+            let problem = sent.err().map(|e| e.to_string()).unwrap_or_default();
+            return Err(BookError::new(
+                ErrorClass::Retryable,
+                format!("store: {problem}"),
+            ));
+        };
         match outcome {
             Ok(result) => {
                 CourierRequestCompleted {
