@@ -22,7 +22,7 @@
 
 use super::{Connector, ConnectorKind, FieldSpec, FieldType};
 use crate::config::Diagnostic;
-use crate::mapping::{Expr, Mapping};
+use crate::mapping::{Expr, Mapping, Template};
 use crate::model::{ErrorClass, Status};
 use serde::Deserialize;
 use serde_json::Value;
@@ -52,6 +52,9 @@ pub struct Operation {
     pub query: Vec<(String, String)>,
     /// Field mapping producing the JSON body.
     pub body: Option<Arc<Mapping>>,
+    /// The path's templated segments and the header and query values,
+    /// compiled once at load and keyed by their source text.
+    pub templates: BTreeMap<String, Template>,
     /// Judged against `{response: {status, headers}, body, text}`.
     pub success: Expr,
     /// Name → JSONPath into the response body.
@@ -614,6 +617,26 @@ impl Compiler<'_> {
             self.at(&raw.request.path, message);
         }
         let body = raw.request.body.and_then(|body| self.mapping(&body));
+        let mut templates = BTreeMap::new();
+        let sources = raw
+            .request
+            .path
+            .value
+            .split('/')
+            .filter(|segment| super::target::is_template(segment))
+            .chain(raw.request.headers.values().map(String::as_str))
+            .chain(raw.request.query.values().map(String::as_str));
+        for source in sources {
+            match Template::compile(source) {
+                Ok(template) => {
+                    templates.insert(source.to_string(), template);
+                }
+                Err(err) => self.at(
+                    &raw.request.path,
+                    format!("request template `{source}`: {err}"),
+                ),
+            }
+        }
         let success = self.expr(&raw.success, "success");
         let mut extract = BTreeMap::new();
         for (field, path) in &raw.extract {
@@ -678,6 +701,7 @@ impl Compiler<'_> {
             headers: raw.request.headers.into_iter().collect(),
             query: raw.request.query.into_iter().collect(),
             body,
+            templates,
             success: success?,
             extract,
             errors,

@@ -108,13 +108,17 @@ impl Engine {
                 ))
             })?;
         let base = resolve_base(base, &self.self_base).map_err(permanent)?;
-        let url = build_url(&base, &op.path, &op.query, |template| {
-            render_str(template, ctx).map_err(|err| err.to_string())
+        let render = |source: &str| match op.templates.get(source) {
+            Some(template) => template.render(ctx),
+            None => render_str(source, ctx),
+        };
+        let url = build_url(&base, &op.path, &op.query, |source| {
+            render(source).map_err(|err| err.to_string())
         })
         .map_err(|message| permanent(format!("{operation}: {message}")))?;
         let mut headers = Vec::with_capacity(op.headers.len());
         for (name, template) in &op.headers {
-            let value = render_str(template, ctx)
+            let value = render(template)
                 .map_err(|err| permanent(format!("{operation}: header `{name}`: {err}")))?;
             headers.push((name.clone(), value));
         }

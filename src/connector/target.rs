@@ -81,7 +81,7 @@ pub fn check_path_template(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn is_template(segment: &str) -> bool {
+pub(crate) fn is_template(segment: &str) -> bool {
     segment.contains("{{") || segment.contains("{%")
 }
 
