@@ -101,6 +101,21 @@ macro_rules! audit {
     };
 }
 
+/// The status of a booking key inside transaction `$tx`, to say why a
+/// transition was refused.
+macro_rules! current_status {
+    ($tx:expr, $key:expr, $sequence:expr) => {
+        sqlx::query_scalar::<_, String>(SELECT_STATUS)
+            .bind(&$key.source)
+            .bind(&$key.account)
+            .bind(&$key.order_id)
+            .bind($sequence)
+            .fetch_optional(&mut *$tx)
+            .await
+            .map_err(db)?
+    };
+}
+
 macro_rules! booking_columns {
     () => {
         "source, account, order_id, sequence, status, owner, lease_until, tracking_number, courier, \
@@ -460,14 +475,7 @@ impl Store for SqlStore {
             .map_err(db)?
             .rows_affected();
             if updated == 0 {
-                let status: Option<String> = sqlx::query_scalar(SELECT_STATUS)
-                    .bind(&key.source)
-                    .bind(&key.account)
-                    .bind(&key.order_id)
-                    .bind(sequence)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
+                let status: Option<String> = current_status!(tx, key, sequence);
                 // A key reserved by someone else reports who holds it.
                 let status = status.map(|s| if s == "reserved" { "reserved by another owner".to_string() } else { s });
                 return Err(wrong_state(key, status, &format!("reserved by {owner}")));
@@ -561,14 +569,7 @@ impl Store for SqlStore {
             .map_err(db)?
             .rows_affected();
             if updated == 0 {
-                let status: Option<String> = sqlx::query_scalar(SELECT_STATUS)
-                    .bind(&key.source)
-                    .bind(&key.account)
-                    .bind(&key.order_id)
-                    .bind(sequence)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
+                let status: Option<String> = current_status!(tx, key, sequence);
                 // Already waiting for a person: a redelivered message changes nothing.
                 if status.as_deref() == Some("review") {
                     return Ok(());
@@ -600,14 +601,7 @@ impl Store for SqlStore {
             .map_err(db)?
             .rows_affected();
             if deleted == 0 {
-                let status: Option<String> = sqlx::query_scalar(SELECT_STATUS)
-                    .bind(&key.source)
-                    .bind(&key.account)
-                    .bind(&key.order_id)
-                    .bind(sequence)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
+                let status: Option<String> = current_status!(tx, key, sequence);
                 let status = status.map(|s| if s == "reserved" { "reserved by another owner".to_string() } else { s });
                 return Err(wrong_state(key, status, &format!("reserved by {owner}")));
             }
@@ -646,14 +640,7 @@ impl Store for SqlStore {
             .map_err(db)?
             .rows_affected();
             if updated == 0 {
-                let status: Option<String> = sqlx::query_scalar(SELECT_STATUS)
-                    .bind(&key.source)
-                    .bind(&key.account)
-                    .bind(&key.order_id)
-                    .bind(sequence)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
+                let status: Option<String> = current_status!(tx, key, sequence);
                 return Err(wrong_state(key, status, "review"));
             }
             let detail = format!("resolved by an operator: booked as {tracking_number} at {courier} ({account})");
@@ -683,14 +670,7 @@ impl Store for SqlStore {
             .map_err(db)?
             .rows_affected();
             if deleted == 0 {
-                let status: Option<String> = sqlx::query_scalar(SELECT_STATUS)
-                    .bind(&key.source)
-                    .bind(&key.account)
-                    .bind(&key.order_id)
-                    .bind(sequence)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
+                let status: Option<String> = current_status!(tx, key, sequence);
                 return Err(wrong_state(key, status, "review"));
             }
             let detail = "resolved by an operator: not booked, released for booking again";
