@@ -6,7 +6,7 @@
 //! waybill simulate shopify --account shopify-main --file samples/shopify/order-cod.json
 //! ```
 
-use crate::sources::shopify;
+use crate::sources::webhook;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
@@ -41,37 +41,43 @@ pub async fn run(config_path: &Path, command: SimulateCommand) -> anyhow::Result
         .accounts
         .get(&account)
         .with_context(|| format!("no account named `{account}` in {}", config_path.display()))?;
-    let secret = acct
-        .credentials
-        .get("webhook_secret")
-        .with_context(|| format!("account `{account}` has no webhook_secret"))?;
+    // Sign and name the delivery as the account's store connector declares.
+    let spec = config
+        .connectors
+        .get(&acct.connector)
+        .and_then(|c| c.webhook.as_ref())
+        .filter(|spec| spec.source == "shopify")
+        .with_context(|| format!("account `{account}` is not a Shopify store"))?;
     let body = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let base = url.unwrap_or_else(|| format!("http://{}", config.http.listen));
     let endpoint = format!("{}/webhooks/shopify/{account}", base.trim_end_matches('/'));
     let webhook_id = uuid::Uuid::new_v4().to_string();
-    let response = reqwest::Client::new()
+    let mut request = reqwest::Client::new()
         .post(&endpoint)
         .header("content-type", "application/json")
-        .header(
-            "X-Shopify-Hmac-Sha256",
-            shopify::sign(secret.as_bytes(), &body),
-        )
-        .header("X-Shopify-Topic", &topic)
-        .header("X-Shopify-Webhook-Id", &webhook_id)
-        .header(
-            "X-Shopify-Shop-Domain",
-            acct.credentials
-                .get("shop_domain")
-                .map(String::as_str)
-                .unwrap_or("example.myshopify.com"),
-        )
-        .header("X-Shopify-API-Version", "2025-10")
-        .body(body)
-        .send()
-        .await
-        .with_context(|| {
-            format!("cannot reach waybill at {endpoint}: is `waybill run` running?")
-        })?;
+        .header("X-Shopify-API-Version", "2025-10");
+    if let Some(signature) = &spec.signature {
+        let secret = acct
+            .credentials
+            .get(&signature.secret)
+            .with_context(|| format!("account `{account}` has no {}", signature.secret))?;
+        request = request.header(
+            signature.header.as_str(),
+            webhook::sign(signature, secret.as_bytes(), &body),
+        );
+    }
+    if let Some(name) = &spec.topic_header {
+        request = request.header(name.as_str(), &topic);
+    }
+    if let Some(name) = &spec.delivery_id_header {
+        request = request.header(name.as_str(), &webhook_id);
+    }
+    if let Some(domain) = acct.credentials.get("shop_domain") {
+        request = request.header("X-Shopify-Shop-Domain", domain);
+    }
+    let response = request.body(body).send().await.with_context(|| {
+        format!("cannot reach waybill at {endpoint}: is `waybill run` running?")
+    })?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     println!(
