@@ -1,9 +1,10 @@
 //! Webhook ingest throughput: signed ~5 KB Shopify orders into waybill on the
-//! embedded bus, against a bare axum handler that only reads the body, in
-//! the same run and with the same load generator.
+//! embedded bus (and, given `--kafka HOST:PORT`, on Kafka + PostgreSQL),
+//! against a bare axum handler that only reads the body, in the same run and
+//! with the same load generator.
 //!
 //! ```sh
-//! cargo bench --bench ingest -- --seconds 10 --connections 64
+//! cargo bench --bench ingest -- --seconds 10 --connections 64 [--kafka HOST:PORT]
 //! ```
 
 mod support;
@@ -42,34 +43,51 @@ async fn main() {
     let bare_addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, bare).await });
 
-    // Subject: waybill with no pipelines, so only ingest runs.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    write_config(dir.path(), port, "{ connector: sandbox }", "[]", 256);
-    let (stop, task) = start_waybill(&dir.path().join("waybill.yaml")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let run = |url: String, offset: u64| {
+    let run = |url: String| {
         let bodies = bodies.clone();
         async move {
             load(&url, connections, duration, 10_000_000, move |i| {
                 let (body, signature) = &bodies[(i % 1024) as usize];
-                let headers = shopify_headers(signature, "orders/create", offset + i);
+                let headers = shopify_headers(signature, "orders/create", i);
                 (body.clone(), headers)
             })
             .await
         }
     };
     let bare_url = format!("http://{bare_addr}/webhooks/shopify/shopify-main");
-    let waybill_url = format!("http://127.0.0.1:{port}/webhooks/shopify/shopify-main");
-    let bare_1 = run(bare_url.clone(), 0).await;
-    let waybill_rps = run(waybill_url, 0).await;
-    let bare_2 = run(bare_url, 0).await;
+    let bare_1 = run(bare_url.clone()).await;
+    let mut subjects = Vec::new();
+    for backend in std::iter::once(Backend::Embedded).chain(kafka_backend()) {
+        // Subject: waybill with no pipelines, so only ingest runs.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        write_config(
+            dir.path(),
+            &backend,
+            port,
+            "{ connector: sandbox }",
+            "[]",
+            256,
+        );
+        let (stop, task) = start_waybill(&dir.path().join("waybill.yaml")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rps = run(format!(
+            "http://127.0.0.1:{port}/webhooks/shopify/shopify-main"
+        ))
+        .await;
+        let _ = stop.send(());
+        let _ = task.await;
+        drop_backend(&backend);
+        subjects.push((backend.label(), rps));
+    }
+    let bare_2 = run(bare_url).await;
     let bare_rps = (bare_1 + bare_2) / 2.0;
     println!("ingest: body {size} bytes, {connections} connections, {seconds} s per run");
     println!("bare axum handler: {bare_rps:.0} req/s (runs: {bare_1:.0}, {bare_2:.0})");
-    println!("waybill ingest (embedded bus): {waybill_rps:.0} req/s");
-    println!("ratio waybill / bare: {:.2}", waybill_rps / bare_rps);
-    let _ = stop.send(());
-    let _ = task.await;
+    for (label, rps) in subjects {
+        println!(
+            "waybill ingest ({label}): {rps:.0} req/s, ratio to bare {:.2}",
+            rps / bare_rps
+        );
+    }
 }

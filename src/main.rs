@@ -3,6 +3,11 @@
 use clap::Parser;
 use waybill::cli::{self, Cli};
 
+// glibc's allocator spent a fifth of the booking path's CPU in malloc and
+// free across threads; mimalloc keeps per-thread heaps.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();

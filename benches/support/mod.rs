@@ -9,14 +9,126 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// The same allocator as the `waybill` binary, so the harness measures what ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub const SECRET: &str = "bench-secret";
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The bus and store a harness runs waybill on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// The default: SQLite bus and store under the tree's data directory.
+    Embedded,
+    /// Kafka at `brokers` with its own topic prefix, and a PostgreSQL
+    /// database of its own at `store_url`.
+    Kafka {
+        brokers: String,
+        topic_prefix: String,
+        store_url: String,
+    },
+}
+
+impl Backend {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded bus and store",
+            Backend::Kafka { .. } => "Kafka bus, PostgreSQL store",
+        }
+    }
+
+    fn yaml(&self) -> String {
+        match self {
+            Backend::Embedded => "bus: { kind: embedded }\n".into(),
+            Backend::Kafka {
+                brokers,
+                topic_prefix,
+                store_url,
+            } => format!(
+                "bus: {{ kind: kafka, brokers: \"{brokers}\", topic_prefix: \"{topic_prefix}\" }}\n\
+                 store: {{ url: \"{store_url}\" }}\n"
+            ),
+        }
+    }
+}
+
+/// The Kafka + PostgreSQL backend when `--kafka HOST:PORT` names a broker
+/// (`scripts/kafka-broker.sh start` prints one): fresh topics under a prefix
+/// of their own, and a fresh database on the server `WAYBILL_TEST_POSTGRES`
+/// names (default `postgres://postgres@127.0.0.1:5432`).
+pub fn kafka_backend() -> Option<Backend> {
+    let args: Vec<String> = std::env::args().collect();
+    let brokers = args
+        .iter()
+        .position(|a| a == "--kafka")
+        .and_then(|i| args.get(i + 1))?
+        .clone();
+    let server = std::env::var("WAYBILL_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let server = server.trim_end_matches('/');
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let database = format!("waybill_bench_{run}");
+    create_database(&format!("{server}/postgres"), &database);
+    Some(Backend::Kafka {
+        brokers,
+        topic_prefix: format!("bench-{run}."),
+        store_url: format!("{server}/{database}"),
+    })
+}
+
+/// Drops the database a Kafka backend was given; the topics stay (the test
+/// broker keeps them in memory only).
+pub fn drop_backend(backend: &Backend) {
+    if let Backend::Kafka { store_url, .. } = backend
+        && let Some((server, name)) = store_url.rsplit_once('/')
+    {
+        admin(
+            &format!("{server}/postgres"),
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
+    }
+}
+
+fn create_database(admin_url: &str, name: &str) {
+    admin(admin_url, format!("CREATE DATABASE {name}"));
+}
+
+/// Runs one statement on a thread of its own, outside the harness's runtime.
+fn admin(admin_url: &str, statement: String) {
+    use sqlx::Connection;
+    let admin_url = admin_url.to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let mut conn = sqlx::PgConnection::connect(&admin_url)
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url}: {e}"));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement.clone()))
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        })
+    })
+    .join()
+    .expect("database thread");
+}
+
 /// Writes a config tree into `dir`; `pipelines` is the YAML list of pipeline globs.
-pub fn write_config(dir: &Path, port: u16, courier: &str, pipelines: &str, max_in_flight: usize) {
+pub fn write_config(
+    dir: &Path,
+    backend: &Backend,
+    port: u16,
+    courier: &str,
+    pipelines: &str,
+    max_in_flight: usize,
+) {
     for sub in ["connectors", "mappings", "pipelines"] {
         copy_dir(&repo().join(sub), &dir.join(sub));
     }
@@ -30,9 +142,10 @@ pub fn write_config(dir: &Path, port: u16, courier: &str, pipelines: &str, max_i
     std::fs::write(&pipeline, format!("{text}max_in_flight: {max_in_flight}\n"))
         .expect("write pipeline");
     let yaml = format!(
-        "data_dir: ./data\nbus: {{ kind: embedded }}\nhttp: {{ listen: \"127.0.0.1:{port}\" }}\n\
+        "data_dir: ./data\n{}http: {{ listen: \"127.0.0.1:{port}\" }}\n\
          accounts:\n  shopify-main: {{ connector: shopify, credentials: {{ webhook_secret: \"{SECRET}\" }} }}\n  \
-         courier-main: {courier}\npipelines: {pipelines}\n"
+         courier-main: {courier}\npipelines: {pipelines}\n",
+        backend.yaml()
     );
     std::fs::write(dir.join("waybill.yaml"), yaml).expect("write config");
 }

@@ -36,7 +36,7 @@ const MAX_BATCH: usize = 2048;
 /// Operations waiting for the writer; a full queue makes publishers wait.
 const QUEUE_DEPTH: usize = 16 * 1024;
 
-/// Rows per multi-row INSERT (6 parameters each, well under SQLite's limit).
+/// Rows per multi-row INSERT (7 parameters each, well under SQLite's limit).
 const INSERT_CHUNK: usize = 64;
 
 /// Consumers also look for new records this often, because another process
@@ -45,6 +45,20 @@ const RECHECK: Duration = Duration::from_millis(250);
 
 /// Messages deleted per statement when trimming, so the writer is never held long.
 const TRIM_CHUNK: i64 = 10_000;
+
+/// Payloads at least this long are stored LZ4-compressed: an order's JSON
+/// shrinks several times, and SQLite then writes (twice: WAL, then the
+/// database) a fraction of the bytes. Shorter ones are not worth the work.
+const COMPRESS_FROM: usize = 512;
+
+/// `bus_messages.encoding` of a payload stored as published.
+const RAW: i64 = 0;
+
+/// `bus_messages.encoding` of an LZ4 block with its decoded length first.
+const LZ4: i64 = 1;
+
+/// Largest decoded payload a stored length prefix is believed for.
+const MAX_DECODED: usize = 256 * 1024 * 1024;
 
 /// Dead-letter topics are kept until an operator deals with them.
 const DEAD_LETTER_PREFIX: &str = "dlq.";
@@ -94,6 +108,8 @@ enum WriteOp {
         key: String,
         headers: String,
         payload: Vec<u8>,
+        /// [`RAW`] or [`LZ4`].
+        encoding: i64,
         /// Appended only if this webhook delivery was not recorded before.
         delivery: Option<Delivery>,
         /// `None` when the delivery was a duplicate and nothing was appended.
@@ -241,12 +257,15 @@ impl EmbeddedBus {
     ) -> Result<Option<i64>, BusError> {
         let headers = serde_json::to_string(&message.headers)
             .map_err(|e| BusError::Storage(format!("cannot encode headers: {e}")))?;
+        // Compressed here, in the caller's task, so the one writer only writes.
+        let (payload, encoding) = encode(message.payload);
         let (done, answer) = oneshot::channel();
         self.send(WriteOp::Append {
             topic: topic.to_string(),
             key: message.key,
             headers,
-            payload: message.payload,
+            payload,
+            encoding,
             delivery,
             done,
         })
@@ -263,11 +282,47 @@ impl EmbeddedBus {
     }
 }
 
+/// A payload as stored, with its encoding.
+fn encode(payload: Vec<u8>) -> (Vec<u8>, i64) {
+    if payload.len() < COMPRESS_FROM {
+        return (payload, RAW);
+    }
+    let compressed = lz4_flex::compress_prepend_size(&payload);
+    if compressed.len() < payload.len() {
+        (compressed, LZ4)
+    } else {
+        (payload, RAW)
+    }
+}
+
+/// A stored payload as it was published.
+fn decode(topic: &str, offset: i64, payload: Vec<u8>, encoding: i64) -> Result<Vec<u8>, BusError> {
+    let unreadable =
+        |why: String| BusError::Storage(format!("unreadable payload at {topic}/{offset}: {why}"));
+    match encoding {
+        RAW => Ok(payload),
+        LZ4 => {
+            let declared = payload
+                .first_chunk::<4>()
+                .map(|len| u32::from_le_bytes(*len) as usize)
+                .ok_or_else(|| unreadable("no length prefix".into()))?;
+            if declared > MAX_DECODED {
+                return Err(unreadable(format!(
+                    "declared length {declared} is implausible"
+                )));
+            }
+            lz4_flex::decompress_size_prepended(&payload).map_err(|e| unreadable(e.to_string()))
+        }
+        other => Err(unreadable(format!("unknown encoding {other}"))),
+    }
+}
+
 /// Decodes one `bus_messages` row.
-fn record(topic: &str, row: (i64, String, String, Vec<u8>)) -> Result<Record, BusError> {
-    let (offset, key, headers, payload) = row;
+fn record(topic: &str, row: (i64, String, String, Vec<u8>, i64)) -> Result<Record, BusError> {
+    let (offset, key, headers, payload, encoding) = row;
     let headers: Headers = serde_json::from_str(&headers)
         .map_err(|e| BusError::Storage(format!("unreadable headers at {topic}/{offset}: {e}")))?;
+    let payload = decode(topic, offset, payload, encoding)?;
     Ok(Record {
         topic: topic.to_string(),
         partition: 0,
@@ -287,8 +342,8 @@ async fn read_records(
     limit: usize,
 ) -> Result<Vec<Record>, BusError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
-        "SELECT seq, msg_key, headers, payload FROM bus_messages WHERE topic = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+    let rows: Vec<(i64, String, String, Vec<u8>, i64)> = sqlx::query_as(
+        "SELECT seq, msg_key, headers, payload, encoding FROM bus_messages WHERE topic = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
     )
     .bind(topic)
     .bind(from)
@@ -545,6 +600,7 @@ async fn write_batch(
                 key,
                 headers,
                 payload,
+                encoding,
                 ..
             } => {
                 let slot = next
@@ -559,6 +615,7 @@ async fn write_batch(
                     std::mem::take(key),
                     std::mem::take(headers),
                     std::mem::take(payload),
+                    *encoding,
                 ));
             }
             WriteOp::Commit {
@@ -585,16 +642,17 @@ async fn write_batch(
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO bus_messages (topic, seq, msg_key, headers, payload, appended_at) ",
+            "INSERT INTO bus_messages (topic, seq, msg_key, headers, payload, encoding, appended_at) ",
         );
         insert.push_values(
             rows.by_ref().take(INSERT_CHUNK),
-            |mut row, (topic, offset, key, headers, payload)| {
+            |mut row, (topic, offset, key, headers, payload, encoding)| {
                 row.push_bind(topic)
                     .push_bind(offset)
                     .push_bind(key)
                     .push_bind(headers)
                     .push_bind(payload)
+                    .push_bind(encoding)
                     .push_bind(now.clone());
             },
         );
@@ -624,6 +682,57 @@ mod tests {
 
     async fn open(dir: &Path) -> EmbeddedBus {
         open_embedded(dir).await.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn large_payloads_are_stored_compressed_and_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = open(dir.path()).await;
+        let order = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/shopify/order-cod.json"),
+        )
+        .unwrap();
+        // Random bytes do not compress: they are kept as they are.
+        let noise: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();
+        let short = b"{\"id\":1}".to_vec();
+        for payload in [&order, &noise, &short] {
+            bus.publish("t", message("k", payload)).await.unwrap();
+        }
+        let records = bus.read("t", 0, 10).await.unwrap();
+        let payloads: Vec<&Vec<u8>> = records.iter().map(|r| &r.message.payload).collect();
+        assert_eq!(payloads, [&order, &noise, &short]);
+        let stored: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT encoding, length(payload) FROM bus_messages WHERE topic = 't' ORDER BY seq",
+        )
+        .fetch_all(&bus.inner.pools.read)
+        .await
+        .unwrap();
+        assert_eq!(stored[0].0, LZ4);
+        assert!(
+            (stored[0].1 as usize) < order.len() / 2,
+            "{} bytes stored for {}",
+            stored[0].1,
+            order.len()
+        );
+        assert_eq!(stored[1], (RAW, 4096));
+        assert_eq!(stored[2], (RAW, short.len() as i64));
+    }
+
+    #[test]
+    fn a_damaged_compressed_payload_is_an_error_not_a_panic() {
+        let (good, encoding) = encode(vec![b'a'; 2048]);
+        assert_eq!(encoding, LZ4);
+        assert_eq!(decode("t", 0, good.clone(), LZ4).unwrap(), vec![b'a'; 2048]);
+        let mut huge = good.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let error = decode("t", 7, huge, LZ4).unwrap_err().to_string();
+        assert!(
+            error.contains("t/7") && error.contains("implausible"),
+            "{error}"
+        );
+        assert!(decode("t", 0, good[..good.len() - 3].to_vec(), LZ4).is_err());
+        assert!(decode("t", 0, vec![1, 2], LZ4).is_err());
+        assert!(decode("t", 0, good, 9).is_err());
     }
 
     #[tokio::test]

@@ -1,10 +1,10 @@
 //! The `book` step's side effect: an idempotent courier booking (DESIGN §8).
 //!
-//! The booking key is reserved in the store before the courier is called,
-//! marked `sent` just before the request goes out and `booked` with the
+//! Just before the request goes out, the booking key is reserved in the
+//! store and marked `sent` (one transaction); it is marked `booked` with the
 //! result. A replay returns the stored result without calling the courier; a
-//! key found `sent` (crash mid-request, or an ambiguous answer) goes to
-//! review and is never blindly sent again.
+//! key found `sent` whose owner's lease has lapsed (crash mid-request) or
+//! whose answer was ambiguous goes to review and is never blindly sent again.
 //!
 //! ```yaml
 //! - book: {}
@@ -19,13 +19,12 @@ use crate::telemetry::events::{CourierRequestCompleted, DuplicateSuppressed};
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
-/// How long a reservation is held before another instance may take it over.
-/// It only guards the moment between reserving a key and marking it `sent`
-/// (a sent key is never taken over: it goes to review), so it is short: a
-/// key left reserved by an instance that died is free again well inside the
-/// pipeline's retry budget.
+/// How long a claim outlives the `book` operation's timeout. While it lasts,
+/// another instance meeting the key waits (its owner's answer may still
+/// come); after it, a key still `sent` goes to review. Short, so that a key
+/// whose instance died is decided well inside the pipeline's retry budget.
 pub const RESERVATION_LEASE: Duration = Duration::from_secs(20);
 
 /// In-flight slots of one pipeline: they bound its concurrent requests at
@@ -34,6 +33,30 @@ pub struct Slots {
     pub permits: Semaphore,
     /// `waybill_in_flight_messages{pipeline}`.
     pub gauge: Gauge,
+}
+
+/// A held in-flight slot; leaving it gives the slot back.
+struct InFlight<'a> {
+    _permit: SemaphorePermit<'a>,
+    gauge: &'a Gauge,
+}
+
+impl<'a> InFlight<'a> {
+    /// Waits for a slot; `None` once the pipeline closed its slots.
+    async fn enter(slots: &'a Slots) -> Option<InFlight<'a>> {
+        let permit = slots.permits.acquire().await.ok()?;
+        slots.gauge.inc();
+        Some(InFlight {
+            _permit: permit,
+            gauge: &slots.gauge,
+        })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
 }
 
 /// Why a booking did not happen.
@@ -109,15 +132,28 @@ impl Booker {
         };
         let key_text = key.to_string();
         let (account, connector) = self.courier(route)?;
+        let shipment_json = serde_json::to_value(shipment)
+            .map_err(|e| BookError::new(ErrorClass::Permanent, e.to_string()))?;
+        let request = self
+            .engine
+            .prepare_book(connector, account, &shipment_json)?;
+        // The lease must outlast the request: while it runs, another
+        // instance that meets this key must wait, not send it to review.
+        let lease = RESERVATION_LEASE
+            + connector
+                .operation("book")
+                .map_or(Duration::ZERO, |op| op.timeout);
+        // The slot comes before the claim, so a key is never `sent` while it
+        // waits for one, and goes back as soon as the courier answered.
+        let Some(in_flight) = InFlight::enter(slots).await else {
+            return Err(BookError::new(
+                ErrorClass::Retryable,
+                "the pipeline is closing",
+            ));
+        };
         let reservation = self
             .store
-            .reserve_booking(
-                &key,
-                &self.owner,
-                RESERVATION_LEASE,
-                message_id,
-                &shipment.reference,
-            )
+            .claim_booking(&key, &self.owner, lease, message_id, &shipment.reference)
             .await
             .map_err(|e| BookError::new(ErrorClass::Retryable, format!("store: {e}")))?;
         match reservation {
@@ -135,6 +171,7 @@ impl Booker {
                 });
             }
             Reservation::Sent => {
+                drop(in_flight);
                 let reason = "a booking request was sent before and its outcome was never recorded; \
                               check the courier portal, then run `waybill bookings resolve` with --tracking or --release";
                 self.store
@@ -159,42 +196,10 @@ impl Booker {
                 ));
             }
         }
-
-        let shipment_json = serde_json::to_value(shipment)
-            .map_err(|e| BookError::new(ErrorClass::Permanent, e.to_string()))?;
-        let request = match self.engine.prepare_book(connector, account, &shipment_json) {
-            Ok(request) => request,
-            Err(e) => {
-                self.release(&key).await;
-                return Err(e.into());
-            }
-        };
-        // A slot is taken before the key is marked sent (a sent key never
-        // waits for one) and given back as soon as the courier answered.
-        let Ok(slot) = slots.permits.acquire().await else {
-            self.release(&key).await;
-            return Err(BookError::new(
-                ErrorClass::Retryable,
-                "the pipeline is closing",
-            ));
-        };
-        slots.gauge.inc();
-        let sent = self.store.mark_sent(&key, &self.owner).await;
         let started = Instant::now();
-        let outcome = match sent {
-            Ok(()) => Some(self.engine.book(connector, account, request).await),
-            Err(_) => None,
-        };
+        let outcome = self.engine.book(connector, account, request).await;
         let elapsed = started.elapsed();
-        slots.gauge.dec();
-        drop(slot);
-        let Some(outcome) = outcome else {
-            let problem = sent.err().map(|e| e.to_string()).unwrap_or_default();
-            return Err(BookError::new(
-                ErrorClass::Retryable,
-                format!("store: {problem}"),
-            ));
-        };
+        drop(in_flight);
         match outcome {
             Ok(result) => {
                 CourierRequestCompleted {

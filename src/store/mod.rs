@@ -29,7 +29,8 @@ pub enum StoreError {
 /// Where a booking key stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BookingStatus {
-    /// Reserved, never sent: safe to send.
+    /// Reserved, never sent: safe to send. Claims reserve and send in one
+    /// step, so only rows written by earlier versions are in this state.
     Reserved,
     /// The request went out; outcome unknown until recorded.
     Sent,
@@ -70,11 +71,12 @@ pub enum Reservation {
     Acquired,
     /// Already booked: return the stored result, do not call the courier.
     Booked(BookingResult),
-    /// Sent before without a recorded outcome (crash or ambiguous answer).
+    /// Sent before without a recorded outcome (crash or ambiguous answer),
+    /// and nobody holds a lease on it any more.
     Sent,
     /// Waiting for a person.
     Review(String),
-    /// Another live owner holds the lease.
+    /// Another live owner holds the lease (its request may be out).
     Busy { owner: String },
 }
 
@@ -106,8 +108,12 @@ pub trait Store: Send + Sync + 'static {
         delivery_id: &str,
     ) -> Result<bool, StoreError>;
 
-    /// Reserves a booking key for `owner` with a lease.
-    async fn reserve_booking(
+    /// Claims a booking key just before its request goes out: reserves it
+    /// for `owner` with a lease and marks it `sent`, in one transaction.
+    /// Only [`Reservation::Acquired`] lets the caller send. A key another
+    /// owner sent is [`Reservation::Busy`] while that owner's lease lasts
+    /// (its answer may still come) and [`Reservation::Sent`] after.
+    async fn claim_booking(
         &self,
         key: &BookingKey,
         owner: &str,
@@ -115,9 +121,6 @@ pub trait Store: Send + Sync + 'static {
         message_id: &str,
         reference: &str,
     ) -> Result<Reservation, StoreError>;
-
-    /// Marks a reserved key `sent`, just before the request goes out.
-    async fn mark_sent(&self, key: &BookingKey, owner: &str) -> Result<(), StoreError>;
 
     /// Records a successful booking (and the shipment and audit rows).
     async fn mark_booked(

@@ -21,9 +21,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::macros::{datetime, format_description};
 
-/// How often `reserve_booking` retries when the row changes between its
+/// How often `claim_booking` retries when the row changes between its
 /// statements (a concurrent release or takeover); each retry makes progress.
-const RESERVE_ATTEMPTS: usize = 8;
+const CLAIM_ATTEMPTS: usize = 8;
 
 const PG_MAX_CONNECTIONS: u32 = 16;
 
@@ -151,7 +151,7 @@ type BookingRow = (
     String,
 );
 
-/// A booking as read, with the lease that `reserve_booking` compares and swaps.
+/// A booking as read, with the lease that `claim_booking` compares and swaps.
 struct StoredBooking {
     booking: Booking,
     lease_until: Option<String>,
@@ -348,7 +348,7 @@ impl Store for SqlStore {
         })
     }
 
-    async fn reserve_booking(
+    async fn claim_booking(
         &self,
         key: &BookingKey,
         owner: &str,
@@ -362,14 +362,14 @@ impl Store for SqlStore {
         let key_text = key.to_string();
         let sequence = i64::from(key.sequence);
         with_write_pool!(self, pool => {
-            for _ in 0..RESERVE_ATTEMPTS {
+            for _ in 0..CLAIM_ATTEMPTS {
                 let mut tx = pool.begin().await.map_err(db)?;
                 // The insert comes first so that on SQLite the transaction
                 // holds the write lock from its first statement on.
                 let inserted = sqlx::query(
                     "INSERT INTO bookings (source, account, order_id, sequence, status, owner, lease_until, \
                      message_id, reference, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, 'reserved', $5, $6, $7, $8, $9, $9) \
+                     VALUES ($1, $2, $3, $4, 'sent', $5, $6, $7, $8, $9, $9) \
                      ON CONFLICT (source, account, order_id, sequence) DO NOTHING",
                 )
                 .bind(&key.source)
@@ -386,7 +386,7 @@ impl Store for SqlStore {
                 .map_err(db)?
                 .rows_affected();
                 if inserted == 1 {
-                    audit!(tx, &key_text, "reserved", message_id, Some(format!("owner {owner}")), &now);
+                    audit!(tx, &key_text, "sent", message_id, Some(format!("owner {owner}")), &now);
                     tx.commit().await.map_err(db)?;
                     return Ok(Reservation::Acquired);
                 }
@@ -402,26 +402,29 @@ impl Store for SqlStore {
                 let Some(row) = row else { continue };
                 let stored = stored_booking(row)?;
                 let booking = stored.booking;
+                let previous_owner = booking.owner.unwrap_or_default();
+                let previous_lease = stored.lease_until.unwrap_or_default();
+                let held_by_other = previous_owner != owner && previous_lease.as_str() >= now.as_str();
                 match booking.status {
-                    BookingStatus::Sent => return Ok(Reservation::Sent),
-                    BookingStatus::Review => return Ok(Reservation::Review(booking.reason.unwrap_or_default())),
                     BookingStatus::Booked => {
                         return match booking.result {
                             Some(result) => Ok(Reservation::Booked(result)),
                             None => Err(StoreError::Database(format!("booking {key_text} is booked without a result"))),
                         };
                     }
+                    BookingStatus::Review => return Ok(Reservation::Review(booking.reason.unwrap_or_default())),
+                    // A live owner's request may still be answered: only a
+                    // lapsed lease (or our own earlier life) means nobody will.
+                    BookingStatus::Sent if held_by_other => return Ok(Reservation::Busy { owner: previous_owner }),
+                    BookingStatus::Sent => return Ok(Reservation::Sent),
+                    BookingStatus::Reserved if held_by_other => return Ok(Reservation::Busy { owner: previous_owner }),
                     BookingStatus::Reserved => {}
                 }
-                let previous_owner = booking.owner.unwrap_or_default();
-                let previous_lease = stored.lease_until.unwrap_or_default();
-                if previous_owner != owner && previous_lease.as_str() >= now.as_str() {
-                    return Ok(Reservation::Busy { owner: previous_owner });
-                }
-                // Compare and swap on the owner and lease we saw, so that of
-                // several callers taking over an expired lease only one wins.
+                // A `reserved` key was never sent. Compare and swap on the
+                // owner and lease we saw, so that of several callers taking
+                // over an expired lease only one wins.
                 let taken = sqlx::query(
-                    "UPDATE bookings SET owner = $5, lease_until = $6, message_id = $7, reference = $8, updated_at = $9 \
+                    "UPDATE bookings SET status = 'sent', owner = $5, lease_until = $6, message_id = $7, reference = $8, updated_at = $9 \
                      WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4 AND status = 'reserved' \
                      AND COALESCE(owner, '') = $10 AND COALESCE(lease_until, '') = $11",
                 )
@@ -441,47 +444,13 @@ impl Store for SqlStore {
                 .map_err(db)?
                 .rows_affected();
                 if taken == 1 {
-                    if previous_owner != owner {
-                        let detail = format!("owner {owner} took over from {previous_owner} (lease until {previous_lease})");
-                        audit!(tx, &key_text, "taken_over", message_id, Some(detail), &now);
-                    }
+                    let detail = format!("owner {owner} took over from {previous_owner} (lease until {previous_lease})");
+                    audit!(tx, &key_text, "sent", message_id, Some(detail), &now);
                     tx.commit().await.map_err(db)?;
                     return Ok(Reservation::Acquired);
                 }
             }
-            Err(StoreError::Database(format!("booking {key_text} kept changing while reserving it")))
-        })
-    }
-
-    async fn mark_sent(&self, key: &BookingKey, owner: &str) -> Result<(), StoreError> {
-        let now = timestamp(OffsetDateTime::now_utc());
-        let key_text = key.to_string();
-        let sequence = i64::from(key.sequence);
-        with_write_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(db)?;
-            let updated = sqlx::query(
-                "UPDATE bookings SET status = 'sent', updated_at = $6 \
-                 WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4 \
-                 AND status = 'reserved' AND owner = $5",
-            )
-            .bind(&key.source)
-            .bind(&key.account)
-            .bind(&key.order_id)
-            .bind(sequence)
-            .bind(owner)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-            if updated == 0 {
-                let status: Option<String> = current_status!(tx, key, sequence);
-                // A key reserved by someone else reports who holds it.
-                let status = status.map(|s| if s == "reserved" { "reserved by another owner".to_string() } else { s });
-                return Err(wrong_state(key, status, &format!("reserved by {owner}")));
-            }
-            audit!(tx, &key_text, "sent", None::<String>, Some(format!("owner {owner}")), &now);
-            tx.commit().await.map_err(db)
+            Err(StoreError::Database(format!("booking {key_text} kept changing while claiming it")))
         })
     }
 
@@ -849,11 +818,12 @@ mod tests {
     }
 
     on_both_backends!(
-        reserve_answers_for_every_state,
-        an_expired_lease_is_taken_over,
-        concurrent_reserves_acquire_once,
+        claim_answers_for_every_state,
+        a_lapsed_lease_on_a_sent_key_means_review_not_resend,
+        a_key_left_reserved_is_taken_over_once_its_lease_lapsed,
+        concurrent_claims_acquire_once,
         review_is_resolved_booked_or_released,
-        a_reservation_can_be_given_back,
+        a_claim_can_be_given_back,
         deliveries_are_deduplicated_and_expire,
         bookings_are_listed_by_status,
     );
@@ -893,36 +863,24 @@ mod tests {
             .collect()
     }
 
-    async fn reserve_answers_for_every_state(store: SqlStore) {
+    async fn claim_answers_for_every_state(store: SqlStore) {
         let order = key("820982911946154508");
-        let reserve =
-            |owner: &'static str| store.reserve_booking(&order, owner, HOUR, "msg-1", "#1001");
-        assert_eq!(reserve("a").await.unwrap(), Reservation::Acquired);
+        let claim =
+            |owner: &'static str| store.claim_booking(&order, owner, HOUR, "msg-1", "#1001");
+        assert_eq!(claim("a").await.unwrap(), Reservation::Acquired);
+        // While a's lease lasts its answer may still come: others wait.
         assert_eq!(
-            reserve("a").await.unwrap(),
-            Reservation::Acquired,
-            "the owner may reserve again"
-        );
-        assert_eq!(
-            reserve("b").await.unwrap(),
+            claim("b").await.unwrap(),
             Reservation::Busy { owner: "a".into() }
         );
-        assert!(matches!(
-            store.mark_sent(&order, "b").await,
-            Err(StoreError::WrongState { .. })
-        ));
-        store.mark_sent(&order, "a").await.unwrap();
-        assert_eq!(reserve("a").await.unwrap(), Reservation::Sent);
-        assert!(matches!(
-            store.mark_sent(&order, "a").await,
-            Err(StoreError::WrongState { .. })
-        ));
+        // The owner itself meeting its sent key again means it lost the answer.
+        assert_eq!(claim("a").await.unwrap(), Reservation::Sent);
         store
             .mark_booked(&order, &result("CN-1"), "msg-1")
             .await
             .unwrap();
         assert_eq!(
-            reserve("b").await.unwrap(),
+            claim("b").await.unwrap(),
             Reservation::Booked(result("CN-1"))
         );
         // A redelivered success is accepted; a different one is not.
@@ -946,21 +904,15 @@ mod tests {
         assert_eq!(booking.message_id.as_deref(), Some("msg-1"));
         assert_eq!(booking.reference.as_deref(), Some("#1001"));
         assert_eq!(booking.owner, None);
-        assert_eq!(
-            actions(&store, &order).await,
-            ["reserved", "sent", "booked"]
-        );
+        assert_eq!(actions(&store, &order).await, ["sent", "booked"]);
         let audit = store.audit(&order).await.unwrap();
         assert_eq!(audit[0].key, order.to_string());
-        assert_eq!(audit[2].message_id.as_deref(), Some("msg-1"));
-        assert!(audit[2].detail.as_deref().unwrap().contains("CN-1"));
+        assert_eq!(audit[0].detail.as_deref(), Some("owner a"));
+        assert_eq!(audit[1].message_id.as_deref(), Some("msg-1"));
+        assert!(audit[1].detail.as_deref().unwrap().contains("CN-1"));
 
         let missing = key("missing");
         assert_eq!(store.booking(&missing).await.unwrap(), None);
-        assert!(matches!(
-            store.mark_sent(&missing, "a").await,
-            Err(StoreError::NotFound(_))
-        ));
         assert!(matches!(
             store.mark_booked(&missing, &result("X"), "m").await,
             Err(StoreError::NotFound(_))
@@ -968,44 +920,78 @@ mod tests {
         store.check().await.unwrap();
     }
 
-    async fn an_expired_lease_is_taken_over(store: SqlStore) {
+    async fn a_lapsed_lease_on_a_sent_key_means_review_not_resend(store: SqlStore) {
         let order = key("1");
         assert_eq!(
             store
-                .reserve_booking(&order, "a", Duration::ZERO, "m1", "#1")
+                .claim_booking(&order, "a", Duration::ZERO, "m1", "#1")
                 .await
                 .unwrap(),
             Reservation::Acquired
         );
+        // a died with its request out: nobody may send it again.
         assert_eq!(
             store
-                .reserve_booking(&order, "b", HOUR, "m2", "#1")
+                .claim_booking(&order, "b", HOUR, "m2", "#1")
                 .await
                 .unwrap(),
-            Reservation::Acquired
+            Reservation::Sent
         );
-        assert_eq!(
-            store
-                .reserve_booking(&order, "a", HOUR, "m1", "#1")
-                .await
-                .unwrap(),
-            Reservation::Busy { owner: "b".into() }
-        );
-        assert!(matches!(
-            store.mark_sent(&order, "a").await,
-            Err(StoreError::WrongState { .. })
-        ));
-        store.mark_sent(&order, "b").await.unwrap();
         let booking = store.booking(&order).await.unwrap().unwrap();
-        assert_eq!(booking.owner.as_deref(), Some("b"));
-        assert_eq!(booking.message_id.as_deref(), Some("m2"));
+        assert_eq!(booking.status, BookingStatus::Sent);
+        assert_eq!(booking.owner.as_deref(), Some("a"));
+    }
+
+    async fn a_key_left_reserved_is_taken_over_once_its_lease_lapsed(store: SqlStore) {
+        // Earlier versions reserved keys before marking them sent.
+        let past = timestamp(OffsetDateTime::now_utc() - time::Duration::hours(1));
+        let future = timestamp(OffsetDateTime::now_utc() + time::Duration::hours(1));
+        for (order, lease_until) in [("lapsed", &past), ("live", &future)] {
+            with_write_pool!(store, pool => {
+                sqlx::query(
+                    "INSERT INTO bookings (source, account, order_id, sequence, status, owner, lease_until, \
+                     message_id, reference, created_at, updated_at) \
+                     VALUES ('shopify', 'shopify-main', $1, 0, 'reserved', 'old', $2, 'm0', '#1', $2, $2)",
+                )
+                .bind(order)
+                .bind(lease_until)
+                .execute(pool)
+                .await
+                .unwrap();
+            });
+        }
         assert_eq!(
-            actions(&store, &order).await,
-            ["reserved", "taken_over", "sent"]
+            store
+                .claim_booking(&key("live"), "b", HOUR, "m1", "#1")
+                .await
+                .unwrap(),
+            Reservation::Busy {
+                owner: "old".into()
+            }
+        );
+        assert_eq!(
+            store
+                .claim_booking(&key("lapsed"), "b", HOUR, "m1", "#1")
+                .await
+                .unwrap(),
+            Reservation::Acquired
+        );
+        let booking = store.booking(&key("lapsed")).await.unwrap().unwrap();
+        assert_eq!(booking.status, BookingStatus::Sent);
+        assert_eq!(booking.owner.as_deref(), Some("b"));
+        assert_eq!(booking.message_id.as_deref(), Some("m1"));
+        let audit = store.audit(&key("lapsed")).await.unwrap();
+        assert_eq!(audit.len(), 1);
+        assert!(
+            audit[0]
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("took over from old")
         );
     }
 
-    async fn concurrent_reserves_acquire_once(store: SqlStore) {
+    async fn concurrent_claims_acquire_once(store: SqlStore) {
         let order = key("race");
         let racers: Vec<_> = (0..20)
             .map(|i| {
@@ -1013,7 +999,7 @@ mod tests {
                 let order = order.clone();
                 tokio::spawn(async move {
                     store
-                        .reserve_booking(&order, &format!("owner-{i}"), HOUR, "m", "#1")
+                        .claim_booking(&order, &format!("owner-{i}"), HOUR, "m", "#1")
                         .await
                 })
             })
@@ -1027,16 +1013,15 @@ mod tests {
             }
         }
         assert_eq!(acquired, 1);
-        assert_eq!(actions(&store, &order).await, ["reserved"]);
+        assert_eq!(actions(&store, &order).await, ["sent"]);
     }
 
     async fn review_is_resolved_booked_or_released(store: SqlStore) {
         let booked = key("booked-by-hand");
         store
-            .reserve_booking(&booked, "a", HOUR, "m", "#1")
+            .claim_booking(&booked, "a", HOUR, "m", "#1")
             .await
             .unwrap();
-        store.mark_sent(&booked, "a").await.unwrap();
         store
             .mark_review(&booked, "timeout after sending", "m")
             .await
@@ -1044,7 +1029,7 @@ mod tests {
         store.mark_review(&booked, "again", "m").await.unwrap();
         assert_eq!(
             store
-                .reserve_booking(&booked, "b", HOUR, "m", "#1")
+                .claim_booking(&booked, "b", HOUR, "m", "#1")
                 .await
                 .unwrap(),
             Reservation::Review("timeout after sending".into())
@@ -1061,7 +1046,7 @@ mod tests {
         };
         assert_eq!(
             store
-                .reserve_booking(&booked, "b", HOUR, "m", "#1")
+                .claim_booking(&booked, "b", HOUR, "m", "#1")
                 .await
                 .unwrap(),
             Reservation::Booked(expected)
@@ -1072,12 +1057,12 @@ mod tests {
         ));
         assert_eq!(
             actions(&store, &booked).await,
-            ["reserved", "sent", "review", "resolved_booked"]
+            ["sent", "review", "resolved_booked"]
         );
 
         let released = key("never-booked");
         store
-            .reserve_booking(&released, "a", HOUR, "m", "#2")
+            .claim_booking(&released, "a", HOUR, "m", "#2")
             .await
             .unwrap();
         assert!(matches!(
@@ -1092,14 +1077,14 @@ mod tests {
         assert_eq!(store.booking(&released).await.unwrap(), None);
         assert_eq!(
             store
-                .reserve_booking(&released, "b", HOUR, "m2", "#2")
+                .claim_booking(&released, "b", HOUR, "m2", "#2")
                 .await
                 .unwrap(),
             Reservation::Acquired
         );
         assert_eq!(
             actions(&store, &released).await,
-            ["reserved", "review", "resolved_release", "reserved"]
+            ["sent", "review", "resolved_release", "sent"]
         );
         assert!(matches!(
             store.resolve_release(&key("nothing")).await,
@@ -1107,12 +1092,13 @@ mod tests {
         ));
     }
 
-    async fn a_reservation_can_be_given_back(store: SqlStore) {
+    async fn a_claim_can_be_given_back(store: SqlStore) {
         let order = key("2");
         store
-            .reserve_booking(&order, "a", HOUR, "m", "#2")
+            .claim_booking(&order, "a", HOUR, "m", "#2")
             .await
             .unwrap();
+        // Refused by the courier (a retryable answer): only its owner gives it back.
         assert!(matches!(
             store.release_reservation(&order, "b").await,
             Err(StoreError::WrongState { .. })
@@ -1120,23 +1106,12 @@ mod tests {
         store.release_reservation(&order, "a").await.unwrap();
         assert_eq!(
             store
-                .reserve_booking(&order, "b", HOUR, "m", "#2")
+                .claim_booking(&order, "b", HOUR, "m", "#2")
                 .await
                 .unwrap(),
             Reservation::Acquired
         );
-        store.mark_sent(&order, "b").await.unwrap();
-        // Sent, then refused by the courier (a retryable answer): only its
-        // owner gives it back.
-        assert!(matches!(
-            store.release_reservation(&order, "a").await,
-            Err(StoreError::WrongState { .. })
-        ));
-        store.release_reservation(&order, "b").await.unwrap();
-        assert_eq!(
-            actions(&store, &order).await,
-            ["reserved", "released", "reserved", "sent", "released"]
-        );
+        assert_eq!(actions(&store, &order).await, ["sent", "released", "sent"]);
     }
 
     async fn deliveries_are_deduplicated_and_expire(store: SqlStore) {
@@ -1174,7 +1149,7 @@ mod tests {
     async fn bookings_are_listed_by_status(store: SqlStore) {
         for order in ["a", "b", "c"] {
             store
-                .reserve_booking(&key(order), "w", HOUR, "m", order)
+                .claim_booking(&key(order), "w", HOUR, "m", order)
                 .await
                 .unwrap();
         }
@@ -1195,7 +1170,7 @@ mod tests {
         assert_eq!(review[0].reason.as_deref(), Some("why"));
         assert_eq!(
             store
-                .bookings(Some(BookingStatus::Reserved), 1)
+                .bookings(Some(BookingStatus::Sent), 1)
                 .await
                 .unwrap()
                 .len(),
@@ -1228,7 +1203,7 @@ mod tests {
                 let order = order.clone();
                 tokio::spawn(async move {
                     store
-                        .reserve_booking(&order, &format!("owner-{i}"), HOUR, "m", "#1")
+                        .claim_booking(&order, &format!("owner-{i}"), HOUR, "m", "#1")
                         .await
                 })
             })
