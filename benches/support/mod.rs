@@ -222,6 +222,7 @@ where
         .expect("client");
     let next = Arc::new(AtomicU64::new(0));
     let ok = Arc::new(AtomicU64::new(0));
+    let cpu_at_start = cpu_seconds();
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..connections {
@@ -252,7 +253,25 @@ where
         });
     }
     while workers.join_next().await.is_some() {}
-    ok.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let done = ok.load(Ordering::Relaxed) as f64;
+    let rate = done / started.elapsed().as_secs_f64();
+    if let (Some(before), Some(after)) = (cpu_at_start, cpu_seconds()) {
+        // Less sensitive to other load on the machine than the rate.
+        println!(
+            "  {rate:.0} req/s, {:.0} µs of CPU per request (load generator included)",
+            (after - before) * 1e6 / done.max(1.0)
+        );
+    }
+    rate
+}
+
+/// CPU time (user + system) this process has used, from /proc.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// Headers of a signed Shopify webhook.

@@ -66,6 +66,25 @@ pub struct MappingError {
 
 use env::{from_json as to_context, to_json};
 
+/// Template variables converted to minijinja values once, so that every step
+/// of a pipeline evaluates over one conversion of the order, not one each.
+#[derive(Clone, Default)]
+pub struct Context {
+    vars: BTreeMap<String, MjValue>,
+}
+
+impl Context {
+    /// Sets variable `name` to a JSON value.
+    pub fn set(&mut self, name: &str, value: &Value) {
+        self.vars.insert(name.to_string(), to_context(value));
+    }
+
+    /// The variables as one minijinja map; cheap, values are shared.
+    fn value(&self) -> MjValue {
+        MjValue::from(self.vars.clone())
+    }
+}
+
 /// A compiled minijinja expression.
 pub struct Expr {
     source: String,
@@ -138,7 +157,16 @@ impl Expr {
 
     /// Evaluates and takes minijinja's truthiness.
     pub fn eval_bool(&self, ctx: &Value) -> Result<bool, MappingError> {
-        self.eval_value(&to_context(ctx))
+        self.truthy(&to_context(ctx))
+    }
+
+    /// [`Expr::eval_bool`] over variables converted already.
+    pub fn eval_bool_in(&self, ctx: &Context) -> Result<bool, MappingError> {
+        self.truthy(&ctx.value())
+    }
+
+    fn truthy(&self, ctx: &MjValue) -> Result<bool, MappingError> {
+        self.eval_value(ctx)
             .map(|v| v.is_true())
             .map_err(|m| self.error(format!("`{}`: {m}", self.source)))
     }
@@ -299,10 +327,16 @@ impl Mapping {
                 format!("the context must be a map of variables, got {ctx}"),
             ));
         };
-        let mut scope: BTreeMap<String, MjValue> = vars
-            .iter()
-            .map(|(k, v)| (k.clone(), to_context(v)))
-            .collect();
+        let mut converted = Context::default();
+        for (name, value) in vars {
+            converted.set(name, value);
+        }
+        self.eval_in(&converted)
+    }
+
+    /// [`Mapping::eval`] over variables converted already.
+    pub fn eval_in(&self, ctx: &Context) -> Result<Value, MappingError> {
+        let mut scope = ctx.vars.clone();
         if let Some(tables) = &self.tables {
             scope
                 .entry("tables".into())

@@ -6,14 +6,14 @@
 //! ```
 
 use super::StageError;
-use crate::mapping::Mapping;
+use crate::mapping::{Context, Mapping};
 use crate::model::Shipment;
 use serde_json::Value;
 
 /// Evaluates the mapping and checks its output is a canonical shipment.
-pub fn apply(mapping: &Mapping, ctx: &Value) -> Result<(Value, Shipment), StageError> {
+pub fn apply(mapping: &Mapping, ctx: &Context) -> Result<(Value, Shipment), StageError> {
     let value = mapping
-        .eval(ctx)
+        .eval_in(ctx)
         .map_err(|e| StageError::permanent("map", e.to_string()))?;
     let shipment = serde_json::from_value::<Shipment>(value.clone()).map_err(|e| {
         StageError::permanent(

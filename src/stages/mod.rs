@@ -10,6 +10,7 @@ pub mod trigger;
 pub mod validate;
 
 use crate::config::{Account, Pipeline, Step};
+use crate::mapping::Context;
 use crate::model::{ErrorClass, Headers, Shipment};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -122,11 +123,16 @@ fn run_steps(
         .get(&event.account)
         .map(|a| Value::Object(a.settings.clone()))
         .unwrap_or_else(|| json!({}));
-    let mut ctx = json!({
-        "event": { "topic": event.topic, "account": event.account, "source": event.source, "headers": event.headers },
-        "order": order,
-        "account": { "name": event.account, "settings": settings },
-    });
+    let mut ctx = Context::default();
+    ctx.set(
+        "event",
+        &json!({ "topic": event.topic, "account": event.account, "source": event.source, "headers": event.headers }),
+    );
+    ctx.set("order", &order);
+    ctx.set(
+        "account",
+        &json!({ "name": event.account, "settings": settings }),
+    );
     for step in &pipeline.steps {
         match step {
             Step::Trigger(expr) => {
@@ -139,7 +145,7 @@ fn run_steps(
             }
             Step::Map(mapping) => {
                 let (value, typed) = map::apply(mapping, &ctx)?;
-                ctx["shipment"] = value;
+                ctx.set("shipment", &value);
                 planned.shipment = Some(typed);
             }
             Step::Validate(rules) => {

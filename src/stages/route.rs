@@ -10,14 +10,14 @@
 
 use super::StageError;
 use crate::config::RouteRule;
-use serde_json::Value;
+use crate::mapping::Context;
 
-pub fn choose(rules: &[RouteRule], ctx: &Value) -> Result<String, StageError> {
+pub fn choose(rules: &[RouteRule], ctx: &Context) -> Result<String, StageError> {
     for rule in rules {
         let matched = match &rule.when {
             None => true,
             Some(expr) => expr
-                .eval_bool(ctx)
+                .eval_bool_in(ctx)
                 .map_err(|e| StageError::permanent("route", e.to_string()))?,
         };
         if matched {

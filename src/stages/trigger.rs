@@ -6,10 +6,9 @@
 //! ```
 
 use super::StageError;
-use crate::mapping::Expr;
-use serde_json::Value;
+use crate::mapping::{Context, Expr};
 
-pub fn matches(expr: &Expr, ctx: &Value) -> Result<bool, StageError> {
-    expr.eval_bool(ctx)
+pub fn matches(expr: &Expr, ctx: &Context) -> Result<bool, StageError> {
+    expr.eval_bool_in(ctx)
         .map_err(|e| StageError::permanent("trigger", e.to_string()))
 }
