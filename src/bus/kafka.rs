@@ -141,11 +141,14 @@ impl ClientContext for BusContext {
     }
 }
 
-/// Client context of a group consumer: logs rebalances and failed commits.
+/// Client context of a group consumer: logs rebalances and failed commits,
+/// and pauses the partitions it is assigned while the consumer is paused.
 struct GroupContext {
     topic: String,
     group: String,
     health: Arc<Health>,
+    /// Set while the owner of the consumer cannot take records.
+    paused: Arc<AtomicBool>,
 }
 
 impl ClientContext for GroupContext {
@@ -156,10 +159,17 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
                 tracing::info!(topic = %self.topic, group = %self.group, partitions = ?partition_ids(list), "partitions assigned");
+                // A partition assigned while the runner is saturated would
+                // otherwise start fetching into a queue nobody drains.
+                if self.paused.load(Ordering::Relaxed)
+                    && let Err(error) = consumer.pause(list)
+                {
+                    tracing::warn!(topic = %self.topic, group = %self.group, error = %error, "cannot pause newly assigned partitions");
+                }
             }
             Rebalance::Revoke(list) => {
                 // Records of these partitions still being processed here are
@@ -485,10 +495,12 @@ impl Bus for KafkaBus {
         let topic = &self.prefixed(topic);
         let group = &self.prefixed(group);
         self.ensure_topic(topic).await?;
+        let paused = Arc::new(AtomicBool::new(false));
         let context = GroupContext {
             topic: topic.to_string(),
             group: group.to_string(),
             health: self.health.clone(),
+            paused: paused.clone(),
         };
         let consumer: StreamConsumer<GroupContext> =
             consumer_config(&self.brokers, &self.properties, group)
@@ -507,6 +519,7 @@ impl Bus for KafkaBus {
             consumer,
             topic: topic.to_string(),
             prefix: self.options.topic_prefix.clone(),
+            paused,
         }))
     }
 
@@ -632,6 +645,19 @@ pub struct KafkaConsumer {
     /// The topic's name on the brokers, prefix included.
     topic: String,
     prefix: String,
+    /// Shared with the context, which pauses partitions assigned meanwhile.
+    paused: Arc<AtomicBool>,
+}
+
+impl KafkaConsumer {
+    fn assignment(&self) -> Result<TopicPartitionList, BusError> {
+        self.consumer.assignment().map_err(|e| {
+            BusError::Unavailable(format!(
+                "cannot read the assignment of `{}`: {e}",
+                self.topic
+            ))
+        })
+    }
 }
 
 #[async_trait]
@@ -657,12 +683,7 @@ impl Consumer for KafkaConsumer {
     }
 
     async fn commit(&mut self, partition: i32, next_offset: i64) -> Result<(), BusError> {
-        let assignment = self.consumer.assignment().map_err(|e| {
-            BusError::Unavailable(format!(
-                "cannot read the assignment of `{}`: {e}",
-                self.topic
-            ))
-        })?;
+        let assignment = self.assignment()?;
         if assignment.find_partition(&self.topic, partition).is_none() {
             // Revoked: the new owner resumes from the last commit, and a late
             // commit from here could move its position.
@@ -685,6 +706,30 @@ impl Consumer for KafkaConsumer {
             .map_err(|e| {
                 BusError::Unavailable(format!("cannot commit `{}`/{partition}: {e}", self.topic))
             })
+    }
+
+    fn pause(&mut self) -> Result<bool, BusError> {
+        // Set first: a rebalance between the two steps then pauses what it
+        // assigns itself.
+        self.paused.store(true, Ordering::Relaxed);
+        let assignment = self.assignment()?;
+        if assignment.count() > 0 {
+            self.consumer.pause(&assignment).map_err(|e| {
+                BusError::Unavailable(format!("cannot pause `{}`: {e}", self.topic))
+            })?;
+        }
+        Ok(true)
+    }
+
+    fn resume(&mut self) -> Result<(), BusError> {
+        self.paused.store(false, Ordering::Relaxed);
+        let assignment = self.assignment()?;
+        if assignment.count() > 0 {
+            self.consumer.resume(&assignment).map_err(|e| {
+                BusError::Unavailable(format!("cannot resume `{}`: {e}", self.topic))
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -909,6 +954,52 @@ mod tests {
                 .collect::<Vec<_>>(),
             sent
         );
+    }
+
+    #[tokio::test]
+    async fn a_paused_member_keeps_polling_and_its_place_in_the_group() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("orders.shopify", 1, 1).unwrap();
+        // librdkafka leaves the group when not polled for this long.
+        let bus = KafkaBus::connect(
+            &cluster.bootstrap_servers(),
+            &properties(&[
+                ("session.timeout.ms", "6000"),
+                ("max.poll.interval.ms", "6000"),
+            ]),
+            KafkaOptions::default(),
+        )
+        .unwrap();
+        let sent: Vec<Message> = (0..6).map(|n| message("acme:11", n)).collect();
+        let offsets = publish_all(&bus, "orders.shopify", &sent).await;
+
+        let mut consumer = bus
+            .subscribe("orders.shopify", "waybill.book")
+            .await
+            .unwrap();
+        let first = poll_records(&mut consumer, 2).await;
+        assert_eq!(
+            first.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            offsets[..2]
+        );
+
+        assert!(consumer.pause().unwrap());
+        // Longer than max.poll.interval.ms: polling goes on, nothing comes.
+        let until = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < until {
+            let batch = consumer.poll(10, Duration::from_millis(500)).await.unwrap();
+            assert!(batch.is_empty(), "fetched while paused: {batch:?}");
+        }
+
+        consumer.resume().unwrap();
+        // Still a member at the same position: no rejoin, no redelivery.
+        let rest = poll_records(&mut consumer, 4).await;
+        assert_eq!(
+            rest.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            offsets[2..]
+        );
+        let more = consumer.poll(10, Duration::from_secs(1)).await.unwrap();
+        assert!(more.is_empty(), "redelivered: {more:?}");
     }
 
     #[tokio::test]

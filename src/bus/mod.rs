@@ -58,4 +58,22 @@ pub trait Consumer: Send {
 
     /// Commits `next_offset` for `partition`: everything below it is done.
     async fn commit(&mut self, partition: i32, next_offset: i64) -> Result<(), BusError>;
+
+    /// Stops fetching for every assigned partition, now and after any
+    /// rebalance, until `resume`: for a caller that cannot take more records
+    /// for a while but must keep calling `poll` (a Kafka group member that
+    /// stops polling is dropped from its group). Records fetched before the
+    /// pause may still be returned; nothing is skipped, fetching resumes
+    /// after the last record returned.
+    ///
+    /// Returns false when there is nothing to pause: the consumer only reads
+    /// when polled, and the caller should simply stop polling meanwhile.
+    fn pause(&mut self) -> Result<bool, BusError> {
+        Ok(false)
+    }
+
+    /// Undoes `pause`.
+    fn resume(&mut self) -> Result<(), BusError> {
+        Ok(())
+    }
 }

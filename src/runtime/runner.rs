@@ -25,6 +25,13 @@ use tokio::sync::{Semaphore, mpsc, watch};
 /// How long a poll waits for new records before checking for commits.
 const POLL_WAIT: Duration = Duration::from_millis(100);
 
+/// How long the runner may be unable to take records before the consumer
+/// pauses its partitions instead of just not being polled. A pause drops
+/// what was fetched ahead, so a brief saturation is left to the short
+/// sleeps; a long one (the courier down and every slot retrying) must not
+/// keep the consumer from polling (DESIGN §8).
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+
 /// A failed attempt at one message.
 #[derive(Debug, Clone)]
 struct AttemptError {
@@ -125,6 +132,10 @@ impl Runner {
                 }
                 latest
             };
+            // Records polled but not yet taken by the runner, in order.
+            let mut held: VecDeque<Record> = VecDeque::new();
+            let mut saturated_since: Option<tokio::time::Instant> = None;
+            let mut paused = false;
             loop {
                 for (partition, offset) in apply(&mut commit_rx) {
                     if let Err(e) = consumer.commit(partition, offset).await {
@@ -134,19 +145,50 @@ impl Runner {
                 if *consumer_shutdown.borrow_and_update() {
                     break;
                 }
-                let free = records_tx.capacity();
-                if free == 0 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
+                while let Some(record) = held.pop_front() {
+                    match records_tx.try_send(record) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(record)) => {
+                            held.push_front(record);
+                            break;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => held.clear(),
+                    }
                 }
-                match consumer.poll(free, POLL_WAIT).await {
-                    Ok(batch) => {
-                        for record in batch {
-                            if records_tx.send(record).await.is_err() {
-                                break;
+                let saturated = !held.is_empty() || records_tx.capacity() == 0;
+                if !saturated {
+                    saturated_since = None;
+                    if paused {
+                        match consumer.resume() {
+                            Ok(()) => paused = false,
+                            // Polled while still paused, it returns nothing;
+                            // resuming is tried again on the next turn.
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot resume the consumer; retrying")
                             }
                         }
                     }
+                } else {
+                    let since = *saturated_since.get_or_insert_with(tokio::time::Instant::now);
+                    if !paused && since.elapsed() >= PAUSE_AFTER {
+                        paused = consumer.pause().unwrap_or_else(|e| {
+                            tracing::warn!(error = %e, "cannot pause the consumer; it stops polling instead");
+                            false
+                        });
+                        saturated_since = None;
+                    }
+                    if !paused {
+                        // Not polling is what holds records back meanwhile.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                }
+                // While paused, polling goes on to serve rebalances and keep
+                // this member in its group (Kafka drops a member that does
+                // not poll within `max.poll.interval.ms`); what it still
+                // returns was fetched before the pause and is held.
+                match consumer.poll(records_tx.capacity().max(1), POLL_WAIT).await {
+                    Ok(batch) => held.extend(batch),
                     Err(e) => {
                         tracing::warn!(error = %e, "poll failed; retrying");
                         tokio::time::sleep(Duration::from_millis(500)).await;
