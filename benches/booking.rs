@@ -76,10 +76,23 @@ async fn run(backend: &Backend, latency: Duration, orders: u64) -> f64 {
     let started = Instant::now();
     let (stop, task) = start_waybill(&config).await;
     let limit = Duration::from_secs(600);
+    let mut first = None;
     while booked.load(Ordering::Relaxed) < orders && started.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(10)).await;
+        if first.is_none() && booked.load(Ordering::Relaxed) > 0 {
+            first = Some(started.elapsed());
+        }
     }
     let elapsed = started.elapsed();
+    if let Some(first) = first {
+        // Start-up (and, on Kafka, joining the consumer group) is inside the figure.
+        println!(
+            "  {}, {latency:?} stub: first booking after {:.2} s, all {orders} after {:.2} s",
+            backend.label(),
+            first.as_secs_f64(),
+            elapsed.as_secs_f64()
+        );
+    }
     let done = booked.load(Ordering::Relaxed);
     let _ = stop.send(());
     let _ = task.await;

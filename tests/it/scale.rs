@@ -319,14 +319,32 @@ async fn two_instances_survive_kill_9_and_keep_each_order_in_order() {
     let backends = waybill::runtime::open_backends(&config)
         .await
         .expect("open backends");
-    let bookings: HashMap<String, waybill::store::Booking> = backends
-        .store
-        .bookings(None, 100_000)
-        .await
-        .expect("bookings")
-        .into_iter()
-        .filter_map(|b| b.reference.clone().map(|r| (r, b)))
-        .collect();
+    // A key the killed instance had sent stays `sent` while its lease lasts
+    // (the owner's answer might still come); then a redelivery finds the
+    // lease lapsed and sends it to review. Nothing stays in between.
+    let store = backends.store.clone();
+    let bookings: HashMap<String, waybill::store::Booking> = eventually(
+        Duration::from_secs(150),
+        "keys sent by the killed instance to go to review once their lease lapsed",
+        || {
+            let store = store.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let bookings: HashMap<String, waybill::store::Booking> = store
+                    .bookings(None, 100_000)
+                    .await
+                    .expect("bookings")
+                    .into_iter()
+                    .filter_map(|b| b.reference.clone().map(|r| (r, b)))
+                    .collect();
+                let unsettled = bookings
+                    .values()
+                    .any(|b| matches!(b.status, BookingStatus::Sent | BookingStatus::Reserved));
+                (!unsettled).then_some(bookings)
+            }
+        },
+    )
+    .await;
     let is_booked = |i: &usize| {
         bookings
             .get(&references[i])
