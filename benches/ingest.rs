@@ -63,10 +63,20 @@ async fn main() {
         // Subject: waybill with no pipelines, so only ingest runs.
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        write_config(dir.path(), &backend, port, "{ connector: sandbox }", "[]", 256);
+        write_config(
+            dir.path(),
+            &backend,
+            port,
+            "{ connector: sandbox }",
+            "[]",
+            256,
+        );
         let (stop, task) = start_waybill(&dir.path().join("waybill.yaml")).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let rps = run(format!("http://127.0.0.1:{port}/webhooks/shopify/shopify-main")).await;
+        let rps = run(format!(
+            "http://127.0.0.1:{port}/webhooks/shopify/shopify-main"
+        ))
+        .await;
         let _ = stop.send(());
         let _ = task.await;
         drop_backend(&backend);

@@ -8,7 +8,7 @@
 //!
 //! Every topic has one partition (0) whose offsets count up from 0. All
 //! writes of the process go through one connection: appends and offset
-//! commits are queued to a writer task that commits everything pending in
+//! commits are queued to a writer thread that commits everything pending in
 //! one transaction (group commit) and then answers each caller, so many
 //! concurrent publishers cost one fsync-free WAL commit per batch.
 
@@ -18,8 +18,7 @@ use crate::store::sql::{SqlStore, earlier, timestamp};
 use crate::store::sqlite::{self, SqlitePools};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
-use sqlx::{QueryBuilder, Sqlite};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,9 +34,6 @@ const MAX_BATCH: usize = 2048;
 
 /// Operations waiting for the writer; a full queue makes publishers wait.
 const QUEUE_DEPTH: usize = 16 * 1024;
-
-/// Rows per multi-row INSERT (7 parameters each, well under SQLite's limit).
-const INSERT_CHUNK: usize = 64;
 
 /// Consumers also look for new records this often, because another process
 /// (such as `waybill dlq replay`) may append without waking this one.
@@ -161,7 +157,25 @@ impl EmbeddedBus {
     fn start(pools: SqlitePools, recheck: Duration) -> EmbeddedBus {
         let (writer, queue) = mpsc::channel(QUEUE_DEPTH);
         let (appended_tx, appended) = watch::channel(0);
-        tokio::spawn(run_writer(pools.write.clone(), queue, appended_tx));
+        // The writer gets a thread of its own: it works synchronously on the
+        // database, and every publisher waits for it, so it must neither
+        // block nor queue behind request handlers on a runtime worker.
+        let pool = pools.write.clone();
+        let spawned = std::thread::Builder::new()
+            .name("waybill-bus-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(run_writer(pool, queue, appended_tx)),
+                    // Dropping the queue closes the bus: publishers get `Closed`.
+                    Err(error) => tracing::error!(%error, "cannot start the bus writer"),
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start the bus writer thread");
+        }
         EmbeddedBus {
             inner: Arc::new(Inner {
                 writer,
@@ -507,10 +521,10 @@ async fn run_writer(
                 for op in batch.drain(..) {
                     match op {
                         WriteOp::Append { done, .. } => {
-                            let _ = done.send(Err(storage_error(&error)));
+                            let _ = done.send(Err(error.to_bus()));
                         }
                         WriteOp::Commit { done, .. } => {
-                            let _ = done.send(Err(storage_error(&error)));
+                            let _ = done.send(Err(error.to_bus()));
                         }
                     }
                 }
@@ -522,77 +536,115 @@ async fn run_writer(
     }
 }
 
+/// Why a batch could not be written.
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    #[error("{0}")]
+    Pool(#[from] sqlx::Error),
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+impl BatchError {
+    /// As [`storage_error`] says for `sqlx`: a full disk or an unreachable
+    /// file makes the bus unavailable, anything else is a storage error.
+    fn to_bus(&self) -> BusError {
+        use rusqlite::ErrorCode;
+        match self {
+            BatchError::Pool(error) => storage_error(error),
+            BatchError::Sqlite(error) => match error.sqlite_error_code() {
+                Some(
+                    ErrorCode::DatabaseBusy
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::DiskFull
+                    | ErrorCode::CannotOpen,
+                ) => BusError::Unavailable(error.to_string()),
+                _ => BusError::Storage(error.to_string()),
+            },
+        }
+    }
+}
+
 /// Writes one batch in one transaction; returns the offset given to each
 /// append, position for position with `batch`.
+///
+/// The batch runs on this thread through the connection's own handle:
+/// through `sqlx` every statement would be a round trip to the connection's
+/// worker thread, and those hand-offs, not SQLite, were most of the time
+/// every publisher waits for.
 async fn write_batch(
     pool: &SqlitePool,
     batch: &mut [WriteOp],
-) -> Result<Vec<Option<i64>>, sqlx::Error> {
+) -> Result<Vec<Option<i64>>, BatchError> {
+    let mut conn = pool.acquire().await?;
+    let mut locked = conn.lock_handle().await?;
+    // SAFETY: the handle is a live connection that `locked` keeps to this
+    // thread alone until it is dropped, after `db`; `from_handle` does not
+    // close it, and every transaction begun here ends here.
+    let db = unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) }?;
     let now = timestamp(OffsetDateTime::now_utc());
-    let mut tx = pool.begin().await?;
-    // Deliveries first: an append whose delivery id is already recorded
-    // (before, or earlier in this batch) is dropped. One statement per chunk:
-    // the rows it returns are the ids that were new.
-    let deliveries: Vec<&Delivery> = batch
-        .iter()
-        .filter_map(|op| match op {
-            WriteOp::Append {
-                delivery: Some(delivery),
-                ..
-            } => Some(delivery),
-            _ => None,
-        })
-        .collect();
-    let mut new_ids: HashSet<(String, String, String)> = HashSet::new();
-    for chunk in deliveries.chunks(INSERT_CHUNK) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO webhook_deliveries (source, account, delivery_id, received_at) ",
-        );
-        insert.push_values(chunk, |mut row, delivery| {
-            row.push_bind(delivery.source.as_str())
-                .push_bind(delivery.account.as_str())
-                .push_bind(delivery.id.as_str())
-                .push_bind(now.as_str());
-        });
-        insert.push(" ON CONFLICT (source, account, delivery_id) DO NOTHING RETURNING source, account, delivery_id");
-        let inserted: Vec<(String, String, String)> =
-            insert.build_query_as().fetch_all(&mut *tx).await?;
-        new_ids.extend(inserted);
+    db.execute_batch("BEGIN IMMEDIATE")?;
+    let written = append_all(&db, batch, &now).and_then(|offsets| {
+        db.execute_batch("COMMIT")?;
+        Ok(offsets)
+    });
+    if written.is_err() {
+        // Whatever failed, the connection goes back to the pool outside a transaction.
+        let _ = db.execute_batch("ROLLBACK");
     }
+    drop(db);
+    drop(locked);
+    Ok(written?)
+}
+
+fn append_all(
+    db: &rusqlite::Connection,
+    batch: &mut [WriteOp],
+    now: &str,
+) -> Result<Vec<Option<i64>>, rusqlite::Error> {
+    use rusqlite::params;
+    // Deliveries first: an append whose delivery id is already recorded
+    // (before, or earlier in this batch) is dropped.
+    let mut remember = db.prepare(
+        "INSERT INTO webhook_deliveries (source, account, delivery_id, received_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (source, account, delivery_id) DO NOTHING",
+    )?;
     let mut kept = Vec::with_capacity(batch.len());
+    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
     for op in batch.iter() {
         let keep = match op {
-            // `remove`: a second append of the same id in this batch is a duplicate.
             WriteOp::Append {
                 delivery: Some(d), ..
-            } => new_ids.remove(&(d.source.clone(), d.account.clone(), d.id.clone())),
+            } => remember.execute(params![d.source, d.account, d.id, now])? == 1,
             _ => true,
         };
-        kept.push(keep);
-    }
-    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
-    for (op, keep) in batch.iter().zip(&kept) {
         if let (WriteOp::Append { topic, .. }, true) = (op, keep) {
             *counts.entry(topic.as_str()).or_default() += 1;
         }
+        kept.push(keep);
     }
     // Offsets are handed out from `bus_topics` inside the transaction (not
     // from memory), so another process appending to the same file stays in step.
+    let mut reserve = db.prepare(
+        "INSERT INTO bus_topics (topic, next_offset) VALUES (?1, ?2) \
+         ON CONFLICT (topic) DO UPDATE SET next_offset = bus_topics.next_offset + ?2 RETURNING next_offset",
+    )?;
     let mut next: BTreeMap<String, i64> = BTreeMap::new();
     for (topic, count) in &counts {
-        let end: i64 = sqlx::query_scalar(
-            "INSERT INTO bus_topics (topic, next_offset) VALUES ($1, $2) \
-             ON CONFLICT (topic) DO UPDATE SET next_offset = bus_topics.next_offset + $2 RETURNING next_offset",
-        )
-        .bind(*topic)
-        .bind(*count)
-        .fetch_one(&mut *tx)
-        .await?;
+        let end: i64 = reserve.query_row(params![topic, count], |row| row.get(0))?;
         next.insert((*topic).to_string(), end - count);
     }
+    let mut insert = db.prepare(
+        "INSERT INTO bus_messages (topic, seq, msg_key, headers, payload, encoding, appended_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let mut commit = db.prepare(
+        "INSERT INTO bus_offsets (topic, group_name, partition, next_offset, updated_at) \
+         VALUES (?1, ?2, 0, ?3, ?4) ON CONFLICT (topic, group_name, partition) \
+         DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at",
+    )?;
     let mut offsets = Vec::with_capacity(batch.len());
-    let mut rows = Vec::new();
-    for (op, keep) in batch.iter_mut().zip(kept) {
+    for (op, keep) in batch.iter().zip(kept) {
         match op {
             WriteOp::Append { .. } if !keep => offsets.push(None),
             WriteOp::Append {
@@ -605,18 +657,11 @@ async fn write_batch(
             } => {
                 let slot = next
                     .get_mut(topic.as_str())
-                    .ok_or(sqlx::Error::RowNotFound)?;
+                    .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
                 let offset = *slot;
                 *slot += 1;
+                insert.execute(params![topic, offset, key, headers, payload, encoding, now])?;
                 offsets.push(Some(offset));
-                rows.push((
-                    topic.clone(),
-                    offset,
-                    std::mem::take(key),
-                    std::mem::take(headers),
-                    std::mem::take(payload),
-                    *encoding,
-                ));
             }
             WriteOp::Commit {
                 topic,
@@ -624,41 +669,11 @@ async fn write_batch(
                 next_offset,
                 ..
             } => {
+                commit.execute(params![topic, group, next_offset, now])?;
                 offsets.push(None);
-                sqlx::query(
-                    "INSERT INTO bus_offsets (topic, group_name, partition, next_offset, updated_at) \
-                     VALUES ($1, $2, 0, $3, $4) ON CONFLICT (topic, group_name, partition) \
-                     DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at",
-                )
-                .bind(topic.as_str())
-                .bind(group.as_str())
-                .bind(*next_offset)
-                .bind(&now)
-                .execute(&mut *tx)
-                .await?;
             }
         }
     }
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO bus_messages (topic, seq, msg_key, headers, payload, encoding, appended_at) ",
-        );
-        insert.push_values(
-            rows.by_ref().take(INSERT_CHUNK),
-            |mut row, (topic, offset, key, headers, payload, encoding)| {
-                row.push_bind(topic)
-                    .push_bind(offset)
-                    .push_bind(key)
-                    .push_bind(headers)
-                    .push_bind(payload)
-                    .push_bind(encoding)
-                    .push_bind(now.clone());
-            },
-        );
-        insert.build().execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
     Ok(offsets)
 }
 
