@@ -520,6 +520,7 @@ impl Bus for KafkaBus {
             topic: topic.to_string(),
             prefix: self.options.topic_prefix.clone(),
             paused,
+            deferred: None,
         }))
     }
 
@@ -647,6 +648,9 @@ pub struct KafkaConsumer {
     prefix: String,
     /// Shared with the context, which pauses partitions assigned meanwhile.
     paused: Arc<AtomicBool>,
+    /// An error met after some records of a poll were taken: reported by
+    /// the next poll, so those records are not dropped with it.
+    deferred: Option<BusError>,
 }
 
 impl KafkaConsumer {
@@ -663,19 +667,27 @@ impl KafkaConsumer {
 #[async_trait]
 impl Consumer for KafkaConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, BusError> {
+        if let Some(error) = self.deferred.take() {
+            return Err(error);
+        }
+        let unavailable = |topic: &str, e: KafkaError| {
+            BusError::Unavailable(format!("cannot consume `{topic}`: {e}"))
+        };
         let mut stream = self.consumer.stream();
         let first = match tokio::time::timeout(wait, stream.next()).await {
             Err(_) | Ok(None) => return Ok(Vec::new()),
             Ok(Some(first)) => first,
         };
-        let first = first
-            .map_err(|e| BusError::Unavailable(format!("cannot consume `{}`: {e}", self.topic)))?;
+        let first = first.map_err(|e| unavailable(&self.topic, e))?;
         let mut records = vec![to_record(&first, &self.prefix)];
-        // Take what is already fetched without waiting again; an error here
-        // is left for the next poll so the records already taken are kept.
+        // Take what is already fetched without waiting again.
         while records.len() < max {
             match stream.next().now_or_never() {
                 Some(Some(Ok(message))) => records.push(to_record(&message, &self.prefix)),
+                Some(Some(Err(e))) => {
+                    self.deferred = Some(unavailable(&self.topic, e));
+                    break;
+                }
                 _ => break,
             }
         }

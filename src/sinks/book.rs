@@ -13,9 +13,10 @@
 use crate::config::{Account, Config};
 use crate::connector::{CourierError, Engine};
 use crate::model::{BookingKey, BookingResult, ErrorClass, Shipment};
-use crate::store::{Reservation, Store};
+use crate::store::{Reservation, Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::telemetry::events::{CourierRequestCompleted, DuplicateSuppressed};
+use backon::{ExponentialBuilder, Retryable};
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +27,16 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 /// come); after it, a key still `sent` goes to review. Short, so that a key
 /// whose instance died is decided well inside the pipeline's retry budget.
 pub const RESERVATION_LEASE: Duration = Duration::from_secs(20);
+
+/// Retries of recording a booking the courier made: about 11 s in all,
+/// well inside the claim's lease, so no other instance takes the key meanwhile.
+fn record_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(8)
+        .with_jitter()
+}
 
 /// In-flight slots of one pipeline: they bound its concurrent requests at
 /// couriers (`max_in_flight`).
@@ -211,10 +222,14 @@ impl Booker {
                     detail: "",
                 }
                 .emit(&self.metrics);
-                // The courier booked: keep retrying the record until it sticks,
-                // or the key stays `sent` and a restart sends it to review.
-                self.store
-                    .mark_booked(&key, &result, message_id)
+                // The courier booked: a store that is briefly unreachable
+                // must not turn a booking into review work, so recording is
+                // retried for a while. If it never sticks the key stays
+                // `sent`, and the dead letter says what was booked.
+                let record = || self.store.mark_booked(&key, &result, message_id);
+                record
+                    .retry(record_backoff())
+                    .when(|e| matches!(e, StoreError::Database(_)))
                     .await
                     .map_err(|e| {
                         BookError::new(
@@ -286,5 +301,191 @@ impl Booker {
         if let Err(e) = self.store.release_reservation(key, &self.owner).await {
             tracing::warn!(key = %key, error = %e, "could not release booking reservation; it frees itself when the lease ends");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::sandbox::{Sandbox, tests::serve};
+    use crate::store::sql::SqlStore;
+    use crate::store::{AuditEntry, Booking, BookingStatus};
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// The SQLite store, whose `mark_booked` fails while `outage` lasts.
+    struct Flaky {
+        inner: SqlStore,
+        outage: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Store for Flaky {
+        async fn delivery_seen(&self, s: &str, a: &str, d: &str) -> Result<bool, StoreError> {
+            self.inner.delivery_seen(s, a, d).await
+        }
+        async fn remember_delivery(&self, s: &str, a: &str, d: &str) -> Result<bool, StoreError> {
+            self.inner.remember_delivery(s, a, d).await
+        }
+        async fn claim_booking(
+            &self,
+            key: &BookingKey,
+            owner: &str,
+            lease: Duration,
+            message_id: &str,
+            reference: &str,
+        ) -> Result<Reservation, StoreError> {
+            self.inner
+                .claim_booking(key, owner, lease, message_id, reference)
+                .await
+        }
+        async fn mark_booked(
+            &self,
+            key: &BookingKey,
+            result: &BookingResult,
+            message_id: &str,
+        ) -> Result<(), StoreError> {
+            let left = self.outage.load(Ordering::SeqCst);
+            if left > 0 {
+                self.outage.store(left - 1, Ordering::SeqCst);
+                return Err(StoreError::Database("connection refused".into()));
+            }
+            self.inner.mark_booked(key, result, message_id).await
+        }
+        async fn mark_review(&self, k: &BookingKey, r: &str, m: &str) -> Result<(), StoreError> {
+            self.inner.mark_review(k, r, m).await
+        }
+        async fn release_reservation(&self, k: &BookingKey, o: &str) -> Result<(), StoreError> {
+            self.inner.release_reservation(k, o).await
+        }
+        async fn resolve_booked(
+            &self,
+            k: &BookingKey,
+            t: &str,
+            c: &str,
+            a: &str,
+        ) -> Result<(), StoreError> {
+            self.inner.resolve_booked(k, t, c, a).await
+        }
+        async fn resolve_release(&self, k: &BookingKey) -> Result<(), StoreError> {
+            self.inner.resolve_release(k).await
+        }
+        async fn booking(&self, k: &BookingKey) -> Result<Option<Booking>, StoreError> {
+            self.inner.booking(k).await
+        }
+        async fn bookings(
+            &self,
+            s: Option<BookingStatus>,
+            l: usize,
+        ) -> Result<Vec<Booking>, StoreError> {
+            self.inner.bookings(s, l).await
+        }
+        async fn audit(&self, k: &BookingKey) -> Result<Vec<AuditEntry>, StoreError> {
+            self.inner.audit(k).await
+        }
+        async fn expire_deliveries(&self, ttl: Duration) -> Result<u64, StoreError> {
+            self.inner.expire_deliveries(ttl).await
+        }
+        async fn check(&self) -> Result<(), StoreError> {
+            self.inner.check().await
+        }
+    }
+
+    async fn booker(outage: u32) -> (Booker, Arc<Flaky>, Sandbox) {
+        let sandbox = Sandbox::new();
+        let self_base = serve(&sandbox).await;
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config = crate::config::load(&repo.join("waybill.yaml")).unwrap();
+        let store = Arc::new(Flaky {
+            inner: SqlStore::connect("sqlite::memory:").await.unwrap(),
+            outage: AtomicU32::new(outage),
+        });
+        let booker = Booker {
+            config: Arc::new(config),
+            store: store.clone(),
+            engine: Engine::new(Engine::client().unwrap(), self_base),
+            metrics: Arc::new(Metrics::default()),
+            owner: "test".into(),
+        };
+        (booker, store, sandbox)
+    }
+
+    fn shipment() -> Shipment {
+        serde_json::from_value(serde_json::json!({
+            "order_id": "820982911946154508",
+            "reference": "#1001",
+            "recipient": { "name": "Ayesha", "phone": "03001234567", "address1": "1 Main", "city": "Karachi" },
+            "payment": "cod",
+            "cod_amount": "1500.00",
+            "currency": "PKR",
+            "weight_grams": 500,
+            "notes": null
+        }))
+        .unwrap()
+    }
+
+    fn slots() -> Slots {
+        Slots {
+            permits: Semaphore::new(1),
+            gauge: Gauge::default(),
+        }
+    }
+
+    fn key() -> BookingKey {
+        BookingKey {
+            source: "shopify".into(),
+            account: "shopify-main".into(),
+            order_id: "820982911946154508".into(),
+            sequence: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_booking_is_recorded_once_the_store_is_back() {
+        let (booker, store, sandbox) = booker(3).await;
+        let booked = booker
+            .book(
+                "shopify",
+                "shopify-main",
+                &shipment(),
+                "courier-main",
+                "m1",
+                &slots(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(sandbox.bookings(), 1);
+        let row = store.booking(&key()).await.unwrap().unwrap();
+        assert_eq!(row.status, BookingStatus::Booked);
+        assert_eq!(
+            row.result.unwrap().tracking_number,
+            booked.result.tracking_number
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_that_stays_down_leaves_the_key_sent_and_says_what_was_booked() {
+        let (booker, store, sandbox) = booker(u32::MAX).await;
+        let error = booker
+            .book(
+                "shopify",
+                "shopify-main",
+                &shipment(),
+                "courier-main",
+                "m1",
+                &slots(),
+            )
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(error.class, ErrorClass::NeedsReview);
+        assert!(
+            error.message.contains("booked as SBX-"),
+            "{}",
+            error.message
+        );
+        assert_eq!(sandbox.bookings(), 1);
+        let row = store.inner.booking(&key()).await.unwrap().unwrap();
+        assert_eq!(row.status, BookingStatus::Sent);
     }
 }
