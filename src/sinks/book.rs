@@ -424,13 +424,6 @@ mod tests {
         .unwrap()
     }
 
-    fn slots() -> Slots {
-        Slots {
-            permits: Semaphore::new(1),
-            gauge: Gauge::default(),
-        }
-    }
-
     fn key() -> BookingKey {
         BookingKey {
             source: "shopify".into(),
@@ -440,20 +433,28 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_booking_is_recorded_once_the_store_is_back() {
-        let (booker, store, sandbox) = booker(3).await;
-        let booked = booker
+    /// Books the sample shipment of one order on the shipped courier account.
+    async fn book(booker: &Booker) -> Result<Booked, BookError> {
+        let slots = Slots {
+            permits: Semaphore::new(1),
+            gauge: Gauge::default(),
+        };
+        booker
             .book(
                 "shopify",
                 "shopify-main",
                 &shipment(),
                 "courier-main",
                 "m1",
-                &slots(),
+                &slots,
             )
             .await
-            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_booking_is_recorded_once_the_store_is_back() {
+        let (booker, store, sandbox) = booker(3).await;
+        let booked = book(&booker).await.unwrap();
         assert_eq!(sandbox.bookings(), 1);
         let row = store.booking(&key()).await.unwrap().unwrap();
         assert_eq!(row.status, BookingStatus::Booked);
@@ -466,18 +467,7 @@ mod tests {
     #[tokio::test]
     async fn a_store_that_stays_down_leaves_the_key_sent_and_says_what_was_booked() {
         let (booker, store, sandbox) = booker(u32::MAX).await;
-        let error = booker
-            .book(
-                "shopify",
-                "shopify-main",
-                &shipment(),
-                "courier-main",
-                "m1",
-                &slots(),
-            )
-            .await
-            .err()
-            .unwrap();
+        let error = book(&booker).await.err().unwrap();
         assert_eq!(error.class, ErrorClass::NeedsReview);
         assert!(
             error.message.contains("booked as SBX-"),
