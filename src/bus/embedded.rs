@@ -15,7 +15,7 @@
 use super::{Bus, BusError, Consumer};
 use crate::model::{Headers, Message, Record};
 use crate::store::sql::{SqlStore, earlier, timestamp};
-use crate::store::sqlite::{self, SqlitePools};
+use crate::store::sqlite::{self, DirectError, LockWait, SqlitePools};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use std::collections::BTreeMap;
@@ -521,10 +521,10 @@ async fn run_writer(
                 for op in batch.drain(..) {
                     match op {
                         WriteOp::Append { done, .. } => {
-                            let _ = done.send(Err(error.to_bus()));
+                            let _ = done.send(Err(batch_error(&error)));
                         }
                         WriteOp::Commit { done, .. } => {
-                            let _ = done.send(Err(error.to_bus()));
+                            let _ = done.send(Err(batch_error(&error)));
                         }
                     }
                 }
@@ -536,65 +536,36 @@ async fn run_writer(
     }
 }
 
-/// Why a batch could not be written.
-#[derive(Debug, thiserror::Error)]
-enum BatchError {
-    #[error("{0}")]
-    Pool(#[from] sqlx::Error),
-    #[error("{0}")]
-    Sqlite(#[from] rusqlite::Error),
-}
-
-impl BatchError {
-    /// As [`storage_error`] says for `sqlx`: a full disk or an unreachable
-    /// file makes the bus unavailable, anything else is a storage error.
-    fn to_bus(&self) -> BusError {
-        use rusqlite::ErrorCode;
-        match self {
-            BatchError::Pool(error) => storage_error(error),
-            BatchError::Sqlite(error) => match error.sqlite_error_code() {
-                Some(
-                    ErrorCode::DatabaseBusy
-                    | ErrorCode::SystemIoFailure
-                    | ErrorCode::DiskFull
-                    | ErrorCode::CannotOpen,
-                ) => BusError::Unavailable(error.to_string()),
-                _ => BusError::Storage(error.to_string()),
-            },
-        }
+/// As [`storage_error`] says for `sqlx`: a full disk or an unreachable file
+/// makes the bus unavailable, anything else is a storage error.
+fn batch_error(error: &DirectError) -> BusError {
+    use rusqlite::ErrorCode;
+    match error {
+        DirectError::Pool(error) => storage_error(error),
+        DirectError::Sqlite(error) => match error.sqlite_error_code() {
+            Some(
+                ErrorCode::DatabaseBusy
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen,
+            ) => BusError::Unavailable(error.to_string()),
+            _ => BusError::Storage(error.to_string()),
+        },
     }
 }
 
 /// Writes one batch in one transaction; returns the offset given to each
-/// append, position for position with `batch`.
-///
-/// The batch runs on this thread through the connection's own handle:
-/// through `sqlx` every statement would be a round trip to the connection's
-/// worker thread, and those hand-offs, not SQLite, were most of the time
-/// every publisher waits for.
+/// append, position for position with `batch`. The batch runs whole on this
+/// thread (see [`sqlite::in_one_go`]), which is the writer's own.
 async fn write_batch(
     pool: &SqlitePool,
     batch: &mut [WriteOp],
-) -> Result<Vec<Option<i64>>, BatchError> {
-    let mut conn = pool.acquire().await?;
-    let mut locked = conn.lock_handle().await?;
-    // SAFETY: the handle is a live connection that `locked` keeps to this
-    // thread alone until it is dropped, after `db`; `from_handle` does not
-    // close it, and every transaction begun here ends here.
-    let db = unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) }?;
+) -> Result<Vec<Option<i64>>, DirectError> {
     let now = timestamp(OffsetDateTime::now_utc());
-    db.execute_batch("BEGIN IMMEDIATE")?;
-    let written = append_all(&db, batch, &now).and_then(|offsets| {
-        db.execute_batch("COMMIT")?;
-        Ok(offsets)
+    let written = sqlite::in_one_go(pool, LockWait::Wait, |db| {
+        append_all(db, batch, &now).map(Some)
     });
-    if written.is_err() {
-        // Whatever failed, the connection goes back to the pool outside a transaction.
-        let _ = db.execute_batch("ROLLBACK");
-    }
-    drop(db);
-    drop(locked);
-    Ok(written?)
+    Ok(written.await?.unwrap_or_default())
 }
 
 fn append_all(

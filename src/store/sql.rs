@@ -9,10 +9,11 @@
 //! Timestamps are stored as fixed-width RFC 3339 UTC text, so both backends
 //! compare them as text in the same SQL.
 
-use super::sqlite::{self, SqlitePools};
+use super::sqlite::{self, LockWait, SqlitePools};
 use super::{AuditEntry, Booking, BookingStatus, Reservation, Store, StoreError};
 use crate::model::{BookingKey, BookingResult};
 use async_trait::async_trait;
+use rusqlite::ToSql;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use std::collections::BTreeMap;
@@ -131,6 +132,18 @@ const SELECT_BOOKING: &str = concat!(
 
 const SELECT_STATUS: &str = "SELECT status FROM bookings WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4";
 
+/// Claims a key nobody has claimed before.
+const CLAIM_NEW: &str = "INSERT INTO bookings (source, account, order_id, sequence, status, owner, lease_until, \
+     message_id, reference, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, 'sent', $5, $6, $7, $8, $9, $9) \
+     ON CONFLICT (source, account, order_id, sequence) DO NOTHING";
+
+/// Records the booking of a key that is `sent` (or, from earlier versions, `reserved`).
+const MARK_BOOKED: &str = "UPDATE bookings SET status = 'booked', tracking_number = $5, courier = $6, courier_account = $7, \
+     extracted = $8, owner = NULL, lease_until = NULL, reason = NULL, updated_at = $9 \
+     WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4 \
+     AND status IN ('reserved', 'sent')";
+
 const INSERT_AUDIT: &str = "INSERT INTO booking_audit (booking_key, action, message_id, detail, at) VALUES ($1, $2, $3, $4, $5)";
 
 type BookingRow = (
@@ -159,6 +172,29 @@ struct StoredBooking {
 
 fn db(error: sqlx::Error) -> StoreError {
     StoreError::Database(error.to_string())
+}
+
+fn direct(error: sqlite::DirectError) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+/// Runs `sql` with `values` bound to `$1`, `$2`, … by name. The statements
+/// are shared with `sqlx`, which numbers them for PostgreSQL; SQLite would
+/// number them in order of first appearance.
+fn execute_numbered(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    values: &[&dyn ToSql],
+) -> rusqlite::Result<usize> {
+    let mut statement = conn.prepare(sql)?;
+    for (number, value) in values.iter().enumerate() {
+        let name = format!("${}", number + 1);
+        let index = statement
+            .parameter_index(&name)?
+            .ok_or(rusqlite::Error::InvalidParameterName(name))?;
+        statement.raw_bind_parameter(index, value)?;
+    }
+    statement.raw_execute()
 }
 
 fn parse_status(status: &str) -> Result<BookingStatus, StoreError> {
@@ -361,17 +397,39 @@ impl Store for SqlStore {
         let lease_until = timestamp(later(now_at, lease));
         let key_text = key.to_string();
         let sequence = i64::from(key.sequence);
+        let detail = format!("owner {owner}");
+        if let Backend::Sqlite { write, .. } = &self.backend {
+            // The usual case, a key never claimed, in one go; every other
+            // case takes the general path below.
+            let claimed = sqlite::in_one_go(write, LockWait::GiveUp, |conn| {
+                let values: [&dyn ToSql; 9] = [
+                    &key.source,
+                    &key.account,
+                    &key.order_id,
+                    &sequence,
+                    &owner,
+                    &lease_until,
+                    &message_id,
+                    &reference,
+                    &now,
+                ];
+                if execute_numbered(conn, CLAIM_NEW, &values)? != 1 {
+                    return Ok(None);
+                }
+                let audit: [&dyn ToSql; 5] = [&key_text, &"sent", &message_id, &detail, &now];
+                execute_numbered(conn, INSERT_AUDIT, &audit)?;
+                Ok(Some(Reservation::Acquired))
+            });
+            if let Some(claimed) = claimed.await.map_err(direct)? {
+                return Ok(claimed);
+            }
+        }
         with_write_pool!(self, pool => {
             for _ in 0..CLAIM_ATTEMPTS {
                 let mut tx = pool.begin().await.map_err(db)?;
                 // The insert comes first so that on SQLite the transaction
                 // holds the write lock from its first statement on.
-                let inserted = sqlx::query(
-                    "INSERT INTO bookings (source, account, order_id, sequence, status, owner, lease_until, \
-                     message_id, reference, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, 'sent', $5, $6, $7, $8, $9, $9) \
-                     ON CONFLICT (source, account, order_id, sequence) DO NOTHING",
-                )
+                let inserted = sqlx::query(CLAIM_NEW)
                 .bind(&key.source)
                 .bind(&key.account)
                 .bind(&key.order_id)
@@ -386,7 +444,7 @@ impl Store for SqlStore {
                 .map_err(db)?
                 .rows_affected();
                 if inserted == 1 {
-                    audit!(tx, &key_text, "sent", message_id, Some(format!("owner {owner}")), &now);
+                    audit!(tx, &key_text, "sent", message_id, Some(&detail), &now);
                     tx.commit().await.map_err(db)?;
                     return Ok(Reservation::Acquired);
                 }
@@ -465,14 +523,39 @@ impl Store for SqlStore {
         let sequence = i64::from(key.sequence);
         let extracted = serde_json::to_string(&result.extracted)
             .map_err(|e| StoreError::Database(format!("cannot encode extracted values: {e}")))?;
+        let detail = format!(
+            "tracking number {} at {} ({})",
+            result.tracking_number, result.courier, result.account
+        );
+        if let Backend::Sqlite { write, .. } = &self.backend {
+            // The usual case, a `sent` key, in one go; anything else (a
+            // repeated record, a refused transition) takes the general path.
+            let recorded = sqlite::in_one_go(write, LockWait::GiveUp, |conn| {
+                let values: [&dyn ToSql; 9] = [
+                    &key.source,
+                    &key.account,
+                    &key.order_id,
+                    &sequence,
+                    &result.tracking_number,
+                    &result.courier,
+                    &result.account,
+                    &extracted,
+                    &now,
+                ];
+                if execute_numbered(conn, MARK_BOOKED, &values)? != 1 {
+                    return Ok(None);
+                }
+                let audit: [&dyn ToSql; 5] = [&key_text, &"booked", &message_id, &detail, &now];
+                execute_numbered(conn, INSERT_AUDIT, &audit)?;
+                Ok(Some(()))
+            });
+            if recorded.await.map_err(direct)?.is_some() {
+                return Ok(());
+            }
+        }
         with_write_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(db)?;
-            let updated = sqlx::query(
-                "UPDATE bookings SET status = 'booked', tracking_number = $5, courier = $6, courier_account = $7, \
-                 extracted = $8, owner = NULL, lease_until = NULL, reason = NULL, updated_at = $9 \
-                 WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4 \
-                 AND status IN ('reserved', 'sent')",
-            )
+            let updated = sqlx::query(MARK_BOOKED)
             .bind(&key.source)
             .bind(&key.account)
             .bind(&key.order_id)
@@ -506,7 +589,7 @@ impl Store for SqlStore {
                 let status = stored.map(|s| s.booking.status.as_str().to_string());
                 return Err(wrong_state(key, status, "reserved or sent"));
             }
-            audit!(tx, &key_text, "booked", message_id, Some(format!("tracking number {} at {} ({})", result.tracking_number, result.courier, result.account)), &now);
+            audit!(tx, &key_text, "booked", message_id, Some(&detail), &now);
             tx.commit().await.map_err(db)
         })
     }

@@ -60,13 +60,19 @@ pub(crate) async fn open(options: SqliteConnectOptions) -> Result<SqlitePools, O
         // one writer (and every publisher queued behind it) for the length of
         // a checkpoint and its fsync; a background task checkpoints instead.
         .pragma("wal_autocheckpoint", "0");
+    // A pool pings a connection before lending it out by default: for a
+    // file on this machine that proves nothing a statement would not, yet it
+    // is one more round trip to the connection's thread per transaction, and
+    // on the one write connection those round trips are what bookings queue on.
     let write = SqlitePoolOptions::new()
+        .test_before_acquire(false)
         .max_connections(1)
         .acquire_timeout(WRITE_ACQUIRE_TIMEOUT)
         .connect_with(options.clone())
         .await?;
     sqlx::migrate!("migrations/sqlite").run(&write).await?;
     let read = SqlitePoolOptions::new()
+        .test_before_acquire(false)
         .max_connections(READERS)
         .connect_with(options)
         .await?;
@@ -105,6 +111,69 @@ async fn checkpoint_once(pool: &SqlitePool) -> Result<(), sqlx::Error> {
             .await?;
     }
     Ok(())
+}
+
+/// Why a transaction on the connection's own handle failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DirectError {
+    #[error("{0}")]
+    Pool(#[from] sqlx::Error),
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Whether [`in_one_go`] may wait for another process's write lock.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockWait {
+    /// Wait up to the busy timeout: the caller has a thread of its own.
+    Wait,
+    /// Give up at once and answer `None`: the caller is on a runtime
+    /// thread, and has a general path that waits elsewhere.
+    GiveUp,
+}
+
+/// Runs `work` as one transaction on the write connection's own handle, on
+/// the calling thread. Through `sqlx` every statement is a round trip to the
+/// connection's thread, and the transaction holds the one write connection
+/// across all of them; here it holds it for one. `work` answers `None` to
+/// roll back and decline, and so does a held lock under [`LockWait::GiveUp`].
+pub(crate) async fn in_one_go<T>(
+    write: &SqlitePool,
+    wait: LockWait,
+    work: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<Option<T>>,
+) -> Result<Option<T>, DirectError> {
+    let mut conn = write.acquire().await?;
+    let mut locked = conn.lock_handle().await?;
+    // SAFETY: the handle is a live connection that `locked` keeps to this
+    // thread alone until it is dropped, after `db`; `from_handle` does not
+    // close it, and every transaction begun here ends here.
+    let db = unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) }?;
+    if wait == LockWait::GiveUp {
+        db.busy_timeout(Duration::ZERO)?;
+    }
+    let outcome = match db.execute_batch("BEGIN IMMEDIATE") {
+        Err(error) if wait == LockWait::GiveUp && is_busy(&error) => Ok(None),
+        Err(error) => Err(error),
+        Ok(()) => match work(&db) {
+            Ok(Some(done)) => db.execute_batch("COMMIT").map(|()| Some(done)),
+            Ok(None) => db.execute_batch("ROLLBACK").map(|()| None),
+            Err(error) => Err(error),
+        },
+    };
+    if outcome.is_err() && !db.is_autocommit() {
+        // Whatever failed, the connection goes back to the pool outside a transaction.
+        let _ = db.execute_batch("ROLLBACK");
+    }
+    if wait == LockWait::GiveUp {
+        db.busy_timeout(BUSY_TIMEOUT)?;
+    }
+    drop(db);
+    drop(locked);
+    Ok(outcome?)
+}
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
 }
 
 #[cfg(test)]
