@@ -1301,6 +1301,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_write_lock_held_elsewhere_is_waited_for_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("store.db");
+        let store = SqlStore::connect(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        // Another process (`waybill dlq replay`, say) holds the write lock.
+        let other = rusqlite::Connection::open(&file).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let claim = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .claim_booking(&key("1"), "me", Duration::from_secs(30), "m1", "#1")
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!claim.is_finished(), "the claim must wait for the lock");
+        other.execute_batch("COMMIT").unwrap();
+        let claimed = tokio::time::timeout(Duration::from_secs(10), claim)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.unwrap(), Reservation::Acquired);
+        store
+            .mark_booked(&key("1"), &result("CN1"), "m1")
+            .await
+            .unwrap();
+        let actions: Vec<String> = store
+            .audit(&key("1"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|entry| entry.action)
+            .collect();
+        assert_eq!(actions, ["sent", "booked"]);
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn an_in_memory_store_reads_what_it_wrote() {
         // Reads and writes use different pools: they must share one memory database.
         let store = SqlStore::connect("sqlite::memory:").await.unwrap();
