@@ -174,8 +174,30 @@ fn db(error: sqlx::Error) -> StoreError {
     StoreError::Database(error.to_string())
 }
 
-fn direct(error: sqlite::DirectError) -> StoreError {
-    StoreError::Database(error.to_string())
+/// A value bound to a statement run on SQLite's own handle.
+type Param<'a> = dyn ToSql + Sync + 'a;
+
+/// Runs `change` and, when it changed exactly one row, the audit row
+/// `audit` (bound to [`INSERT_AUDIT`]), as one transaction on SQLite's write
+/// connection (see [`sqlite::in_one_go`]). `false` when it changed nothing
+/// or another process holds the write lock: the caller takes its general path.
+async fn change_in_one_go(
+    write: &SqlitePool,
+    change: &str,
+    values: &[&Param<'_>],
+    audit: &[&Param<'_>],
+) -> Result<bool, StoreError> {
+    let changed = sqlite::in_one_go(write, LockWait::GiveUp, |conn| {
+        if execute_numbered(conn, change, values)? != 1 {
+            return Ok(None);
+        }
+        execute_numbered(conn, INSERT_AUDIT, audit)?;
+        Ok(Some(()))
+    });
+    let changed = changed
+        .await
+        .map_err(|e| StoreError::Database(e.to_string()))?;
+    Ok(changed.is_some())
 }
 
 /// Runs `sql` with `values` bound to `$1`, `$2`, … by name. The statements
@@ -184,7 +206,7 @@ fn direct(error: sqlite::DirectError) -> StoreError {
 fn execute_numbered(
     conn: &rusqlite::Connection,
     sql: &str,
-    values: &[&dyn ToSql],
+    values: &[&Param<'_>],
 ) -> rusqlite::Result<usize> {
     let mut statement = conn.prepare(sql)?;
     for (number, value) in values.iter().enumerate() {
@@ -401,27 +423,20 @@ impl Store for SqlStore {
         if let Backend::Sqlite { write, .. } = &self.backend {
             // The usual case, a key never claimed, in one go; every other
             // case takes the general path below.
-            let claimed = sqlite::in_one_go(write, LockWait::GiveUp, |conn| {
-                let values: [&dyn ToSql; 9] = [
-                    &key.source,
-                    &key.account,
-                    &key.order_id,
-                    &sequence,
-                    &owner,
-                    &lease_until,
-                    &message_id,
-                    &reference,
-                    &now,
-                ];
-                if execute_numbered(conn, CLAIM_NEW, &values)? != 1 {
-                    return Ok(None);
-                }
-                let audit: [&dyn ToSql; 5] = [&key_text, &"sent", &message_id, &detail, &now];
-                execute_numbered(conn, INSERT_AUDIT, &audit)?;
-                Ok(Some(Reservation::Acquired))
-            });
-            if let Some(claimed) = claimed.await.map_err(direct)? {
-                return Ok(claimed);
+            let values: [&Param<'_>; 9] = [
+                &key.source,
+                &key.account,
+                &key.order_id,
+                &sequence,
+                &owner,
+                &lease_until,
+                &message_id,
+                &reference,
+                &now,
+            ];
+            let audit: [&Param<'_>; 5] = [&key_text, &"sent", &message_id, &detail, &now];
+            if change_in_one_go(write, CLAIM_NEW, &values, &audit).await? {
+                return Ok(Reservation::Acquired);
             }
         }
         with_write_pool!(self, pool => {
@@ -530,26 +545,19 @@ impl Store for SqlStore {
         if let Backend::Sqlite { write, .. } = &self.backend {
             // The usual case, a `sent` key, in one go; anything else (a
             // repeated record, a refused transition) takes the general path.
-            let recorded = sqlite::in_one_go(write, LockWait::GiveUp, |conn| {
-                let values: [&dyn ToSql; 9] = [
-                    &key.source,
-                    &key.account,
-                    &key.order_id,
-                    &sequence,
-                    &result.tracking_number,
-                    &result.courier,
-                    &result.account,
-                    &extracted,
-                    &now,
-                ];
-                if execute_numbered(conn, MARK_BOOKED, &values)? != 1 {
-                    return Ok(None);
-                }
-                let audit: [&dyn ToSql; 5] = [&key_text, &"booked", &message_id, &detail, &now];
-                execute_numbered(conn, INSERT_AUDIT, &audit)?;
-                Ok(Some(()))
-            });
-            if recorded.await.map_err(direct)?.is_some() {
+            let values: [&Param<'_>; 9] = [
+                &key.source,
+                &key.account,
+                &key.order_id,
+                &sequence,
+                &result.tracking_number,
+                &result.courier,
+                &result.account,
+                &extracted,
+                &now,
+            ];
+            let audit: [&Param<'_>; 5] = [&key_text, &"booked", &message_id, &detail, &now];
+            if change_in_one_go(write, MARK_BOOKED, &values, &audit).await? {
                 return Ok(());
             }
         }

@@ -164,8 +164,12 @@ pub(crate) async fn in_one_go<T>(
         // Whatever failed, the connection goes back to the pool outside a transaction.
         let _ = db.execute_batch("ROLLBACK");
     }
-    if wait == LockWait::GiveUp {
-        db.busy_timeout(BUSY_TIMEOUT)?;
+    // After a commit the outcome stands whatever happens here: a failure to
+    // restore the timeout is logged, never reported as the transaction's.
+    if wait == LockWait::GiveUp
+        && let Err(error) = db.busy_timeout(BUSY_TIMEOUT)
+    {
+        tracing::warn!(%error, "cannot restore the SQLite busy timeout");
     }
     drop(db);
     drop(locked);
