@@ -190,15 +190,186 @@ pub fn free_port() -> u16 {
         .expect("port")
 }
 
-/// A ~5 KB signed Shopify order with a distinct id.
+/// A Shopify order of about 7 KB, distinct for every `i` and the same on every run.
 pub fn order(i: u64) -> Vec<u8> {
+    use rand::SeedableRng;
     let mut order: serde_json::Value = serde_json::from_slice(
         &std::fs::read(repo().join("samples/shopify/order-cod.json")).expect("sample"),
     )
     .expect("json");
+    // Real orders differ in ids, tokens, people, addresses, items and
+    // amounts; orders that differed only in their id would compress far
+    // better than real ones and make storing them look cheaper than it is.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(i);
+    vary(&mut order, "", &mut rng);
     order["id"] = serde_json::json!(6_000_000_000_000_000_000u64 + i);
     order["name"] = serde_json::json!(format!("#B{i}"));
     serde_json::to_vec(&order).expect("json")
+}
+
+const FIRST: &[&str] = &[
+    "Ayesha", "Bilal", "Fatima", "Hamza", "Zainab", "Usman", "Maryam", "Ali", "Sana", "Omar",
+    "Hira", "Imran", "Nadia", "Saad", "Amna", "Farhan", "Iqra", "Kashif", "Mahnoor", "Tariq",
+];
+const LAST: &[&str] = &[
+    "Khan", "Ahmed", "Malik", "Hussain", "Qureshi", "Sheikh", "Butt", "Chaudhry", "Raza",
+    "Siddiqui", "Mirza", "Javed", "Iqbal", "Aslam", "Baig", "Abbasi",
+];
+const CITIES: &[(&str, &str, &str)] = &[
+    ("Karachi", "Sindh", "SD"),
+    ("Lahore", "Punjab", "PB"),
+    ("Islamabad", "Islamabad Capital Territory", "IS"),
+    ("Rawalpindi", "Punjab", "PB"),
+    ("Faisalabad", "Punjab", "PB"),
+    ("Multan", "Punjab", "PB"),
+    ("Peshawar", "Khyber Pakhtunkhwa", "KP"),
+    ("Hyderabad", "Sindh", "SD"),
+    ("Quetta", "Balochistan", "BA"),
+];
+const AREAS: &[&str] = &[
+    "Gulshan-e-Iqbal",
+    "DHA Phase 6",
+    "Model Town",
+    "Johar Town",
+    "G-11/2",
+    "Satellite Town",
+    "Cantt",
+    "Clifton Block 5",
+    "Bahria Town",
+    "Gulberg III",
+    "North Nazimabad",
+    "Hayatabad",
+];
+const PRODUCTS: &[&str] = &[
+    "Khaddar Kurta",
+    "Lawn Suit 3pc",
+    "Embroidered Shawl",
+    "Cotton Shalwar",
+    "Peshawari Chappal",
+    "Silk Dupatta",
+    "Linen Waistcoat",
+    "Karandi Suit",
+    "Leather Khussa",
+    "Printed Kameez",
+];
+const VARIANTS: &[&str] = &[
+    "Maroon",
+    "Black",
+    "Olive",
+    "Navy",
+    "Mustard",
+    "Teal",
+    "Off-white",
+];
+const SIZES: &[&str] = &["XS", "S", "M", "L", "XL"];
+
+/// Gives the fields of `value` that differ from order to order new values;
+/// `key` is the field `value` sits under.
+fn vary(value: &mut serde_json::Value, key: &str, rng: &mut rand::rngs::StdRng) {
+    use rand::Rng;
+    use rand::seq::IndexedRandom;
+    use serde_json::{Value, json};
+    let pick = |rng: &mut rand::rngs::StdRng, from: &[&str]| -> String {
+        from.choose(rng).copied().unwrap_or_default().to_string()
+    };
+    let hex = |rng: &mut rand::rngs::StdRng, len: usize| -> String {
+        (0..len)
+            .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0'))
+            .collect()
+    };
+    match value {
+        Value::Object(fields) => {
+            // People and places are drawn once per object so its fields agree.
+            let (first, last) = (pick(rng, FIRST), pick(rng, LAST));
+            let (city, province, code) = *CITIES.choose(rng).unwrap_or(&CITIES[0]);
+            let product = pick(rng, PRODUCTS);
+            let variant = format!("{} / {}", pick(rng, VARIANTS), pick(rng, SIZES));
+            for (name, field) in fields.iter_mut() {
+                let new = match (name.as_str(), &*field) {
+                    (_, Value::Object(_) | Value::Array(_)) => {
+                        vary(field, name, rng);
+                        continue;
+                    }
+                    (_, Value::Null | Value::Bool(_)) => continue,
+                    ("id" | "customer_id" | "checkout_id" | "product_id" | "variant_id", _) => {
+                        json!(rng.random_range(100_000_000u64..1_000_000_000_000_000_000))
+                    }
+                    ("admin_graphql_api_id", Value::String(gid)) => {
+                        let kind = gid.rsplit('/').nth(1).unwrap_or("Order");
+                        json!(format!(
+                            "gid://shopify/{kind}/{}",
+                            rng.random_range(100_000_000u64..1_000_000_000_000_000_000)
+                        ))
+                    }
+                    ("token" | "checkout_token", _) => json!(hex(rng, 32)),
+                    ("order_status_url", _) => json!(format!(
+                        "https://khaddar-house.myshopify.com/71234/orders/{}/authenticate?key={}",
+                        hex(rng, 32),
+                        hex(rng, 32)
+                    )),
+                    ("confirmation_number", _) => json!(hex(rng, 9).to_uppercase()),
+                    ("browser_ip", _) => json!(format!(
+                        "{}.{}.{}.{}",
+                        rng.random_range(1..224),
+                        rng.random::<u8>(),
+                        rng.random::<u8>(),
+                        rng.random_range(1..255)
+                    )),
+                    ("email" | "contact_email", _) => json!(format!(
+                        "{}.{}{}@example.pk",
+                        first.to_lowercase(),
+                        last.to_lowercase(),
+                        rng.random_range(1..10_000)
+                    )),
+                    ("created_at" | "updated_at" | "processed_at", _) => json!(format!(
+                        "2026-11-{:02}T{:02}:{:02}:{:02}+05:00",
+                        rng.random_range(1..29),
+                        rng.random_range(0..24),
+                        rng.random_range(0..60),
+                        rng.random_range(0..60)
+                    )),
+                    ("first_name", _) => json!(first),
+                    ("last_name", _) => json!(last),
+                    ("name", _) if key.ends_with("address") => json!(format!("{first} {last}")),
+                    ("name", _) if key == "line_items" => {
+                        json!(format!("{product} - {variant}"))
+                    }
+                    ("title", _) => json!(product),
+                    ("variant_title", _) => json!(variant),
+                    ("sku", _) => json!(hex(rng, 8).to_uppercase()),
+                    ("address1", _) => json!(format!(
+                        "House {}, Street {}, {}",
+                        rng.random_range(1..900),
+                        rng.random_range(1..40),
+                        pick(rng, AREAS)
+                    )),
+                    ("address2", _) => json!(pick(rng, AREAS)),
+                    ("city", _) => json!(city),
+                    ("province", _) => json!(province),
+                    ("province_code", _) => json!(code),
+                    ("zip", _) => json!(format!("{}", rng.random_range(10_000..99_999))),
+                    ("phone", _) => {
+                        json!(format!("03{:09}", rng.random_range(0..1_000_000_000u64)))
+                    }
+                    ("price" | "amount", Value::String(_)) if key != "total_discount_set" => {
+                        json!(format!("{}.00", rng.random_range(5..100) * 50))
+                    }
+                    ("quantity" | "current_quantity" | "fulfillable_quantity", _) => {
+                        json!(rng.random_range(1..4))
+                    }
+                    ("grams", _) => json!(rng.random_range(100..2000)),
+                    _ => continue,
+                };
+                *field = new;
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                vary(item, key, rng);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Closed-loop load: `connections` workers post for `duration` (or until
