@@ -6,16 +6,22 @@
 //! bus: { kind: embedded }
 //! ```
 //!
-//! Every topic has one partition (0) whose offsets count up from 0. All
-//! writes of the process go through one connection: appends and offset
-//! commits are queued to a writer thread that commits everything pending in
+//! Every topic has one partition (0) whose offsets count up from 0. Appends,
+//! offset commits and the store's frequent changes are queued to a writer
+//! thread with a connection of its own, which commits everything pending in
 //! one transaction (group commit) and then answers each caller, so many
 //! concurrent publishers cost one fsync-free WAL commit per batch.
+//!
+//! The messages one commit appends to a topic are stored together, in one
+//! row of `bus_batches`, compressed as one block; Kafka stores its record
+//! batches the same way. Orders repeat most of their field names and much of
+//! their text, which a block compressed alone cannot share, and many small
+//! rows would each leave a part of their page empty.
 
 use super::{Bus, BusError, Consumer};
 use crate::model::{Headers, Message, Record};
 use crate::store::sql::{SqlStore, earlier, timestamp};
-use crate::store::sqlite::{self, DirectError, LockWait, SqlitePools};
+use crate::store::sqlite::{self, Job, Jobs, SqlitePools};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use std::collections::BTreeMap;
@@ -42,16 +48,32 @@ const RECHECK: Duration = Duration::from_millis(250);
 /// Messages deleted per statement when trimming, so the writer is never held long.
 const TRIM_CHUNK: i64 = 10_000;
 
-/// Payloads at least this long are stored LZ4-compressed: an order's JSON
+/// Batches at least this long are stored LZ4-compressed: orders' JSON
 /// shrinks several times, and SQLite then writes (twice: WAL, then the
 /// database) a fraction of the bytes. Shorter ones are not worth the work.
 const COMPRESS_FROM: usize = 512;
 
-/// `bus_messages.encoding` of a payload stored as published.
+/// `bus_batches.encoding` of one message whose payload is stored as
+/// published, with its key and headers in their own columns. Rows written
+/// before messages were batched are stored this way or as [`LZ4`].
 const RAW: i64 = 0;
 
-/// `bus_messages.encoding` of an LZ4 block with its decoded length first.
+/// As [`RAW`], with the payload an LZ4 block with its decoded length first.
 const LZ4: i64 = 1;
+
+/// `bus_batches.encoding` of messages laid out one after another by [`frame`].
+const BATCH: i64 = 2;
+
+/// A [`BATCH`] as an LZ4 block with its decoded length first.
+const BATCH_LZ4: i64 = 3;
+
+/// Most messages stored in one row. A reader decodes a whole row for any of
+/// its messages, and LZ4 finds nothing to share beyond 64 KiB back, so
+/// longer rows cost reads and save nothing.
+const BATCH_MESSAGES: usize = 32;
+
+/// A row takes no more messages once its frame is this long.
+const BATCH_BYTES: usize = 256 * 1024;
 
 /// Largest decoded payload a stored length prefix is believed for.
 const MAX_DECODED: usize = 256 * 1024 * 1024;
@@ -80,8 +102,11 @@ async fn open_with(
     let pools = sqlite::open(SqliteConnectOptions::new().filename(&file))
         .await
         .map_err(|e| BusError::Unavailable(format!("{}: {e}", file.display())))?;
-    let store = SqlStore::from_sqlite(&pools);
-    Ok((EmbeddedBus::start(pools, recheck), store))
+    let writer = sqlite::owned_writer(&file)
+        .map_err(|e| BusError::Unavailable(format!("{}: {e}", file.display())))?;
+    let (jobs, queued_jobs) = Jobs::new(QUEUE_DEPTH);
+    let bus = EmbeddedBus::start(pools.clone(), recheck, writer, queued_jobs)?;
+    Ok((bus, SqlStore::from_sqlite(&pools).with_jobs(jobs)))
 }
 
 /// The embedded bus. Cheap to clone; clones share the writer.
@@ -96,6 +121,10 @@ struct Inner {
     /// Bumped after every commit that appended messages.
     appended: watch::Receiver<u64>,
     recheck: Duration,
+    /// Tells the writer to finish what is queued and close its connection.
+    stop: watch::Sender<bool>,
+    /// Answered (by dropping) once the writer has closed its connection.
+    stopped: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 enum WriteOp {
@@ -104,8 +133,6 @@ enum WriteOp {
         key: String,
         headers: String,
         payload: Vec<u8>,
-        /// [`RAW`] or [`LZ4`].
-        encoding: i64,
         /// Appended only if this webhook delivery was not recorded before.
         delivery: Option<Delivery>,
         /// `None` when the delivery was a duplicate and nothing was appended.
@@ -154,36 +181,41 @@ fn storage_error(error: &sqlx::Error) -> BusError {
 }
 
 impl EmbeddedBus {
-    fn start(pools: SqlitePools, recheck: Duration) -> EmbeddedBus {
+    fn start(
+        pools: SqlitePools,
+        recheck: Duration,
+        db: rusqlite::Connection,
+        jobs: mpsc::Receiver<Box<dyn Job>>,
+    ) -> Result<EmbeddedBus, BusError> {
         let (writer, queue) = mpsc::channel(QUEUE_DEPTH);
         let (appended_tx, appended) = watch::channel(0);
-        // The writer gets a thread of its own: it works synchronously on the
-        // database, and every publisher waits for it, so it must neither
-        // block nor queue behind request handlers on a runtime worker.
-        let pool = pools.write.clone();
-        let spawned = std::thread::Builder::new()
+        let (stop, stopping) = watch::channel(false);
+        let (stopped_tx, stopped) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| BusError::Unavailable(format!("cannot start the bus writer: {e}")))?;
+        // The writer gets a thread and a connection of its own: it works
+        // synchronously on the database, and every publisher waits for it,
+        // so it must neither block nor queue behind request handlers on a
+        // runtime worker, nor hand a pooled connection back and forth.
+        std::thread::Builder::new()
             .name("waybill-bus-writer".into())
             .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime.block_on(run_writer(pool, queue, appended_tx)),
-                    // Dropping the queue closes the bus: publishers get `Closed`.
-                    Err(error) => tracing::error!(%error, "cannot start the bus writer"),
-                }
-            });
-        if let Err(error) = spawned {
-            tracing::error!(%error, "cannot start the bus writer thread");
-        }
-        EmbeddedBus {
+                runtime.block_on(run_writer(db, queue, jobs, appended_tx, stopping));
+                drop(stopped_tx);
+            })
+            .map_err(|e| BusError::Unavailable(format!("cannot start the bus writer: {e}")))?;
+        Ok(EmbeddedBus {
             inner: Arc::new(Inner {
                 writer,
                 pools,
                 appended,
                 recheck,
+                stop,
+                stopped: tokio::sync::Mutex::new(Some(stopped)),
             }),
-        }
+        })
     }
 
     /// Deletes messages that every consumer group of their topic has
@@ -195,7 +227,7 @@ impl EmbeddedBus {
         let topics: Vec<(String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
             "SELECT t.topic, t.next_offset, \
              (SELECT MIN(o.next_offset) FROM bus_offsets o WHERE o.topic = t.topic), \
-             (SELECT MIN(m.seq) FROM bus_messages m WHERE m.topic = t.topic) \
+             (SELECT MIN(b.seq) FROM bus_batches b WHERE b.topic = t.topic) \
              FROM bus_topics t",
         )
         .fetch_all(&self.inner.pools.read)
@@ -210,24 +242,34 @@ impl EmbeddedBus {
             let below = committed.unwrap_or(next_offset);
             while from < below {
                 let to = below.min(from.saturating_add(TRIM_CHUNK));
-                let chunk = sqlx::query(
-                    "DELETE FROM bus_messages WHERE topic = $1 AND seq >= $2 AND seq < $3 AND appended_at < $4",
+                // A batch goes only whole: once every group is past its last message.
+                let gone: Vec<(i64, i64)> = sqlx::query_as(
+                    "DELETE FROM bus_batches WHERE topic = $1 AND seq >= $2 AND seq < $3 \
+                     AND seq + messages <= $4 AND appended_at < $5 RETURNING seq + messages, messages",
                 )
                 .bind(&topic)
                 .bind(from)
                 .bind(to)
+                .bind(below)
                 .bind(&cutoff)
-                .execute(&self.inner.pools.write)
+                .fetch_all(&self.inner.pools.write)
                 .await
-                .map_err(|e| storage_error(&e))?
-                .rows_affected();
-                deleted += chunk;
-                // Messages are appended in time order: once some in a chunk
-                // are too young, all later ones are too.
-                if i64::try_from(chunk).unwrap_or(i64::MAX) < to - from {
+                .map_err(|e| storage_error(&e))?;
+                deleted += gone
+                    .iter()
+                    .map(|(_, messages)| u64::try_from(*messages).unwrap_or(0))
+                    .sum::<u64>();
+                // Batches follow each other without gaps, in time order: one
+                // that stays (too young, or not read through) keeps all later
+                // ones, so what went is a run from `from`, and it ends short
+                // of `to` only where a batch stayed.
+                let Some(end) = gone.iter().map(|(end, _)| *end).max() else {
+                    break;
+                };
+                if end < to {
                     break;
                 }
-                from = to;
+                from = end;
             }
         }
         Ok(deleted)
@@ -235,6 +277,10 @@ impl EmbeddedBus {
 
     /// Closes the database (bus and store), waiting for queries in flight.
     pub async fn close(&self) {
+        self.inner.stop.send_replace(true);
+        if let Some(stopped) = self.inner.stopped.lock().await.take() {
+            let _ = stopped.await;
+        }
         self.inner.pools.read.close().await;
         self.inner.pools.write.close().await;
     }
@@ -271,15 +317,12 @@ impl EmbeddedBus {
     ) -> Result<Option<i64>, BusError> {
         let headers = serde_json::to_string(&message.headers)
             .map_err(|e| BusError::Storage(format!("cannot encode headers: {e}")))?;
-        // Compressed here, in the caller's task, so the one writer only writes.
-        let (payload, encoding) = encode(message.payload);
         let (done, answer) = oneshot::channel();
         self.send(WriteOp::Append {
             topic: topic.to_string(),
             key: message.key,
             headers,
-            payload,
-            encoding,
+            payload: message.payload,
             delivery,
             done,
         })
@@ -296,57 +339,118 @@ impl EmbeddedBus {
     }
 }
 
-/// A payload as stored, with its encoding.
-fn encode(payload: Vec<u8>) -> (Vec<u8>, i64) {
-    if payload.len() < COMPRESS_FROM {
-        return (payload, RAW);
-    }
-    let compressed = lz4_flex::compress_prepend_size(&payload);
-    if compressed.len() < payload.len() {
-        (compressed, LZ4)
-    } else {
-        (payload, RAW)
-    }
-}
-
-/// A stored payload as it was published.
-fn decode(topic: &str, offset: i64, payload: Vec<u8>, encoding: i64) -> Result<Vec<u8>, BusError> {
-    let unreadable =
-        |why: String| BusError::Storage(format!("unreadable payload at {topic}/{offset}: {why}"));
-    match encoding {
-        RAW => Ok(payload),
-        LZ4 => {
-            let declared = payload
-                .first_chunk::<4>()
-                .map(|len| u32::from_le_bytes(*len) as usize)
-                .ok_or_else(|| unreadable("no length prefix".into()))?;
-            if declared > MAX_DECODED {
-                return Err(unreadable(format!(
-                    "declared length {declared} is implausible"
-                )));
-            }
-            lz4_flex::decompress_size_prepended(&payload).map_err(|e| unreadable(e.to_string()))
+/// Lays out messages one after another, each as its key, its headers and
+/// its payload, each of the three preceded by its length (u32, little-endian).
+fn frame<'a>(messages: impl Iterator<Item = (&'a str, &'a str, &'a [u8])>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (key, headers, payload) in messages {
+        for part in [key.as_bytes(), headers.as_bytes(), payload] {
+            // A part of 4 GiB or more never gets here: the webhook body limit
+            // and the writer's batch bound keep parts far smaller.
+            out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_le_bytes());
+            out.extend_from_slice(part);
         }
-        other => Err(unreadable(format!("unknown encoding {other}"))),
+    }
+    out
+}
+
+/// A frame as stored, with its encoding: [`BATCH_LZ4`] when that is shorter.
+fn pack(frame: Vec<u8>) -> (Vec<u8>, i64) {
+    if frame.len() < COMPRESS_FROM {
+        return (frame, BATCH);
+    }
+    let compressed = lz4_flex::compress_prepend_size(&frame);
+    if compressed.len() < frame.len() {
+        (compressed, BATCH_LZ4)
+    } else {
+        (frame, BATCH)
     }
 }
 
-/// Decodes one `bus_messages` row.
-fn record(topic: &str, row: (i64, String, String, Vec<u8>, i64)) -> Result<Record, BusError> {
-    let (offset, key, headers, payload, encoding) = row;
-    let headers: Headers = serde_json::from_str(&headers)
-        .map_err(|e| BusError::Storage(format!("unreadable headers at {topic}/{offset}: {e}")))?;
-    let payload = decode(topic, offset, payload, encoding)?;
-    Ok(Record {
-        topic: topic.to_string(),
-        partition: 0,
-        offset,
-        message: Message {
-            key,
-            headers,
-            payload,
-        },
-    })
+/// An LZ4 block with its decoded length first, decoded.
+fn inflate(block: &[u8]) -> Result<Vec<u8>, String> {
+    let declared = block
+        .first_chunk::<4>()
+        .map(|len| u32::from_le_bytes(*len) as usize)
+        .ok_or("no length prefix")?;
+    if declared > MAX_DECODED {
+        return Err(format!("declared length {declared} is implausible"));
+    }
+    lz4_flex::decompress_size_prepended(block).map_err(|e| e.to_string())
+}
+
+/// One `bus_batches` row: first offset, message count, key and headers (of
+/// a single-message row), stored bytes and their encoding.
+type Row = (i64, i64, String, String, Vec<u8>, i64);
+
+/// Appends to `out` the messages of `row` at offsets from `from` on, up to
+/// `limit` in all.
+fn unpack(
+    topic: &str,
+    row: Row,
+    from: i64,
+    limit: usize,
+    out: &mut Vec<Record>,
+) -> Result<(), BusError> {
+    let (first, count, key, headers, stored, encoding) = row;
+    let unreadable =
+        |why: &str| BusError::Storage(format!("unreadable batch at {topic}/{first}: {why}"));
+    let push = |out: &mut Vec<Record>, offset: i64, key: String, headers: &[u8], payload| {
+        let headers: Headers = serde_json::from_slice(headers).map_err(|e| {
+            BusError::Storage(format!("unreadable headers at {topic}/{offset}: {e}"))
+        })?;
+        out.push(Record {
+            topic: topic.to_string(),
+            partition: 0,
+            offset,
+            message: Message {
+                key,
+                headers,
+                payload,
+            },
+        });
+        Ok::<_, BusError>(())
+    };
+    let frame = match encoding {
+        RAW | LZ4 if count != 1 => return Err(unreadable("a single-message row counts more")),
+        RAW if first >= from => return push(out, first, key, headers.as_bytes(), stored),
+        LZ4 if first >= from => {
+            let payload = inflate(&stored).map_err(|why| unreadable(&why))?;
+            return push(out, first, key, headers.as_bytes(), payload);
+        }
+        RAW | LZ4 => return Ok(()),
+        BATCH => stored,
+        BATCH_LZ4 => inflate(&stored).map_err(|why| unreadable(&why))?,
+        other => return Err(unreadable(&format!("unknown encoding {other}"))),
+    };
+    let mut rest = frame.as_slice();
+    let mut part = || -> Result<&[u8], BusError> {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| unreadable("frame cut short"))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > tail.len() {
+            return Err(unreadable("frame cut short"));
+        }
+        let (part, tail) = tail.split_at(len);
+        rest = tail;
+        Ok(part)
+    };
+    for offset in first..first.saturating_add(count) {
+        let key = part()?;
+        let headers = part()?;
+        let payload = part()?;
+        if offset >= from && out.len() < limit {
+            let key = std::str::from_utf8(key)
+                .map_err(|_| unreadable("a key is not UTF-8"))?
+                .to_string();
+            push(out, offset, key, headers, payload.to_vec())?;
+        }
+    }
+    if !rest.is_empty() {
+        return Err(unreadable("frame holds more than its count"));
+    }
+    Ok(())
 }
 
 async fn read_records(
@@ -355,17 +459,30 @@ async fn read_records(
     from: i64,
     limit: usize,
 ) -> Result<Vec<Record>, BusError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows: Vec<(i64, String, String, Vec<u8>, i64)> = sqlx::query_as(
-        "SELECT seq, msg_key, headers, payload, encoding FROM bus_messages WHERE topic = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+    use futures::TryStreamExt;
+    let mut records = Vec::new();
+    if limit == 0 {
+        return Ok(records);
+    }
+    // The row holding `from` (it may hold nothing from `from` on), then rows
+    // of at least one message each: `limit + 1` rows are always enough.
+    let rows = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+    let mut stream = sqlx::query_as::<_, Row>(
+        "SELECT seq, messages, msg_key, headers, payload, encoding FROM bus_batches \
+         WHERE topic = $1 AND seq >= COALESCE((SELECT MAX(seq) FROM bus_batches WHERE topic = $1 AND seq <= $2), $2) \
+         ORDER BY seq LIMIT $3",
     )
     .bind(topic)
     .bind(from)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-    .map_err(|e| storage_error(&e))?;
-    rows.into_iter().map(|row| record(topic, row)).collect()
+    .bind(rows)
+    .fetch(pool);
+    while records.len() < limit {
+        let Some(row) = stream.try_next().await.map_err(|e| storage_error(&e))? else {
+            break;
+        };
+        unpack(topic, row, from, limit, &mut records)?;
+    }
+    Ok(records)
 }
 
 #[async_trait]
@@ -490,16 +607,54 @@ impl Consumer for EmbeddedConsumer {
     }
 }
 
-/// Owns the writes of the bus: takes everything queued, commits it in one
-/// transaction, then answers each caller.
+/// Owns the writes of the bus, and the store's jobs: takes everything
+/// queued, commits it in one transaction, then answers each caller. Runs
+/// until the bus and the store have both let go of their queues, or until
+/// told to stop; then it finishes what was queued and closes the connection.
 async fn run_writer(
-    pool: SqlitePool,
+    db: rusqlite::Connection,
     mut queue: mpsc::Receiver<WriteOp>,
+    mut jobs: mpsc::Receiver<Box<dyn Job>>,
     appended: watch::Sender<u64>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let outcome = write_batch(&pool, &mut batch).await;
+    let mut work = Vec::new();
+    let (mut bus_open, mut store_open, mut stopping) = (true, true, false);
+    while bus_open || store_open {
+        tokio::select! {
+            taken = queue.recv_many(&mut batch, MAX_BATCH), if bus_open => bus_open = taken > 0,
+            taken = jobs.recv_many(&mut work, MAX_BATCH), if store_open => store_open = taken > 0,
+            told = stop.wait_for(|stop| *stop), if !stopping => {
+                stopping = true;
+                // Told to stop, later sends fail and what is queued is still
+                // written. A bus dropped without closing leaves the store's
+                // jobs running.
+                if told.is_ok() {
+                    queue.close();
+                    jobs.close();
+                }
+            }
+        }
+        // Whatever else is waiting joins this commit.
+        while batch.len() < MAX_BATCH
+            && let Ok(op) = queue.try_recv()
+        {
+            batch.push(op);
+        }
+        while work.len() < MAX_BATCH
+            && let Ok(job) = jobs.try_recv()
+        {
+            work.push(job);
+        }
+        if batch.is_empty() && work.is_empty() {
+            continue;
+        }
+        let outcome = write_batch(&db, &mut batch, &mut work);
+        let committed = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        for job in work.drain(..) {
+            job.finish(committed.clone());
+        }
         let mut any_appended = false;
         // A caller that gave up waiting no longer needs its answer, so failed
         // sends on `done` are ignored.
@@ -538,34 +693,49 @@ async fn run_writer(
 
 /// As [`storage_error`] says for `sqlx`: a full disk or an unreachable file
 /// makes the bus unavailable, anything else is a storage error.
-fn batch_error(error: &DirectError) -> BusError {
+fn batch_error(error: &rusqlite::Error) -> BusError {
     use rusqlite::ErrorCode;
-    match error {
-        DirectError::Pool(error) => storage_error(error),
-        DirectError::Sqlite(error) => match error.sqlite_error_code() {
-            Some(
-                ErrorCode::DatabaseBusy
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::DiskFull
-                | ErrorCode::CannotOpen,
-            ) => BusError::Unavailable(error.to_string()),
-            _ => BusError::Storage(error.to_string()),
-        },
+    match error.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::CannotOpen,
+        ) => BusError::Unavailable(error.to_string()),
+        _ => BusError::Storage(error.to_string()),
     }
 }
 
-/// Writes one batch in one transaction; returns the offset given to each
-/// append, position for position with `batch`. The batch runs whole on this
-/// thread (see [`sqlite::in_one_go`]), which is the writer's own.
-async fn write_batch(
-    pool: &SqlitePool,
+/// Writes one batch of bus operations and store jobs in one transaction;
+/// returns the offset given to each append, position for position with
+/// `batch`. Each job runs under a savepoint, so one that fails or declines
+/// undoes only its own statements.
+fn write_batch(
+    db: &rusqlite::Connection,
     batch: &mut [WriteOp],
-) -> Result<Vec<Option<i64>>, DirectError> {
+    work: &mut [Box<dyn Job>],
+) -> Result<Vec<Option<i64>>, rusqlite::Error> {
     let now = timestamp(OffsetDateTime::now_utc());
-    let written = sqlite::in_one_go(pool, LockWait::Wait, |db| {
-        append_all(db, batch, &now).map(Some)
-    });
-    Ok(written.await?.unwrap_or_default())
+    let written = (|| {
+        db.execute_batch("BEGIN IMMEDIATE")?;
+        let offsets = append_all(db, batch, &now)?;
+        for job in work.iter_mut() {
+            db.execute_batch("SAVEPOINT job")?;
+            let keep = job.run(db);
+            db.execute_batch(if keep {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            })?;
+        }
+        db.execute_batch("COMMIT")?;
+        Ok(offsets)
+    })();
+    if written.is_err() && !db.is_autocommit() {
+        // The connection starts its next batch outside a transaction.
+        let _ = db.execute_batch("ROLLBACK");
+    }
+    written
 }
 
 fn append_all(
@@ -605,35 +775,25 @@ fn append_all(
         let end: i64 = reserve.query_row(params![topic, count], |row| row.get(0))?;
         next.insert((*topic).to_string(), end - count);
     }
-    let mut insert = db.prepare(
-        "INSERT INTO bus_messages (topic, seq, msg_key, headers, payload, encoding, appended_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
     let mut commit = db.prepare(
         "INSERT INTO bus_offsets (topic, group_name, partition, next_offset, updated_at) \
          VALUES (?1, ?2, 0, ?3, ?4) ON CONFLICT (topic, group_name, partition) \
          DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at",
     )?;
-    let mut offsets = Vec::with_capacity(batch.len());
-    for (op, keep) in batch.iter().zip(kept) {
+    let mut offsets = vec![None; batch.len()];
+    // Positions in `batch` of each topic's appends, in offset order.
+    let mut appends: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (position, (op, keep)) in batch.iter().zip(kept).enumerate() {
         match op {
-            WriteOp::Append { .. } if !keep => offsets.push(None),
-            WriteOp::Append {
-                topic,
-                key,
-                headers,
-                payload,
-                encoding,
-                ..
-            } => {
+            WriteOp::Append { topic, .. } if keep => {
                 let slot = next
                     .get_mut(topic.as_str())
                     .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-                let offset = *slot;
+                offsets[position] = Some(*slot);
                 *slot += 1;
-                insert.execute(params![topic, offset, key, headers, payload, encoding, now])?;
-                offsets.push(Some(offset));
+                appends.entry(topic.as_str()).or_default().push(position);
             }
+            WriteOp::Append { .. } => {}
             WriteOp::Commit {
                 topic,
                 group,
@@ -641,11 +801,54 @@ fn append_all(
                 ..
             } => {
                 commit.execute(params![topic, group, next_offset, now])?;
-                offsets.push(None);
             }
         }
     }
+    let mut insert = db.prepare(
+        "INSERT INTO bus_batches (topic, seq, messages, msg_key, headers, payload, encoding, appended_at) \
+         VALUES (?1, ?2, ?3, '', '', ?4, ?5, ?6)",
+    )?;
+    for (topic, positions) in appends {
+        for row in rows(&positions, |position| match &batch[position] {
+            WriteOp::Append { payload, .. } => payload.len(),
+            WriteOp::Commit { .. } => 0,
+        }) {
+            let messages = row.iter().filter_map(|&position| match &batch[position] {
+                WriteOp::Append {
+                    key,
+                    headers,
+                    payload,
+                    ..
+                } => Some((key.as_str(), headers.as_str(), payload.as_slice())),
+                WriteOp::Commit { .. } => None,
+            });
+            let (stored, encoding) = pack(frame(messages));
+            let first = row.first().and_then(|&position| offsets[position]);
+            let count = i64::try_from(row.len()).unwrap_or(i64::MAX);
+            insert.execute(params![topic, first, count, stored, encoding, now])?;
+        }
+    }
     Ok(offsets)
+}
+
+/// Splits a topic's appends (positions in the batch) into rows of at most
+/// [`BATCH_MESSAGES`], each closed once its payloads reach [`BATCH_BYTES`].
+fn rows(positions: &[usize], size: impl Fn(usize) -> usize) -> Vec<&[usize]> {
+    let mut rows = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, &position) in positions.iter().enumerate() {
+        bytes += size(position);
+        if i + 1 - start == BATCH_MESSAGES || bytes >= BATCH_BYTES {
+            rows.push(&positions[start..=i]);
+            start = i + 1;
+            bytes = 0;
+        }
+    }
+    if start < positions.len() {
+        rows.push(&positions[start..]);
+    }
+    rows
 }
 
 #[cfg(test)]
@@ -688,37 +891,208 @@ mod tests {
         let payloads: Vec<&Vec<u8>> = records.iter().map(|r| &r.message.payload).collect();
         assert_eq!(payloads, [&order, &noise, &short]);
         let stored: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT encoding, length(payload) FROM bus_messages WHERE topic = 't' ORDER BY seq",
+            "SELECT encoding, length(payload) FROM bus_batches WHERE topic = 't' ORDER BY seq",
         )
         .fetch_all(&bus.inner.pools.read)
         .await
         .unwrap();
-        assert_eq!(stored[0].0, LZ4);
+        assert_eq!(stored[0].0, BATCH_LZ4);
         assert!(
             (stored[0].1 as usize) < order.len() / 2,
             "{} bytes stored for {}",
             stored[0].1,
             order.len()
         );
-        assert_eq!(stored[1], (RAW, 4096));
-        assert_eq!(stored[2], (RAW, short.len() as i64));
+        assert_eq!(stored[1].0, BATCH);
+        assert!(stored[1].1 > 4096);
+        assert_eq!(stored[2].0, BATCH);
+    }
+
+    fn append(
+        topic: &str,
+        key: &str,
+        payload: Vec<u8>,
+    ) -> (WriteOp, oneshot::Receiver<Result<Option<i64>, BusError>>) {
+        let (done, answer) = oneshot::channel();
+        let headers = format!("{{\"n\":\"{key}\"}}");
+        let op = WriteOp::Append {
+            topic: topic.into(),
+            key: key.into(),
+            headers,
+            payload,
+            delivery: None,
+            done,
+        };
+        (op, answer)
+    }
+
+    #[tokio::test]
+    async fn one_commit_stores_a_topics_messages_in_shared_rows_read_back_from_any_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = open(dir.path()).await;
+        let order = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/shopify/order-cod.json"),
+        )
+        .unwrap();
+        // Short enough that the count, not the size, closes the rows.
+        let order = &order[..4000];
+        // 70 orders and 3 other messages, interleaved, committed at once.
+        let mut batch = Vec::new();
+        for i in 0..73 {
+            let (topic, payload) = match i % 25 {
+                7 => ("other", format!("short {i}").into_bytes()),
+                _ => ("orders", [order, i.to_string().as_bytes()].concat()),
+            };
+            batch.push(append(topic, &i.to_string(), payload).0);
+        }
+        let db = sqlite::owned_writer(&dir.path().join(DATABASE_FILE)).unwrap();
+        let offsets = write_batch(&db, &mut batch, &mut []).unwrap();
+        assert_eq!(offsets.iter().flatten().count(), 73);
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT topic, seq, messages, encoding FROM bus_batches ORDER BY topic, seq",
+        )
+        .fetch_all(&bus.inner.pools.read)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("orders".into(), 0, 32, BATCH_LZ4),
+                ("orders".into(), 32, 32, BATCH_LZ4),
+                ("orders".into(), 64, 6, BATCH_LZ4),
+                ("other".into(), 0, 3, BATCH),
+            ]
+        );
+        // Together, the 70 orders take much less than 70 compressed alone.
+        let together: i64 = sqlx::query_scalar(
+            "SELECT SUM(length(payload)) FROM bus_batches WHERE topic = 'orders'",
+        )
+        .fetch_one(&bus.inner.pools.read)
+        .await
+        .unwrap();
+        let alone = lz4_flex::compress_prepend_size(order).len() * 70;
+        assert!(
+            (together as usize) < alone / 2,
+            "{together} bytes against {alone}"
+        );
+
+        let expected = |offset: i64| -> (String, Vec<u8>) {
+            let i = (0..73)
+                .filter(|i| i % 25 != 7)
+                .nth(offset as usize)
+                .unwrap();
+            (i.to_string(), [order, i.to_string().as_bytes()].concat())
+        };
+        for (from, limit) in [
+            (0, 100),
+            (5, 3),
+            (31, 2),
+            (32, 1),
+            (63, 7),
+            (69, 10),
+            (70, 10),
+        ] {
+            let records = bus.read("orders", from, limit).await.unwrap();
+            let want = (from..70).take(limit).collect::<Vec<_>>();
+            assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), want);
+            for record in &records {
+                let (key, payload) = expected(record.offset);
+                assert_eq!(record.message.key, key);
+                assert_eq!(record.message.headers["n"], key);
+                assert_eq!(record.message.payload, payload);
+            }
+        }
+        let other: Vec<String> = bus
+            .read("other", 1, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.message.key)
+            .collect();
+        assert_eq!(other, ["32", "57"]);
+    }
+
+    #[tokio::test]
+    async fn rows_stored_one_message_each_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = open(dir.path()).await;
+        let payload = vec![b'x'; 2000];
+        let compressed = lz4_flex::compress_prepend_size(&payload);
+        for (seq, stored, encoding) in [(0, payload.clone(), RAW), (1, compressed, LZ4)] {
+            sqlx::query(
+                "INSERT INTO bus_batches (topic, seq, msg_key, headers, payload, encoding, appended_at) \
+                 VALUES ('old', $1, $2, '{\"h\":\"v\"}', $3, $4, 'then')",
+            )
+            .bind(seq)
+            .bind(format!("k{seq}"))
+            .bind(stored)
+            .bind(encoding)
+            .execute(&bus.inner.pools.write)
+            .await
+            .unwrap();
+        }
+        let records = bus.read("old", 0, 10).await.unwrap();
+        assert_eq!(records.len(), 2);
+        for (seq, record) in records.iter().enumerate() {
+            assert_eq!(record.offset, seq as i64);
+            assert_eq!(record.message.key, format!("k{seq}"));
+            assert_eq!(record.message.headers["h"], "v");
+            assert_eq!(record.message.payload, payload);
+        }
+        assert_eq!(bus.read("old", 1, 10).await.unwrap()[0].offset, 1);
     }
 
     #[test]
-    fn a_damaged_compressed_payload_is_an_error_not_a_panic() {
-        let (good, encoding) = encode(vec![b'a'; 2048]);
-        assert_eq!(encoding, LZ4);
-        assert_eq!(decode("t", 0, good.clone(), LZ4).unwrap(), vec![b'a'; 2048]);
-        let mut huge = good.clone();
+    fn a_damaged_batch_is_an_error_not_a_panic() {
+        let messages = [
+            ("k1", "{}", b"one".as_slice()),
+            ("k2", "{}", b"two".as_slice()),
+        ];
+        let good = frame(messages.into_iter());
+        let row = |stored: Vec<u8>, count: i64, encoding: i64| -> Row {
+            (7, count, String::new(), String::new(), stored, encoding)
+        };
+        let read = |row: Row| {
+            let mut out = Vec::new();
+            unpack("t", row, 0, 10, &mut out).map(|()| out.len())
+        };
+        assert_eq!(read(row(good.clone(), 2, BATCH)).unwrap(), 2);
+        let packed = lz4_flex::compress_prepend_size(&good);
+        assert_eq!(read(row(packed.clone(), 2, BATCH_LZ4)).unwrap(), 2);
+
+        let mut huge = packed.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        let error = decode("t", 7, huge, LZ4).unwrap_err().to_string();
+        let error = read(row(huge, 2, BATCH_LZ4)).unwrap_err().to_string();
         assert!(
             error.contains("t/7") && error.contains("implausible"),
             "{error}"
         );
-        assert!(decode("t", 0, good[..good.len() - 3].to_vec(), LZ4).is_err());
-        assert!(decode("t", 0, vec![1, 2], LZ4).is_err());
-        assert!(decode("t", 0, good, 9).is_err());
+        for damaged in [
+            row(good[..good.len() - 1].to_vec(), 2, BATCH),
+            row(good.clone(), 3, BATCH),
+            row(good.clone(), 1, BATCH),
+            row(packed[..packed.len() - 3].to_vec(), 2, BATCH_LZ4),
+            row(vec![1, 2], 2, BATCH_LZ4),
+            row(good.clone(), 2, 9),
+            row(b"x".to_vec(), 2, RAW),
+        ] {
+            assert!(read(damaged).is_err());
+        }
+        let mut bad_key = good.clone();
+        bad_key[4] = 0xff;
+        assert!(
+            read(row(bad_key, 2, BATCH))
+                .unwrap_err()
+                .to_string()
+                .contains("UTF-8")
+        );
+        let bad_headers = frame([("k", "{", b"".as_slice())].into_iter());
+        assert!(
+            read(row(bad_headers, 1, BATCH))
+                .unwrap_err()
+                .to_string()
+                .contains("headers")
+        );
     }
 
     #[tokio::test]
@@ -929,21 +1303,52 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_disk_makes_the_bus_unavailable_until_space_returns() {
+    async fn trim_removes_a_batch_only_once_every_group_is_past_all_of_it() {
         let dir = tempfile::tempdir().unwrap();
         let bus = open(dir.path()).await;
+        let mut batch: Vec<_> = (0..10)
+            .map(|i| append("orders", &i.to_string(), b"o".to_vec()).0)
+            .collect();
+        let db = sqlite::owned_writer(&dir.path().join(DATABASE_FILE)).unwrap();
+        write_batch(&db, &mut batch, &mut []).unwrap();
+        for i in 10..13 {
+            bus.publish("orders", message(&i.to_string(), b"o"))
+                .await
+                .unwrap();
+        }
+        let mut group = bus.subscribe("orders", "g").await.unwrap();
+        group.commit(0, 9).await.unwrap();
+        assert_eq!(bus.trim(Duration::ZERO).await.unwrap(), 0);
+        group.commit(0, 12).await.unwrap();
+        assert_eq!(bus.trim(Duration::ZERO).await.unwrap(), 12);
+        let left: Vec<i64> = bus
+            .read("orders", 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.offset)
+            .collect();
+        assert_eq!(left, [12]);
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_makes_the_bus_unavailable_until_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, store) = open_embedded(dir.path()).await.unwrap();
         bus.publish("orders", message("first", b"x")).await.unwrap();
-        // Capping the file's size on the one writer connection is a full disk to SQLite.
+        // Capping the file's size on the writer's connection is a full disk to SQLite.
         let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
             .fetch_one(&bus.inner.pools.write)
             .await
             .unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "PRAGMA max_page_count = {pages}"
-        )))
-        .execute(&bus.inner.pools.write)
-        .await
-        .unwrap();
+        let writer = store.jobs().unwrap();
+        let cap = |pages: i64| {
+            writer.run(move |db| {
+                db.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                    .map(Some)
+            })
+        };
+        cap(pages).await.unwrap();
         let mut full = None;
         for i in 0..100 {
             if let Err(error) = bus
@@ -955,10 +1360,7 @@ mod tests {
             }
         }
         assert!(matches!(full, Some(BusError::Unavailable(_))), "{full:?}");
-        sqlx::query("PRAGMA max_page_count = 1073741823")
-            .execute(&bus.inner.pools.write)
-            .await
-            .unwrap();
+        cap(1_073_741_823).await.unwrap();
         let offset = bus.publish("orders", message("after", b"y")).await.unwrap();
         let last = bus.read("orders", offset, 1).await.unwrap();
         assert_eq!(last[0].message.key, "after");

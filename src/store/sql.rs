@@ -9,7 +9,7 @@
 //! Timestamps are stored as fixed-width RFC 3339 UTC text, so both backends
 //! compare them as text in the same SQL.
 
-use super::sqlite::{self, LockWait, SqlitePools};
+use super::sqlite::{self, Jobs, SqlitePools};
 use super::{AuditEntry, Booking, BookingStatus, Reservation, Store, StoreError};
 use crate::model::{BookingKey, BookingResult};
 use async_trait::async_trait;
@@ -62,7 +62,12 @@ pub struct SqlStore {
 
 #[derive(Clone)]
 enum Backend {
-    Sqlite { write: SqlitePool, read: SqlitePool },
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+        /// The embedded bus's writer, when there is one.
+        jobs: Option<Jobs>,
+    },
     Postgres(PgPool),
 }
 
@@ -179,34 +184,76 @@ type Param<'a> = dyn ToSql + Sync + 'a;
 
 /// Runs `change` and, when it changed exactly one row, the audit row
 /// `audit` (bound to [`INSERT_AUDIT`]), as one transaction on SQLite's write
-/// connection (see [`sqlite::in_one_go`]). `false` when it changed nothing
-/// or another process holds the write lock: the caller takes its general path.
+/// connection: in the embedded bus writer's next group commit when there is
+/// one ([`Jobs`]), else on the calling thread ([`sqlite::in_one_go`]).
+/// `false` when it changed nothing, or (without a writer) another process
+/// holds the write lock: the caller takes its general path.
 async fn change_in_one_go(
     write: &SqlitePool,
-    change: &str,
+    jobs: Option<&Jobs>,
+    change: &'static str,
     values: &[&Param<'_>],
     audit: &[&Param<'_>],
 ) -> Result<bool, StoreError> {
-    let changed = sqlite::in_one_go(write, LockWait::GiveUp, |conn| {
-        if execute_numbered(conn, change, values)? != 1 {
-            return Ok(None);
+    let changed = match jobs {
+        Some(jobs) => {
+            let (values, audit) = (owned(values)?, owned(audit)?);
+            jobs.run(move |conn| change_and_audit(conn, change, &values, &audit))
+                .await
+                .map_err(StoreError::Database)?
         }
-        execute_numbered(conn, INSERT_AUDIT, audit)?;
-        Ok(Some(()))
-    });
-    let changed = changed
-        .await
-        .map_err(|e| StoreError::Database(e.to_string()))?;
+        None => sqlite::in_one_go(write, |conn| change_and_audit(conn, change, values, audit))
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))?,
+    };
     Ok(changed.is_some())
+}
+
+fn change_and_audit<P: ToSql>(
+    conn: &rusqlite::Connection,
+    change: &str,
+    values: &[P],
+    audit: &[P],
+) -> rusqlite::Result<Option<()>> {
+    if execute_numbered(conn, change, values)? != 1 {
+        return Ok(None);
+    }
+    execute_numbered(conn, INSERT_AUDIT, audit)?;
+    Ok(Some(()))
+}
+
+/// `values` as owned SQLite values, to be bound on another thread.
+fn owned(values: &[&Param<'_>]) -> Result<Vec<rusqlite::types::Value>, StoreError> {
+    use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+    let unsupported = || StoreError::Database("a value SQLite cannot hold".into());
+    values
+        .iter()
+        .map(|value| match value.to_sql() {
+            Ok(ToSqlOutput::Borrowed(borrowed)) => Ok(match borrowed {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(i) => Value::Integer(i),
+                ValueRef::Real(f) => Value::Real(f),
+                ValueRef::Text(text) => Value::Text(
+                    std::str::from_utf8(text)
+                        .map_err(|_| unsupported())?
+                        .to_string(),
+                ),
+                ValueRef::Blob(blob) => Value::Blob(blob.to_vec()),
+            }),
+            Ok(ToSqlOutput::Owned(owned)) => Ok(owned),
+            Ok(_) => Err(unsupported()),
+            Err(e) => Err(StoreError::Database(e.to_string())),
+        })
+        .collect()
 }
 
 /// Runs `sql` with `values` bound to `$1`, `$2`, … by name. The statements
 /// are shared with `sqlx`, which numbers them for PostgreSQL; SQLite would
 /// number them in order of first appearance.
-fn execute_numbered(
+fn execute_numbered<P: ToSql>(
     conn: &rusqlite::Connection,
     sql: &str,
-    values: &[&Param<'_>],
+    values: &[P],
 ) -> rusqlite::Result<usize> {
     let mut statement = conn.prepare(sql)?;
     for (number, value) in values.iter().enumerate() {
@@ -344,14 +391,32 @@ impl SqlStore {
             backend: Backend::Sqlite {
                 write: pools.write.clone(),
                 read: pools.read.clone(),
+                jobs: None,
             },
         }
+    }
+
+    /// The writer this store's frequent changes go to, if any.
+    #[cfg(test)]
+    pub(crate) fn jobs(&self) -> Option<&Jobs> {
+        match &self.backend {
+            Backend::Sqlite { jobs, .. } => jobs.as_ref(),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// This store, with its frequent changes run by the writer behind `jobs`.
+    pub(crate) fn with_jobs(mut self, writer: Jobs) -> SqlStore {
+        if let Backend::Sqlite { jobs, .. } = &mut self.backend {
+            *jobs = Some(writer);
+        }
+        self
     }
 
     /// Closes the connections, waiting for those in use to be returned.
     pub async fn close(&self) {
         match &self.backend {
-            Backend::Sqlite { write, read } => {
+            Backend::Sqlite { write, read, .. } => {
                 read.close().await;
                 write.close().await;
             }
@@ -420,7 +485,7 @@ impl Store for SqlStore {
         let key_text = key.to_string();
         let sequence = i64::from(key.sequence);
         let detail = format!("owner {owner}");
-        if let Backend::Sqlite { write, .. } = &self.backend {
+        if let Backend::Sqlite { write, jobs, .. } = &self.backend {
             // The usual case, a key never claimed, in one go; every other
             // case takes the general path below.
             let values: [&Param<'_>; 9] = [
@@ -435,7 +500,7 @@ impl Store for SqlStore {
                 &now,
             ];
             let audit: [&Param<'_>; 5] = [&key_text, &"sent", &message_id, &detail, &now];
-            if change_in_one_go(write, CLAIM_NEW, &values, &audit).await? {
+            if change_in_one_go(write, jobs.as_ref(), CLAIM_NEW, &values, &audit).await? {
                 return Ok(Reservation::Acquired);
             }
         }
@@ -542,7 +607,7 @@ impl Store for SqlStore {
             "tracking number {} at {} ({})",
             result.tracking_number, result.courier, result.account
         );
-        if let Backend::Sqlite { write, .. } = &self.backend {
+        if let Backend::Sqlite { write, jobs, .. } = &self.backend {
             // The usual case, a `sent` key, in one go; anything else (a
             // repeated record, a refused transition) takes the general path.
             let values: [&Param<'_>; 9] = [
@@ -557,7 +622,7 @@ impl Store for SqlStore {
                 &now,
             ];
             let audit: [&Param<'_>; 5] = [&key_text, &"booked", &message_id, &detail, &now];
-            if change_in_one_go(write, MARK_BOOKED, &values, &audit).await? {
+            if change_in_one_go(write, jobs.as_ref(), MARK_BOOKED, &values, &audit).await? {
                 return Ok(());
             }
         }

@@ -1,5 +1,8 @@
 //! The SQLite database file shared by the embedded bus and the store: one
 //! writer connection and a small pool of readers, both on the same file.
+//! With the embedded bus, its writer thread owns a second writing connection
+//! and also runs the store's frequent changes as [`Job`]s, so they share its
+//! group commits.
 //!
 //! ```yaml
 //! data_dir: ./data        # the database is <data_dir>/waybill.db
@@ -9,7 +12,9 @@ use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use std::path::Path;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// How long a statement waits for SQLite's write lock (another process, such
 /// as `waybill dlq replay`, may hold it) before failing with SQLITE_BUSY.
@@ -43,6 +48,92 @@ pub(crate) struct SqlitePools {
     /// writers queue in the pool instead of fighting over SQLite's lock.
     pub write: SqlitePool,
     pub read: SqlitePool,
+}
+
+/// Opens a connection on the already created and migrated database `file`,
+/// set up as [`open`] sets up the pools' connections, for a thread to own.
+pub(crate) fn owned_writer(file: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    let db =
+        rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    db.busy_timeout(BUSY_TIMEOUT)?;
+    // The same choices as `open`, which explains them; all are per connection.
+    db.execute_batch(
+        "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0; PRAGMA foreign_keys = ON;",
+    )?;
+    Ok(db)
+}
+
+/// A change that the thread owning the write connection runs inside the
+/// transaction it commits next, under a savepoint of its own.
+pub(crate) trait Job: Send {
+    /// Runs the change's statements; answers whether to keep them.
+    fn run(&mut self, db: &rusqlite::Connection) -> bool;
+    /// Tells the caller the change's outcome once the transaction has
+    /// committed, or why it failed.
+    fn finish(self: Box<Self>, committed: Result<(), String>);
+}
+
+/// The queue of the thread that owns the write connection and runs [`Job`]s.
+#[derive(Clone)]
+pub(crate) struct Jobs(mpsc::Sender<Box<dyn Job>>);
+
+impl Jobs {
+    /// A queue of `depth` jobs, and its receiving end for the owning thread.
+    pub(crate) fn new(depth: usize) -> (Jobs, mpsc::Receiver<Box<dyn Job>>) {
+        let (sender, receiver) = mpsc::channel(depth);
+        (Jobs(sender), receiver)
+    }
+
+    /// Runs `work` in the owning thread's next transaction. `work` answers
+    /// `None` to undo its statements and decline. Errors are the database's.
+    pub(crate) async fn run<T, F>(&self, work: F) -> Result<Option<T>, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<Option<T>> + Send + 'static,
+    {
+        const STOPPED: &str = "the database writer has stopped";
+        let (done, answer) = oneshot::channel();
+        let change = Change {
+            work: Some(work),
+            outcome: None,
+            done,
+        };
+        self.0
+            .send(Box::new(change))
+            .await
+            .map_err(|_| STOPPED.to_string())?;
+        answer.await.map_err(|_| STOPPED.to_string())?
+    }
+}
+
+/// A [`Job`] made of a closure and the channel its outcome goes back on.
+struct Change<F, T> {
+    work: Option<F>,
+    outcome: Option<rusqlite::Result<Option<T>>>,
+    done: oneshot::Sender<Result<Option<T>, String>>,
+}
+
+impl<F, T> Job for Change<F, T>
+where
+    T: Send,
+    F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<Option<T>> + Send,
+{
+    fn run(&mut self, db: &rusqlite::Connection) -> bool {
+        let outcome = self.work.take().map(|work| work(db));
+        let keep = matches!(outcome, Some(Ok(Some(_))));
+        self.outcome = outcome;
+        keep
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), String>) {
+        let answer = match (committed, self.outcome) {
+            (Err(why), _) => Err(why),
+            (Ok(()), Some(outcome)) => outcome.map_err(|e| e.to_string()),
+            (Ok(()), None) => Err("the change was never run".to_string()),
+        };
+        // A caller that stopped waiting no longer needs the answer.
+        let _ = self.done.send(answer);
+    }
 }
 
 /// Opens (creating if missing) and migrates the database described by `options`.
@@ -122,24 +213,15 @@ pub(crate) enum DirectError {
     Sqlite(#[from] rusqlite::Error),
 }
 
-/// Whether [`in_one_go`] may wait for another process's write lock.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LockWait {
-    /// Wait up to the busy timeout: the caller has a thread of its own.
-    Wait,
-    /// Give up at once and answer `None`: the caller is on a runtime
-    /// thread, and has a general path that waits elsewhere.
-    GiveUp,
-}
-
 /// Runs `work` as one transaction on the write connection's own handle, on
-/// the calling thread. Through `sqlx` every statement is a round trip to the
-/// connection's thread, and the transaction holds the one write connection
-/// across all of them; here it holds it for one. `work` answers `None` to
-/// roll back and decline, and so does a held lock under [`LockWait::GiveUp`].
+/// the calling thread (a store without the embedded bus has no [`Jobs`]).
+/// Through `sqlx` every statement is a round trip to the connection's
+/// thread, and the transaction holds the one write connection across all of
+/// them; here it holds it for one. `work` answers `None` to roll back and
+/// decline, and so does a write lock held elsewhere: the caller is on a
+/// runtime thread, and has a general path that waits elsewhere.
 pub(crate) async fn in_one_go<T>(
     write: &SqlitePool,
-    wait: LockWait,
     work: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<Option<T>>,
 ) -> Result<Option<T>, DirectError> {
     let mut conn = write.acquire().await?;
@@ -148,11 +230,9 @@ pub(crate) async fn in_one_go<T>(
     // thread alone until it is dropped, after `db`; `from_handle` does not
     // close it, and every transaction begun here ends here.
     let db = unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) }?;
-    if wait == LockWait::GiveUp {
-        db.busy_timeout(Duration::ZERO)?;
-    }
+    db.busy_timeout(Duration::ZERO)?;
     let outcome = match db.execute_batch("BEGIN IMMEDIATE") {
-        Err(error) if wait == LockWait::GiveUp && is_busy(&error) => Ok(None),
+        Err(error) if is_busy(&error) => Ok(None),
         Err(error) => Err(error),
         Ok(()) => match work(&db) {
             Ok(Some(done)) => db.execute_batch("COMMIT").map(|()| Some(done)),
@@ -166,9 +246,7 @@ pub(crate) async fn in_one_go<T>(
     }
     // After a commit the outcome stands whatever happens here: a failure to
     // restore the timeout is logged, never reported as the transaction's.
-    if wait == LockWait::GiveUp
-        && let Err(error) = db.busy_timeout(BUSY_TIMEOUT)
-    {
+    if let Err(error) = db.busy_timeout(BUSY_TIMEOUT) {
         tracing::warn!(%error, "cannot restore the SQLite busy timeout");
     }
     drop(db);
