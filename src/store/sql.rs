@@ -913,6 +913,22 @@ mod tests {
         store.close().await;
     }
 
+    /// Runs `test` on the store the embedded bus opens beside it, whose
+    /// usual claim and record go to the bus writer as jobs.
+    async fn on_embedded<F, Fut>(test: F)
+    where
+        F: FnOnce(SqlStore) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, store) = crate::bus::embedded::open_embedded(dir.path())
+            .await
+            .unwrap();
+        assert!(store.jobs().is_some());
+        test(store).await;
+        bus.close().await;
+    }
+
     /// Runs `test` on a fresh database `waybill_test_<random>`, dropped afterwards
     /// even when the test fails.
     async fn on_postgres<F, Fut>(test: F)
@@ -952,13 +968,21 @@ mod tests {
     }
 
     /// Declares each scenario as one test per backend.
-    macro_rules! on_both_backends {
+    macro_rules! on_every_backend {
         ($($scenario:ident),* $(,)?) => {
             mod sqlite {
                 $(
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                     async fn $scenario() {
                         super::on_sqlite(super::$scenario).await;
+                    }
+                )*
+            }
+            mod embedded {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $scenario() {
+                        super::on_embedded(super::$scenario).await;
                     }
                 )*
             }
@@ -973,7 +997,7 @@ mod tests {
         };
     }
 
-    on_both_backends!(
+    on_every_backend!(
         claim_answers_for_every_state,
         a_lapsed_lease_on_a_sent_key_means_review_not_resend,
         a_key_left_reserved_is_taken_over_once_its_lease_lapsed,
