@@ -1013,24 +1013,48 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn rows_stored_one_message_each_are_still_read() {
+    async fn a_log_written_before_batches_is_migrated_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let bus = open(dir.path()).await;
+        let file = dir.path().join(DATABASE_FILE);
+        // The schema as it was before batches: the first three migrations.
+        let before = dir.path().join("before");
+        std::fs::create_dir(&before).unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        for name in ["0001_store.sql", "0002_bus.sql", "0003_bus_log.sql"] {
+            std::fs::copy(shipped.join(name), before.join(name)).unwrap();
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&file)
+            .create_if_missing(true);
+        let old = SqlitePool::connect_with(options).await.unwrap();
+        sqlx::migrate::Migrator::new(before.as_path())
+            .await
+            .unwrap()
+            .run(&old)
+            .await
+            .unwrap();
         let payload = vec![b'x'; 2000];
         let compressed = lz4_flex::compress_prepend_size(&payload);
         for (seq, stored, encoding) in [(0, payload.clone(), RAW), (1, compressed, LZ4)] {
             sqlx::query(
-                "INSERT INTO bus_batches (topic, seq, msg_key, headers, payload, encoding, appended_at) \
+                "INSERT INTO bus_messages (topic, seq, msg_key, headers, payload, encoding, appended_at) \
                  VALUES ('old', $1, $2, '{\"h\":\"v\"}', $3, $4, 'then')",
             )
             .bind(seq)
             .bind(format!("k{seq}"))
             .bind(stored)
             .bind(encoding)
-            .execute(&bus.inner.pools.write)
+            .execute(&old)
             .await
             .unwrap();
         }
+        sqlx::query("INSERT INTO bus_topics VALUES ('old', 2)")
+            .execute(&old)
+            .await
+            .unwrap();
+        old.close().await;
+
+        let bus = open(dir.path()).await;
         let records = bus.read("old", 0, 10).await.unwrap();
         assert_eq!(records.len(), 2);
         for (seq, record) in records.iter().enumerate() {
@@ -1040,6 +1064,16 @@ mod tests {
             assert_eq!(record.message.payload, payload);
         }
         assert_eq!(bus.read("old", 1, 10).await.unwrap()[0].offset, 1);
+        // New messages follow, in a batch row.
+        assert_eq!(bus.publish("old", message("k2", b"new")).await.unwrap(), 2);
+        let keys: Vec<String> = bus
+            .read("old", 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.message.key)
+            .collect();
+        assert_eq!(keys, ["k0", "k1", "k2"]);
     }
 
     #[test]
