@@ -82,8 +82,9 @@ const MAX_DECODED: usize = 256 * 1024 * 1024;
 const DEAD_LETTER_PREFIX: &str = "dlq.";
 
 /// Opens the embedded bus and the store on `<data_dir>/waybill.db`, creating
-/// the directory and the database and running migrations. Both share the one
-/// writer connection, so their writes never fight over SQLite's write lock.
+/// the directory and the database and running migrations. The bus writer
+/// owns a connection of its own, and the store's frequent changes go to it
+/// too, so the two seldom wait for each other's write lock.
 pub async fn open_embedded(data_dir: &Path) -> Result<(EmbeddedBus, SqlStore), BusError> {
     open_with(data_dir, RECHECK).await
 }
@@ -317,6 +318,18 @@ impl EmbeddedBus {
     ) -> Result<Option<i64>, BusError> {
         let headers = serde_json::to_string(&message.headers)
             .map_err(|e| BusError::Storage(format!("cannot encode headers: {e}")))?;
+        // A frame gives each part a 32-bit length.
+        for (part, len) in [
+            ("key", message.key.len()),
+            ("headers", headers.len()),
+            ("payload", message.payload.len()),
+        ] {
+            if u32::try_from(len).is_err() {
+                return Err(BusError::Storage(format!(
+                    "message {part} of {len} bytes is too large for the embedded bus"
+                )));
+            }
+        }
         let (done, answer) = oneshot::channel();
         self.send(WriteOp::Append {
             topic: topic.to_string(),
@@ -345,8 +358,7 @@ fn frame<'a>(messages: impl Iterator<Item = (&'a str, &'a str, &'a [u8])>) -> Ve
     let mut out = Vec::new();
     for (key, headers, payload) in messages {
         for part in [key.as_bytes(), headers.as_bytes(), payload] {
-            // A part of 4 GiB or more never gets here: the webhook body limit
-            // and the writer's batch bound keep parts far smaller.
+            // `append` turns away parts of 4 GiB or more.
             out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_le_bytes());
             out.extend_from_slice(part);
         }

@@ -44,8 +44,10 @@ pub(crate) enum OpenError {
 /// The connections to one SQLite file.
 #[derive(Clone)]
 pub(crate) struct SqlitePools {
-    /// Exactly one connection: every write in the process goes through it, so
-    /// writers queue in the pool instead of fighting over SQLite's lock.
+    /// Exactly one connection, so writers queue in the pool instead of
+    /// fighting over SQLite's lock. With the embedded bus, the frequent
+    /// writes go to its writer's own connection instead, and this one takes
+    /// the rest (first statements that write, so a busy lock is waited for).
     pub write: SqlitePool,
     pub read: SqlitePool,
 }
