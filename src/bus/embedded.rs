@@ -782,6 +782,10 @@ fn append_all(
     now: &str,
 ) -> Result<Vec<Option<i64>>, rusqlite::Error> {
     use rusqlite::params;
+    // A commit of store jobs alone prepares nothing here.
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
     // Deliveries first: an append whose delivery id is already recorded
     // (before, or earlier in this batch) is dropped.
     let mut remember = db.prepare(
