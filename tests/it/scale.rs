@@ -321,11 +321,14 @@ async fn two_instances_survive_kill_9_and_keep_each_order_in_order() {
         .expect("open backends");
     // A key the killed instance had sent stays `sent` while its lease lasts
     // (the owner's answer might still come); then a redelivery finds the
-    // lease lapsed and sends it to review. Nothing stays in between.
+    // lease lapsed and sends it to review. Nothing stays in between, and
+    // every acknowledged order gets there: the wait above can end while a
+    // member sits idle in a rebalance.
     let store = backends.store.clone();
+    let wanted = &references;
     let bookings: HashMap<String, waybill::store::Booking> = eventually(
         Duration::from_secs(150),
-        "keys sent by the killed instance to go to review once their lease lapsed",
+        "every acknowledged order to be booked or in review, keys sent by the killed instance once their lease lapsed",
         || {
             let store = store.clone();
             async move {
@@ -340,7 +343,8 @@ async fn two_instances_survive_kill_9_and_keep_each_order_in_order() {
                 let unsettled = bookings
                     .values()
                     .any(|b| matches!(b.status, BookingStatus::Sent | BookingStatus::Reserved));
-                (!unsettled).then_some(bookings)
+                let all_there = wanted.values().all(|r| bookings.contains_key(r));
+                (!unsettled && all_there).then_some(bookings)
             }
         },
     )
