@@ -354,8 +354,14 @@ impl EmbeddedBus {
 
 /// Lays out messages one after another, each as its key, its headers and
 /// its payload, each of the three preceded by its length (u32, little-endian).
-fn frame<'a>(messages: impl Iterator<Item = (&'a str, &'a str, &'a [u8])>) -> Vec<u8> {
-    let mut out = Vec::new();
+fn frame<'a>(messages: impl Iterator<Item = (&'a str, &'a str, &'a [u8])> + Clone) -> Vec<u8> {
+    // Sized once: the writer lays out some 100 KB per row, and growing the
+    // buffer would copy it over again.
+    let len = messages
+        .clone()
+        .map(|(key, headers, payload)| 12 + key.len() + headers.len() + payload.len())
+        .sum();
+    let mut out = Vec::with_capacity(len);
     for (key, headers, payload) in messages {
         for part in [key.as_bytes(), headers.as_bytes(), payload] {
             // `append` turns away parts of 4 GiB or more.
