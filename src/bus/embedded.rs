@@ -794,7 +794,7 @@ fn append_all(
     }
     // Deliveries first: an append whose delivery id is already recorded
     // (before, or earlier in this batch) is dropped.
-    let mut remember = db.prepare(
+    let mut remember = db.prepare_cached(
         "INSERT INTO webhook_deliveries (source, account, delivery_id, received_at) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT (source, account, delivery_id) DO NOTHING",
     )?;
@@ -814,7 +814,7 @@ fn append_all(
     }
     // Offsets are handed out from `bus_topics` inside the transaction (not
     // from memory), so another process appending to the same file stays in step.
-    let mut reserve = db.prepare(
+    let mut reserve = db.prepare_cached(
         "INSERT INTO bus_topics (topic, next_offset) VALUES (?1, ?2) \
          ON CONFLICT (topic) DO UPDATE SET next_offset = bus_topics.next_offset + ?2 RETURNING next_offset",
     )?;
@@ -823,7 +823,7 @@ fn append_all(
         let end: i64 = reserve.query_row(params![topic, count], |row| row.get(0))?;
         next.insert((*topic).to_string(), end - count);
     }
-    let mut commit = db.prepare(
+    let mut commit = db.prepare_cached(
         "INSERT INTO bus_offsets (topic, group_name, partition, next_offset, updated_at) \
          VALUES (?1, ?2, 0, ?3, ?4) ON CONFLICT (topic, group_name, partition) \
          DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at",
@@ -852,7 +852,7 @@ fn append_all(
             }
         }
     }
-    let mut insert = db.prepare(
+    let mut insert = db.prepare_cached(
         "INSERT INTO bus_batches (topic, seq, messages, msg_key, headers, payload, encoding, appended_at) \
          VALUES (?1, ?2, ?3, '', '', ?4, ?5, ?6)",
     )?;

@@ -184,8 +184,18 @@ fn body_digest(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
-/// The order id as exact text (ids exceed 2^53, so never through f64).
-fn order_id(body: &[u8], path: &str) -> Result<String, String> {
+/// The order id at `path` in `body`, as exact text (ids exceed 2^53, so
+/// never through f64); an error when the body is not one JSON value or
+/// holds no usable id.
+pub fn order_id(body: &[u8], path: &str) -> Result<String, String> {
+    // `serde_json` does not check the UTF-8 of strings it skips, and the
+    // pipeline would refuse such a body later; refusing it here answers 400.
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(format!(
+            "body is not UTF-8 JSON: invalid byte at {}",
+            e.valid_up_to()
+        ));
+    }
     let found = match top_level_field(path) {
         // The usual `$.id`: skim the body for one field without building it.
         Some(field) => {
@@ -243,14 +253,38 @@ impl<'de> serde::de::Visitor<'de> for FieldSeed<'_> {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut found = None;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if key == self.0 && found.is_none() {
+        while let Some(named) = map.next_key_seed(NameIs(self.0))? {
+            if named && found.is_none() {
                 found = Some(map.next_value::<Value>()?);
             } else {
                 map.next_value::<serde::de::IgnoredAny>()?;
             }
         }
         Ok(found)
+    }
+}
+
+/// Whether a member name is the one wanted, compared where it lies in the
+/// body: a name read into a `String` would allocate for every member.
+struct NameIs<'a>(&'a str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for NameIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NameIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<bool, E> {
+        Ok(name == self.0)
     }
 }
 
@@ -306,6 +340,17 @@ mod tests {
             "the rest is still checked"
         );
         assert!(order_id(br#"{"id":1} trailing"#, "$.id").is_err());
+        assert_eq!(order_id(br#"{"id":-42}"#, "$.id").unwrap(), "-42");
+        assert_eq!(order_id(br#"{"id":" g\u0037 "}"#, "$.id").unwrap(), "g7");
+        assert_eq!(order_id(br#"{"\u0069d":7,"id":8}"#, "$.id").unwrap(), "7");
+        assert!(
+            order_id(b"{\"id\":1,\"x\":\"\xff\"}", "$.id").is_err(),
+            "a skipped string is still UTF-8"
+        );
+        assert!(order_id(br#"{"id":"  "}"#, "$.id").is_err());
+        assert!(order_id(br#"{"id":1e3}"#, "$.id").is_err());
+        assert!(order_id(br#"{"id":99999999999999999999}"#, "$.id").is_err());
+        assert!(order_id(br#"{"id":null}"#, "$.id").is_err());
         assert_eq!(
             order_id(br#"{"order":{"id":5}}"#, "$.order.id").unwrap(),
             "5"

@@ -255,7 +255,7 @@ fn execute_numbered<P: ToSql>(
     sql: &str,
     values: &[P],
 ) -> rusqlite::Result<usize> {
-    let mut statement = conn.prepare(sql)?;
+    let mut statement = conn.prepare_cached(sql)?;
     for (number, value) in values.iter().enumerate() {
         let name = format!("${}", number + 1);
         let index = statement
