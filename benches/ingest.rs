@@ -1,14 +1,17 @@
-//! Webhook ingest throughput: signed ~5 KB Shopify orders into waybill on the
-//! embedded bus (and, given `--kafka HOST:PORT`, on Kafka + PostgreSQL),
-//! against a bare axum handler that only reads the body, in the same run and
-//! with the same load generator.
+//! Webhook ingest throughput: signed Shopify orders of about 5 KB into
+//! waybill on the embedded bus (and, given `--kafka HOST:PORT`, on Kafka +
+//! PostgreSQL), against a bare axum handler that only reads the body, in the
+//! same run and with the same load generator. A third handler does waybill's
+//! checks (signature, order id, JSON) and answers without the bus, to show
+//! what storing costs apart from checking.
 //!
 //! ```sh
-//! cargo bench --bench ingest -- --seconds 10 --connections 64 [--kafka HOST:PORT]
+//! cargo bench --bench ingest -- --seconds 10 --connections 64 [--kafka HOST:PORT] [--sample order-cod.json]
 //! ```
 
 mod support;
 
+use axum::http::{HeaderMap, StatusCode};
 use std::time::Duration;
 use support::*;
 
@@ -16,37 +19,38 @@ use support::*;
 async fn main() {
     let seconds = arg("--seconds", 10);
     let connections = arg("--connections", 64) as usize;
+    // The one-item sample is about 5 KB once varied; `order-cod.json`, with
+    // two items, about 7 KB.
+    let sample = text_arg("--sample", "order-prepaid.json");
     let duration = Duration::from_secs(seconds);
     // Bodies are signed up front: the load generator should not spend the
     // CPU the servers are measured on.
     let bodies: std::sync::Arc<Vec<(Vec<u8>, String)>> = std::sync::Arc::new(
         (0..1024)
-            .map(order)
+            .map(|i| order_from(&sample, i))
             .map(|body| {
                 let signature = sign(&body);
                 (body, signature)
             })
             .collect(),
     );
-    let size = bodies[0].0.len();
+    let size = bodies.iter().map(|(body, _)| body.len()).sum::<usize>() / bodies.len();
 
-    // Baseline: a bare axum handler on loopback.
+    let path = "/webhooks/shopify/{account}";
     let bare = axum::Router::new().route(
-        "/webhooks/shopify/{account}",
+        path,
         axum::routing::post(|body: axum::body::Bytes| async move {
             if body.is_empty() { "empty" } else { "ok" }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let bare_addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, bare).await });
+    let checks = axum::Router::new().route(path, axum::routing::post(check_only));
+    let bare_url = serve(bare).await;
+    let checks_url = serve(checks).await;
 
-    let run = |url: String| {
+    let run = |url: String, seconds: Duration| {
         let bodies = bodies.clone();
         async move {
-            load(&url, connections, duration, 10_000_000, move |i| {
+            load(&url, connections, seconds, 10_000_000, move |i| {
                 let (body, signature) = &bodies[(i % 1024) as usize];
                 let headers = shopify_headers(signature, "orders/create", i);
                 (body.clone(), headers)
@@ -54,11 +58,18 @@ async fn main() {
             .await
         }
     };
-    let bare_url = format!("http://{bare_addr}/webhooks/shopify/shopify-main");
+    // The first seconds of a process run slower (allocator, page faults,
+    // connection set-up): a bare warm-up that is not counted.
+    println!("warm-up:");
+    run(bare_url.clone(), Duration::from_secs(3)).await;
     // Each subject runs between two bare runs and is compared with their
     // mean: the broker of a Kafka run keeps some CPU busy after it.
-    let mut bare_runs = vec![run(bare_url.clone()).await];
+    println!("bare, then each subject followed by bare:");
+    let mut bare_runs = vec![run(bare_url.clone(), duration).await];
     let mut subjects = Vec::new();
+    let rps = run(checks_url, duration).await;
+    bare_runs.push(run(bare_url.clone(), duration).await);
+    subjects.push(("checks only, no bus", rps, around(&bare_runs)));
     for backend in std::iter::once(Backend::Embedded).chain(kafka_backend()) {
         // Subject: waybill with no pipelines, so only ingest runs.
         let dir = tempfile::tempdir().expect("tempdir");
@@ -73,18 +84,20 @@ async fn main() {
         );
         let (stop, task) = start_waybill(&dir.path().join("waybill.yaml")).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let rps = run(format!(
-            "http://127.0.0.1:{port}/webhooks/shopify/shopify-main"
-        ))
+        let rps = run(
+            format!("http://127.0.0.1:{port}/webhooks/shopify/shopify-main"),
+            duration,
+        )
         .await;
         let _ = stop.send(());
         let _ = task.await;
         drop_backend(&backend);
-        bare_runs.push(run(bare_url.clone()).await);
-        let around = &bare_runs[bare_runs.len() - 2..];
-        subjects.push((backend.label(), rps, (around[0] + around[1]) / 2.0));
+        bare_runs.push(run(bare_url.clone(), duration).await);
+        subjects.push((backend.label(), rps, around(&bare_runs)));
     }
-    println!("ingest: body {size} bytes, {connections} connections, {seconds} s per run");
+    println!(
+        "ingest: {sample}, bodies of {size} bytes on average, {connections} connections, {seconds} s per run"
+    );
     let runs: Vec<String> = bare_runs.iter().map(|r| format!("{r:.0}")).collect();
     println!("bare axum handler runs: {} req/s", runs.join(", "));
     for (label, rps, bare) in subjects {
@@ -92,5 +105,41 @@ async fn main() {
             "waybill ingest ({label}): {rps:.0} req/s against {bare:.0} bare: ratio {:.2}",
             rps / bare
         );
+    }
+}
+
+/// The mean of the last two bare runs, the ones around the latest subject.
+fn around(bare_runs: &[f64]) -> f64 {
+    let last = &bare_runs[bare_runs.len().saturating_sub(2)..];
+    last.iter().sum::<f64>() / last.len() as f64
+}
+
+/// Serves `app` on a loopback port; returns the webhook URL.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/webhooks/shopify/shopify-main")
+}
+
+/// What waybill checks before a webhook goes to the bus: the signature, and
+/// that the body is JSON with an order id. Answers without storing anything.
+async fn check_only(headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+    use waybill::connector::{SignatureAlgorithm, SignatureEncoding, SignatureSpec};
+    let spec = SignatureSpec {
+        header: "X-Shopify-Hmac-Sha256".into(),
+        algorithm: SignatureAlgorithm::HmacSha256,
+        encoding: SignatureEncoding::Base64,
+        secret: "webhook_secret".into(),
+    };
+    let signed = headers
+        .get(spec.header.as_str())
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|sig| waybill::sources::webhook::verify(&spec, SECRET.as_bytes(), &body, sig));
+    match (signed, waybill::sources::webhook::order_id(&body, "$.id")) {
+        (true, Ok(_)) => StatusCode::OK,
+        _ => StatusCode::BAD_REQUEST,
     }
 }

@@ -190,11 +190,17 @@ pub fn free_port() -> u16 {
         .expect("port")
 }
 
-/// A Shopify order of about 7 KB, distinct for every `i` and the same on every run.
+/// A cash-on-delivery Shopify order with two line items, about 7 KB,
+/// distinct for every `i` and the same on every run.
 pub fn order(i: u64) -> Vec<u8> {
+    order_from("order-cod.json", i)
+}
+
+/// [`order`] drawn from another sample under `samples/shopify/`.
+pub fn order_from(sample: &str, i: u64) -> Vec<u8> {
     use rand::SeedableRng;
     let mut order: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(repo().join("samples/shopify/order-cod.json")).expect("sample"),
+        &std::fs::read(repo().join("samples/shopify").join(sample)).expect("sample"),
     )
     .expect("json");
     // Real orders differ in ids, tokens, people, addresses, items and
@@ -458,6 +464,16 @@ pub fn shopify_headers(signature: &str, topic: &str, id: u64) -> Vec<(String, St
 /// Signs as Shopify does.
 pub fn sign(body: &[u8]) -> String {
     waybill::sources::shopify::sign(SECRET.as_bytes(), body)
+}
+
+/// `--name VALUE` style argument with a default.
+pub fn text_arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
 }
 
 /// `--seconds N` style argument with a default.
