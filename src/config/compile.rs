@@ -140,7 +140,7 @@ impl Compiler<'_> {
         };
         let data_dir = base_dir.join(raw.data_dir.as_ref().map_or("./data", |d| d.value.as_str()));
         let (bus, kafka_at) = self.bus(path, &raw);
-        let store = self.store(path, &raw, &data_dir, kafka_at);
+        let store = self.store(path, &raw, &base_dir, &data_dir, kafka_at);
         let http = self.http(path, &raw);
 
         let mut connectors = BTreeMap::new();
@@ -245,19 +245,30 @@ impl Compiler<'_> {
         &mut self,
         file: &Path,
         raw: &RawConfig,
+        base_dir: &Path,
         data_dir: &Path,
         kafka_at: Option<(usize, usize)>,
     ) -> StoreSettings {
         let url = raw.store.as_ref().and_then(|s| s.url.as_ref());
+        let shared = data_dir.join(crate::bus::embedded::DATABASE_FILE);
         let resolved = match url {
             Some(url) => {
                 let known = ["sqlite://", "postgres://", "postgresql://"];
                 if !known.iter().any(|scheme| url.value.starts_with(scheme)) {
                     self.report(file, url.line, url.column, format!("store url `{}` is not supported: expected `sqlite://PATH` or `postgres://…`", url.value));
                 }
+                // The embedded bus keeps the store in its own database, so
+                // that append and dedupe are one transaction (DESIGN §8): a
+                // SQLite file of its own would be silently unused.
+                if let (None, Some(named)) = (kafka_at, url.value.strip_prefix("sqlite://")) {
+                    let named = named.split('?').next().unwrap_or_default();
+                    if base_dir.join(named) != shared {
+                        self.report(file, url.line, url.column, format!("with the embedded bus the store is kept in the bus's database, `{}`: remove `store.url`, or set it to a postgres:// URL", shared.display()));
+                    }
+                }
                 url.value.clone()
             }
-            None => format!("sqlite://{}", data_dir.join("waybill.db").display()),
+            None => format!("sqlite://{}", shared.display()),
         };
         if let Some((line, column)) = kafka_at
             && !(resolved.starts_with("postgres://") || resolved.starts_with("postgresql://"))
@@ -1062,6 +1073,29 @@ mod tests {
             "bus: { kind: kafka, brokers: 'k:9092' }\nstore: { url: 'sqlite://x.db' }\n",
         )]);
         assert_eq!(positions(&tree.problems()), vec![("waybill.yaml", 2, 15)]);
+    }
+
+    #[test]
+    fn embedded_bus_with_another_sqlite_file_is_rejected() {
+        let tree = Tree::new(&[(
+            "waybill.yaml",
+            "data_dir: ./d\nstore: { url: 'sqlite://other.db' }\n",
+        )]);
+        let problems = tree.problems();
+        assert_eq!(positions(&problems), vec![("waybill.yaml", 2, 15)]);
+        assert!(
+            problems[0].3.contains("remove `store.url`"),
+            "{}",
+            problems[0].3
+        );
+        // Naming the file it uses anyway, or PostgreSQL, is fine.
+        for url in ["sqlite://d/waybill.db", "postgres://db/w"] {
+            let tree = Tree::new(&[(
+                "waybill.yaml",
+                &*format!("data_dir: ./d\nstore: {{ url: '{url}' }}\n"),
+            )]);
+            assert!(tree.load().is_ok(), "{url}");
+        }
     }
 
     #[test]

@@ -67,7 +67,9 @@ pub enum BusKind {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
-    /// `sqlite://PATH` or `postgres://…`. Default `sqlite://<data_dir>/waybill.db`.
+    /// `postgres://…`, or the default `sqlite://<data_dir>/waybill.db`: the
+    /// embedded bus keeps the store in its own database, so no other SQLite
+    /// file may be named, and Kafka needs PostgreSQL.
     pub url: Option<Located<String>>,
 }
 
