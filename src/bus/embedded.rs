@@ -554,6 +554,13 @@ impl Bus for EmbeddedBus {
             .map_err(|e| storage_error(&e))
     }
 
+    /// Stops the writer after what it was given, and closes the
+    /// database: the last connection to close checkpoints and removes the
+    /// WAL, so a stopped waybill leaves one file.
+    async fn close(&self) {
+        EmbeddedBus::close(self).await;
+    }
+
     async fn check(&self) -> Result<(), BusError> {
         if self.inner.writer.is_closed() {
             return Err(BusError::Closed);

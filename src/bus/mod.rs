@@ -43,6 +43,9 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Whether the bus can take a write right now (`/readyz`).
     async fn check(&self) -> Result<(), BusError>;
+
+    /// Releases the bus at shutdown, once nothing uses it any more.
+    async fn close(&self) {}
 }
 
 /// One consumer-group member reading one topic.

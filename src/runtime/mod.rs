@@ -117,7 +117,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let backends = open_backends(&config).await?;
-    run_with(Arc::new(config), backends, listener, shutdown).await
+    let bus = backends.bus.clone();
+    let ran = run_with(Arc::new(config), backends, listener, shutdown).await;
+    bus.close().await;
+    ran
 }
 
 /// [`run`] on backends the caller opened (tests keep handles to inspect them).
@@ -253,5 +256,36 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stopped_waybill_leaves_its_database_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("waybill.yaml");
+        std::fs::write(
+            &file,
+            "data_dir: ./data\nhttp: { listen: '127.0.0.1:0' }\naccounts: {}\n",
+        )
+        .expect("config");
+        let config = crate::config::load(&file).expect("config loads");
+        let listener = bind(&config).await.expect("bind");
+        run(
+            config,
+            listener,
+            tokio::time::sleep(Duration::from_millis(300)),
+        )
+        .await
+        .expect("runs and stops");
+        let data = dir.path().join("data");
+        assert!(data.join("waybill.db").exists());
+        assert!(
+            !data.join("waybill.db-wal").exists(),
+            "the WAL was checkpointed and removed"
+        );
     }
 }
