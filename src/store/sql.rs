@@ -183,29 +183,24 @@ fn db(error: sqlx::Error) -> StoreError {
 type Param<'a> = dyn ToSql + Sync + 'a;
 
 /// Runs `change` and, when it changed exactly one row, the audit row
-/// `audit` (bound to [`INSERT_AUDIT`]), as one transaction on SQLite's write
-/// connection: in the embedded bus writer's next group commit when there is
-/// one ([`Jobs`]), else on the calling thread ([`sqlite::in_one_go`]).
-/// `false` when it changed nothing, or (without a writer) another process
-/// holds the write lock: the caller takes its general path.
+/// `audit` (bound to [`INSERT_AUDIT`]), as one transaction in the embedded
+/// bus writer's next group commit. `false` when it changed nothing, or when
+/// the store has no writer (a SQLite store opened on its own, which only
+/// tests do): the caller takes its general path.
 async fn change_in_one_go(
-    write: &SqlitePool,
     jobs: Option<&Jobs>,
     change: &'static str,
     values: &[&Param<'_>],
     audit: &[&Param<'_>],
 ) -> Result<bool, StoreError> {
-    let changed = match jobs {
-        Some(jobs) => {
-            let (values, audit) = (owned(values)?, owned(audit)?);
-            jobs.run(move |conn| change_and_audit(conn, change, &values, &audit))
-                .await
-                .map_err(StoreError::Database)?
-        }
-        None => sqlite::in_one_go(write, |conn| change_and_audit(conn, change, values, audit))
-            .await
-            .map_err(|e| StoreError::Database(e.to_string()))?,
+    let Some(jobs) = jobs else {
+        return Ok(false);
     };
+    let (values, audit) = (owned(values)?, owned(audit)?);
+    let changed = jobs
+        .run(move |conn| change_and_audit(conn, change, &values, &audit))
+        .await
+        .map_err(StoreError::Database)?;
     Ok(changed.is_some())
 }
 
@@ -485,7 +480,7 @@ impl Store for SqlStore {
         let key_text = key.to_string();
         let sequence = i64::from(key.sequence);
         let detail = format!("owner {owner}");
-        if let Backend::Sqlite { write, jobs, .. } = &self.backend {
+        if let Backend::Sqlite { jobs, .. } = &self.backend {
             // The usual case, a key never claimed, in one go; every other
             // case takes the general path below.
             let values: [&Param<'_>; 9] = [
@@ -500,7 +495,7 @@ impl Store for SqlStore {
                 &now,
             ];
             let audit: [&Param<'_>; 5] = [&key_text, &"sent", &message_id, &detail, &now];
-            if change_in_one_go(write, jobs.as_ref(), CLAIM_NEW, &values, &audit).await? {
+            if change_in_one_go(jobs.as_ref(), CLAIM_NEW, &values, &audit).await? {
                 return Ok(Reservation::Acquired);
             }
         }
@@ -607,7 +602,7 @@ impl Store for SqlStore {
             "tracking number {} at {} ({})",
             result.tracking_number, result.courier, result.account
         );
-        if let Backend::Sqlite { write, jobs, .. } = &self.backend {
+        if let Backend::Sqlite { jobs, .. } = &self.backend {
             // The usual case, a `sent` key, in one go; anything else (a
             // repeated record, a refused transition) takes the general path.
             let values: [&Param<'_>; 9] = [
@@ -622,7 +617,7 @@ impl Store for SqlStore {
                 &now,
             ];
             let audit: [&Param<'_>; 5] = [&key_text, &"booked", &message_id, &detail, &now];
-            if change_in_one_go(write, jobs.as_ref(), MARK_BOOKED, &values, &audit).await? {
+            if change_in_one_go(jobs.as_ref(), MARK_BOOKED, &values, &audit).await? {
                 return Ok(());
             }
         }

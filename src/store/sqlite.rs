@@ -206,60 +206,6 @@ async fn checkpoint_once(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Why a transaction on the connection's own handle failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum DirectError {
-    #[error("{0}")]
-    Pool(#[from] sqlx::Error),
-    #[error("{0}")]
-    Sqlite(#[from] rusqlite::Error),
-}
-
-/// Runs `work` as one transaction on the write connection's own handle, on
-/// the calling thread (a store without the embedded bus has no [`Jobs`]).
-/// Through `sqlx` every statement is a round trip to the connection's
-/// thread, and the transaction holds the one write connection across all of
-/// them; here it holds it for one. `work` answers `None` to roll back and
-/// decline, and so does a write lock held elsewhere: the caller is on a
-/// runtime thread, and has a general path that waits elsewhere.
-pub(crate) async fn in_one_go<T>(
-    write: &SqlitePool,
-    work: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<Option<T>>,
-) -> Result<Option<T>, DirectError> {
-    let mut conn = write.acquire().await?;
-    let mut locked = conn.lock_handle().await?;
-    // SAFETY: the handle is a live connection that `locked` keeps to this
-    // thread alone until it is dropped, after `db`; `from_handle` does not
-    // close it, and every transaction begun here ends here.
-    let db = unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) }?;
-    db.busy_timeout(Duration::ZERO)?;
-    let outcome = match db.execute_batch("BEGIN IMMEDIATE") {
-        Err(error) if is_busy(&error) => Ok(None),
-        Err(error) => Err(error),
-        Ok(()) => match work(&db) {
-            Ok(Some(done)) => db.execute_batch("COMMIT").map(|()| Some(done)),
-            Ok(None) => db.execute_batch("ROLLBACK").map(|()| None),
-            Err(error) => Err(error),
-        },
-    };
-    if outcome.is_err() && !db.is_autocommit() {
-        // Whatever failed, the connection goes back to the pool outside a transaction.
-        let _ = db.execute_batch("ROLLBACK");
-    }
-    // After a commit the outcome stands whatever happens here: a failure to
-    // restore the timeout is logged, never reported as the transaction's.
-    if let Err(error) = db.busy_timeout(BUSY_TIMEOUT) {
-        tracing::warn!(%error, "cannot restore the SQLite busy timeout");
-    }
-    drop(db);
-    drop(locked);
-    Ok(outcome?)
-}
-
-fn is_busy(error: &rusqlite::Error) -> bool {
-    error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
