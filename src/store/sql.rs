@@ -179,7 +179,7 @@ fn db(error: sqlx::Error) -> StoreError {
     StoreError::Database(error.to_string())
 }
 
-/// A value bound to a statement run on SQLite's own handle.
+/// A value bound to a statement that the bus writer runs through `rusqlite`.
 type Param<'a> = dyn ToSql + Sync + 'a;
 
 /// Runs `change` and, when it changed exactly one row, the audit row
