@@ -186,6 +186,8 @@ struct RawConnector {
     webhook: Option<Spanned<RawWebhook>>,
     callback: Option<RawCallback>,
     statuses: Option<Spanned<RawStatuses>>,
+    /// `rate_limit: { per_account: { requests: 10, per: 1s } }`, where a
+    /// courier documents one: bookings wait for a slot before they are sent.
     rate_limit: Option<RawRateLimit>,
 }
 
@@ -319,7 +321,9 @@ struct RawRateLimit {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRate {
+    /// Requests allowed at once, and per `per` at the steady rate.
     requests: u32,
+    /// A duration such as `1s` or `1m`.
     per: String,
 }
 

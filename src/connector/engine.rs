@@ -15,6 +15,7 @@
 //! ```
 
 use super::classify::{default_class, parse_retry_after, send_error_class};
+use super::pacing::Pacing;
 use super::target::{build_url, resolve_base};
 use super::{Connector, CourierError, Operation, PreparedRequest, redact_text};
 use crate::config::Account;
@@ -47,11 +48,26 @@ pub struct Engine {
     http: reqwest::Client,
     /// Base URL of waybill's own HTTP server, for `waybill:` base URLs.
     self_base: String,
+    pacing: Pacing,
 }
 
 impl Engine {
     pub fn new(http: reqwest::Client, self_base: String) -> Self {
-        Engine { http, self_base }
+        Engine {
+            http,
+            self_base,
+            pacing: Pacing::default(),
+        }
+    }
+
+    /// How long to wait before sending `account` another request under its
+    /// connector's `rate_limit` (none: no wait). The slot is taken whether
+    /// or not the caller then sends.
+    pub fn pace(&self, connector: &Connector, account: &Account) -> Duration {
+        connector.rate_limit.map_or(Duration::ZERO, |limit| {
+            self.pacing
+                .reserve(&account.name, limit, std::time::Instant::now())
+        })
     }
 
     /// A client suited to the engine: redirects are not followed, since a

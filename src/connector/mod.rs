@@ -27,6 +27,7 @@
 pub mod classify;
 pub mod definition;
 pub mod engine;
+pub mod pacing;
 pub mod sandbox;
 pub mod target;
 

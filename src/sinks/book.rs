@@ -15,7 +15,7 @@ use crate::connector::{CourierError, Engine};
 use crate::model::{BookingKey, BookingResult, ErrorClass, Shipment};
 use crate::store::{Reservation, Store, StoreError};
 use crate::telemetry::Metrics;
-use crate::telemetry::events::{CourierRequestCompleted, DuplicateSuppressed};
+use crate::telemetry::events::{CourierRequestCompleted, DuplicateSuppressed, RateLimitWaited};
 use backon::{ExponentialBuilder, Retryable};
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
@@ -162,6 +162,17 @@ impl Booker {
                 "the pipeline is closing",
             ));
         };
+        // Paced before the claim too: a key is never `sent` while it waits.
+        let wait = self.engine.pace(connector, account);
+        if !wait.is_zero() {
+            RateLimitWaited {
+                courier: &connector.name,
+                account: &account.name,
+                wait,
+            }
+            .emit(&self.metrics);
+            tokio::time::sleep(wait).await;
+        }
         let reservation = self
             .store
             .claim_booking(&key, &self.owner, lease, message_id, &shipment.reference)
@@ -307,6 +318,7 @@ impl Booker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connector::RateLimit;
     use crate::connector::sandbox::{Sandbox, tests::serve};
     use crate::store::sql::SqlStore;
     use crate::store::{AuditEntry, Booking, BookingStatus};
@@ -449,6 +461,38 @@ mod tests {
                 &slots,
             )
             .await
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_rate_limit_wait_for_their_slot() {
+        let (mut booker, _store, sandbox) = booker(0).await;
+        let config = Arc::get_mut(&mut booker.config).expect("the only handle");
+        let courier = config.accounts["courier-main"].connector.clone();
+        let connector = config.connectors.get_mut(&courier).expect("connector");
+        Arc::get_mut(connector).expect("the only handle").rate_limit = Some(RateLimit {
+            requests: 2,
+            per: Duration::from_millis(600),
+        });
+        let started = Instant::now();
+        for _ in 0..3 {
+            // The second and third are replays, paced all the same.
+            book(&booker).await.unwrap();
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(290),
+            "the third request waited for its slot: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(sandbox.bookings(), 1);
+        let waits = booker
+            .metrics
+            .rate_limit_waits
+            .get_or_create(&crate::telemetry::CourierAccountLabels {
+                courier,
+                account: "courier-main".into(),
+            })
+            .get();
+        assert_eq!(waits, 1);
     }
 
     #[tokio::test]

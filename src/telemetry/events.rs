@@ -2,8 +2,8 @@
 //! matching metric together.
 
 use super::{
-    CourierLabels, CourierLatencyLabels, DeadLetterLabels, DuplicateLabels, Metrics,
-    PipelineLabels, RetryLabels, StageLabels, WebhookLabels,
+    CourierAccountLabels, CourierLabels, CourierLatencyLabels, DeadLetterLabels, DuplicateLabels,
+    Metrics, PipelineLabels, RetryLabels, StageLabels, WebhookLabels,
 };
 use crate::model::ErrorClass;
 use std::time::Duration;
@@ -188,6 +188,31 @@ impl DeadLettered<'_> {
                 pipeline: self.pipeline.to_string(),
                 stage: self.stage.to_string(),
                 error_class: self.class.as_str().to_string(),
+            })
+            .inc();
+    }
+}
+
+/// A courier request waits for its account's rate limit.
+pub struct RateLimitWaited<'a> {
+    pub courier: &'a str,
+    pub account: &'a str,
+    pub wait: Duration,
+}
+
+impl RateLimitWaited<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        tracing::debug!(
+            courier = self.courier,
+            account = self.account,
+            wait_ms = self.wait.as_millis() as u64,
+            "waiting for the courier's rate limit"
+        );
+        metrics
+            .rate_limit_waits
+            .get_or_create(&CourierAccountLabels {
+                courier: self.courier.to_string(),
+                account: self.account.to_string(),
             })
             .inc();
     }

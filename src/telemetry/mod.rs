@@ -38,6 +38,12 @@ pub struct CourierLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CourierAccountLabels {
+    pub courier: String,
+    pub account: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CourierLatencyLabels {
     pub courier: String,
     pub operation: String,
@@ -84,6 +90,7 @@ pub struct Metrics {
     pub events: Family<StageLabels, Counter>,
     pub courier_requests: Family<CourierLabels, Counter>,
     pub courier_latency: Family<CourierLatencyLabels, Histogram, fn() -> Histogram>,
+    pub rate_limit_waits: Family<CourierAccountLabels, Counter>,
     pub retries: Family<RetryLabels, Counter>,
     pub dead_letters: Family<DeadLetterLabels, Counter>,
     pub duplicates: Family<DuplicateLabels, Counter>,
@@ -130,6 +137,12 @@ impl Metrics {
             "Latency of courier API requests",
             courier_latency.clone(),
         );
+        let rate_limit_waits = Family::default();
+        registry.register(
+            "courier_rate_limit_waits",
+            "Courier requests held back by the connector's rate_limit, by courier and account",
+            rate_limit_waits.clone(),
+        );
         let retries = Family::default();
         registry.register(
             "retries",
@@ -167,6 +180,7 @@ impl Metrics {
             events,
             courier_requests,
             courier_latency,
+            rate_limit_waits,
             retries,
             dead_letters,
             duplicates,
