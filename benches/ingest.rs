@@ -128,16 +128,17 @@ async fn serve(app: axum::Router) -> String {
 /// that the body is JSON with an order id. Answers without storing anything.
 async fn check_only(headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
     use waybill::connector::{SignatureAlgorithm, SignatureEncoding, SignatureSpec};
-    let spec = SignatureSpec {
+    static SPEC: std::sync::LazyLock<SignatureSpec> = std::sync::LazyLock::new(|| SignatureSpec {
         header: "X-Shopify-Hmac-Sha256".into(),
         algorithm: SignatureAlgorithm::HmacSha256,
         encoding: SignatureEncoding::Base64,
         secret: "webhook_secret".into(),
-    };
+    });
+    let spec = &*SPEC;
     let signed = headers
         .get(spec.header.as_str())
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|sig| waybill::sources::webhook::verify(&spec, SECRET.as_bytes(), &body, sig));
+        .is_some_and(|sig| waybill::sources::webhook::verify(spec, SECRET.as_bytes(), &body, sig));
     match (signed, waybill::sources::webhook::order_id(&body, "$.id")) {
         (true, Ok(_)) => StatusCode::OK,
         _ => StatusCode::BAD_REQUEST,
