@@ -52,6 +52,17 @@ fn parse_status(s: &str) -> anyhow::Result<BookingStatus> {
 pub async fn run(config_path: &Path, command: BookingsCommand) -> anyhow::Result<i32> {
     let config = super::load_config(config_path)?;
     let backends = crate::runtime::open_backends(&config).await?;
+    let done = execute(&config, &backends, command).await;
+    // Closed on every outcome, so the embedded database is left without its WAL.
+    backends.bus.close().await;
+    done
+}
+
+async fn execute(
+    config: &crate::config::Config,
+    backends: &crate::runtime::Backends,
+    command: BookingsCommand,
+) -> anyhow::Result<i32> {
     match command {
         BookingsCommand::List { status, limit } => {
             let status = status.as_deref().map(parse_status).transpose()?;

@@ -132,10 +132,21 @@ fn one_line(text: &str) -> String {
 pub async fn run(config_path: &Path, command: DlqCommand) -> anyhow::Result<i32> {
     let config = super::load_config(config_path)?;
     let backends = crate::runtime::open_backends(&config).await?;
+    let done = execute(&config, &backends, command).await;
+    // Closed on every outcome, so the embedded database is left without its WAL.
+    backends.bus.close().await;
+    done
+}
+
+async fn execute(
+    config: &crate::config::Config,
+    backends: &crate::runtime::Backends,
+    command: DlqCommand,
+) -> anyhow::Result<i32> {
     let bus = backends.bus.as_ref();
     match command {
         DlqCommand::List { pipeline } => {
-            for (name, topic) in dead_letter_topics(&config, pipeline.as_deref())? {
+            for (name, topic) in dead_letter_topics(config, pipeline.as_deref())? {
                 for record in read_all(bus, &topic).await? {
                     let d: DeadLetter = dead_letter::describe(&record);
                     println!(
@@ -183,7 +194,7 @@ pub async fn run(config_path: &Path, command: DlqCommand) -> anyhow::Result<i32>
                 (Some(id), _) => vec![find(bus, &id).await?],
                 (None, Some(name)) => {
                     let mut all = Vec::new();
-                    for (_, topic) in dead_letter_topics(&config, Some(&name))? {
+                    for (_, topic) in dead_letter_topics(config, Some(&name))? {
                         all.extend(read_all(bus, &topic).await?);
                     }
                     all
