@@ -50,12 +50,10 @@ fn parse_status(s: &str) -> anyhow::Result<BookingStatus> {
 }
 
 pub async fn run(config_path: &Path, command: BookingsCommand) -> anyhow::Result<i32> {
-    let config = super::load_config(config_path)?;
-    let backends = crate::runtime::open_backends(&config).await?;
-    let done = execute(&config, &backends, command).await;
-    // Closed on every outcome, so the embedded database is left without its WAL.
-    backends.bus.close().await;
-    done
+    super::with_backends(config_path, async |config, backends| {
+        execute(config, backends, command).await
+    })
+    .await
 }
 
 async fn execute(

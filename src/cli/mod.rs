@@ -93,3 +93,17 @@ pub fn load_config(path: &Path) -> anyhow::Result<crate::config::Config> {
         )
     })
 }
+
+/// Loads the config at `path`, opens its bus and store, runs `work` on them,
+/// and closes the bus whatever `work` answered, so the embedded database is
+/// left without its WAL.
+pub async fn with_backends(
+    path: &Path,
+    work: impl AsyncFnOnce(&crate::config::Config, &crate::runtime::Backends) -> anyhow::Result<i32>,
+) -> anyhow::Result<i32> {
+    let config = load_config(path)?;
+    let backends = crate::runtime::open_backends(&config).await?;
+    let done = work(&config, &backends).await;
+    backends.bus.close().await;
+    done
+}
