@@ -312,6 +312,9 @@ struct RawStatusDetail {
     sub_status: Option<String>,
 }
 
+/// The longest period a `rate_limit` may name.
+const MAX_RATE_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRateLimit {
@@ -845,14 +848,24 @@ impl Compiler<'_> {
 
     fn rate_limit(&mut self, node: Spanned<RawRate>) -> Option<RateLimit> {
         let per = parse_duration(&node.value.per).filter(|d| !d.is_zero());
-        if per.is_none() {
-            self.at(
+        match per {
+            None => self.at(
                 &node,
                 format!(
                     "rate limit period `{}` is not a duration such as `1s` or `1m`",
                     node.value.per
                 ),
-            );
+            ),
+            // Couriers document limits per second, minute or hour; a longer
+            // period is a typo, and an absurd one could not be scheduled.
+            Some(per) if per > MAX_RATE_PERIOD => self.at(
+                &node,
+                format!(
+                    "rate limit period `{}` is longer than a day: write the limit per second, minute or hour",
+                    node.value.per
+                ),
+            ),
+            Some(_) => {}
         }
         if node.value.requests == 0 {
             self.at(&node, "a rate limit must allow at least one request");
@@ -1116,6 +1129,35 @@ webhook:
                 .message
                 .contains("`nope` is not a declared credential")
         );
+    }
+
+    #[test]
+    fn rate_limits_are_checked() {
+        let courier = |rate: &str| {
+            format!("name: c\nkind: store\nrate_limit: {{ per_account: {{ {rate} }} }}\n")
+        };
+        let limit = parse(&courier("requests: 10, per: 1s"))
+            .unwrap()
+            .rate_limit
+            .unwrap();
+        assert_eq!(limit.requests, 10);
+        assert_eq!(limit.per, Duration::from_secs(1));
+        for (rate, problem) in [
+            ("requests: 0, per: 1s", "at least one request"),
+            ("requests: 1, per: soon", "is not a duration"),
+            ("requests: 1, per: 0s", "is not a duration"),
+            (
+                "requests: 1, per: 18446744073709551615ms",
+                "longer than a day",
+            ),
+        ] {
+            let diagnostics = parse(&courier(rate)).unwrap_err();
+            assert!(
+                diagnostics.iter().any(|d| d.message.contains(problem)),
+                "{rate}: {diagnostics:#?}"
+            );
+            assert_eq!(diagnostics[0].line, 3, "{rate}");
+        }
     }
 
     #[test]
