@@ -139,7 +139,10 @@ async fn check_only(headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
         .get(spec.header.as_str())
         .and_then(|v| v.to_str().ok())
         .is_some_and(|sig| waybill::sources::webhook::verify(spec, SECRET.as_bytes(), &body, sig));
-    match (signed, waybill::sources::webhook::order_id(&body, "$.id")) {
+    match (
+        signed,
+        waybill::sources::webhook::order_id(&body, &Default::default()),
+    ) {
         (true, Ok(_)) => StatusCode::OK,
         _ => StatusCode::BAD_REQUEST,
     }

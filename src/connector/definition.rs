@@ -85,8 +85,36 @@ pub struct WebhookSpec {
     pub topic_header: Option<String>,
     /// Header carrying the delivery id used for deduplication.
     pub delivery_id_header: Option<String>,
-    /// JSONPath of the order id in the body, as text.
-    pub order_id: Option<String>,
+    /// Where the body holds the order id; `$.id` unless declared.
+    pub order_id: OrderIdPath,
+}
+
+/// Where a webhook body holds its order id, compiled when the connector
+/// loads rather than for every delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderIdPath {
+    /// `$.name`: one top-level member, skimmed for without building the body.
+    Member(String),
+    /// Any other JSONPath, queried on the parsed body.
+    Path(JsonPath),
+}
+
+impl OrderIdPath {
+    pub fn parse(path: &str) -> Result<OrderIdPath, serde_json_path::ParseError> {
+        let member = path.strip_prefix("$.").filter(|name| {
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+        match member {
+            Some(name) => Ok(OrderIdPath::Member(name.to_string())),
+            None => JsonPath::parse(path).map(OrderIdPath::Path),
+        }
+    }
+}
+
+impl Default for OrderIdPath {
+    fn default() -> OrderIdPath {
+        OrderIdPath::Member("id".into())
+    }
 }
 
 /// A signature over the raw request body.
@@ -756,20 +784,19 @@ impl Compiler<'_> {
         credentials: &BTreeMap<String, FieldSpec>,
     ) -> WebhookSpec {
         let raw = node.value;
-        if let Some(order_id) = &raw.order_id
-            && let Err(err) = JsonPath::parse(&order_id.value)
-        {
-            self.at(
-                order_id,
-                format!("`webhook.order_id` is not a JSONPath: {err}"),
-            );
-        }
+        let order_id = match &raw.order_id {
+            None => OrderIdPath::default(),
+            Some(path) => OrderIdPath::parse(&path.value).unwrap_or_else(|err| {
+                self.at(path, format!("`webhook.order_id` is not a JSONPath: {err}"));
+                OrderIdPath::default()
+            }),
+        };
         WebhookSpec {
             source: raw.source,
             signature: raw.signature.map(|s| self.signature(s, credentials)),
             topic_header: raw.topic_header,
             delivery_id_header: raw.delivery_id_header,
-            order_id: raw.order_id.map(|o| o.value),
+            order_id,
         }
     }
 
@@ -1128,6 +1155,36 @@ webhook:
             diagnostics[0]
                 .message
                 .contains("`nope` is not a declared credential")
+        );
+    }
+
+    #[test]
+    fn the_order_id_path_is_compiled_at_load() {
+        let store = |order_id: &str| {
+            format!(
+                "name: shop\nkind: store\nwebhook:\n  source: shop\n  order_id: \"{order_id}\"\n"
+            )
+        };
+        let webhook = |text: &str| parse(text).unwrap().webhook.unwrap();
+        assert_eq!(
+            webhook("name: shop\nkind: store\nwebhook: { source: shop }\n").order_id,
+            OrderIdPath::Member("id".into())
+        );
+        assert_eq!(
+            webhook(&store("$.number")).order_id,
+            OrderIdPath::Member("number".into())
+        );
+        assert!(matches!(
+            webhook(&store("$.order.id")).order_id,
+            OrderIdPath::Path(_)
+        ));
+        let diagnostics = parse(&store("$.order[")).unwrap_err();
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+        assert_eq!(diagnostics[0].line, 5);
+        assert!(
+            diagnostics[0]
+                .message
+                .contains("`webhook.order_id` is not a JSONPath")
         );
     }
 

@@ -32,8 +32,8 @@ pub mod sandbox;
 pub mod target;
 
 pub use definition::{
-    CallbackSpec, Operation, RateLimit, SignatureAlgorithm, SignatureEncoding, SignatureSpec,
-    StatusMatch, StatusTable, WebhookSpec,
+    CallbackSpec, Operation, OrderIdPath, RateLimit, SignatureAlgorithm, SignatureEncoding,
+    SignatureSpec, StatusMatch, StatusTable, WebhookSpec,
 };
 pub use engine::{Engine, OperationOutput};
 

@@ -13,7 +13,7 @@
 use super::{Incoming, Ingest};
 use crate::config::Account;
 use crate::connector::{
-    Connector, SignatureAlgorithm, SignatureEncoding, SignatureSpec, WebhookSpec,
+    Connector, OrderIdPath, SignatureAlgorithm, SignatureEncoding, SignatureSpec, WebhookSpec,
 };
 use crate::telemetry::events::WebhookReceived;
 use axum::body::Body;
@@ -157,7 +157,7 @@ pub async fn receive(
             return reject("bad_request", StatusCode::BAD_REQUEST, &problem);
         }
     };
-    let order_id = match order_id(&body, spec.order_id.as_deref().unwrap_or("$.id")) {
+    let order_id = match order_id(&body, &spec.order_id) {
         Ok(id) => id,
         Err(problem) => return reject("bad_request", StatusCode::BAD_REQUEST, &problem),
     };
@@ -187,7 +187,7 @@ fn body_digest(body: &[u8]) -> String {
 /// The order id at `path` in `body`, as exact text (ids exceed 2^53, so
 /// never through f64); an error when the body is not one JSON value or
 /// holds no usable id.
-pub fn order_id(body: &[u8], path: &str) -> Result<String, String> {
+pub fn order_id(body: &[u8], path: &OrderIdPath) -> Result<String, String> {
     // `serde_json` does not check the UTF-8 of strings it skips, and the
     // pipeline would refuse such a body later; refusing it here answers 400.
     if let Err(e) = std::str::from_utf8(body) {
@@ -196,20 +196,18 @@ pub fn order_id(body: &[u8], path: &str) -> Result<String, String> {
             e.valid_up_to()
         ));
     }
-    let found = match top_level_field(path) {
-        // The usual `$.id`: skim the body for one field without building it.
-        Some(field) => {
+    let found = match path {
+        // The usual `$.id`: skim the body for one member without building it.
+        OrderIdPath::Member(name) => {
             let mut de = serde_json::Deserializer::from_slice(body);
-            let found = serde::de::DeserializeSeed::deserialize(FieldSeed(field), &mut de)
+            let found = serde::de::DeserializeSeed::deserialize(FieldSeed(name), &mut de)
                 .and_then(|found| de.end().map(|()| found))
                 .map_err(|e| format!("body is not a JSON object: {e}"))?;
             found.unwrap_or(Value::Null)
         }
-        None => {
+        OrderIdPath::Path(path) => {
             let value: Value =
                 serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
-            let path = serde_json_path::JsonPath::parse(path)
-                .map_err(|e| format!("connector order_id path `{path}`: {e}"))?;
             path.query(&value)
                 .exactly_one()
                 .cloned()
@@ -221,13 +219,6 @@ pub fn order_id(body: &[u8], path: &str) -> Result<String, String> {
         Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
         _ => Err("body has no usable order id".into()),
     }
-}
-
-/// `id` for a path of the form `$.id`.
-fn top_level_field(path: &str) -> Option<&str> {
-    let field = path.strip_prefix("$.")?;
-    (!field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-        .then_some(field)
 }
 
 /// Reads one field of a JSON object, skipping (but still checking) the rest.
@@ -320,40 +311,61 @@ mod tests {
         }
     }
 
+    fn path(text: &str) -> OrderIdPath {
+        OrderIdPath::parse(text).unwrap()
+    }
+
     #[test]
     fn order_id_stays_exact_beyond_2_pow_53() {
         assert_eq!(
-            order_id(br#"{"id":820982911946154508}"#, "$.id").unwrap(),
+            order_id(br#"{"id":820982911946154508}"#, &path("$.id")).unwrap(),
             "820982911946154508"
         );
-        assert_eq!(order_id(br#"{"id":"gid-7"}"#, "$.id").unwrap(), "gid-7");
         assert_eq!(
-            order_id(br#"{"order":{"number":12}}"#, "$.order.number").unwrap(),
+            order_id(br#"{"id":"gid-7"}"#, &path("$.id")).unwrap(),
+            "gid-7"
+        );
+        assert_eq!(
+            order_id(br#"{"order":{"number":12}}"#, &path("$.order.number")).unwrap(),
             "12"
         );
-        assert!(order_id(br#"{"id":1.5}"#, "$.id").is_err());
-        assert!(order_id(b"[1,2]", "$.id").is_err());
-        assert!(order_id(b"{}", "$.id").is_err());
-        assert!(order_id(b"\xff", "$.id").is_err());
+        assert!(order_id(br#"{"id":1.5}"#, &path("$.id")).is_err());
+        assert!(order_id(b"[1,2]", &path("$.id")).is_err());
+        assert!(order_id(b"{}", &path("$.id")).is_err());
+        assert!(order_id(b"\xff", &path("$.id")).is_err());
         assert!(
-            order_id(br#"{"id":1,"x":[}"#, "$.id").is_err(),
+            order_id(br#"{"id":1,"x":[}"#, &path("$.id")).is_err(),
             "the rest is still checked"
         );
-        assert!(order_id(br#"{"id":1} trailing"#, "$.id").is_err());
-        assert_eq!(order_id(br#"{"id":-42}"#, "$.id").unwrap(), "-42");
-        assert_eq!(order_id(br#"{"id":" g\u0037 "}"#, "$.id").unwrap(), "g7");
-        assert_eq!(order_id(br#"{"\u0069d":7,"id":8}"#, "$.id").unwrap(), "7");
+        assert!(order_id(br#"{"id":1} trailing"#, &path("$.id")).is_err());
+        assert_eq!(order_id(br#"{"id":-42}"#, &path("$.id")).unwrap(), "-42");
+        assert_eq!(
+            order_id(br#"{"id":" g\u0037 "}"#, &path("$.id")).unwrap(),
+            "g7"
+        );
+        assert_eq!(
+            order_id(br#"{"\u0069d":7,"id":8}"#, &path("$.id")).unwrap(),
+            "7"
+        );
         assert!(
-            order_id(b"{\"id\":1,\"x\":\"\xff\"}", "$.id").is_err(),
+            order_id(b"{\"id\":1,\"x\":\"\xff\"}", &path("$.id")).is_err(),
             "a skipped string is still UTF-8"
         );
-        assert!(order_id(br#"{"id":"  "}"#, "$.id").is_err());
-        assert!(order_id(br#"{"id":1e3}"#, "$.id").is_err());
-        assert!(order_id(br#"{"id":99999999999999999999}"#, "$.id").is_err());
-        assert!(order_id(br#"{"id":null}"#, "$.id").is_err());
+        assert!(order_id(br#"{"id":"  "}"#, &path("$.id")).is_err());
+        assert!(order_id(br#"{"id":1e3}"#, &path("$.id")).is_err());
+        assert!(order_id(br#"{"id":99999999999999999999}"#, &path("$.id")).is_err());
+        assert!(order_id(br#"{"id":null}"#, &path("$.id")).is_err());
         assert_eq!(
-            order_id(br#"{"order":{"id":5}}"#, "$.order.id").unwrap(),
+            order_id(br#"{"order":{"id":5}}"#, &path("$.order.id")).unwrap(),
             "5"
+        );
+        assert_eq!(path("$.id"), OrderIdPath::Member("id".into()));
+        assert!(matches!(path("$.order.id"), OrderIdPath::Path(_)));
+        assert!(matches!(path("$['id']"), OrderIdPath::Path(_)));
+        assert_eq!(
+            order_id(br#"{"id":7}"#, &path("$['id']")).unwrap(),
+            "7",
+            "a bracketed member is read through the general path"
         );
     }
 }
