@@ -101,13 +101,14 @@ pub enum OrderIdPath {
 
 impl OrderIdPath {
     pub fn parse(path: &str) -> Result<OrderIdPath, serde_json_path::ParseError> {
+        let compiled = JsonPath::parse(path)?;
         let member = path.strip_prefix("$.").filter(|name| {
             !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         });
-        match member {
-            Some(name) => Ok(OrderIdPath::Member(name.to_string())),
-            None => JsonPath::parse(path).map(OrderIdPath::Path),
-        }
+        Ok(match member {
+            Some(name) => OrderIdPath::Member(name.to_string()),
+            None => OrderIdPath::Path(compiled),
+        })
     }
 }
 
@@ -1178,6 +1179,10 @@ webhook:
             webhook(&store("$.order.id")).order_id,
             OrderIdPath::Path(_)
         ));
+        assert!(
+            OrderIdPath::parse("$.1st").is_err(),
+            "a shorthand member name starts with a letter or `_`"
+        );
         let diagnostics = parse(&store("$.order[")).unwrap_err();
         assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
         assert_eq!(diagnostics[0].line, 5);
