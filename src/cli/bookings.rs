@@ -9,7 +9,6 @@
 use crate::model::BookingKey;
 use crate::store::BookingStatus;
 use anyhow::Context;
-use std::path::Path;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BookingsCommand {
@@ -49,14 +48,8 @@ fn parse_status(s: &str) -> anyhow::Result<BookingStatus> {
     })
 }
 
-pub async fn run(config_path: &Path, command: BookingsCommand) -> anyhow::Result<i32> {
-    super::with_backends(config_path, async |config, backends| {
-        execute(config, backends, command).await
-    })
-    .await
-}
-
-async fn execute(
+/// Runs one `waybill bookings` command on backends the caller opened and closes.
+pub async fn run(
     config: &crate::config::Config,
     backends: &crate::runtime::Backends,
     command: BookingsCommand,

@@ -14,7 +14,6 @@ use crate::config::Config;
 use crate::model::{Message, Record, header};
 use anyhow::Context;
 use serde_json::{Value, json};
-use std::path::Path;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DlqCommand {
@@ -129,14 +128,8 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-pub async fn run(config_path: &Path, command: DlqCommand) -> anyhow::Result<i32> {
-    super::with_backends(config_path, async |config, backends| {
-        execute(config, backends, command).await
-    })
-    .await
-}
-
-async fn execute(
+/// Runs one `waybill dlq` command on backends the caller opened and closes.
+pub async fn run(
     config: &crate::config::Config,
     backends: &crate::runtime::Backends,
     command: DlqCommand,

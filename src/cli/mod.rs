@@ -76,8 +76,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Validate => Ok(validate::run(config)),
         Command::Test => test::run(config),
         Command::Try(args) => try_pipeline::run(config, args),
-        Command::Dlq(cmd) => dlq::run(config, cmd).await,
-        Command::Bookings(cmd) => bookings::run(config, cmd).await,
+        Command::Dlq(cmd) => with_backends(config, async |c, b| dlq::run(c, b, cmd).await).await,
+        Command::Bookings(cmd) => {
+            with_backends(config, async |c, b| bookings::run(c, b, cmd).await).await
+        }
         Command::Simulate(cmd) => simulate::run(config, cmd).await,
     }
 }
@@ -97,7 +99,7 @@ pub fn load_config(path: &Path) -> anyhow::Result<crate::config::Config> {
 /// Loads the config at `path`, opens its bus and store, runs `work` on them,
 /// and closes the bus whatever `work` answered, so the embedded database is
 /// left without its WAL.
-pub async fn with_backends(
+async fn with_backends(
     path: &Path,
     work: impl AsyncFnOnce(&crate::config::Config, &crate::runtime::Backends) -> anyhow::Result<i32>,
 ) -> anyhow::Result<i32> {
