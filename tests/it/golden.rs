@@ -34,12 +34,17 @@ async fn signed_cod_order_becomes_one_sandbox_booking() {
     assert_eq!(booking.key.source, "shopify");
     assert_eq!(booking.key.account, "shopify-main");
 
-    let booked = app
-        .backends
-        .bus
-        .read("shipments.booked", 0, 10)
-        .await
-        .expect("output topic");
+    // The booking is recorded before its event is published: wait for both.
+    let booked = eventually(Duration::from_secs(20), "the booked event", || async {
+        let read = app
+            .backends
+            .bus
+            .read("shipments.booked", 0, 10)
+            .await
+            .ok()?;
+        (!read.is_empty()).then_some(read)
+    })
+    .await;
     assert_eq!(booked.len(), 1);
     let out: serde_json::Value = serde_json::from_slice(&booked[0].message.payload).expect("json");
     assert_eq!(
