@@ -138,7 +138,12 @@ impl Compiler<'_> {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let data_dir = base_dir.join(raw.data_dir.as_ref().map_or("./data", |d| d.value.as_str()));
+        // Collecting the components drops the inner `.` of `./` + `./data`,
+        // so logs and errors show `./data`, not `././data`.
+        let data_dir: PathBuf = base_dir
+            .join(raw.data_dir.as_ref().map_or("./data", |d| d.value.as_str()))
+            .components()
+            .collect();
         let (bus, kafka_at) = self.bus(path, &raw);
         let store = self.store(path, &raw, &base_dir, &data_dir, kafka_at);
         let http = self.http(path, &raw);
@@ -1021,12 +1026,16 @@ mod tests {
         let base = tree.dir.path();
         assert_eq!(config.base_dir, base);
         assert_eq!(config.data_dir, base.join("./data"));
+        assert_eq!(
+            config.data_dir.display().to_string(),
+            base.join("data").display().to_string()
+        );
         assert_eq!(config.bus, BusSettings::Embedded);
         assert_eq!(
             config.store.url,
             format!(
                 "sqlite://{}",
-                base.join("./data").join("waybill.db").display()
+                base.join("data").join("waybill.db").display()
             )
         );
         assert_eq!(config.http.listen, "127.0.0.1:8080".parse().unwrap());
