@@ -92,6 +92,18 @@ macro_rules! with_read_pool {
     };
 }
 
+/// Binds a booking key to `$1`–`$4`, where every statement on one booking
+/// names it.
+macro_rules! bind_key {
+    ($query:expr, $key:expr, $sequence:expr) => {
+        $query
+            .bind(&$key.source)
+            .bind(&$key.account)
+            .bind(&$key.order_id)
+            .bind($sequence)
+    };
+}
+
 /// Appends an audit row inside transaction `$tx`.
 macro_rules! audit {
     ($tx:expr, $key:expr, $action:expr, $message_id:expr, $detail:expr, $at:expr) => {
@@ -111,14 +123,14 @@ macro_rules! audit {
 /// transition was refused.
 macro_rules! current_status {
     ($tx:expr, $key:expr, $sequence:expr) => {
-        sqlx::query_scalar::<_, String>(SELECT_STATUS)
-            .bind(&$key.source)
-            .bind(&$key.account)
-            .bind(&$key.order_id)
-            .bind($sequence)
-            .fetch_optional(&mut *$tx)
-            .await
-            .map_err(db)?
+        bind_key!(
+            sqlx::query_scalar::<_, String>(SELECT_STATUS),
+            $key,
+            $sequence
+        )
+        .fetch_optional(&mut *$tx)
+        .await
+        .map_err(db)?
     };
 }
 
@@ -504,11 +516,7 @@ impl Store for SqlStore {
                 let mut tx = pool.begin().await.map_err(db)?;
                 // The insert comes first so that on SQLite the transaction
                 // holds the write lock from its first statement on.
-                let inserted = sqlx::query(CLAIM_NEW)
-                .bind(&key.source)
-                .bind(&key.account)
-                .bind(&key.order_id)
-                .bind(sequence)
+                let inserted = bind_key!(sqlx::query(CLAIM_NEW), key, sequence)
                 .bind(owner)
                 .bind(&lease_until)
                 .bind(message_id)
@@ -523,11 +531,7 @@ impl Store for SqlStore {
                     tx.commit().await.map_err(db)?;
                     return Ok(Reservation::Acquired);
                 }
-                let row: Option<BookingRow> = sqlx::query_as(SELECT_BOOKING)
-                    .bind(&key.source)
-                    .bind(&key.account)
-                    .bind(&key.order_id)
-                    .bind(sequence)
+                let row: Option<BookingRow> = bind_key!(sqlx::query_as(SELECT_BOOKING), key, sequence)
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(db)?;
@@ -556,15 +560,11 @@ impl Store for SqlStore {
                 // A `reserved` key was never sent. Compare and swap on the
                 // owner and lease we saw, so that of several callers taking
                 // over an expired lease only one wins.
-                let taken = sqlx::query(
+                let taken = bind_key!(sqlx::query(
                     "UPDATE bookings SET status = 'sent', owner = $5, lease_until = $6, message_id = $7, reference = $8, updated_at = $9 \
                      WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4 AND status = 'reserved' \
                      AND COALESCE(owner, '') = $10 AND COALESCE(lease_until, '') = $11",
-                )
-                .bind(&key.source)
-                .bind(&key.account)
-                .bind(&key.order_id)
-                .bind(sequence)
+                ), key, sequence)
                 .bind(owner)
                 .bind(&lease_until)
                 .bind(message_id)
@@ -623,11 +623,7 @@ impl Store for SqlStore {
         }
         with_write_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(db)?;
-            let updated = sqlx::query(MARK_BOOKED)
-            .bind(&key.source)
-            .bind(&key.account)
-            .bind(&key.order_id)
-            .bind(sequence)
+            let updated = bind_key!(sqlx::query(MARK_BOOKED), key, sequence)
             .bind(&result.tracking_number)
             .bind(&result.courier)
             .bind(&result.account)
@@ -638,11 +634,7 @@ impl Store for SqlStore {
             .map_err(db)?
             .rows_affected();
             if updated == 0 {
-                let row: Option<BookingRow> = sqlx::query_as(SELECT_BOOKING)
-                    .bind(&key.source)
-                    .bind(&key.account)
-                    .bind(&key.order_id)
-                    .bind(sequence)
+                let row: Option<BookingRow> = bind_key!(sqlx::query_as(SELECT_BOOKING), key, sequence)
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(db)?;
@@ -673,15 +665,11 @@ impl Store for SqlStore {
         let sequence = i64::from(key.sequence);
         with_write_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(db)?;
-            let updated = sqlx::query(
+            let updated = bind_key!(sqlx::query(
                 "UPDATE bookings SET status = 'review', reason = $5, owner = NULL, lease_until = NULL, updated_at = $6 \
                  WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4 \
                  AND status IN ('reserved', 'sent')",
-            )
-            .bind(&key.source)
-            .bind(&key.account)
-            .bind(&key.order_id)
-            .bind(sequence)
+            ), key, sequence)
             .bind(reason)
             .bind(&now)
             .execute(&mut *tx)
@@ -707,14 +695,10 @@ impl Store for SqlStore {
         let sequence = i64::from(key.sequence);
         with_write_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(db)?;
-            let deleted = sqlx::query(
+            let deleted = bind_key!(sqlx::query(
                 "DELETE FROM bookings WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4 \
                  AND status IN ('reserved', 'sent') AND owner = $5",
-            )
-            .bind(&key.source)
-            .bind(&key.account)
-            .bind(&key.order_id)
-            .bind(sequence)
+            ), key, sequence)
             .bind(owner)
             .execute(&mut *tx)
             .await
@@ -742,15 +726,11 @@ impl Store for SqlStore {
         let sequence = i64::from(key.sequence);
         with_write_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(db)?;
-            let updated = sqlx::query(
+            let updated = bind_key!(sqlx::query(
                 "UPDATE bookings SET status = 'booked', tracking_number = $5, courier = $6, courier_account = $7, \
                  extracted = '{}', owner = NULL, lease_until = NULL, updated_at = $8 \
                  WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4 AND status = 'review'",
-            )
-            .bind(&key.source)
-            .bind(&key.account)
-            .bind(&key.order_id)
-            .bind(sequence)
+            ), key, sequence)
             .bind(tracking_number)
             .bind(courier)
             .bind(account)
@@ -777,14 +757,10 @@ impl Store for SqlStore {
             let mut tx = pool.begin().await.map_err(db)?;
             // Deleting the row lets the next reservation insert it afresh;
             // its history stays in the audit trail.
-            let deleted = sqlx::query(
+            let deleted = bind_key!(sqlx::query(
                 "DELETE FROM bookings WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4 \
                  AND status = 'review'",
-            )
-            .bind(&key.source)
-            .bind(&key.account)
-            .bind(&key.order_id)
-            .bind(sequence)
+            ), key, sequence)
             .execute(&mut *tx)
             .await
             .map_err(db)?
@@ -802,11 +778,7 @@ impl Store for SqlStore {
     async fn booking(&self, key: &BookingKey) -> Result<Option<Booking>, StoreError> {
         let sequence = i64::from(key.sequence);
         let row: Option<BookingRow> = with_read_pool!(self, pool => {
-            sqlx::query_as(SELECT_BOOKING)
-                .bind(&key.source)
-                .bind(&key.account)
-                .bind(&key.order_id)
-                .bind(sequence)
+            bind_key!(sqlx::query_as(SELECT_BOOKING), key, sequence)
                 .fetch_optional(pool)
                 .await
                 .map_err(db)?
