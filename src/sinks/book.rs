@@ -13,7 +13,7 @@
 use crate::config::{Account, Config};
 use crate::connector::{CourierError, Engine};
 use crate::model::{BookingKey, BookingResult, ErrorClass, Shipment};
-use crate::store::{Reservation, Store, StoreError};
+use crate::store::{BookingStatus, Reservation, Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::telemetry::events::{CourierRequestCompleted, DuplicateSuppressed, RateLimitWaited};
 use backon::{ExponentialBuilder, Retryable};
@@ -154,6 +154,32 @@ impl Booker {
             + connector
                 .operation("book")
                 .map_or(Duration::ZERO, |op| op.timeout);
+        let replayed = |result: BookingResult| {
+            DuplicateSuppressed {
+                kind: "booking",
+                source,
+                key: &key_text,
+            }
+            .emit(&self.metrics);
+            Ok(Booked {
+                result,
+                replayed: true,
+            })
+        };
+        // A rate-limited account's slots are for requests: a replay of a key
+        // already booked is answered from the store without one. The claim
+        // below still decides every other case.
+        if connector.rate_limit.is_some()
+            && let Some(booking) = self
+                .store
+                .booking(&key)
+                .await
+                .map_err(|e| BookError::new(ErrorClass::Retryable, format!("store: {e}")))?
+            && booking.status == BookingStatus::Booked
+            && let Some(result) = booking.result
+        {
+            return replayed(result);
+        }
         // The slot comes before the claim, so a key is never `sent` while it
         // waits for one, and goes back as soon as the courier answered.
         let Some(in_flight) = InFlight::enter(slots).await else {
@@ -180,18 +206,7 @@ impl Booker {
             .map_err(|e| BookError::new(ErrorClass::Retryable, format!("store: {e}")))?;
         match reservation {
             Reservation::Acquired => {}
-            Reservation::Booked(result) => {
-                DuplicateSuppressed {
-                    kind: "booking",
-                    source,
-                    key: &key_text,
-                }
-                .emit(&self.metrics);
-                return Ok(Booked {
-                    result,
-                    replayed: true,
-                });
-            }
+            Reservation::Booked(result) => return replayed(result),
             Reservation::Sent => {
                 drop(in_flight);
                 let reason = "a booking request was sent before and its outcome was never recorded; \
@@ -321,7 +336,7 @@ mod tests {
     use crate::connector::RateLimit;
     use crate::connector::sandbox::{Sandbox, tests::serve};
     use crate::store::sql::SqlStore;
-    use crate::store::{AuditEntry, Booking, BookingStatus};
+    use crate::store::{AuditEntry, Booking};
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -447,6 +462,10 @@ mod tests {
 
     /// Books the sample shipment of one order on the shipped courier account.
     async fn book(booker: &Booker) -> Result<Booked, BookError> {
+        book_order(booker, shipment()).await
+    }
+
+    async fn book_order(booker: &Booker, shipment: Shipment) -> Result<Booked, BookError> {
         let slots = Slots {
             permits: Semaphore::new(1),
             gauge: Gauge::default(),
@@ -455,7 +474,7 @@ mod tests {
             .book(
                 "shopify",
                 "shopify-main",
-                &shipment(),
+                &shipment,
                 "courier-main",
                 "m1",
                 &slots,
@@ -463,36 +482,70 @@ mod tests {
             .await
     }
 
-    #[tokio::test]
-    async fn requests_beyond_the_rate_limit_wait_for_their_slot() {
-        let (mut booker, _store, sandbox) = booker(0).await;
+    /// The sample shipment as order `n`, with a reference of its own.
+    fn order(n: u32) -> Shipment {
+        let mut shipment = shipment();
+        shipment.order_id = format!("82098291194615450{n}");
+        shipment.reference = format!("#100{n}");
+        shipment
+    }
+
+    /// Limits the shipped courier account to `requests` every `per`.
+    fn limit(booker: &mut Booker, requests: u32, per: Duration) -> String {
         let config = Arc::get_mut(&mut booker.config).expect("the only handle");
         let courier = config.accounts["courier-main"].connector.clone();
         let connector = config.connectors.get_mut(&courier).expect("connector");
-        Arc::get_mut(connector).expect("the only handle").rate_limit = Some(RateLimit {
-            requests: 2,
-            per: Duration::from_millis(600),
-        });
-        let started = Instant::now();
-        for _ in 0..3 {
-            // The second and third are replays, paced all the same.
-            book(&booker).await.unwrap();
-        }
-        assert!(
-            started.elapsed() >= Duration::from_millis(290),
-            "the third request waited for its slot: {:?}",
-            started.elapsed()
-        );
-        assert_eq!(sandbox.bookings(), 1);
-        let waits = booker
+        Arc::get_mut(connector).expect("the only handle").rate_limit =
+            Some(RateLimit { requests, per });
+        courier
+    }
+
+    fn rate_limit_waits(booker: &Booker, courier: String) -> u64 {
+        booker
             .metrics
             .rate_limit_waits
             .get_or_create(&crate::telemetry::CourierAccountLabels {
                 courier,
                 account: "courier-main".into(),
             })
-            .get();
-        assert_eq!(waits, 1);
+            .get()
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_rate_limit_wait_for_their_slot() {
+        let (mut booker, _store, sandbox) = booker(0).await;
+        let courier = limit(&mut booker, 2, Duration::from_millis(600));
+        let started = Instant::now();
+        for n in 1..=3 {
+            book_order(&booker, order(n)).await.unwrap();
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(290),
+            "the third request waited for its slot: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(sandbox.bookings(), 3);
+        assert_eq!(rate_limit_waits(&booker, courier), 1);
+    }
+
+    #[tokio::test]
+    async fn replays_of_a_booked_key_take_no_rate_limit_slot() {
+        let (mut booker, _store, sandbox) = booker(0).await;
+        let courier = limit(&mut booker, 1, Duration::from_secs(60));
+        let first = book(&booker).await.unwrap();
+        let started = Instant::now();
+        for _ in 0..2 {
+            let again = book(&booker).await.unwrap();
+            assert!(again.replayed);
+            assert_eq!(again.result.tracking_number, first.result.tracking_number);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "replays waited for a slot: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(sandbox.bookings(), 1);
+        assert_eq!(rate_limit_waits(&booker, courier), 0);
     }
 
     #[tokio::test]
