@@ -32,6 +32,14 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// WAL size (in pages, 4 KiB by default) past which a checkpoint restarts it.
 const WAL_RESTART_PAGES: i64 = 64 * 1024;
 
+/// A restart holds every writer while it copies what the WAL has beyond the
+/// last checkpoint, so passive passes first bring that down to this many
+/// pages (or run out of passes: under a steady load each pass leaves less).
+const RESTART_TAIL_PAGES: i64 = 1024;
+
+/// Passive passes at most before a restart.
+const CATCH_UP_PASSES: usize = 4;
+
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum OpenError {
@@ -57,12 +65,29 @@ pub(crate) struct SqlitePools {
 pub(crate) fn owned_writer(file: &Path) -> rusqlite::Result<rusqlite::Connection> {
     let db =
         rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-    db.busy_timeout(BUSY_TIMEOUT)?;
+    db.busy_handler(Some(wait_briefly))?;
     // The same choices as `open`, which explains them; all are per connection.
     db.execute_batch(
         "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0; PRAGMA foreign_keys = ON;",
     )?;
     Ok(db)
+}
+
+/// How long the writer's connection sleeps before it tries a busy lock
+/// again. SQLite's own busy timeout sleeps longer and longer (up to 100 ms),
+/// so a lock held for a few milliseconds, as by a WAL restart, would stall
+/// every publisher for tens of them.
+const BUSY_RETRY: Duration = Duration::from_micros(250);
+
+/// The writer's busy handler: retries every [`BUSY_RETRY`] until
+/// [`BUSY_TIMEOUT`] has passed, then gives up with SQLITE_BUSY.
+fn wait_briefly(retries: i32) -> bool {
+    let waited = BUSY_RETRY * u32::try_from(retries).unwrap_or(u32::MAX);
+    if waited >= BUSY_TIMEOUT {
+        return false;
+    }
+    std::thread::sleep(BUSY_RETRY);
+    true
 }
 
 /// A change that the thread owning the write connection runs inside the
@@ -167,14 +192,17 @@ pub(crate) async fn open(options: SqliteConnectOptions) -> Result<SqlitePools, O
     let read = SqlitePoolOptions::new()
         .test_before_acquire(false)
         .max_connections(READERS)
-        .connect_with(options)
+        .connect_with(options.clone())
         .await?;
-    tokio::spawn(checkpoint(read.clone()));
+    tokio::spawn(checkpoint(
+        read.clone(),
+        options.get_filename().to_path_buf(),
+    ));
     Ok(SqlitePools { write, read })
 }
 
 /// Checkpoints the WAL in the background until the database is closed.
-async fn checkpoint(pool: SqlitePool) {
+async fn checkpoint(pool: SqlitePool, file: std::path::PathBuf) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -182,7 +210,11 @@ async fn checkpoint(pool: SqlitePool) {
         if pool.is_closed() {
             return;
         }
-        if let Err(error) = checkpoint_once(&pool).await {
+        let outcome = checkpoint_once(&pool, WAL_RESTART_PAGES, &file).await;
+        if let Ok(Some(left)) = outcome {
+            tracing::debug!(pages_left = left, "WAL restarted");
+        }
+        if let Err(error) = outcome {
             if pool.is_closed() {
                 return;
             }
@@ -193,22 +225,99 @@ async fn checkpoint(pool: SqlitePool) {
 
 /// Copies the WAL into the database file without blocking the writer
 /// (PASSIVE). Readers that never pause could keep the WAL from being reused,
-/// so past [`WAL_RESTART_PAGES`] it restarts the WAL, briefly holding writers.
-async fn checkpoint_once(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    let (_busy, pages, _copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(pool)
-        .await?;
-    if pages > WAL_RESTART_PAGES {
-        sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-            .execute(pool)
-            .await?;
+/// so past `restart_pages` ([`WAL_RESTART_PAGES`]) it restarts the WAL,
+/// briefly holding writers. `file` is the database file. Returns how many
+/// pages the restart had still to copy, if it ran.
+async fn checkpoint_once(
+    pool: &SqlitePool,
+    restart_pages: i64,
+    file: &Path,
+) -> Result<Option<i64>, sqlx::Error> {
+    let passive = || async {
+        sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(pool)
+            .await
+            .map(|(_busy, pages, copied)| (pages, pages - copied))
+    };
+    let (pages, mut left) = passive().await?;
+    if pages <= restart_pages {
+        return Ok(None);
     }
-    Ok(())
+    // What the writer appended while the first pass ran is copied by more
+    // passes, without holding it, so the restart has only the last of it.
+    for _ in 0..CATCH_UP_PASSES {
+        if left <= RESTART_TAIL_PAGES {
+            break;
+        }
+        left = passive().await?.1;
+    }
+    // The restart syncs the database file while it holds the writers, and
+    // that sync would flush all that the passes above wrote. Flushed here,
+    // outside any lock, it leaves the restart only its own last pages.
+    let mut wal = file.as_os_str().to_owned();
+    wal.push("-wal");
+    let files = [file.to_path_buf(), wal.into()];
+    let _ = tokio::task::spawn_blocking(move || {
+        // Only a head start: the restart syncs again whatever this missed.
+        for file in files {
+            if let Ok(file) = std::fs::File::open(file) {
+                let _ = file.sync_data();
+            }
+        }
+    })
+    .await;
+    sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+        .execute(pool)
+        .await?;
+    Ok(Some(left))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_writer_retries_a_busy_lock_often_until_the_timeout() {
+        assert!(wait_briefly(0));
+        assert!(wait_briefly(1000));
+        let last = i32::try_from(BUSY_TIMEOUT.as_micros() / BUSY_RETRY.as_micros()).unwrap();
+        assert!(wait_briefly(last - 1));
+        assert!(!wait_briefly(last));
+        assert!(!wait_briefly(i32::MAX));
+    }
+
+    #[tokio::test]
+    async fn a_long_wal_is_caught_up_then_restarted() {
+        let dir = tempfile::tempdir().unwrap();
+        let pools = open(SqliteConnectOptions::new().filename(dir.path().join("w.db")))
+            .await
+            .unwrap();
+        for i in 0..300 {
+            sqlx::query("INSERT INTO webhook_deliveries VALUES ('s', 'a', $1, 'now')")
+                .bind(format!("{i:0>3000}"))
+                .execute(&pools.write)
+                .await
+                .unwrap();
+        }
+        let file = dir.path().join("w.db");
+        let restart = |pages| checkpoint_once(&pools.read, pages, &file);
+        assert_eq!(restart(i64::MAX).await.unwrap(), None);
+        let left = restart(10).await.unwrap();
+        assert!(
+            left.is_some_and(|left| left <= RESTART_TAIL_PAGES),
+            "{left:?}"
+        );
+        // Restarted: the next write starts the WAL over from its beginning.
+        sqlx::query("INSERT INTO webhook_deliveries VALUES ('s', 'a', 'after', 'now')")
+            .execute(&pools.write)
+            .await
+            .unwrap();
+        let (_, pages, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pools.read)
+            .await
+            .unwrap();
+        assert!(pages < 10, "the WAL holds {pages} pages after its restart");
+    }
 
     #[tokio::test]
     async fn the_background_task_checkpoints_the_wal() {
