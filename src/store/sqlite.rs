@@ -286,20 +286,29 @@ mod tests {
         assert!(!wait_briefly(i32::MAX));
     }
 
-    #[tokio::test]
-    async fn a_long_wal_is_caught_up_then_restarted() {
+    /// A new database `w.db` with `rows` delivery ids of `width` characters.
+    async fn filled(
+        rows: usize,
+        width: usize,
+    ) -> (tempfile::TempDir, std::path::PathBuf, SqlitePools) {
         let dir = tempfile::tempdir().unwrap();
-        let pools = open(SqliteConnectOptions::new().filename(dir.path().join("w.db")))
+        let file = dir.path().join("w.db");
+        let pools = open(SqliteConnectOptions::new().filename(&file))
             .await
             .unwrap();
-        for i in 0..300 {
+        for i in 0..rows {
             sqlx::query("INSERT INTO webhook_deliveries VALUES ('s', 'a', $1, 'now')")
-                .bind(format!("{i:0>3000}"))
+                .bind(format!("{i:0>width$}"))
                 .execute(&pools.write)
                 .await
                 .unwrap();
         }
-        let file = dir.path().join("w.db");
+        (dir, file, pools)
+    }
+
+    #[tokio::test]
+    async fn a_long_wal_is_caught_up_then_restarted() {
+        let (_dir, file, pools) = filled(300, 3000).await;
         let restart = |pages| checkpoint_once(&pools.read, pages, &file);
         assert_eq!(restart(i64::MAX).await.unwrap(), None);
         let left = restart(10).await.unwrap();
@@ -321,23 +330,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_background_task_checkpoints_the_wal() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("w.db");
-        let pools = open(SqliteConnectOptions::new().filename(&file))
-            .await
-            .unwrap();
+        let (_dir, file, pools) = filled(200, 500).await;
         let automatic: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
             .fetch_one(&pools.write)
             .await
             .unwrap();
         assert_eq!(automatic, 0);
-        for i in 0..200 {
-            sqlx::query("INSERT INTO webhook_deliveries VALUES ('s', 'a', $1, 'now')")
-                .bind(format!("{i:0>500}"))
-                .execute(&pools.write)
-                .await
-                .unwrap();
-        }
         let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
             .fetch_one(&pools.read)
             .await
