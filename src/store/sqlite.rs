@@ -12,7 +12,7 @@ use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -202,7 +202,7 @@ pub(crate) async fn open(options: SqliteConnectOptions) -> Result<SqlitePools, O
 }
 
 /// Checkpoints the WAL in the background until the database is closed.
-async fn checkpoint(pool: SqlitePool, file: std::path::PathBuf) {
+async fn checkpoint(pool: SqlitePool, file: PathBuf) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -210,15 +210,11 @@ async fn checkpoint(pool: SqlitePool, file: std::path::PathBuf) {
         if pool.is_closed() {
             return;
         }
-        let outcome = checkpoint_once(&pool, WAL_RESTART_PAGES, &file).await;
-        if let Ok(Some(left)) = outcome {
-            tracing::debug!(pages_left = left, "WAL restarted");
-        }
-        if let Err(error) = outcome {
-            if pool.is_closed() {
-                return;
-            }
-            tracing::warn!(%error, "WAL checkpoint failed; retrying");
+        match checkpoint_once(&pool, WAL_RESTART_PAGES, &file).await {
+            Ok(None) => {}
+            Ok(Some(left)) => tracing::debug!(pages_left = left, "WAL restarted"),
+            Err(_) if pool.is_closed() => return,
+            Err(error) => tracing::warn!(%error, "WAL checkpoint failed; retrying"),
         }
     }
 }
@@ -287,10 +283,7 @@ mod tests {
     }
 
     /// A new database `w.db` with `rows` delivery ids of `width` characters.
-    async fn filled(
-        rows: usize,
-        width: usize,
-    ) -> (tempfile::TempDir, std::path::PathBuf, SqlitePools) {
+    async fn filled(rows: usize, width: usize) -> (tempfile::TempDir, PathBuf, SqlitePools) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("w.db");
         let pools = open(SqliteConnectOptions::new().filename(&file))
