@@ -17,10 +17,12 @@
 //! - [`sinks`]: idempotent courier booking.
 //! - [`runtime`]: pipeline runner, HTTP server, shutdown.
 //! - [`telemetry`]: metrics registry and named events.
+//! - [`clock`]: time helpers every part shares (a leaf).
 //! - [`cli`]: one file per subcommand.
 
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod connector;
 pub mod mapping;

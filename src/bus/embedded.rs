@@ -19,8 +19,9 @@
 //! rows would each leave a part of their page empty.
 
 use super::{Bus, BusError, Consumer};
+use crate::clock::{earlier, now_timestamp, timestamp};
 use crate::model::{Headers, Message, Record};
-use crate::store::sql::{SqlStore, earlier, timestamp};
+use crate::store::sql::SqlStore;
 use crate::store::sqlite::{self, Job, Jobs, SqlitePools};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
@@ -512,7 +513,7 @@ impl Bus for EmbeddedBus {
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, BusError> {
-        let now = timestamp(OffsetDateTime::now_utc());
+        let now = now_timestamp();
         // Registering the group at once makes `trim` keep what it has not read yet.
         sqlx::query(
             "INSERT INTO bus_offsets (topic, group_name, partition, next_offset, updated_at) VALUES ($1, $2, 0, 0, $3) \
@@ -766,7 +767,7 @@ fn write_batch(
     batch: &mut [WriteOp],
     work: &mut [Box<dyn Job>],
 ) -> Result<Vec<Option<i64>>, rusqlite::Error> {
-    let now = timestamp(OffsetDateTime::now_utc());
+    let now = now_timestamp();
     let written = (|| {
         db.execute_batch("BEGIN IMMEDIATE")?;
         let offsets = append_all(db, batch, &now)?;

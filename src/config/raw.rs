@@ -16,6 +16,7 @@
 //! ```
 
 use super::node::{Located, Node};
+use crate::clock::parse_duration;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -220,55 +221,10 @@ impl<'de> Deserialize<'de> for RawDuration {
     }
 }
 
-/// Parses `500ms`, `60s`, `30m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || {
-        format!(
-            "invalid duration `{text}`: expected a whole number and a unit (ms, s, m, h), e.g. `500ms`, `60s`, `30m`, `1h`"
-        )
-    };
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(invalid)?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| invalid())?;
-    let millis_per_unit = match unit.trim() {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(invalid()),
-    };
-    number
-        .checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(invalid)
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::node::{from_node, parse};
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        for bad in [
-            "",
-            "5",
-            "ms",
-            "1.5s",
-            "10 min",
-            "-1s",
-            "99999999999999999999h",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn steps_are_single_key_maps() {

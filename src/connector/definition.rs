@@ -21,6 +21,7 @@
 //! ```
 
 use super::{Connector, ConnectorKind, FieldSpec, FieldType};
+use crate::clock::parse_duration;
 use crate::config::Diagnostic;
 use crate::mapping::{Expr, Mapping, Template};
 use crate::model::{ErrorClass, Status};
@@ -712,7 +713,7 @@ impl Compiler<'_> {
             .as_ref()
             .and_then(|source| self.expr(source, "error_message"));
         let timeout = match &raw.timeout {
-            Some(text) => match parse_duration(&text.value) {
+            Some(text) => match parse_duration(&text.value).ok() {
                 Some(timeout) if !timeout.is_zero() => timeout,
                 _ => {
                     self.at(
@@ -875,7 +876,9 @@ impl Compiler<'_> {
     }
 
     fn rate_limit(&mut self, node: Spanned<RawRate>) -> Option<RateLimit> {
-        let per = parse_duration(&node.value.per).filter(|d| !d.is_zero());
+        let per = parse_duration(&node.value.per)
+            .ok()
+            .filter(|d| !d.is_zero());
         match per {
             None => self.at(
                 &node,
@@ -955,21 +958,6 @@ fn top_level_sections(text: &str) -> Vec<(String, String)> {
         sections.push((key, chunk));
     }
     sections
-}
-
-/// Parses `500ms`, `30s`, `2m`, `1h`.
-pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(number)),
-        "s" => Some(Duration::from_secs(number)),
-        "m" => number.checked_mul(60).map(Duration::from_secs),
-        "h" => number.checked_mul(3600).map(Duration::from_secs),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -1220,15 +1208,5 @@ webhook:
             );
             assert_eq!(diagnostics[0].line, 3, "{rate}");
         }
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("30"), None);
-        assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration("5 days"), None);
     }
 }

@@ -8,10 +8,10 @@
 
 use crate::bus::dead_letter::{self, Failure};
 use crate::bus::{Bus, BusError};
+use crate::clock::now_rfc3339;
 use crate::config::{Config, Pipeline};
 use crate::model::{ErrorClass, Message, Record, SCHEMA_VERSION, header};
 use crate::sinks::book::{BookError, Booker, Slots};
-use crate::sources::now_rfc3339;
 use crate::stages::{self, Event, Plan, StageError};
 use crate::telemetry::events::{DeadLettered, RetryScheduled, ShipmentBooked, StageProcessed};
 use crate::telemetry::{Metrics, PipelineLabels};

@@ -13,6 +13,7 @@ pub mod webhook;
 
 use crate::bus::Bus;
 use crate::bus::embedded::EmbeddedBus;
+use crate::clock::now_rfc3339;
 use crate::model::{Message, SCHEMA_VERSION, header};
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -169,11 +170,4 @@ impl Ingest {
         .emit(&self.metrics);
         (StatusCode::OK, "accepted\n").into_response()
     }
-}
-
-/// Current time as RFC 3339 UTC text.
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }

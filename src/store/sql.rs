@@ -11,6 +11,7 @@
 
 use super::sqlite::{self, Jobs, SqlitePools};
 use super::{AuditEntry, Booking, BookingStatus, Reservation, Store, StoreError};
+use crate::clock::{earlier, later, now_timestamp, timestamp};
 use crate::model::{BookingKey, BookingResult};
 use async_trait::async_trait;
 use rusqlite::ToSql;
@@ -20,39 +21,12 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 use time::OffsetDateTime;
-use time::macros::{datetime, format_description};
 
 /// How often `claim_booking` retries when the row changes between its
 /// statements (a concurrent release or takeover); each retry makes progress.
 const CLAIM_ATTEMPTS: usize = 8;
 
 const PG_MAX_CONNECTIONS: u32 = 16;
-
-/// Formats a UTC `t` as RFC 3339 with microseconds, always the same width.
-pub(crate) fn timestamp(t: OffsetDateTime) -> String {
-    let format =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-    // Cannot fail: a date-time has every component the description names.
-    t.format(&format).unwrap_or_default()
-}
-
-/// `t + by`, saturating at the end of year 9999.
-pub(crate) fn later(t: OffsetDateTime, by: Duration) -> OffsetDateTime {
-    time::Duration::try_from(by)
-        .ok()
-        .and_then(|by| t.checked_add(by))
-        .filter(|t| t.year() <= 9999)
-        .unwrap_or(datetime!(9999-12-31 23:59:59 UTC))
-}
-
-/// `t - by`, saturating at the start of year 0.
-pub(crate) fn earlier(t: OffsetDateTime, by: Duration) -> OffsetDateTime {
-    time::Duration::try_from(by)
-        .ok()
-        .and_then(|by| t.checked_sub(by))
-        .filter(|t| t.year() >= 0)
-        .unwrap_or(datetime!(0000-01-01 0:00 UTC))
-}
 
 /// The store over SQLite or PostgreSQL.
 #[derive(Clone)]
@@ -460,7 +434,7 @@ impl Store for SqlStore {
         account: &str,
         delivery_id: &str,
     ) -> Result<bool, StoreError> {
-        let now = timestamp(OffsetDateTime::now_utc());
+        let now = now_timestamp();
         with_write_pool!(self, pool => {
             let inserted = sqlx::query(
                 "INSERT INTO webhook_deliveries (source, account, delivery_id, received_at) VALUES ($1, $2, $3, $4) \
@@ -593,7 +567,7 @@ impl Store for SqlStore {
         result: &BookingResult,
         message_id: &str,
     ) -> Result<(), StoreError> {
-        let now = timestamp(OffsetDateTime::now_utc());
+        let now = now_timestamp();
         let key_text = key.to_string();
         let sequence = i64::from(key.sequence);
         let extracted = serde_json::to_string(&result.extracted)
@@ -660,7 +634,7 @@ impl Store for SqlStore {
         reason: &str,
         message_id: &str,
     ) -> Result<(), StoreError> {
-        let now = timestamp(OffsetDateTime::now_utc());
+        let now = now_timestamp();
         let key_text = key.to_string();
         let sequence = i64::from(key.sequence);
         with_write_pool!(self, pool => {
@@ -690,7 +664,7 @@ impl Store for SqlStore {
     }
 
     async fn release_reservation(&self, key: &BookingKey, owner: &str) -> Result<(), StoreError> {
-        let now = timestamp(OffsetDateTime::now_utc());
+        let now = now_timestamp();
         let key_text = key.to_string();
         let sequence = i64::from(key.sequence);
         with_write_pool!(self, pool => {
@@ -721,7 +695,7 @@ impl Store for SqlStore {
         courier: &str,
         account: &str,
     ) -> Result<(), StoreError> {
-        let now = timestamp(OffsetDateTime::now_utc());
+        let now = now_timestamp();
         let key_text = key.to_string();
         let sequence = i64::from(key.sequence);
         with_write_pool!(self, pool => {
@@ -750,7 +724,7 @@ impl Store for SqlStore {
     }
 
     async fn resolve_release(&self, key: &BookingKey) -> Result<(), StoreError> {
-        let now = timestamp(OffsetDateTime::now_utc());
+        let now = now_timestamp();
         let key_text = key.to_string();
         let sequence = i64::from(key.sequence);
         with_write_pool!(self, pool => {
@@ -1425,25 +1399,5 @@ mod tests {
             .err()
             .unwrap();
         assert!(error.to_string().contains("mysql"), "{error}");
-    }
-
-    #[test]
-    fn timestamps_have_a_fixed_width_and_sort_as_text() {
-        let early = timestamp(datetime!(2026-01-02 03:04:05 UTC));
-        assert_eq!(early, "2026-01-02T03:04:05.000000Z");
-        let late = timestamp(later(
-            datetime!(2026-01-02 03:04:05 UTC),
-            Duration::from_micros(1500),
-        ));
-        assert_eq!(late, "2026-01-02T03:04:05.001500Z");
-        assert!(early < late);
-        assert_eq!(
-            timestamp(later(datetime!(2026-01-02 0:00 UTC), Duration::MAX)),
-            "9999-12-31T23:59:59.000000Z"
-        );
-        assert_eq!(
-            timestamp(earlier(datetime!(2026-01-02 0:00 UTC), Duration::MAX)),
-            "0000-01-01T00:00:00.000000Z"
-        );
     }
 }
