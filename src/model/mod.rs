@@ -1,9 +1,11 @@
 //! Canonical data that crosses module boundaries: bus messages, shipments,
 //! booking keys and results, failure classes and the status vocabulary.
 
+mod failure;
 mod shipment;
 mod status;
 
+pub use failure::{Exchange, Failure};
 pub use shipment::{Item, Recipient, Shipment};
 pub use status::Status;
 
