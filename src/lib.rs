@@ -18,6 +18,9 @@
 //! - [`runtime`]: pipeline runner, HTTP server, shutdown.
 //! - [`telemetry`]: metrics registry and named events.
 //! - [`clock`]: time helpers every part shares (a leaf).
+//! - [`diagnostic`]: located problems, `FILE:LINE:COL: message`, and "did you mean" (a leaf).
+//! - [`yaml`]: the one YAML reader: positioned nodes and serde over them (below config,
+//!   connector and mapping).
 //! - [`cli`]: one file per subcommand.
 
 pub mod bus;
@@ -25,6 +28,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connector;
+pub mod diagnostic;
 pub mod mapping;
 pub mod model;
 pub mod runtime;
@@ -33,3 +37,4 @@ pub mod sources;
 pub mod stages;
 pub mod store;
 pub mod telemetry;
+pub mod yaml;

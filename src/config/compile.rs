@@ -12,7 +12,6 @@
 //! ```
 
 use super::interpolate::{Lookup, interpolate_node};
-use super::node::{self, Located, Node, Value, did_you_mean};
 use super::raw::{
     BusKind, RawAccount, RawConfig, RawDuration, RawPipeline, RawRetry, RawRoute, RawRule, RawStep,
 };
@@ -21,7 +20,9 @@ use super::{
     StoreSettings, ValidationRule,
 };
 use crate::connector::{Connector, ConnectorKind, FieldSpec, FieldType};
+use crate::diagnostic::did_you_mean;
 use crate::mapping::{Expr, Mapping};
+use crate::yaml::{self, Located, Node, Value};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -72,7 +73,7 @@ impl Compiler<'_> {
             .push(Diagnostic::new(file, line, column, message));
     }
 
-    fn report_node_errors(&mut self, file: &Path, errors: Vec<node::Error>) {
+    fn report_node_errors(&mut self, file: &Path, errors: Vec<yaml::Error>) {
         for e in errors {
             self.report(file, e.line, e.column, e.to_string());
         }
@@ -107,7 +108,7 @@ impl Compiler<'_> {
                 return None;
             }
         };
-        let mut node = match node::parse(&text) {
+        let mut node = match yaml::parse(&text) {
             Ok(node) => node,
             Err(e) => {
                 self.report(file, e.line, e.column, format!("invalid YAML: {e}"));
@@ -130,7 +131,7 @@ impl Compiler<'_> {
             return None;
         }
         let mut errors = Vec::new();
-        let raw = node::parse_lenient::<RawConfig>(&node, &mut errors);
+        let raw = yaml::parse_lenient::<RawConfig>(&node, &mut errors);
         self.report_node_errors(path, errors);
         let raw = raw?;
 
@@ -380,7 +381,7 @@ impl Compiler<'_> {
         connectors: &mut BTreeMap<String, Option<Arc<Connector>>>,
     ) -> (Option<Account>, Option<Arc<Connector>>) {
         let mut errors = Vec::new();
-        let raw = node::parse_lenient::<RawAccount>(node, &mut errors);
+        let raw = yaml::parse_lenient::<RawAccount>(node, &mut errors);
         let clean = errors.is_empty();
         self.report_node_errors(file, errors);
         let Some(raw) = raw else { return (None, None) };
@@ -618,7 +619,7 @@ impl Compiler<'_> {
     ) -> Option<(Pipeline, (usize, usize))> {
         let node = self.read_yaml(file)?;
         let mut errors = Vec::new();
-        let raw = node::parse_lenient::<RawPipeline>(&node, &mut errors);
+        let raw = yaml::parse_lenient::<RawPipeline>(&node, &mut errors);
         let mut clean = errors.is_empty();
         self.report_node_errors(file, errors);
         let raw: RawPipeline = raw?;
@@ -661,7 +662,7 @@ impl Compiler<'_> {
         let mut steps = Vec::new();
         let mut routed = false;
         for (index, step_node) in raw.steps.iter().enumerate() {
-            let step = match node::from_node::<RawStep>(step_node) {
+            let step = match yaml::from_node::<RawStep>(step_node) {
                 Ok(step) => step,
                 Err(e) => {
                     self.report(file, e.line, e.column, format!("step {}: {e}", index + 1));
@@ -928,7 +929,7 @@ fn typed(node: &Node, field_type: FieldType) -> Option<serde_json::Value> {
     let reparsed;
     let node = match &node.value {
         Value::Str(s) if node.interpolated && field_type != FieldType::String => {
-            reparsed = node::parse(s).ok()?;
+            reparsed = yaml::parse(s).ok()?;
             &reparsed
         }
         _ => node,
@@ -1403,9 +1404,9 @@ mod tests {
     #[test]
     fn shipped_trigger_books_paid_and_cod_orders_only() {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/shopify-orders.yaml");
-        let node = node::parse(&std::fs::read_to_string(file).unwrap()).unwrap();
-        let raw: RawPipeline = node::from_node(&node).unwrap();
-        let Ok(RawStep::Trigger(source)) = node::from_node::<RawStep>(&raw.steps[0]) else {
+        let node = yaml::parse(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let raw: RawPipeline = yaml::from_node(&node).unwrap();
+        let Ok(RawStep::Trigger(source)) = yaml::from_node::<RawStep>(&raw.steps[0]) else {
             panic!("the first step is not a trigger")
         };
         let trigger = Expr::compile(&source.value).unwrap();

@@ -8,9 +8,8 @@
 //! credentials: { webhook_secret: "${SHOPIFY_SECRET:-dev-secret}", token: "${POSTEX_TOKEN}" }
 //! ```
 
-use super::Diagnostic;
-use super::node::Node;
-use super::node::Value;
+use crate::diagnostic::Diagnostic;
+use crate::yaml::{Node, Value};
 use std::path::Path;
 
 /// Where variables come from: the process environment, or a map in tests.
@@ -154,8 +153,7 @@ mod tests {
 
     #[test]
     fn node_values_only_and_located() {
-        let mut node =
-            super::super::node::parse("'${KEY}': x\nv: ${TOKEN}\nw: [1, '${NOPE}']\n").unwrap();
+        let mut node = crate::yaml::parse("'${KEY}': x\nv: ${TOKEN}\nw: [1, '${NOPE}']\n").unwrap();
         let mut diags = Vec::new();
         interpolate_node(&mut node, Path::new("f.yaml"), &env, &mut diags);
         assert_eq!(

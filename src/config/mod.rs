@@ -17,56 +17,17 @@
 
 mod compile;
 pub mod interpolate;
-pub mod node;
 pub mod raw;
+
+pub use crate::diagnostic::Diagnostic;
 
 use crate::connector::Connector;
 use crate::mapping::{Expr, Mapping};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// One located configuration problem, printed as `FILE:LINE:COL: message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub file: PathBuf,
-    /// 1-based; 0 when the problem has no position (e.g. a missing file).
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-impl Diagnostic {
-    pub fn new(
-        file: impl Into<PathBuf>,
-        line: usize,
-        column: usize,
-        message: impl Into<String>,
-    ) -> Self {
-        Diagnostic {
-            file: file.into(),
-            line,
-            column,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file.display(),
-            self.line,
-            self.column,
-            self.message
-        )
-    }
-}
 
 /// The checked, resolved configuration.
 #[derive(Debug)]

@@ -15,8 +15,8 @@
 //! pipelines: [ "pipelines/*.yaml" ]
 //! ```
 
-use super::node::{Located, Node};
 use crate::clock::parse_duration;
+use crate::yaml::{Located, Node};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -223,8 +223,8 @@ impl<'de> Deserialize<'de> for RawDuration {
 
 #[cfg(test)]
 mod tests {
-    use super::super::node::{from_node, parse};
     use super::*;
+    use crate::yaml::{from_node, parse};
 
     #[test]
     fn steps_are_single_key_maps() {

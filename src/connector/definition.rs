@@ -22,7 +22,7 @@
 
 use super::{Connector, ConnectorKind, FieldSpec, FieldType};
 use crate::clock::parse_duration;
-use crate::config::Diagnostic;
+use crate::diagnostic::Diagnostic;
 use crate::mapping::{Expr, Mapping, Template};
 use crate::model::{ErrorClass, Status};
 use serde::Deserialize;

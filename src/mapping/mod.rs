@@ -47,7 +47,7 @@ mod tree;
 pub use filters::{PhoneFormat, money_string, normalize_phone, parse_decimal};
 pub use testfile::{CaseFailure, TestReport, run_tests};
 
-use crate::config::Diagnostic;
+use crate::diagnostic::Diagnostic;
 use minijinja::value::{Value as MjValue, ValueKind};
 use serde_json::Value;
 use std::collections::BTreeMap;

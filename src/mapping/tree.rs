@@ -10,7 +10,7 @@
 //! ```
 
 use super::{Expr, Template};
-use crate::config::Diagnostic;
+use crate::diagnostic::Diagnostic;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 use std::fmt;
