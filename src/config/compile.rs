@@ -1436,4 +1436,44 @@ mod tests {
             serde_json::json!("2026-01-01T00:00:00Z")
         ));
     }
+
+    /// The shipped Shopify mapping applied to a shipped sample order.
+    fn sample_shipment(sample: &str) -> crate::model::Shipment {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mapping = Mapping::load(&root.join("mappings/shopify/order-to-shipment.yaml")).unwrap();
+        let order: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(root.join(sample)).unwrap()).unwrap();
+        let ctx = serde_json::json!({
+            "order": order,
+            "event": {"topic": "orders/create", "account": "shopify-main", "source": "shopify", "headers": {}},
+            "account": {"name": "shopify-main", "settings": {"cod_gateways": ["Cash on Delivery (COD)"]}},
+        });
+        serde_json::from_value(mapping.eval(&ctx).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn shopify_samples_map_to_valid_canonical_shipments() {
+        use crate::config::ValidationRule::{CodAmount, Phone, ShippingAddress};
+        use crate::stages::validate::validate;
+        let cod = sample_shipment("samples/shopify/order-cod.json");
+        assert_eq!(cod.order_id, "820982911946154508");
+        assert_eq!(cod.cod_amount.to_string(), "5050.00");
+        assert_eq!(validate(&cod, &[Phone, ShippingAddress, CodAmount]), Ok(()));
+        let prepaid = sample_shipment("samples/shopify/order-prepaid.json");
+        assert_eq!(
+            (prepaid.payment.as_str(), prepaid.items.len()),
+            ("prepaid", 1)
+        );
+        assert_eq!(
+            validate(&prepaid, &[Phone, ShippingAddress, CodAmount]),
+            Ok(())
+        );
+        let no_phone = sample_shipment("samples/shopify/order-no-phone.json");
+        let failures = validate(&no_phone, &[Phone, ShippingAddress, CodAmount]).unwrap_err();
+        assert_eq!(failures.len(), 1);
+        assert!(
+            failures[0].starts_with("recipient has no usable phone"),
+            "{failures:?}"
+        );
+    }
 }

@@ -47,7 +47,8 @@ mod tree;
 pub use filters::{PhoneFormat, money_string, normalize_phone, parse_decimal};
 pub use testfile::{CaseFailure, TestReport, run_tests};
 
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::yaml::{self, ReadError};
 use minijinja::value::{Value as MjValue, ValueKind};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -273,46 +274,53 @@ impl fmt::Debug for Mapping {
 
 impl Mapping {
     /// Reads and compiles a mapping file, reporting every template error.
+    /// A file that cannot be read is reported at `0:0`; callers that know
+    /// where the file was referenced read it with [`crate::yaml::read`] and
+    /// call [`Mapping::compile`].
     pub fn load(path: &Path) -> Result<Mapping, Vec<Diagnostic>> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            vec![Diagnostic::new(
+        match yaml::read(path) {
+            Ok(tree) => Mapping::compile(path, &tree),
+            Err(ReadError::Syntax(e)) => Err(vec![syntax_error(path, &e)]),
+            Err(ReadError::Io { source, .. }) => Err(vec![Diagnostic::new(
                 path,
                 0,
                 0,
-                format!("cannot read mapping: {e}"),
-            )]
-        })?;
-        Mapping::parse(path, &text)
+                format!("cannot read mapping: {source}"),
+            )]),
+        }
     }
 
     /// Compiles mapping text read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Mapping, Vec<Diagnostic>> {
-        let raw = tree::parse(path, text).map_err(|d| vec![d])?;
+        let tree = yaml::parse(text).map_err(|e| vec![syntax_error(path, &e)])?;
+        Mapping::compile(path, &tree)
+    }
+
+    /// Compiles a mapping file's YAML tree.
+    pub fn compile(path: &Path, tree: &yaml::Node) -> Result<Mapping, Vec<Diagnostic>> {
         let mut compiler = tree::Compiler {
             file: path,
-            diagnostics: Vec::new(),
+            diagnostics: Diagnostics::default(),
         };
         let mut tables = None;
         let mut lets = Vec::new();
-        if let tree::Raw::Map(entries) = &raw.value {
-            for (key, value) in entries {
-                match key.as_str() {
-                    tree::TABLES => tables = Some(to_context(&tree::constant(value))),
-                    tree::LET => lets = compiler.lets(value),
-                    _ => {}
-                }
+        for (key, value) in tree.entries().unwrap_or_default() {
+            match key.name.as_str() {
+                tree::TABLES => tables = Some(to_context(&value.to_json())),
+                tree::LET => lets = compiler.lets(value),
+                _ => {}
             }
         }
-        let root = compiler.node(&raw, "");
-        if !compiler.diagnostics.is_empty() {
-            return Err(compiler.diagnostics);
-        }
-        Ok(Mapping {
+        let root = compiler.node(tree, "");
+        let mapping = Mapping {
             path: path.to_path_buf(),
             lets,
             root,
             tables,
-        })
+        };
+        compiler
+            .diagnostics
+            .finish(Some(mapping), path, "the mapping could not be compiled")
     }
 
     pub fn path(&self) -> &Path {
@@ -423,6 +431,10 @@ impl Mapping {
             }
         }
     }
+}
+
+fn syntax_error(path: &Path, e: &yaml::Error) -> Diagnostic {
+    Diagnostic::at(path, e.position(), format!("invalid YAML: {e}"))
 }
 
 #[cfg(test)]

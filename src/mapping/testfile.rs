@@ -18,6 +18,7 @@
 //! `null` must be null or absent); lists and scalars must be equal.
 
 use super::Mapping;
+use crate::yaml;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -122,10 +123,7 @@ fn run_file(test_file: &Path, report: &mut TestReport) {
             return;
         }
     };
-    let cases = match std::fs::read_to_string(test_file)
-        .map_err(|e| e.to_string())
-        .and_then(|text| serde_saphyr::from_str::<Vec<Case>>(&text).map_err(|e| e.to_string()))
-    {
+    let cases = match read_cases(test_file) {
         Ok(cases) => cases,
         Err(e) => {
             report.fail(test_file, "(test file)", e);
@@ -138,6 +136,14 @@ fn run_file(test_file: &Path, report: &mut TestReport) {
             Err(message) => report.fail(test_file, &case.name, message),
         }
     }
+}
+
+fn read_cases(test_file: &Path) -> Result<Vec<Case>, String> {
+    let tree = yaml::read(test_file).map_err(|e| match e {
+        yaml::ReadError::Syntax(e) => format!("{}:{}: invalid YAML: {e}", e.line, e.column),
+        io => io.to_string(),
+    })?;
+    yaml::from_node(&tree).map_err(|e| format!("{}:{}: {e}", e.line, e.column))
 }
 
 fn run_case(mapping: &Mapping, test_file: &Path, case: &Case) -> Result<(), String> {

@@ -1,5 +1,5 @@
-//! A mapping file read as a YAML tree with the position of every node, and
-//! its compilation into templates and expressions.
+//! A mapping file's YAML tree (read by [`crate::yaml`], every node with its
+//! position) compiled into templates and expressions.
 //!
 //! ```yaml
 //! reference: "{{ order.name }}"
@@ -10,102 +10,9 @@
 //! ```
 
 use super::{Expr, Template};
-use crate::diagnostic::Diagnostic;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::Spanned;
-use std::fmt;
+use crate::diagnostic::{Diagnostics, Position};
+use crate::yaml::{Key, Node as Yaml, Value as YamlValue};
 use std::path::Path;
-
-/// A YAML node exactly as written.
-pub(crate) enum Raw {
-    Null,
-    Bool(bool),
-    Number(serde_json::Number),
-    String(String),
-    Seq(Vec<Spanned<Raw>>),
-    Map(Vec<(String, Spanned<Raw>)>),
-}
-
-impl<'de> Deserialize<'de> for Raw {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(RawVisitor)
-    }
-}
-
-struct RawVisitor;
-
-impl<'de> Visitor<'de> for RawVisitor {
-    type Value = Raw;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a YAML value")
-    }
-
-    fn visit_unit<E>(self) -> Result<Raw, E> {
-        Ok(Raw::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Raw, E> {
-        Ok(Raw::Null)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Raw, D::Error> {
-        Raw::deserialize(deserializer)
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Raw, E> {
-        Ok(Raw::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Raw, E> {
-        Ok(Raw::Number(v.into()))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Raw, E> {
-        Ok(Raw::Number(v.into()))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Raw, E> {
-        serde_json::Number::from_f64(v)
-            .map(Raw::Number)
-            .ok_or_else(|| E::custom(format!("{v} is not a finite number")))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Raw, E> {
-        Ok(Raw::String(v.to_string()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Raw, E> {
-        Ok(Raw::String(v))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Raw, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Spanned<Raw>>()? {
-            items.push(item);
-        }
-        Ok(Raw::Seq(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(key) = map.next_key::<String>()? {
-            entries.push((key, map.next_value::<Spanned<Raw>>()?));
-        }
-        Ok(Raw::Map(entries))
-    }
-}
-
-/// Parses a mapping file's text.
-pub(crate) fn parse(file: &Path, text: &str) -> Result<Spanned<Raw>, Diagnostic> {
-    serde_saphyr::from_str::<Spanned<Raw>>(text).map_err(|err| {
-        let (line, column) = err
-            .location()
-            .map(|l| (l.line() as usize, l.column() as usize))
-            .unwrap_or((0, 0));
-        Diagnostic::new(file, line, column, format!("invalid YAML: {err}"))
-    })
-}
 
 /// A compiled template leaf, with where it came from.
 pub(crate) struct Leaf {
@@ -160,52 +67,54 @@ fn has_template_syntax(text: &str) -> bool {
     ["{{", "{%", "{#"].iter().any(|t| text.contains(t))
 }
 
+/// Compiles one mapping file, collecting every problem.
 pub(crate) struct Compiler<'a> {
     pub file: &'a Path,
-    pub diagnostics: Vec<Diagnostic>,
+    pub diagnostics: Diagnostics,
 }
 
 impl Compiler<'_> {
-    fn error(&mut self, line: usize, column: usize, message: String) {
-        self.diagnostics
-            .push(Diagnostic::new(self.file, line, column, message));
+    fn report(&mut self, at: Position, message: String) {
+        self.diagnostics.report(self.file, at, message);
     }
 
-    pub fn node(&mut self, raw: &Spanned<Raw>, key: &str) -> Node {
-        let (line, column) = (
-            raw.referenced.line() as usize,
-            raw.referenced.column() as usize,
-        );
+    pub fn node(&mut self, raw: &Yaml, key: &str) -> Node {
+        let at = raw.position();
         match &raw.value {
-            Raw::Null => Node::Const(serde_json::Value::Null),
-            Raw::Bool(b) => Node::Const((*b).into()),
-            Raw::Number(n) => Node::Const(serde_json::Value::Number(n.clone())),
-            Raw::String(text) if !has_template_syntax(text) => Node::Const(text.clone().into()),
-            Raw::String(text) => match self.leaf(text, key, line, column) {
+            YamlValue::Null => Node::Const(serde_json::Value::Null),
+            YamlValue::Bool(b) => Node::Const((*b).into()),
+            YamlValue::Int(_) | YamlValue::UInt(_) => Node::Const(raw.to_json()),
+            YamlValue::Float(f) => match serde_json::Number::from_f64(*f) {
+                Some(n) => Node::Const(serde_json::Value::Number(n)),
+                None => {
+                    self.report(at, format!("{f} is not a finite number"));
+                    Node::Const(serde_json::Value::Null)
+                }
+            },
+            YamlValue::Str(text) if !has_template_syntax(text) => Node::Const(text.clone().into()),
+            YamlValue::Str(text) => match self.leaf(text, key, at) {
                 Some(leaf) => Node::Leaf(leaf),
                 None => Node::Const(serde_json::Value::Null),
             },
-            Raw::Seq(items) => Node::List(
+            YamlValue::Seq(items) => Node::List(
                 items
                     .iter()
                     .enumerate()
                     .map(|(i, item)| self.node(item, &format!("{key}[{i}]")))
                     .collect(),
             ),
-            Raw::Map(entries) if entries.iter().any(|(k, _)| k == EACH) => {
-                self.each(entries, key, line, column)
+            YamlValue::Map(entries) if entries.iter().any(|(k, _)| k.name == EACH) => {
+                self.each(entries, key, at)
             }
-            Raw::Map(entries) => {
+            YamlValue::Map(entries) => {
                 let mut out = Vec::with_capacity(entries.len());
-                for (name, value) in entries {
+                for (Key { name, .. }, value) in entries {
                     if (name == TABLES || name == LET) && key.is_empty() {
                         continue;
                     }
                     if name.starts_with('$') {
-                        let l = &value.referenced;
-                        self.error(
-                            l.line() as usize,
-                            l.column() as usize,
+                        self.report(
+                            value.position(),
                             format!(
                                 "unknown directive `{name}` at `{}`; expected `{EACH}` (with `{AS}` and `{MAP}`), or `{LET}` / `{TABLES}` at the top level",
                                 join(key, name)
@@ -229,30 +138,25 @@ impl Compiler<'_> {
     }
 
     /// Compiles `$let`: a map of names to templates, in order.
-    pub fn lets(&mut self, raw: &Spanned<Raw>) -> Vec<(String, Leaf)> {
-        let Raw::Map(entries) = &raw.value else {
-            let (line, column) = (
-                raw.referenced.line() as usize,
-                raw.referenced.column() as usize,
+    pub fn lets(&mut self, raw: &Yaml) -> Vec<(String, Leaf)> {
+        let YamlValue::Map(entries) = &raw.value else {
+            self.report(
+                raw.position(),
+                format!("`{LET}` must map names to templates"),
             );
-            self.error(line, column, format!("`{LET}` must map names to templates"));
             return Vec::new();
         };
         let mut lets = Vec::new();
-        for (name, value) in entries {
-            let (line, column) = (
-                value.referenced.line() as usize,
-                value.referenced.column() as usize,
-            );
+        for (Key { name, .. }, value) in entries {
+            let at = value.position();
             match &value.value {
-                Raw::String(text) if is_identifier(name) => {
-                    if let Some(leaf) = self.leaf(text, &join(LET, name), line, column) {
+                YamlValue::Str(text) if is_identifier(name) => {
+                    if let Some(leaf) = self.leaf(text, &join(LET, name), at) {
                         lets.push((name.clone(), leaf));
                     }
                 }
-                _ => self.error(
-                    line,
-                    column,
+                _ => self.report(
+                    at,
                     format!("`{LET}.{name}` must be a variable name with a template such as \"{{{{ order.shipping_address }}}}\""),
                 ),
             }
@@ -260,7 +164,7 @@ impl Compiler<'_> {
         lets
     }
 
-    fn leaf(&mut self, text: &str, key: &str, line: usize, column: usize) -> Option<Leaf> {
+    fn leaf(&mut self, text: &str, key: &str, at: Position) -> Option<Leaf> {
         let key = if key.is_empty() {
             "(root)".to_string()
         } else {
@@ -271,45 +175,39 @@ impl Compiler<'_> {
             None => Template::compile(text).map(LeafKind::Text),
         };
         match kind {
-            Ok(kind) => Some(Leaf { key, line, kind }),
+            Ok(kind) => Some(Leaf {
+                key,
+                line: at.line,
+                kind,
+            }),
             Err(message) => {
-                self.error(line, column, format!("template at `{key}`: {message}"));
+                self.report(at, format!("template at `{key}`: {message}"));
                 None
             }
         }
     }
 
-    fn each(
-        &mut self,
-        entries: &[(String, Spanned<Raw>)],
-        key: &str,
-        line: usize,
-        column: usize,
-    ) -> Node {
+    fn each(&mut self, entries: &[(Key, Yaml)], key: &str, at: Position) -> Node {
         let mut source = None;
         let mut var = "item".to_string();
         let mut body = None;
         let each_key = format!("{key}[]");
-        for (name, value) in entries {
-            let (l, c) = (
-                value.referenced.line() as usize,
-                value.referenced.column() as usize,
-            );
+        for (Key { name, .. }, value) in entries {
+            let here = value.position();
             match (name.as_str(), &value.value) {
-                (EACH, Raw::String(text)) if whole_expression(text).is_some() => {
-                    source = self.leaf(text, &join(key, EACH), l, c);
+                (EACH, YamlValue::Str(text)) if whole_expression(text).is_some() => {
+                    source = self.leaf(text, &join(key, EACH), here);
                 }
-                (EACH, _) => self.error(l, c, format!("`{EACH}` at `{key}` must be exactly \"{{{{ expression }}}}\" giving a list")),
-                (AS, Raw::String(name)) if is_identifier(name) => var = name.clone(),
-                (AS, _) => self.error(l, c, format!("`{AS}` at `{key}` must be a variable name such as `item`")),
+                (EACH, _) => self.report(here, format!("`{EACH}` at `{key}` must be exactly \"{{{{ expression }}}}\" giving a list")),
+                (AS, YamlValue::Str(name)) if is_identifier(name) => var = name.clone(),
+                (AS, _) => self.report(here, format!("`{AS}` at `{key}` must be a variable name such as `item`")),
                 (MAP, _) => body = Some(self.node(value, &each_key)),
-                (other, _) => self.error(l, c, format!("unexpected key `{other}` beside `{EACH}` at `{key}`; expected `{AS}` and `{MAP}`")),
+                (other, _) => self.report(here, format!("unexpected key `{other}` beside `{EACH}` at `{key}`; expected `{AS}` and `{MAP}`")),
             }
         }
         if body.is_none() {
-            self.error(
-                line,
-                column,
+            self.report(
+                at,
                 format!("`{EACH}` at `{key}` needs a `{MAP}` giving each element"),
             );
         }
@@ -321,21 +219,6 @@ impl Compiler<'_> {
             },
             _ => Node::Const(serde_json::Value::Null),
         }
-    }
-}
-
-/// Converts a constant subtree (e.g. `$tables`) to JSON, reporting templates in it.
-pub(crate) fn constant(raw: &Spanned<Raw>) -> serde_json::Value {
-    match &raw.value {
-        Raw::Null => serde_json::Value::Null,
-        Raw::Bool(b) => (*b).into(),
-        Raw::Number(n) => serde_json::Value::Number(n.clone()),
-        Raw::String(s) => s.clone().into(),
-        Raw::Seq(items) => items.iter().map(constant).collect(),
-        Raw::Map(entries) => entries
-            .iter()
-            .map(|(k, v)| (k.clone(), constant(v)))
-            .collect(),
     }
 }
 
