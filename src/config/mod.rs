@@ -19,6 +19,7 @@ mod compile;
 pub mod interpolate;
 pub mod raw;
 
+pub use crate::connector::Account;
 pub use crate::diagnostic::Diagnostic;
 
 use crate::connector::Connector;
@@ -68,22 +69,6 @@ pub struct HttpSettings {
     /// Bearer token for the admin API; `None` disables it.
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,
-}
-
-/// One store or courier account.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Account {
-    pub name: String,
-    /// Connector name, e.g. `shopify`, `postex`, `sandbox`.
-    pub connector: String,
-    /// Checked against the connector's credential schema.
-    pub credentials: BTreeMap<String, String>,
-    /// Checked against the connector's settings schema, defaults filled in.
-    pub settings: serde_json::Map<String, serde_json::Value>,
-    /// Overrides the connector's `base_url`.
-    pub base_url: Option<String>,
-    /// Credential values the connector marks secret: never logged, redacted.
-    pub secrets: Vec<String>,
 }
 
 /// A compiled pipeline.

@@ -14,11 +14,11 @@
 //!     extract: { tracking_number: "$.tracking_number" }
 //! ```
 
+use super::Account;
 use super::classify::{default_class, parse_retry_after, send_error_class};
 use super::pacing::Pacing;
 use super::target::{build_url, resolve_base};
 use super::{Connector, CourierError, Operation, PreparedRequest, redact_text};
-use crate::config::Account;
 use crate::mapping::render_str;
 use crate::model::{BookingResult, ErrorClass};
 use serde_json::{Map, Value, json};

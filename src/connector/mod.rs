@@ -4,7 +4,11 @@
 //! engine: auth, request templates, success rule, JSONPath extraction and
 //! failure classification.
 //!
-//! - [`definition`]: YAML → checked [`Connector`], every problem at once.
+//! - [`raw`]: connector files exactly as written.
+//! - `compile`: raw → checked [`Connector`], every problem at once.
+//! - [`definition`]: the checked operations, webhook and callback rules.
+//! - [`statuses`]: the status table.
+//! - [`account`]: an account of a connector, as configured.
 //! - [`target`]: request URLs that order data can never steer elsewhere.
 //! - [`engine`]: prepares and sends requests and judges the answers.
 //! - [`classify`]: default failure classes and `Retry-After`.
@@ -24,13 +28,18 @@
 //!     extract: { tracking_number: "$.dist.trackingNumber" }
 //! ```
 
+pub mod account;
 pub mod classify;
+mod compile;
 pub mod definition;
 pub mod engine;
 pub mod pacing;
+pub mod raw;
 pub mod sandbox;
+pub mod statuses;
 pub mod target;
 
+pub use account::Account;
 pub use definition::{
     CallbackSpec, Operation, OrderIdPath, RateLimit, SignatureAlgorithm, SignatureEncoding,
     SignatureSpec, StatusMatch, StatusTable, WebhookSpec,

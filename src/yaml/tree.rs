@@ -65,6 +65,14 @@ impl Node {
             .find(|key| key.name == name)
     }
 
+    /// The value of key `name` of a mapping node.
+    pub fn get(&self, name: &str) -> Option<&Node> {
+        self.entries()?
+            .iter()
+            .find(|(key, _)| key.name == name)
+            .map(|(_, node)| node)
+    }
+
     /// Entries of a mapping node, `None` for any other node.
     pub fn entries(&self) -> Option<&[(Key, Node)]> {
         match &self.value {

@@ -1,0 +1,934 @@
+//! Compiles a connector file, read by the one YAML reader into the structs
+//! of `raw.rs`, into a checked [`Connector`]: every problem is reported at
+//! once, at the key or value at fault, as `FILE:LINE:COL: message`.
+//!
+//! ```yaml
+//! name: sandbox
+//! kind: courier
+//! base_url: "waybill:/sandbox"
+//! operations:
+//!   book:
+//!     request: { method: POST, path: /book, body: mappings/sandbox/book.yaml }
+//!     success: "response.status == 200 and body.tracking_number"
+//!     extract: { tracking_number: "$.tracking_number" }
+//! statuses:
+//!   table: { "Booked": booked, "Attempt Made:*": { status: delivery_failed, sub_status: attempted } }
+//! ```
+
+use super::definition::{
+    CallbackSpec, DEFAULT_TIMEOUT, ErrorRule, Operation, OrderIdPath, RateLimit, SignatureSpec,
+    WebhookSpec,
+};
+use super::raw::{
+    RawConnector, RawField, RawFieldType, RawKind, RawOperation, RawOperations, RawRate,
+    RawRequest, RawSignature, RawStatusEntry, RawStatuses, RawWebhook,
+};
+use super::statuses::{StatusMatch, StatusTable};
+use super::{Connector, ConnectorKind, FieldSpec, FieldType};
+use crate::clock::parse_duration;
+use crate::diagnostic::{Diagnostic, Diagnostics, Position};
+use crate::mapping::{Expr, Mapping, Template};
+use crate::model::{ErrorClass, Status};
+use crate::yaml::{self, Located, Node, ReadError, Value};
+use serde_json_path::JsonPath;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The longest period a `rate_limit` may name.
+const MAX_RATE_PERIOD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Methods an operation may use.
+const METHODS: [reqwest::Method; 5] = [
+    reqwest::Method::GET,
+    reqwest::Method::POST,
+    reqwest::Method::PUT,
+    reqwest::Method::PATCH,
+    reqwest::Method::DELETE,
+];
+
+impl Connector {
+    /// Reads and compiles a connector file, reporting every problem. Mapping
+    /// paths resolve against the parent of the file's `connectors/` folder.
+    pub fn load(path: &Path) -> Result<Connector, Vec<Diagnostic>> {
+        let base_dir = path
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        Connector::load_with_base(path, &base_dir)
+    }
+
+    /// Like [`Connector::load`], with mapping paths resolved against `base_dir`.
+    /// A file that cannot be read is reported at `0:0`; callers that know
+    /// where the connector was named read it with [`yaml::read`] and call
+    /// [`Connector::compile`].
+    pub fn load_with_base(path: &Path, base_dir: &Path) -> Result<Connector, Vec<Diagnostic>> {
+        match yaml::read(path) {
+            Ok(tree) => Connector::compile(&tree, path, base_dir),
+            Err(ReadError::Syntax(e)) => Err(vec![syntax_error(path, &e)]),
+            Err(ReadError::Io { source, .. }) => Err(vec![Diagnostic::new(
+                path,
+                0,
+                0,
+                format!("cannot read connector file: {source}"),
+            )]),
+        }
+    }
+
+    /// Compiles connector YAML read from `file`.
+    pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Connector, Vec<Diagnostic>> {
+        let tree = yaml::parse(text).map_err(|e| vec![syntax_error(file, &e)])?;
+        Connector::compile(&tree, file, base_dir)
+    }
+
+    /// Compiles a connector file's YAML tree.
+    pub fn compile(
+        tree: &Node,
+        file: &Path,
+        base_dir: &Path,
+    ) -> Result<Connector, Vec<Diagnostic>> {
+        let mut compiler = Compiler {
+            file,
+            base_dir,
+            tree,
+            diagnostics: Diagnostics::default(),
+        };
+        let connector = compiler.read().and_then(|raw| compiler.connector(raw));
+        compiler
+            .diagnostics
+            .finish(connector, file, "the connector could not be compiled")
+    }
+}
+
+fn syntax_error(file: &Path, e: &yaml::Error) -> Diagnostic {
+    Diagnostic::at(file, e.position(), format!("invalid YAML: {e}"))
+}
+
+/// Compiles one connector file, collecting every problem.
+struct Compiler<'a> {
+    file: &'a Path,
+    base_dir: &'a Path,
+    /// The file's tree, for the positions of its top-level keys.
+    tree: &'a Node,
+    diagnostics: Diagnostics,
+}
+
+impl Compiler<'_> {
+    fn report(&mut self, at: Position, message: impl Into<String>) {
+        self.diagnostics.report(self.file, at, message);
+    }
+
+    /// Where the top-level key `name` is written, if it is.
+    fn key(&self, name: &str) -> Option<Position> {
+        self.tree.key(name).map(|key| key.position())
+    }
+
+    /// Where a problem about the file as a whole (a missing key) is reported.
+    fn top(&self) -> Position {
+        match self.tree.position() {
+            at if at.line == 0 => Position::START,
+            at => at,
+        }
+    }
+
+    /// Reads the raw connector, reporting every bad key; the entries at
+    /// fault are left out, so the rest is still checked.
+    fn read(&mut self) -> Option<RawConnector> {
+        if self.tree.value == Value::Null {
+            return Some(RawConnector::default());
+        }
+        let mut errors = Vec::new();
+        let raw = yaml::parse_lenient::<RawConnector>(self.tree, &mut errors);
+        for e in errors {
+            self.report(e.position(), e.to_string());
+        }
+        raw
+    }
+
+    fn connector(&mut self, raw: RawConnector) -> Option<Connector> {
+        let name = self.name(raw.name);
+        let kind = self.kind(raw.kind.as_ref());
+        let credentials = self.fields(raw.credentials.unwrap_or_default());
+        let settings = self.fields(raw.settings.unwrap_or_default());
+        if let Some(base_url) = &raw.base_url
+            && let Err(message) = super::target::check_base_url(&base_url.value)
+        {
+            self.report(base_url.position(), message);
+        }
+        let operations = self.operations(raw.operations.unwrap_or_default());
+        self.required_parts(raw.kind.as_ref(), &operations, raw.base_url.is_some());
+        let webhook = raw
+            .webhook
+            .map(|webhook| self.webhook(webhook, &credentials));
+        if webhook.is_some()
+            && kind == Some(ConnectorKind::Courier)
+            && let Some(at) = self.key("webhook")
+        {
+            self.report(
+                at,
+                "`webhook` describes store deliveries; couriers use `callback`",
+            );
+        }
+        let callback = raw.callback.map(|callback| CallbackSpec {
+            path_secret: callback.path_secret,
+            signature: callback.signature.map(|s| self.signature(s, &credentials)),
+        });
+        let statuses = raw.statuses.map(|statuses| self.statuses(statuses));
+        let rate_limit = raw
+            .rate_limit
+            .and_then(|limit| self.rate_limit(limit.per_account));
+        Some(Connector {
+            name: name?,
+            kind: kind?,
+            description: raw.description,
+            credentials,
+            settings,
+            base_url: raw.base_url.map(|b| b.value),
+            operations,
+            webhook,
+            callback,
+            statuses,
+            rate_limit,
+            file: self.file.to_path_buf(),
+        })
+    }
+
+    /// `name`; a key written but unreadable was reported already.
+    fn name(&mut self, name: Option<Located<String>>) -> Option<String> {
+        let Some(name) = name else {
+            if self.key("name").is_none() {
+                self.report(self.top(), "missing `name`");
+            }
+            return None;
+        };
+        let valid = !name.value.is_empty()
+            && name
+                .value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !valid {
+            let message = format!(
+                "connector name `{}` must be lowercase letters, digits, `-` or `_`",
+                name.value
+            );
+            self.report(name.position(), message);
+        }
+        Some(name.value)
+    }
+
+    fn kind(&mut self, kind: Option<&Located<RawKind>>) -> Option<ConnectorKind> {
+        match kind.map(|k| k.value) {
+            Some(RawKind::Store) => Some(ConnectorKind::Store),
+            Some(RawKind::Courier) => Some(ConnectorKind::Courier),
+            None => {
+                if self.key("kind").is_none() {
+                    self.report(self.top(), "missing `kind` (expected `store` or `courier`)");
+                }
+                None
+            }
+        }
+    }
+
+    /// What a connector of its kind must declare: a courier books, and
+    /// operations need a base URL to be sent to. A key written but dropped
+    /// for a reported error counts as declared, so it is not reported twice.
+    fn required_parts(
+        &mut self,
+        kind: Option<&Located<RawKind>>,
+        operations: &BTreeMap<String, Operation>,
+        has_base_url: bool,
+    ) {
+        let operations_at = self.key("operations");
+        let book_written = self
+            .tree
+            .get("operations")
+            .is_some_and(|node| node.key("book").is_some());
+        if let Some(kind) = kind
+            && matches!(kind.value, RawKind::Courier)
+            && !book_written
+        {
+            self.report(
+                operations_at.unwrap_or(kind.position()),
+                "a courier connector must declare `operations.book`",
+            );
+        }
+        if !operations.is_empty()
+            && !has_base_url
+            && self.key("base_url").is_none()
+            && let Some(at) = operations_at
+        {
+            self.report(
+                at,
+                "missing `base_url` (accounts may override it, but the connector needs a default)",
+            );
+        }
+    }
+
+    fn fields(&mut self, raw: BTreeMap<String, Located<RawField>>) -> BTreeMap<String, FieldSpec> {
+        raw.into_iter()
+            .map(|(name, node)| {
+                let spec = self.field(&name, node);
+                (name, spec)
+            })
+            .collect()
+    }
+
+    fn field(&mut self, name: &str, node: Located<RawField>) -> FieldSpec {
+        let at = node.position();
+        let raw = node.value;
+        let field_type = match raw.field_type {
+            RawFieldType::String => FieldType::String,
+            RawFieldType::Number => FieldType::Number,
+            RawFieldType::Bool => FieldType::Bool,
+            RawFieldType::List => FieldType::List,
+        };
+        if let Some(default) = &raw.default {
+            let fits = match field_type {
+                FieldType::String => default.is_string(),
+                FieldType::Number => default.is_number(),
+                FieldType::Bool => default.is_boolean(),
+                FieldType::List => default.is_array(),
+            };
+            if !fits {
+                self.report(at, format!("default of `{name}` does not match its type"));
+            }
+            if raw.required {
+                self.report(
+                    at,
+                    format!("`{name}` is required, so its default would never be used"),
+                );
+            }
+        }
+        FieldSpec {
+            field_type,
+            required: raw.required,
+            secret: raw.secret,
+            description: raw.description,
+            default: raw.default,
+        }
+    }
+
+    fn operations(&mut self, raw: RawOperations) -> BTreeMap<String, Operation> {
+        let declared = [
+            ("book", raw.book),
+            ("track", raw.track),
+            ("cancel", raw.cancel),
+            ("lookup", raw.lookup),
+        ];
+        let mut operations = BTreeMap::new();
+        for (name, node) in declared {
+            if let Some(operation) = node.and_then(|node| self.operation(name, node)) {
+                operations.insert(name.to_string(), operation);
+            }
+        }
+        operations
+    }
+
+    /// One operation, or `None` when anything in it is wrong (all reported).
+    fn operation(&mut self, name: &str, node: Located<RawOperation>) -> Option<Operation> {
+        let before = self.diagnostics.count();
+        let at = node.position();
+        let raw = node.value;
+        let method = self.method(&raw.request.method);
+        if let Err(message) = super::target::check_path_template(&raw.request.path.value) {
+            self.report(raw.request.path.position(), message);
+        }
+        let body = raw
+            .request
+            .body
+            .as_ref()
+            .and_then(|body| self.mapping(body));
+        let templates = self.request_templates(&raw.request);
+        let success = self.expr(&raw.success, "success");
+        let extract = self.extract(&raw.extract);
+        if name == "book" && !raw.extract.contains_key("tracking_number") {
+            self.report(at, "`book` must extract `tracking_number` (e.g. `extract: { tracking_number: \"$.tracking_number\" }`)");
+        }
+        let errors = raw
+            .errors
+            .iter()
+            .filter_map(|rule| {
+                let when = self.expr(&rule.when, "errors.when")?;
+                Some(ErrorRule {
+                    when,
+                    class: rule.class,
+                })
+            })
+            .collect();
+        let status_classes = self.status_classes(&raw.status_classes);
+        let error_message = raw
+            .error_message
+            .as_ref()
+            .and_then(|source| self.expr(source, "error_message"));
+        let timeout = self.timeout(raw.timeout.as_ref());
+        if self.diagnostics.count() != before {
+            return None;
+        }
+        let values = |pairs: BTreeMap<String, Located<String>>| {
+            pairs.into_iter().map(|(k, v)| (k, v.value)).collect()
+        };
+        Some(Operation {
+            name: name.to_string(),
+            method: method?,
+            path: raw.request.path.value,
+            headers: values(raw.request.headers),
+            query: values(raw.request.query),
+            body,
+            templates,
+            success: success?,
+            extract,
+            errors,
+            status_classes,
+            error_message,
+            timeout,
+        })
+    }
+
+    fn method(&mut self, method: &Located<String>) -> Option<reqwest::Method> {
+        let parsed = reqwest::Method::from_bytes(method.value.to_ascii_uppercase().as_bytes())
+            .ok()
+            .filter(|m| METHODS.contains(m));
+        if parsed.is_none() {
+            let message = format!(
+                "unknown method `{}` (expected GET, POST, PUT, PATCH or DELETE)",
+                method.value
+            );
+            self.report(method.position(), message);
+        }
+        parsed
+    }
+
+    /// The path's templated segments and the header and query values,
+    /// compiled once and keyed by their source text.
+    fn request_templates(&mut self, request: &RawRequest) -> BTreeMap<String, Template> {
+        let path = &request.path;
+        let segments = path
+            .value
+            .split('/')
+            .filter(|segment| super::target::is_template(segment))
+            .map(|segment| (segment, path.position()));
+        let values = request
+            .headers
+            .values()
+            .chain(request.query.values())
+            .map(|value| (value.value.as_str(), value.position()));
+        let mut templates = BTreeMap::new();
+        for (source, at) in segments.chain(values) {
+            match Template::compile(source) {
+                Ok(template) => {
+                    templates.insert(source.to_string(), template);
+                }
+                Err(err) => self.report(at, format!("request template `{source}`: {err}")),
+            }
+        }
+        templates
+    }
+
+    fn extract(&mut self, raw: &BTreeMap<String, Located<String>>) -> BTreeMap<String, JsonPath> {
+        let mut extract = BTreeMap::new();
+        for (field, path) in raw {
+            match JsonPath::parse(&path.value) {
+                Ok(parsed) => {
+                    extract.insert(field.clone(), parsed);
+                }
+                Err(err) => self.report(
+                    path.position(),
+                    format!("`extract.{field}` is not a JSONPath: {err}"),
+                ),
+            }
+        }
+        extract
+    }
+
+    fn status_classes(
+        &mut self,
+        raw: &BTreeMap<String, Located<ErrorClass>>,
+    ) -> BTreeMap<u16, ErrorClass> {
+        let mut classes = BTreeMap::new();
+        for (code, class) in raw {
+            match code.parse::<u16>() {
+                Ok(status) if (100..=599).contains(&status) => {
+                    classes.insert(status, class.value);
+                }
+                _ => self.report(
+                    class.position(),
+                    format!("`status_classes` key `{code}` is not an HTTP status (100-599)"),
+                ),
+            }
+        }
+        classes
+    }
+
+    fn timeout(&mut self, raw: Option<&Located<String>>) -> std::time::Duration {
+        let Some(text) = raw else {
+            return DEFAULT_TIMEOUT;
+        };
+        match parse_duration(&text.value) {
+            Ok(timeout) if !timeout.is_zero() => timeout,
+            _ => {
+                let message = format!(
+                    "timeout `{}` is not a duration such as `500ms`, `30s` or `2m`",
+                    text.value
+                );
+                self.report(text.position(), message);
+                DEFAULT_TIMEOUT
+            }
+        }
+    }
+
+    fn expr(&mut self, source: &Located<String>, what: &str) -> Option<Expr> {
+        match Expr::compile(&source.value) {
+            Ok(expr) => Some(expr),
+            Err(err) => {
+                self.report(
+                    source.position(),
+                    format!("`{what}` is not a valid expression: {err}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// The body mapping; a file that is missing or cannot be read is
+    /// reported where it is named.
+    fn mapping(&mut self, body: &Located<String>) -> Option<Arc<Mapping>> {
+        let path: PathBuf = self.base_dir.join(&body.value);
+        if !path.is_file() {
+            let message = format!(
+                "mapping file `{}` not found (paths are relative to {})",
+                body.value,
+                self.base_dir.display()
+            );
+            self.report(body.position(), message);
+            return None;
+        }
+        let compiled = match yaml::read(&path) {
+            Ok(tree) => Mapping::compile(&path, &tree),
+            Err(ReadError::Syntax(e)) => Err(vec![syntax_error(&path, &e)]),
+            Err(ReadError::Io { source, .. }) => {
+                let message = format!("mapping file `{}` cannot be read: {source}", body.value);
+                self.report(body.position(), message);
+                return None;
+            }
+        };
+        match compiled {
+            Ok(mapping) => Some(Arc::new(mapping)),
+            Err(diagnostics) => {
+                self.diagnostics.extend(diagnostics);
+                None
+            }
+        }
+    }
+
+    fn webhook(
+        &mut self,
+        node: Located<RawWebhook>,
+        credentials: &BTreeMap<String, FieldSpec>,
+    ) -> WebhookSpec {
+        let raw = node.value;
+        let order_id = match &raw.order_id {
+            None => OrderIdPath::default(),
+            Some(path) => OrderIdPath::parse(&path.value).unwrap_or_else(|err| {
+                self.report(
+                    path.position(),
+                    format!("`webhook.order_id` is not a JSONPath: {err}"),
+                );
+                OrderIdPath::default()
+            }),
+        };
+        WebhookSpec {
+            source: raw.source,
+            signature: raw.signature.map(|s| self.signature(s, credentials)),
+            topic_header: raw.topic_header,
+            delivery_id_header: raw.delivery_id_header,
+            order_id,
+        }
+    }
+
+    fn signature(
+        &mut self,
+        node: Located<RawSignature>,
+        credentials: &BTreeMap<String, FieldSpec>,
+    ) -> SignatureSpec {
+        let at = node.position();
+        let raw = node.value;
+        let secret = &raw.secret;
+        match credentials.get(secret) {
+            None => {
+                let declared: Vec<&str> = credentials.keys().map(String::as_str).collect();
+                let message = format!(
+                    "signature secret `{secret}` is not a declared credential (declared: {})",
+                    declared.join(", ")
+                );
+                self.report(at, message);
+            }
+            Some(spec) if !spec.secret => self.report(
+                at,
+                format!("credential `{secret}` signs requests, so it must be `secret: true`"),
+            ),
+            Some(_) => {}
+        }
+        if reqwest::header::HeaderName::from_bytes(raw.header.as_bytes()).is_err() {
+            self.report(at, format!("`{}` is not a valid header name", raw.header));
+        }
+        SignatureSpec {
+            header: raw.header,
+            algorithm: raw.algorithm,
+            encoding: raw.encoding,
+            secret: raw.secret,
+        }
+    }
+
+    fn statuses(&mut self, node: Located<RawStatuses>) -> StatusTable {
+        let raw = node.value;
+        let mut table = StatusTable::new(raw.unknown.unwrap_or(Status::Unknown));
+        for (key, entry) in raw.table {
+            let at = entry.position();
+            let found = match entry.value {
+                RawStatusEntry::Plain(status) => StatusMatch {
+                    status,
+                    sub_status: None,
+                },
+                RawStatusEntry::Detailed(detail) => StatusMatch {
+                    status: detail.status,
+                    sub_status: detail.sub_status,
+                },
+            };
+            if let Err(first) = table.insert(&key, found) {
+                let message = format!(
+                    "status `{key}` and `{first}` are the same once trimmed and lowercased"
+                );
+                self.report(at, message);
+            }
+        }
+        table
+    }
+
+    fn rate_limit(&mut self, node: Located<RawRate>) -> Option<RateLimit> {
+        let at = node.position();
+        let raw = node.value;
+        let per = parse_duration(&raw.per).ok().filter(|d| !d.is_zero());
+        match per {
+            None => self.report(
+                at,
+                format!(
+                    "rate limit period `{}` is not a duration such as `1s` or `1m`",
+                    raw.per
+                ),
+            ),
+            // Couriers document limits per second, minute or hour; a longer
+            // period is a typo, and an absurd one could not be scheduled.
+            Some(per) if per > MAX_RATE_PERIOD => self.report(
+                at,
+                format!(
+                    "rate limit period `{}` is longer than a day: write the limit per second, minute or hour",
+                    raw.per
+                ),
+            ),
+            Some(_) => {}
+        }
+        if raw.requests == 0 {
+            self.report(at, "a rate limit must allow at least one request");
+        }
+        Some(RateLimit {
+            requests: raw.requests,
+            per: per?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::definition::{SignatureAlgorithm, SignatureEncoding};
+    use super::*;
+    use std::time::Duration;
+
+    fn repo() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn parse(text: &str) -> Result<Connector, Vec<Diagnostic>> {
+        Connector::parse(text, Path::new("connectors/test.yaml"), &repo())
+    }
+
+    #[test]
+    fn every_shipped_connector_loads() {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(repo().join("connectors")).unwrap() {
+            let path = entry.unwrap().path();
+            let connector =
+                Connector::load(&path).unwrap_or_else(|d| panic!("{}: {d:#?}", path.display()));
+            names.push(connector.name);
+        }
+        names.sort();
+        assert_eq!(names, ["postex", "sandbox", "shopify"]);
+    }
+
+    #[test]
+    fn shopify_exposes_its_webhook_rule() {
+        let shopify = Connector::load(&repo().join("connectors/shopify.yaml")).unwrap();
+        assert_eq!(shopify.kind, ConnectorKind::Store);
+        let webhook = shopify.webhook.unwrap();
+        assert_eq!(webhook.source, "shopify");
+        let signature = webhook.signature.unwrap();
+        assert_eq!(signature.header, "X-Shopify-Hmac-Sha256");
+        assert_eq!(signature.algorithm, SignatureAlgorithm::HmacSha256);
+        assert_eq!(signature.encoding, SignatureEncoding::Base64);
+        assert_eq!(signature.secret, "webhook_secret");
+        assert_eq!(webhook.topic_header.as_deref(), Some("X-Shopify-Topic"));
+        assert_eq!(
+            webhook.delivery_id_header.as_deref(),
+            Some("X-Shopify-Webhook-Id")
+        );
+        assert!(
+            shopify.credentials["webhook_secret"].secret
+                && shopify.credentials["webhook_secret"].required
+        );
+        assert!(!shopify.credentials["shop_domain"].required);
+        assert_eq!(
+            shopify.settings["cod_gateways"].default,
+            Some(serde_json::json!(["Cash on Delivery (COD)"]))
+        );
+    }
+
+    #[test]
+    fn postex_statuses_normalise() {
+        // The table does not depend on the body mapping, so stand one in.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("mappings/postex")).unwrap();
+        std::fs::write(
+            dir.path().join("mappings/postex/book.yaml"),
+            "\"{{ shipment }}\"\n",
+        )
+        .unwrap();
+        let postex =
+            Connector::load_with_base(&repo().join("connectors/postex.yaml"), dir.path()).unwrap();
+        assert!(postex.has_operation("book") && !postex.has_operation("lookup"));
+        let table = postex.statuses.unwrap();
+        assert_eq!(table.lookup("  UnBooked ").status, Status::Booked);
+        assert_eq!(
+            table.lookup("unbooked").sub_status.as_deref(),
+            Some("awaiting_handover")
+        );
+        assert_eq!(
+            table.lookup("Out  For   Delivery").status,
+            Status::OutForDelivery
+        );
+        assert_eq!(
+            table.lookup("Attempt Made: customer not home").status,
+            Status::DeliveryFailed
+        );
+        assert_eq!(table.lookup("Teleported").status, Status::Unknown);
+        assert!(table.find("Teleported").is_none());
+    }
+
+    #[test]
+    fn several_mistakes_give_several_diagnostics() {
+        let text = "\
+name: Bad Name
+kind: courier
+credentials:
+  token: { type: strng, secret: true }
+base_url: ftp://example.com
+operations:
+  book:
+    request: { method: FETCH, path: order }
+    success: \"response.status == 200\"
+    timeout: soon
+statuses:
+  table: { \"Delivered\": delivered, \"delivered \": delivered }
+colour: blue
+";
+        let diagnostics = parse(text).unwrap_err();
+        let lines: Vec<usize> = diagnostics.iter().map(|d| d.line).collect();
+        let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter().all(|d| d.starts_with("connectors/test.yaml:")),
+            "{text:#?}"
+        );
+        for expected in [4, 13] {
+            assert!(
+                lines.contains(&expected),
+                "no diagnostic on line {expected}: {text:#?}"
+            );
+        }
+        assert!(text.iter().any(|d| d.contains("strng")), "{text:#?}");
+        assert!(text.iter().any(|d| d.contains("colour")), "{text:#?}");
+    }
+
+    #[test]
+    fn semantic_mistakes_are_all_reported_with_positions() {
+        let text = "\
+name: Bad Name
+kind: courier
+base_url: ftp://example.com
+operations:
+  book:
+    request: { method: FETCH, path: order, body: mappings/none.yaml }
+    success: \"response.status == 200\"
+    status_classes: { \"999\": retryable }
+    timeout: soon
+statuses:
+  table: { \"Delivered\": delivered, \"delivered \": delivered }
+";
+        let diagnostics = parse(text).unwrap_err();
+        let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        for expected in [
+            "test.yaml:1:7: connector name",
+            "test.yaml:3:11: base URL",
+            "FETCH",
+            "path `order` must start with `/`",
+            "mappings/none.yaml",
+            "must extract `tracking_number`",
+            "999",
+            "timeout `soon`",
+            "same once trimmed",
+        ] {
+            assert!(
+                text.iter().any(|d| d.contains(expected)),
+                "missing `{expected}` in {text:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_name_and_kind_are_reported() {
+        let diagnostics = parse("description: nothing else\n").unwrap_err();
+        let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter().any(|d| d.contains("missing `name`")),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter().any(|d| d.contains("missing `kind`")),
+            "{text:#?}"
+        );
+    }
+
+    #[test]
+    fn signature_secret_must_be_a_secret_credential() {
+        let text = "\
+name: shop
+kind: store
+credentials:
+  key: { type: string }
+webhook:
+  source: shop
+  signature: { header: X-Sig, algorithm: hmac-sha256, encoding: hex, secret: nope }
+";
+        let diagnostics = parse(text).unwrap_err();
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+        assert_eq!(diagnostics[0].line, 7);
+        assert!(
+            diagnostics[0]
+                .message
+                .contains("`nope` is not a declared credential")
+        );
+    }
+
+    #[test]
+    fn the_order_id_path_is_compiled_at_load() {
+        let store = |order_id: &str| {
+            format!(
+                "name: shop\nkind: store\nwebhook:\n  source: shop\n  order_id: \"{order_id}\"\n"
+            )
+        };
+        let webhook = |text: &str| parse(text).unwrap().webhook.unwrap();
+        assert_eq!(
+            webhook("name: shop\nkind: store\nwebhook: { source: shop }\n").order_id,
+            OrderIdPath::Member("id".into())
+        );
+        assert_eq!(
+            webhook(&store("$.number")).order_id,
+            OrderIdPath::Member("number".into())
+        );
+        assert!(matches!(
+            webhook(&store("$.order.id")).order_id,
+            OrderIdPath::Path(_)
+        ));
+        assert!(
+            OrderIdPath::parse("$.1st").is_err(),
+            "a shorthand member name starts with a letter or `_`"
+        );
+        let diagnostics = parse(&store("$.order[")).unwrap_err();
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+        assert_eq!(diagnostics[0].line, 5);
+        assert!(
+            diagnostics[0]
+                .message
+                .contains("`webhook.order_id` is not a JSONPath")
+        );
+    }
+
+    #[test]
+    fn rate_limits_are_checked() {
+        let courier = |rate: &str| {
+            format!("name: c\nkind: store\nrate_limit: {{ per_account: {{ {rate} }} }}\n")
+        };
+        let limit = parse(&courier("requests: 10, per: 1s"))
+            .unwrap()
+            .rate_limit
+            .unwrap();
+        assert_eq!(limit.requests, 10);
+        assert_eq!(limit.per, Duration::from_secs(1));
+        for (rate, problem) in [
+            ("requests: 0, per: 1s", "at least one request"),
+            ("requests: 1, per: soon", "is not a duration"),
+            ("requests: 1, per: 0s", "is not a duration"),
+            (
+                "requests: 1, per: 18446744073709551615ms",
+                "longer than a day",
+            ),
+        ] {
+            let diagnostics = parse(&courier(rate)).unwrap_err();
+            assert!(
+                diagnostics.iter().any(|d| d.message.contains(problem)),
+                "{rate}: {diagnostics:#?}"
+            );
+            assert_eq!(diagnostics[0].line, 3, "{rate}");
+        }
+    }
+
+    #[test]
+    fn problems_of_the_whole_connector_are_reported_at_their_key() {
+        let at = |text: &str| -> Vec<(usize, usize, String)> {
+            parse(text)
+                .unwrap_err()
+                .into_iter()
+                .map(|d| (d.line, d.column, d.message))
+                .collect()
+        };
+        let found =
+            at("# a courier that cannot book\nname: c\nkind: courier\nwebhook: { source: c }\n");
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert_eq!((found[0].0, found[0].1), (3, 7), "{found:#?}");
+        assert!(found[0].2.contains("must declare `operations.book`"));
+        assert_eq!((found[1].0, found[1].1), (4, 1), "{found:#?}");
+        assert!(found[1].2.contains("couriers use `callback`"));
+
+        let found = at(
+            "name: c\nkind: courier\noperations:\n  track:\n    request: { method: GET, path: /t }\n    success: 'true'\n",
+        );
+        let lines: Vec<(usize, usize)> = found.iter().map(|f| (f.0, f.1)).collect();
+        assert_eq!(lines, [(3, 1), (3, 1)], "{found:#?}");
+        assert!(found.iter().any(|f| f.2.contains("missing `base_url`")));
+
+        // A `book` written but unreadable is reported once, inside it.
+        let found = at(
+            "name: c\nkind: courier\nbase_url: https://c.example\noperations:\n  book:\n    request: { path: /b }\n    success: 'true'\n",
+        );
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].0, 6, "{found:#?}");
+        assert!(found[0].2.contains("missing key `method`"), "{found:#?}");
+    }
+
+    #[test]
+    fn request_template_errors_point_at_their_value() {
+        let text = "name: c\nkind: courier\nbase_url: https://c.example\noperations:\n  book:\n    request:\n      method: POST\n      path: /b\n      headers: { token: \"{{ credentials.token \" }\n    success: 'true'\n    extract: { tracking_number: $.cn }\n";
+        let found = parse(text).unwrap_err();
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!((found[0].line, found[0].column), (9, 25), "{found:#?}");
+        assert!(found[0].message.contains("request template"), "{found:#?}");
+    }
+}

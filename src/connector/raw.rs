@@ -1,0 +1,255 @@
+//! Connector files exactly as written: the reference for every key of a
+//! `connectors/<name>.yaml`.
+//!
+//! These structs are strict (an unknown key is an error) and hold what the
+//! author wrote, before `compile` checks it and resolves mapping files,
+//! templates, expressions and JSONPaths. Values that later checks point at
+//! are [`Located`].
+//!
+//! ```yaml
+//! name: postex
+//! kind: courier
+//! credentials:
+//!   token: { type: string, secret: true, required: true, description: "Merchant API token" }
+//! base_url: https://api.postex.pk/services/integration/api
+//! operations:
+//!   book:
+//!     request: { method: POST, path: /order/v3/create-order, body: mappings/postex/book.yaml }
+//!     success: "response.status == 200 and body.statusCode == '200'"
+//!     extract: { tracking_number: "$.dist.trackingNumber" }
+//! ```
+
+use super::definition::{SignatureAlgorithm, SignatureEncoding};
+use crate::model::{ErrorClass, Status};
+use crate::yaml::Located;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A whole connector file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnector {
+    /// Required. Lowercase letters, digits, `-` and `_`; accounts name the
+    /// connector by it, and the file is `connectors/<name>.yaml`.
+    pub name: Option<Located<String>>,
+    /// Required. `store` (orders come from it) or `courier` (shipments are booked with it).
+    pub kind: Option<Located<RawKind>>,
+    /// What the connector talks to, shown by `waybill validate`. Default none.
+    pub description: Option<String>,
+    /// The credential schema accounts are checked against, by field name. Default none.
+    pub credentials: Option<BTreeMap<String, Located<RawField>>>,
+    /// The settings schema accounts are checked against, by field name. Default none.
+    pub settings: Option<BTreeMap<String, Located<RawField>>>,
+    /// Default base URL of every request; an account's `base_url` overrides
+    /// it. `waybill:/…` is waybill's own server. Required once there are operations.
+    pub base_url: Option<Located<String>>,
+    /// The HTTP operations. Required for a courier (at least `book`).
+    pub operations: Option<RawOperations>,
+    /// How a store signs and names its webhook deliveries (stores only). Default none.
+    pub webhook: Option<Located<RawWebhook>>,
+    /// How a courier's status callbacks are authenticated. Default none.
+    pub callback: Option<RawCallback>,
+    /// The courier's raw status strings → canonical statuses. Default none.
+    pub statuses: Option<Located<RawStatuses>>,
+    /// `rate_limit: { per_account: { requests: 10, per: 1s } }`, where a
+    /// courier documents one: bookings wait for a slot before they are sent.
+    /// Default none (no limit).
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawKind {
+    Store,
+    Courier,
+}
+
+/// One field of `credentials:` or `settings:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawField {
+    /// Required. `string`, `number`, `bool` or `list`.
+    #[serde(rename = "type")]
+    pub field_type: RawFieldType,
+    /// Accounts must give a value. Default `false`.
+    #[serde(default)]
+    pub required: bool,
+    /// The value is never logged, never a metric label, redacted in
+    /// `waybill try` and dead letters. Default `false`.
+    #[serde(default)]
+    pub secret: bool,
+    /// Shown in messages about the field. Default empty.
+    #[serde(default)]
+    pub description: String,
+    /// Value used when an account gives none; must fit `type`, and makes no
+    /// sense beside `required`. Default none.
+    pub default: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawFieldType {
+    String,
+    Number,
+    Bool,
+    List,
+}
+
+/// `operations:`; each is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOperations {
+    /// Books a shipment; must extract `tracking_number`.
+    pub book: Option<Located<RawOperation>>,
+    /// Reads a shipment's current status.
+    pub track: Option<Located<RawOperation>>,
+    /// Cancels a booking.
+    pub cancel: Option<Located<RawOperation>>,
+    /// Finds a booking by our reference, after an ambiguous outcome.
+    pub lookup: Option<Located<RawOperation>>,
+}
+
+/// One operation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOperation {
+    /// Required. What to send.
+    pub request: RawRequest,
+    /// Required. An expression over `{response: {status, headers}, body,
+    /// text}`; couriers answer 200 with an error inside, so judge the body too.
+    pub success: Located<String>,
+    /// Name → JSONPath into the response body. Default none.
+    #[serde(default)]
+    pub extract: BTreeMap<String, Located<String>>,
+    /// `[{ when: EXPR, class: CLASS }]`, first match wins, before
+    /// `status_classes` and the defaults. Default none.
+    #[serde(default)]
+    pub errors: Vec<RawErrorRule>,
+    /// HTTP status → failure class, overriding the defaults (429 and 503
+    /// `retryable`, 500/502/504 `ambiguous`, other 4xx `permanent`). Default none.
+    #[serde(default)]
+    pub status_classes: BTreeMap<String, Located<ErrorClass>>,
+    /// An expression giving the courier's own error text, e.g.
+    /// `body.statusMessage`. Default none.
+    pub error_message: Option<Located<String>>,
+    /// How long to wait for the answer, e.g. `10s`. Default `30s`.
+    pub timeout: Option<Located<String>>,
+}
+
+/// `request:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequest {
+    /// Required. `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
+    pub method: Located<String>,
+    /// Required. Appended to the base URL; starts with `/`; whole segments
+    /// may be templates, e.g. `/track/{{ tracking_number }}`.
+    pub path: Located<String>,
+    /// Header name → value template. Default none.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Located<String>>,
+    /// Query parameter → value template. Default none.
+    #[serde(default)]
+    pub query: BTreeMap<String, Located<String>>,
+    /// A mapping file (relative to the config directory) producing the JSON
+    /// body. Default none (no body).
+    pub body: Option<Located<String>>,
+}
+
+/// One rule of `errors:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawErrorRule {
+    /// Required. An expression over the answer, like `success`.
+    pub when: Located<String>,
+    /// Required. `retryable`, `ambiguous`, `permanent` or `needs_review`.
+    pub class: ErrorClass,
+}
+
+/// `webhook:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    /// Required. Source name in topics and booking keys: events go to `orders.<source>`.
+    pub source: String,
+    /// How the body is signed. Default none (unsigned).
+    pub signature: Option<Located<RawSignature>>,
+    /// Header carrying the store's event name, e.g. `X-Shopify-Topic`. Default none.
+    pub topic_header: Option<String>,
+    /// Header carrying the delivery id used for deduplication. Default none.
+    pub delivery_id_header: Option<String>,
+    /// JSONPath of the order id in the body. Default `$.id`.
+    pub order_id: Option<Located<String>>,
+}
+
+/// A signature over the raw request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignature {
+    /// Required. Header carrying the signature.
+    pub header: String,
+    /// Required. `hmac-sha256`.
+    pub algorithm: SignatureAlgorithm,
+    /// Required. `base64` or `hex`.
+    pub encoding: SignatureEncoding,
+    /// Required. The credential holding the shared secret; it must be `secret: true`.
+    pub secret: String,
+}
+
+/// `callback:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCallback {
+    /// The callback URL carries a secret path segment. Default `false`.
+    #[serde(default)]
+    pub path_secret: bool,
+    /// How callbacks are signed, when the courier signs them. Default none.
+    pub signature: Option<Located<RawSignature>>,
+}
+
+/// `statuses:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatuses {
+    /// Required. Raw status → canonical status, or `{ status, sub_status }`.
+    /// Keys match trimmed, whitespace-collapsed, case-insensitive; a key
+    /// ending in `*` matches by prefix.
+    pub table: BTreeMap<String, Located<RawStatusEntry>>,
+    /// Status of anything not in the table. Default `unknown`.
+    pub unknown: Option<Status>,
+}
+
+/// One entry of `statuses.table`: a status, or a status with a sub-status.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawStatusEntry {
+    Plain(Status),
+    Detailed(RawStatusDetail),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatusDetail {
+    /// Required. The canonical status.
+    pub status: Status,
+    /// Free-form detail kept beside it, e.g. `awaiting_pickup`. Default none.
+    pub sub_status: Option<String>,
+}
+
+/// `rate_limit:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Required. The limit each account of the connector is held to.
+    pub per_account: Located<RawRate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRate {
+    /// Required. Requests allowed at once, and per `per` at the steady rate; at least 1.
+    pub requests: u32,
+    /// Required. A duration such as `1s` or `1m`, at most a day.
+    pub per: String,
+}
