@@ -8,7 +8,7 @@
 //! credentials: { webhook_secret: "${SHOPIFY_SECRET:-dev-secret}", token: "${POSTEX_TOKEN}" }
 //! ```
 
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::Diagnostics;
 use crate::yaml::{Node, Value};
 use std::path::Path;
 
@@ -85,7 +85,7 @@ pub fn interpolate_node(
     node: &mut Node,
     file: &Path,
     lookup: Lookup<'_>,
-    diagnostics: &mut Vec<Diagnostic>,
+    diagnostics: &mut Diagnostics,
 ) {
     node.strings_mut(&mut |n| {
         let Value::Str(s) = &n.value else { return };
@@ -96,11 +96,9 @@ pub fn interpolate_node(
                 n.interpolated = true;
             }
             Err(errors) => {
-                diagnostics.extend(
-                    errors
-                        .into_iter()
-                        .map(|m| Diagnostic::new(file, n.line, n.column, m)),
-                );
+                for message in errors {
+                    diagnostics.report(file, n.position(), message);
+                }
             }
         }
     });
@@ -154,8 +152,9 @@ mod tests {
     #[test]
     fn node_values_only_and_located() {
         let mut node = crate::yaml::parse("'${KEY}': x\nv: ${TOKEN}\nw: [1, '${NOPE}']\n").unwrap();
-        let mut diags = Vec::new();
-        interpolate_node(&mut node, Path::new("f.yaml"), &env, &mut diags);
+        let mut found = crate::diagnostic::Diagnostics::default();
+        interpolate_node(&mut node, Path::new("f.yaml"), &env, &mut found);
+        let diags = found.into_sorted();
         assert_eq!(
             node.to_json(),
             serde_json::json!({"${KEY}": "x", "v": "s3cr#t: x", "w": [1, "${NOPE}"]})

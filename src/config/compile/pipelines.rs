@@ -1,0 +1,666 @@
+//! Pipeline files: found through the main file's patterns, each compiled on
+//! its own (steps, routes against the accounts, mappings, retry policy),
+//! then checked together: unique names, and inputs that something produces.
+//!
+//! ```yaml
+//! name: shopify-orders
+//! input: { topic: orders.shopify }
+//! steps:
+//!   - map: mappings/shopify/order-to-shipment.yaml
+//!   - route: [ { to: courier-main } ]
+//!   - book: {}
+//! ```
+
+use super::accounts::Accounts;
+use super::{AccountRef, Compiler, Reference};
+use crate::config::raw::{RawDuration, RawPipeline, RawRetry, RawRoute, RawRule, RawStep};
+use crate::config::{Pipeline, RetryPolicy, RouteRule, Step, ValidationRule};
+use crate::connector::ConnectorKind;
+use crate::diagnostic::{Position, suggestion};
+use crate::mapping::{Expr, Mapping};
+use crate::yaml::{self, Located, Node};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
+/// One pipeline file, read: what it produces whether or not it compiled,
+/// so other pipelines' inputs are checked against every file written.
+struct Read {
+    /// `None` when the file had problems (all reported).
+    compiled: Option<Pipeline>,
+    name_at: Position,
+    input_at: Position,
+    /// Its output and dead-letter topics.
+    produces: Vec<String>,
+}
+
+impl Compiler<'_> {
+    pub(super) fn pipelines(
+        &mut self,
+        file: &Path,
+        base_dir: &Path,
+        patterns: Option<&[Located<String>]>,
+        accounts: &Accounts,
+    ) -> Vec<Arc<Pipeline>> {
+        let mut produced = source_topics(&accounts.refs);
+        let mut seen: BTreeMap<String, (PathBuf, usize)> = BTreeMap::new();
+        let mut pipelines = Vec::new();
+        for (pipeline_file, from) in self.pipeline_files(file, base_dir, patterns) {
+            let from = from.map(|at| Reference { file, at });
+            let Some(read) = self.pipeline(&pipeline_file, from, base_dir, &accounts.refs) else {
+                continue;
+            };
+            produced.extend(read.produces);
+            let Some(pipeline) = read.compiled else {
+                continue;
+            };
+            if let Some((other, line)) = seen.get(&pipeline.name) {
+                let message = format!(
+                    "duplicate pipeline name `{}` (also used at {}:{line})",
+                    pipeline.name,
+                    other.display()
+                );
+                self.report(&pipeline_file, read.name_at, message);
+                continue;
+            }
+            seen.insert(
+                pipeline.name.clone(),
+                (pipeline_file.clone(), read.name_at.line),
+            );
+            pipelines.push((pipeline, read.input_at));
+        }
+        let _ = &produced;
+        pipelines
+            .into_iter()
+            .map(|(pipeline, _)| Arc::new(pipeline))
+            .collect()
+    }
+
+    /// The files the patterns name, each with where its pattern is written
+    /// (`None` for the default pattern, which is not written anywhere).
+    fn pipeline_files(
+        &mut self,
+        file: &Path,
+        base_dir: &Path,
+        patterns: Option<&[Located<String>]>,
+    ) -> Vec<(PathBuf, Option<Position>)> {
+        let default = [Located {
+            value: "pipelines/*.yaml".to_string(),
+            line: 0,
+            column: 0,
+        }];
+        let written = patterns.is_some();
+        let mut files: Vec<(PathBuf, Option<Position>)> = Vec::new();
+        for pattern in patterns.unwrap_or(&default) {
+            let full = base_dir.join(&pattern.value);
+            let is_glob = pattern.value.contains(['*', '?', '[']);
+            let paths = match glob::glob(&full.to_string_lossy()) {
+                Ok(paths) => paths,
+                Err(e) => {
+                    let message =
+                        format!("invalid pipeline pattern `{}`: {}", pattern.value, e.msg);
+                    self.report(file, pattern.position(), message);
+                    continue;
+                }
+            };
+            let mut matched: Vec<PathBuf> = paths
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect();
+            matched.sort();
+            if matched.is_empty() && !is_glob {
+                let message = format!("pipeline file not found: {}", full.display());
+                self.report(file, pattern.position(), message);
+            }
+            for m in matched {
+                if !files.iter().any(|(f, _)| *f == m) {
+                    files.push((m, written.then(|| pattern.position())));
+                }
+            }
+        }
+        files
+    }
+
+    /// Reads and compiles one pipeline file; `None` when it could not be read.
+    fn pipeline(
+        &mut self,
+        file: &Path,
+        from: Option<Reference<'_>>,
+        base_dir: &Path,
+        accounts: &BTreeMap<String, AccountRef>,
+    ) -> Option<Read> {
+        let node = self.read_yaml(file, from)?;
+        let mut errors = Vec::new();
+        let raw = yaml::parse_lenient::<RawPipeline>(&node, &mut errors);
+        let clean = errors.is_empty();
+        self.report_node_errors(file, errors);
+        let raw: RawPipeline = raw?;
+        let before = self.diagnostics.count();
+
+        let name = raw.name.value.clone();
+        self.pipeline_name(file, &raw.name);
+        let input_accounts = self.input(file, &raw, accounts);
+        let steps = self.steps(file, base_dir, &node, &raw.steps, accounts);
+        let retry = self.retry(file, raw.retry.as_ref());
+        let max_in_flight = self.max_in_flight(file, raw.max_in_flight.as_ref());
+        let dead_letter = raw
+            .dead_letter
+            .map_or_else(|| format!("dlq.{name}"), |d| d.topic.value);
+        let output = raw.output.map(|o| o.topic.value);
+        let produces = output.iter().chain([&dead_letter]).cloned().collect();
+        let (name_at, input_at) = (raw.name.position(), raw.input.topic.position());
+        let compiled = match steps {
+            Some(steps) if clean && self.diagnostics.count() == before => Some(Pipeline {
+                name,
+                input: raw.input.topic.value,
+                accounts: input_accounts,
+                steps,
+                output,
+                retry,
+                dead_letter,
+                max_in_flight,
+                file: file.to_path_buf(),
+            }),
+            _ => None,
+        };
+        Some(Read {
+            compiled,
+            name_at,
+            input_at,
+            produces,
+        })
+    }
+
+    fn pipeline_name(&mut self, file: &Path, name: &Located<String>) {
+        let valid = !name.value.is_empty()
+            && name
+                .value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !valid {
+            let message = format!(
+                "invalid pipeline name `{}`: use letters, digits, `-`, `_` and `.`",
+                name.value
+            );
+            self.report(file, name.position(), message);
+        }
+    }
+
+    /// Checks `input:`, returning the store accounts it is limited to.
+    fn input(
+        &mut self,
+        file: &Path,
+        raw: &RawPipeline,
+        accounts: &BTreeMap<String, AccountRef>,
+    ) -> Vec<String> {
+        if raw.input.topic.value.trim().is_empty() {
+            self.report(
+                file,
+                raw.input.topic.position(),
+                "`input.topic` is empty: expected a topic such as `orders.shopify`",
+            );
+        }
+        let mut input_accounts = Vec::new();
+        for account in raw.input.accounts.iter().flatten() {
+            match self
+                .account_ref(file, account, accounts)
+                .and_then(AccountRef::kind)
+            {
+                Some(ConnectorKind::Courier) => {
+                    self.report(file, account.position(), format!("account `{}` is a courier account; `input.accounts` lists store accounts", account.value));
+                }
+                _ => input_accounts.push(account.value.clone()),
+            }
+        }
+        input_accounts
+    }
+
+    /// Each step read and compiled on its own; `None` when one could not be read.
+    fn steps(
+        &mut self,
+        file: &Path,
+        base_dir: &Path,
+        pipeline: &Node,
+        nodes: &[Node],
+        accounts: &BTreeMap<String, AccountRef>,
+    ) -> Option<Vec<Step>> {
+        if nodes.is_empty() {
+            self.report(file, pipeline.position(), "`steps` is empty: expected at least one step (trigger, map, validate, route, book)");
+        }
+        let mut steps = Vec::new();
+        let mut routed = false;
+        let mut readable = true;
+        for (index, node) in nodes.iter().enumerate() {
+            let step = match yaml::from_node::<RawStep>(node) {
+                Ok(step) => step,
+                Err(e) => {
+                    self.report(file, e.position(), format!("step {}: {e}", index + 1));
+                    readable = false;
+                    continue;
+                }
+            };
+            routed |= matches!(step, RawStep::Route(_));
+            steps.extend(self.step(file, base_dir, node, step, routed, accounts));
+        }
+        readable.then_some(steps)
+    }
+
+    fn step(
+        &mut self,
+        file: &Path,
+        base_dir: &Path,
+        node: &Node,
+        step: RawStep,
+        routed: bool,
+        accounts: &BTreeMap<String, AccountRef>,
+    ) -> Option<Step> {
+        match step {
+            RawStep::Trigger(source) => self.expr(file, "trigger", &source).map(Step::Trigger),
+            RawStep::Map(path) => self.mapping(file, base_dir, &path).map(Step::Map),
+            RawStep::Validate(v) => {
+                if v.rules.is_empty() {
+                    self.report(file, node.position(), "`validate.rules` is empty: expected some of phone, shipping_address, cod_amount");
+                }
+                Some(Step::Validate(
+                    v.rules.iter().map(|r| validation_rule(*r)).collect(),
+                ))
+            }
+            RawStep::Route(rules) => self.route(file, node, &rules, accounts).map(Step::Route),
+            RawStep::Book(_) => {
+                if !routed {
+                    self.report(
+                        file,
+                        node.position(),
+                        "`book` needs a `route` step before it to choose the courier account",
+                    );
+                }
+                Some(Step::Book)
+            }
+        }
+    }
+
+    fn max_in_flight(&mut self, file: &Path, raw: Option<&Located<usize>>) -> usize {
+        match raw {
+            Some(m) if m.value == 0 => {
+                self.report(file, m.position(), "`max_in_flight` must be at least 1");
+                DEFAULT_MAX_IN_FLIGHT
+            }
+            Some(m) => m.value,
+            None => DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+
+    fn account_ref<'r>(
+        &mut self,
+        file: &Path,
+        name: &Located<String>,
+        accounts: &'r BTreeMap<String, AccountRef>,
+    ) -> Option<&'r AccountRef> {
+        let found = accounts.get(&name.value);
+        if found.is_none() {
+            let mut message = format!(
+                "unknown account `{}`{}",
+                name.value,
+                suggestion(&name.value, accounts.keys().map(String::as_str))
+            );
+            if accounts.is_empty() {
+                message.push_str("; no accounts are defined in the main config file");
+            } else {
+                let names: Vec<&str> = accounts.keys().map(String::as_str).collect();
+                message.push_str(&format!("; defined accounts: {}", names.join(", ")));
+            }
+            self.report(file, name.position(), message);
+        }
+        found
+    }
+
+    fn route(
+        &mut self,
+        file: &Path,
+        step: &Node,
+        rules: &[RawRoute],
+        accounts: &BTreeMap<String, AccountRef>,
+    ) -> Option<Vec<RouteRule>> {
+        if rules.is_empty() {
+            self.report(file, step.position(), "`route` is empty: expected a list of `{ when: EXPR, to: ACCOUNT }`, the last one without `when`");
+            return None;
+        }
+        let mut compiled = Vec::new();
+        let mut default_seen = false;
+        let mut failed = false;
+        for rule in rules {
+            if default_seen {
+                self.report(file, rule.to.position(), "this route rule is never used: a rule without `when` before it matches everything");
+            }
+            self.route_target(file, &rule.to, accounts);
+            let when = match &rule.when {
+                Some(source) => {
+                    let when = self.expr(file, "route `when`", source);
+                    failed |= when.is_none();
+                    when
+                }
+                None => {
+                    default_seen = true;
+                    None
+                }
+            };
+            compiled.push(RouteRule {
+                when,
+                to: rule.to.value.clone(),
+            });
+        }
+        (!failed).then_some(compiled)
+    }
+
+    /// A route must name a courier account that can book.
+    fn route_target(
+        &mut self,
+        file: &Path,
+        to: &Located<String>,
+        accounts: &BTreeMap<String, AccountRef>,
+    ) {
+        let target = self.account_ref(file, to, accounts);
+        let Some(connector) = target.and_then(|a| a.connector.as_ref()) else {
+            return;
+        };
+        if connector.kind == ConnectorKind::Store {
+            let message = format!(
+                "account `{}` is a store account; `route.to` must name a courier account",
+                to.value
+            );
+            self.report(file, to.position(), message);
+        } else if !connector.has_operation("book") {
+            let message = format!(
+                "account `{}` uses connector `{}`, which has no `book` operation",
+                to.value, connector.name
+            );
+            self.report(file, to.position(), message);
+        }
+    }
+
+    fn retry(&mut self, file: &Path, raw: Option<&RawRetry>) -> RetryPolicy {
+        let mut policy = RetryPolicy::default();
+        let Some(raw) = raw else { return policy };
+        if let Some(m) = &raw.max_attempts {
+            if m.value == 0 {
+                self.report(
+                    file,
+                    m.position(),
+                    "`max_attempts` must be at least 1 (1 means no retries)",
+                );
+            } else {
+                policy.max_attempts = m.value;
+            }
+        }
+        let take = |d: &Option<Located<RawDuration>>| d.as_ref().map(|d| (d.value.0, d.position()));
+        let initial = take(&raw.initial);
+        let max_delay = take(&raw.max_delay);
+        policy.initial = initial.map_or(policy.initial, |d| d.0);
+        policy.max_delay = max_delay.map_or(policy.max_delay, |d| d.0);
+        policy.max_elapsed = take(&raw.max_elapsed).map_or(policy.max_elapsed, |d| d.0);
+        // Only a written value can make `initial` exceed `max_delay`.
+        if policy.initial > policy.max_delay
+            && let Some((_, at)) = initial.or(max_delay)
+        {
+            self.report(file, at, "`retry.initial` is longer than `retry.max_delay`");
+        }
+        policy
+    }
+
+    fn expr(&mut self, file: &Path, what: &str, source: &Located<String>) -> Option<Expr> {
+        match Expr::compile(&source.value) {
+            Ok(expr) => Some(expr),
+            Err(e) => {
+                self.report(
+                    file,
+                    source.position(),
+                    format!("invalid {what} expression: {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A `map:` step's mapping, loaded once however many pipelines use it.
+    fn mapping(
+        &mut self,
+        file: &Path,
+        base_dir: &Path,
+        path: &Located<String>,
+    ) -> Option<Arc<Mapping>> {
+        let full = base_dir.join(&path.value);
+        if let Some(cached) = self.mappings.get(&full) {
+            return cached.clone();
+        }
+        let loaded = if full.is_file() {
+            self.load_mapping(file, &full, path)
+        } else {
+            let message = format!(
+                "mapping file not found: {} (paths are relative to the main config file)",
+                full.display()
+            );
+            self.report(file, path.position(), message);
+            None
+        };
+        self.mappings.insert(full, loaded.clone());
+        loaded
+    }
+
+    fn load_mapping(
+        &mut self,
+        file: &Path,
+        full: &Path,
+        path: &Located<String>,
+    ) -> Option<Arc<Mapping>> {
+        let from = Reference {
+            file,
+            at: path.position(),
+        };
+        let tree = self.read_tree(full, Some(from))?;
+        match Mapping::compile(full, &tree) {
+            Ok(m) => Some(Arc::new(m)),
+            Err(diagnostics) => {
+                let message = format!(
+                    "mapping `{}` has errors (listed under {})",
+                    path.value,
+                    full.display()
+                );
+                self.report(file, path.position(), message);
+                self.diagnostics.extend(diagnostics);
+                None
+            }
+        }
+    }
+}
+
+/// `orders.<source>` for each store account: its connector's webhook source,
+/// or the connector's name. An account whose connector could not be loaded
+/// may be a store too: its connector name counts, so its mistake is not
+/// reported again at every pipeline.
+fn source_topics(accounts: &BTreeMap<String, AccountRef>) -> BTreeSet<String> {
+    accounts
+        .values()
+        .filter_map(|account| match &account.connector {
+            Some(c) if c.kind == ConnectorKind::Store => Some(
+                c.webhook
+                    .as_ref()
+                    .map_or(c.name.as_str(), |w| w.source.as_str())
+                    .to_string(),
+            ),
+            Some(_) => None,
+            None => account.connector_name.clone(),
+        })
+        .map(|source| format!("orders.{source}"))
+        .collect()
+}
+
+fn validation_rule(rule: RawRule) -> ValidationRule {
+    match rule {
+        RawRule::Phone => ValidationRule::Phone,
+        RawRule::ShippingAddress => ValidationRule::ShippingAddress,
+        RawRule::CodAmount => ValidationRule::CodAmount,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    #[test]
+    fn pipeline_semantics() {
+        let pipeline = |name: &str, extra: &str| {
+            format!(
+                "name: {name}\ninput: {{ topic: t, accounts: [shop] }}\nsteps:\n  - book: {{}}\n  - route:\n      - to: couier\n{extra}"
+            )
+        };
+        let tree = Tree::new(&[
+            (
+                "waybill.yaml",
+                "pipelines: [pipelines/a.yaml, pipelines/b.yaml, pipelines/missing.yaml, 'more/*.yaml']\n",
+            ),
+            (
+                "pipelines/a.yaml",
+                &pipeline("same", "retry: { initial: 5 min }\nmax_in_flight: 0\n"),
+            ),
+            ("pipelines/b.yaml", &pipeline("same", "")),
+        ]);
+        let problems = tree.problems();
+        let expected = vec![
+            ("waybill.yaml", 1, 49),
+            ("pipelines/a.yaml", 2, 31),
+            ("pipelines/a.yaml", 4, 5),
+            ("pipelines/a.yaml", 6, 13),
+            ("pipelines/a.yaml", 7, 19),
+            ("pipelines/a.yaml", 8, 16),
+            ("pipelines/b.yaml", 2, 31),
+            ("pipelines/b.yaml", 4, 5),
+            ("pipelines/b.yaml", 6, 13),
+        ];
+        assert_eq!(positions(&problems), expected, "{problems:#?}");
+        assert!(problems[0].3.contains("pipeline file not found"));
+        assert!(problems[2].3.contains("`book` needs a `route`"));
+        assert!(problems[4].3.contains("invalid duration `5 min`"));
+    }
+
+    #[test]
+    fn duplicate_pipeline_names() {
+        let pipeline =
+            "name: same\ninput: { topic: t }\nsteps:\n  - validate: { rules: [phone] }\n";
+        let tree = Tree::new(&[
+            ("waybill.yaml", "{}\n"),
+            ("pipelines/a.yaml", pipeline),
+            ("pipelines/b.yaml", pipeline),
+        ]);
+        let problems = tree.problems();
+        assert_eq!(positions(&problems), vec![("pipelines/b.yaml", 1, 7)]);
+        assert!(
+            problems[0].3.contains("duplicate pipeline name `same`"),
+            "{}",
+            problems[0].3
+        );
+    }
+
+    #[test]
+    fn compiled_pipeline_defaults() {
+        let pipeline = "name: p\ninput: { topic: t }\nsteps:\n  - validate: { rules: [phone, cod_amount] }\nretry: { initial: 1s }\n";
+        let tree = Tree::new(&[("waybill.yaml", "{}\n"), ("pipelines/p.yaml", pipeline)]);
+        let config = tree.load().unwrap();
+        let p = &config.pipelines[0];
+        assert_eq!(
+            (p.name.as_str(), p.input.as_str(), p.group()),
+            ("p", "t", "waybill.p".to_string())
+        );
+        assert_eq!(p.dead_letter, "dlq.p");
+        assert_eq!(p.max_in_flight, 64);
+        assert_eq!(p.output, None);
+        assert_eq!(
+            p.retry,
+            RetryPolicy {
+                initial: std::time::Duration::from_secs(1),
+                ..RetryPolicy::default()
+            }
+        );
+        assert!(
+            matches!(&p.steps[..], [Step::Validate(rules)] if rules == &[ValidationRule::Phone, ValidationRule::CodAmount])
+        );
+    }
+
+    #[test]
+    fn shipped_trigger_books_paid_and_cod_orders_only() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/shopify-orders.yaml");
+        let node = yaml::parse(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let raw: RawPipeline = yaml::from_node(&node).unwrap();
+        let Ok(RawStep::Trigger(source)) = yaml::from_node::<RawStep>(&raw.steps[0]) else {
+            panic!("the first step is not a trigger")
+        };
+        let trigger = Expr::compile(&source.value).unwrap();
+        let fires = |topic: &str, gateway: &str, cancelled_at: serde_json::Value| {
+            let ctx = serde_json::json!({
+                "event": { "topic": topic, "account": "shopify-main", "source": "shopify", "headers": {} },
+                "order": { "payment_gateway_names": [gateway], "cancelled_at": cancelled_at },
+                "account": { "name": "shopify-main", "settings": { "cod_gateways": ["Cash on Delivery (COD)"] } },
+            });
+            trigger.eval_bool(&ctx).unwrap()
+        };
+        let cod = "Cash on Delivery (COD)";
+        let null = serde_json::Value::Null;
+        assert!(fires("orders/paid", "shopify_payments", null.clone()));
+        assert!(fires("orders/create", cod, null.clone()));
+        assert!(fires("orders/updated", cod, null.clone()));
+        assert!(!fires("orders/create", "shopify_payments", null.clone()));
+        assert!(!fires("orders/cancelled", cod, null.clone()));
+        assert!(!fires(
+            "orders/paid",
+            "shopify_payments",
+            serde_json::json!("2026-01-01T00:00:00Z")
+        ));
+        assert!(!fires(
+            "orders/updated",
+            cod,
+            serde_json::json!("2026-01-01T00:00:00Z")
+        ));
+    }
+
+    /// The shipped Shopify mapping applied to a shipped sample order.
+    fn sample_shipment(sample: &str) -> crate::model::Shipment {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mapping = Mapping::load(&root.join("mappings/shopify/order-to-shipment.yaml")).unwrap();
+        let order: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(root.join(sample)).unwrap()).unwrap();
+        let ctx = serde_json::json!({
+            "order": order,
+            "event": {"topic": "orders/create", "account": "shopify-main", "source": "shopify", "headers": {}},
+            "account": {"name": "shopify-main", "settings": {"cod_gateways": ["Cash on Delivery (COD)"]}},
+        });
+        serde_json::from_value(mapping.eval(&ctx).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn shopify_samples_map_to_valid_canonical_shipments() {
+        use crate::config::ValidationRule::{CodAmount, Phone, ShippingAddress};
+        use crate::stages::validate::validate;
+        let cod = sample_shipment("samples/shopify/order-cod.json");
+        assert_eq!(cod.order_id, "820982911946154508");
+        assert_eq!(cod.cod_amount.to_string(), "5050.00");
+        assert_eq!(validate(&cod, &[Phone, ShippingAddress, CodAmount]), Ok(()));
+        let prepaid = sample_shipment("samples/shopify/order-prepaid.json");
+        assert_eq!(
+            (prepaid.payment.as_str(), prepaid.items.len()),
+            ("prepaid", 1)
+        );
+        assert_eq!(
+            validate(&prepaid, &[Phone, ShippingAddress, CodAmount]),
+            Ok(())
+        );
+        let no_phone = sample_shipment("samples/shopify/order-no-phone.json");
+        let failures = validate(&no_phone, &[Phone, ShippingAddress, CodAmount]).unwrap_err();
+        assert_eq!(failures.len(), 1);
+        assert!(
+            failures[0].starts_with("recipient has no usable phone"),
+            "{failures:?}"
+        );
+    }
+}

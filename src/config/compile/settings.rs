@@ -1,0 +1,279 @@
+//! The main file's own settings: the bus, the store it must share, and the
+//! HTTP server, each checked against the others.
+//!
+//! ```yaml
+//! bus: { kind: kafka, brokers: "kafka:9092" }
+//! store: { url: "postgres://waybill@postgres/waybill" }   # Kafka needs a shared store
+//! http: { listen: "0.0.0.0:8080", max_body_bytes: 1048576 }
+//! ```
+
+use super::Compiler;
+use crate::config::raw::{BusKind, RawConfig};
+use crate::config::{BusSettings, HttpSettings, StoreSettings};
+use crate::diagnostic::Position;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+const DEFAULT_LISTEN_PORT: u16 = 8080;
+
+impl Compiler<'_> {
+    /// The bus, and where Kafka was chosen (for the shared-store check).
+    pub(super) fn bus(&mut self, file: &Path, raw: &RawConfig) -> (BusSettings, Option<Position>) {
+        let Some(bus) = &raw.bus else {
+            return (BusSettings::Embedded, None);
+        };
+        let at = bus.kind.position();
+        match bus.kind.value {
+            BusKind::Embedded => {
+                if let Some(b) = &bus.brokers {
+                    self.report(
+                        file,
+                        b.position(),
+                        "`brokers` is only used with `kind: kafka`",
+                    );
+                }
+                if let Some(p) = &bus.properties {
+                    self.report(
+                        file,
+                        p.position(),
+                        "`properties` is only used with `kind: kafka`",
+                    );
+                }
+                if let Some(p) = &bus.topic_prefix {
+                    self.report(
+                        file,
+                        p.position(),
+                        "`topic_prefix` is only used with `kind: kafka`",
+                    );
+                }
+                (BusSettings::Embedded, None)
+            }
+            BusKind::Kafka => {
+                let brokers = match &bus.brokers {
+                    Some(b) if !b.value.trim().is_empty() => b.value.clone(),
+                    _ => {
+                        self.report(
+                            file,
+                            at,
+                            "`kind: kafka` needs `brokers`, e.g. `brokers: \"localhost:9092\"`",
+                        );
+                        String::new()
+                    }
+                };
+                let properties = bus
+                    .properties
+                    .as_ref()
+                    .map(|p| p.value.clone())
+                    .unwrap_or_default();
+                let topic_prefix = bus
+                    .topic_prefix
+                    .as_ref()
+                    .map(|p| p.value.clone())
+                    .unwrap_or_default();
+                (
+                    BusSettings::Kafka {
+                        brokers,
+                        topic_prefix,
+                        properties,
+                    },
+                    Some(at),
+                )
+            }
+        }
+    }
+
+    pub(super) fn store(
+        &mut self,
+        file: &Path,
+        raw: &RawConfig,
+        base_dir: &Path,
+        data_dir: &Path,
+        kafka_at: Option<Position>,
+    ) -> StoreSettings {
+        let url = raw.store.as_ref().and_then(|s| s.url.as_ref());
+        let shared = data_dir.join(crate::bus::embedded::DATABASE_FILE);
+        let resolved = match url {
+            Some(url) => {
+                let known = ["sqlite://", "postgres://", "postgresql://"];
+                if !known.iter().any(|scheme| url.value.starts_with(scheme)) {
+                    self.report(file, url.position(), format!("store url `{}` is not supported: expected `sqlite://PATH` or `postgres://…`", url.value));
+                }
+                // The embedded bus keeps the store in its own database, so
+                // that append and dedupe are one transaction (DESIGN §8): a
+                // SQLite file of its own would be silently unused.
+                if let (None, Some(named)) = (kafka_at, url.value.strip_prefix("sqlite://")) {
+                    let named = named.split('?').next().unwrap_or_default();
+                    if base_dir.join(named) != shared {
+                        self.report(file, url.position(), format!("with the embedded bus the store is kept in the bus's database, `{}`: remove `store.url`, or set it to a postgres:// URL", shared.display()));
+                    }
+                }
+                url.value.clone()
+            }
+            None => format!("sqlite://{}", shared.display()),
+        };
+        if let Some(kafka_at) = kafka_at
+            && !(resolved.starts_with("postgres://") || resolved.starts_with("postgresql://"))
+        {
+            self.report(
+                file,
+                url.map_or(kafka_at, |u| u.position()),
+                "kafka needs a shared store: set store.url to a postgres:// URL",
+            );
+        }
+        StoreSettings { url: resolved }
+    }
+
+    pub(super) fn http(&mut self, file: &Path, raw: &RawConfig) -> HttpSettings {
+        let http = raw.http.as_ref();
+        let listen = http
+            .and_then(|h| h.listen)
+            .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_LISTEN_PORT)));
+        let admin_token = http
+            .and_then(|h| h.admin_token.clone())
+            .filter(|t| !t.is_empty());
+        let max_body_bytes = match http.and_then(|h| h.max_body_bytes.as_ref()) {
+            Some(m) if m.value == 0 => {
+                self.report(file, m.position(), "`max_body_bytes` must be at least 1");
+                DEFAULT_MAX_BODY_BYTES
+            }
+            Some(m) => m.value,
+            None => DEFAULT_MAX_BODY_BYTES,
+        };
+        HttpSettings {
+            listen,
+            admin_token,
+            max_body_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    #[test]
+    fn empty_config_gets_defaults() {
+        let tree = Tree::new(&[("waybill.yaml", "accounts: {}\n")]);
+        let config = tree.load().unwrap();
+        let base = tree.dir.path();
+        assert_eq!(config.base_dir, base);
+        assert_eq!(config.data_dir, base.join("./data"));
+        assert_eq!(
+            config.data_dir.display().to_string(),
+            base.join("data").display().to_string()
+        );
+        assert_eq!(config.bus, BusSettings::Embedded);
+        assert_eq!(
+            config.store.url,
+            format!(
+                "sqlite://{}",
+                base.join("data").join("waybill.db").display()
+            )
+        );
+        assert_eq!(config.http.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.http.admin_token, None);
+        assert_eq!(config.http.max_body_bytes, 1024 * 1024);
+        assert!(config.pipelines.is_empty());
+    }
+
+    #[test]
+    fn main_file_settings_and_interpolation() {
+        let tree = Tree::new(&[(
+            "waybill.yaml",
+            "data_dir: /var/lib/waybill\nbus: { kind: kafka, brokers: 'k:9092', topic_prefix: 'team-a.', properties: { session.timeout.ms: '6000' } }\n\
+             store: { url: 'postgres://db/w' }\nhttp: { listen: '0.0.0.0:9000', admin_token: '${TOKEN}', max_body_bytes: 10 }\n",
+        )]);
+        let config = tree.load().unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/waybill"));
+        let properties = BTreeMap::from([("session.timeout.ms".to_string(), "6000".to_string())]);
+        assert_eq!(
+            config.bus,
+            BusSettings::Kafka {
+                brokers: "k:9092".to_string(),
+                topic_prefix: "team-a.".to_string(),
+                properties
+            }
+        );
+        assert_eq!(config.store.url, "postgres://db/w");
+        assert_eq!(config.http.admin_token.as_deref(), Some("t0k#n: x"));
+        assert_eq!(config.http.max_body_bytes, 10);
+    }
+
+    #[test]
+    fn kafka_with_sqlite_is_rejected() {
+        let tree = Tree::new(&[("waybill.yaml", "bus: { kind: kafka, brokers: 'k:9092' }\n")]);
+        let problems = tree.problems();
+        assert_eq!(positions(&problems), vec![("waybill.yaml", 1, 14)]);
+        assert_eq!(
+            problems[0].3,
+            "kafka needs a shared store: set store.url to a postgres:// URL"
+        );
+
+        let tree = Tree::new(&[(
+            "waybill.yaml",
+            "bus: { kind: kafka, brokers: 'k:9092' }\nstore: { url: 'sqlite://x.db' }\n",
+        )]);
+        assert_eq!(positions(&tree.problems()), vec![("waybill.yaml", 2, 15)]);
+    }
+
+    #[test]
+    fn embedded_bus_with_another_sqlite_file_is_rejected() {
+        let tree = Tree::new(&[(
+            "waybill.yaml",
+            "data_dir: ./d\nstore: { url: 'sqlite://other.db' }\n",
+        )]);
+        let problems = tree.problems();
+        assert_eq!(positions(&problems), vec![("waybill.yaml", 2, 15)]);
+        assert!(
+            problems[0].3.contains("remove `store.url`"),
+            "{}",
+            problems[0].3
+        );
+        // Naming the file it uses anyway, or PostgreSQL, is fine.
+        for url in ["sqlite://d/waybill.db", "postgres://db/w"] {
+            let tree = Tree::new(&[(
+                "waybill.yaml",
+                &*format!("data_dir: ./d\nstore: {{ url: '{url}' }}\n"),
+            )]);
+            assert!(tree.load().is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn topic_prefix_is_kafka_only_and_empty_by_default() {
+        let tree = Tree::new(&[(
+            "waybill.yaml",
+            "bus: { kind: embedded, topic_prefix: 'a.' }\n",
+        )]);
+        let problems = tree.problems();
+        assert_eq!(positions(&problems), vec![("waybill.yaml", 1, 38)]);
+        assert_eq!(
+            problems[0].3,
+            "`topic_prefix` is only used with `kind: kafka`"
+        );
+
+        let tree = Tree::new(&[(
+            "waybill.yaml",
+            "bus: { kind: kafka, brokers: 'k:9092' }\nstore: { url: 'postgres://db/w' }\n",
+        )]);
+        let config = tree.load().unwrap();
+        assert!(
+            matches!(&config.bus, BusSettings::Kafka { topic_prefix, .. } if topic_prefix.is_empty())
+        );
+    }
+
+    #[test]
+    fn missing_variable_is_located_and_yaml_shape_is_safe() {
+        let tree = Tree::new(&[(
+            "waybill.yaml",
+            "http:\n  admin_token: '${NOT_SET}'\n  listen: \"${NOT_SET_EITHER:-127.0.0.1:7000}\"\n",
+        )]);
+        let problems = tree.problems();
+        assert_eq!(positions(&problems), vec![("waybill.yaml", 2, 16)]);
+        assert!(problems[0].3.contains("`NOT_SET` is not set"));
+    }
+}
