@@ -71,7 +71,9 @@ impl Compiler<'_> {
             );
             pipelines.push((pipeline, read.input_at));
         }
-        let _ = &produced;
+        for (pipeline, input_at) in &pipelines {
+            self.input_produced(pipeline, *input_at, &produced);
+        }
         pipelines
             .into_iter()
             .map(|(pipeline, _)| Arc::new(pipeline))
@@ -121,6 +123,27 @@ impl Compiler<'_> {
             }
         }
         files
+    }
+
+    /// A pipeline's input must be something a source or a pipeline produces:
+    /// otherwise it validates and then sits idle. Topic prefixes (Kafka's
+    /// `topic_prefix`) are added by the bus, so names here are unprefixed.
+    fn input_produced(&mut self, pipeline: &Pipeline, at: Position, produced: &BTreeSet<String>) {
+        if produced.contains(&pipeline.input) {
+            return;
+        }
+        let mut message = format!(
+            "no source or pipeline produces `{}`{}",
+            pipeline.input,
+            suggestion(&pipeline.input, produced.iter().map(String::as_str))
+        );
+        if produced.is_empty() {
+            message.push_str("; nothing produces any topic: add a store account");
+        } else {
+            let names: Vec<&str> = produced.iter().map(String::as_str).collect();
+            message.push_str(&format!("; produced: {}", names.join(", ")));
+        }
+        self.report(&pipeline.file, at, message);
     }
 
     /// Reads and compiles one pipeline file; `None` when it could not be read.
@@ -545,6 +568,74 @@ mod tests {
         assert!(problems[4].3.contains("invalid duration `5 min`"));
     }
 
+    /// A pipeline consuming `input` and producing `output`, so that a
+    /// pipeline under test has something producing its input.
+    fn producer(name: &str, input: &str, output: &str) -> String {
+        format!(
+            "name: {name}\ninput: {{ topic: {input} }}\nsteps:\n  - validate: {{ rules: [phone] }}\noutput: {{ topic: {output} }}\n"
+        )
+    }
+
+    #[test]
+    fn an_input_nothing_produces_is_located_with_a_suggestion() {
+        let tree = Tree::new(&[
+            (
+                "waybill.yaml",
+                "accounts:\n  shop-main: { connector: shop }\n  courier-main: { connector: courier }\n",
+            ),
+            (
+                "connectors/shop.yaml",
+                "name: shop\nkind: store\nwebhook: { source: shopp }\n",
+            ),
+            (
+                "connectors/courier.yaml",
+                "name: courier\nkind: courier\nbase_url: https://c.example\noperations:\n  book:\n    request: { method: POST, path: /b }\n    success: 'true'\n    extract: { tracking_number: $.cn }\n",
+            ),
+            (
+                "pipelines/a.yaml",
+                &producer("a", "orders.shop", "shipments.booked"),
+            ),
+            ("pipelines/b.yaml", &producer("b", "shipments.boked", "x")),
+            ("pipelines/c.yaml", &producer("c", "dlq.a", "y")),
+            ("pipelines/d.yaml", &producer("d", "orders.shopp", "z")),
+        ]);
+        let problems = tree.problems();
+        assert_eq!(
+            positions(&problems),
+            vec![("pipelines/a.yaml", 2, 17), ("pipelines/b.yaml", 2, 17)],
+            "{problems:#?}"
+        );
+        assert!(
+            problems[0]
+                .3
+                .contains("no source or pipeline produces `orders.shop`")
+                && problems[0].3.contains("did you mean `orders.shopp`"),
+            "{}",
+            problems[0].3
+        );
+        assert!(
+            problems[1].3.contains("did you mean `shipments.booked`"),
+            "{}",
+            problems[1].3
+        );
+    }
+
+    #[test]
+    fn an_unreadable_mapping_is_reported_where_it_is_named() {
+        let pipeline = "name: p\ninput: { topic: t }\nsteps:\n  - map: mappings/m.yaml\n";
+        let tree = Tree::new(&[("waybill.yaml", "{}\n"), ("pipelines/p.yaml", pipeline)]);
+        // Not UTF-8: the file is there but cannot be read as text.
+        std::fs::create_dir_all(tree.dir.path().join("mappings")).unwrap();
+        std::fs::write(tree.dir.path().join("mappings/m.yaml"), b"a: \xff\n").unwrap();
+        let problems = tree.problems();
+        assert_eq!(
+            positions(&problems),
+            vec![("pipelines/p.yaml", 4, 10)],
+            "{problems:#?}"
+        );
+        assert!(problems[0].3.contains("cannot read"), "{}", problems[0].3);
+    }
+
     #[test]
     fn duplicate_pipeline_names() {
         let pipeline =
@@ -553,6 +644,7 @@ mod tests {
             ("waybill.yaml", "{}\n"),
             ("pipelines/a.yaml", pipeline),
             ("pipelines/b.yaml", pipeline),
+            ("pipelines/z.yaml", &producer("z", "dlq.same", "t")),
         ]);
         let problems = tree.problems();
         assert_eq!(positions(&problems), vec![("pipelines/b.yaml", 1, 7)]);
@@ -566,7 +658,11 @@ mod tests {
     #[test]
     fn compiled_pipeline_defaults() {
         let pipeline = "name: p\ninput: { topic: t }\nsteps:\n  - validate: { rules: [phone, cod_amount] }\nretry: { initial: 1s }\n";
-        let tree = Tree::new(&[("waybill.yaml", "{}\n"), ("pipelines/p.yaml", pipeline)]);
+        let tree = Tree::new(&[
+            ("waybill.yaml", "{}\n"),
+            ("pipelines/p.yaml", pipeline),
+            ("pipelines/q.yaml", &producer("q", "dlq.p", "t")),
+        ]);
         let config = tree.load().unwrap();
         let p = &config.pipelines[0];
         assert_eq!(
