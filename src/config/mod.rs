@@ -66,8 +66,6 @@ pub struct StoreSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpSettings {
     pub listen: SocketAddr,
-    /// Bearer token for the admin API; `None` disables it.
-    pub admin_token: Option<String>,
     pub max_body_bytes: usize,
 }
 

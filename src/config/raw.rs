@@ -32,7 +32,7 @@ pub struct RawConfig {
     pub bus: Option<RawBus>,
     /// Where idempotency keys, delivery ids and shipments are kept.
     pub store: Option<RawStore>,
-    /// The HTTP server: webhooks, callbacks, metrics, admin API.
+    /// The HTTP server: webhooks, callbacks, metrics.
     pub http: Option<RawHttp>,
     /// Store and courier accounts by name; each entry is a [`RawAccount`].
     #[serde(default)]
@@ -80,8 +80,6 @@ pub struct RawStore {
 pub struct RawHttp {
     /// Address to listen on. Default `127.0.0.1:8080`.
     pub listen: Option<SocketAddr>,
-    /// Reserved for the admin API, which is not served yet; accepted and ignored.
-    pub admin_token: Option<String>,
     /// Largest webhook body accepted; bigger ones get 413. Default 1048576 (1 MiB).
     pub max_body_bytes: Option<Located<usize>>,
 }

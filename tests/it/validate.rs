@@ -66,3 +66,40 @@ fn docker_config_is_clean_in_the_image_layout() {
     let (code, out) = validate(&dir.path());
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn an_admin_token_is_an_unknown_key() {
+    // Nothing serves an admin API yet, so a token for it would guard nothing.
+    let dir = ConfigDir::new("{ connector: sandbox }");
+    dir.edit("waybill.yaml", |t| {
+        t.replace(
+            "http: { listen: \"127.0.0.1:0\" }",
+            "http: { listen: \"127.0.0.1:0\", admin_token: \"secret\" }",
+        )
+    });
+    let (code, out) = validate(&dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("waybill.yaml:") && l.contains("unknown key `admin_token`")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_misspelt_input_topic_is_located_with_a_suggestion() {
+    let dir = ConfigDir::new("{ connector: sandbox }");
+    dir.edit("pipelines/shopify-orders.yaml", |t| {
+        t.replacen("topic: orders.shopify", "topic: orders.shopfy", 1)
+    });
+    let (code, out) = validate(&dir.path());
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(lines[0].contains("shopify-orders.yaml:"), "{out}");
+    assert!(
+        lines[0].contains("no source or pipeline produces `orders.shopfy`")
+            && lines[0].contains("did you mean `orders.shopify`"),
+        "{out}"
+    );
+}

@@ -295,7 +295,6 @@ mod tests {
             "dev-secret"
         );
         assert_eq!(config.accounts["courier-main"].connector, "sandbox");
-        assert_eq!(config.http.admin_token, None);
         let pipeline = config
             .pipelines
             .iter()

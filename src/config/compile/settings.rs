@@ -129,9 +129,6 @@ impl Compiler<'_> {
         let listen = http
             .and_then(|h| h.listen)
             .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_LISTEN_PORT)));
-        let admin_token = http
-            .and_then(|h| h.admin_token.clone())
-            .filter(|t| !t.is_empty());
         let max_body_bytes = match http.and_then(|h| h.max_body_bytes.as_ref()) {
             Some(m) if m.value == 0 => {
                 self.report(file, m.position(), "`max_body_bytes` must be at least 1");
@@ -142,7 +139,6 @@ impl Compiler<'_> {
         };
         HttpSettings {
             listen,
-            admin_token,
             max_body_bytes,
         }
     }
@@ -175,7 +171,6 @@ mod tests {
             )
         );
         assert_eq!(config.http.listen, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(config.http.admin_token, None);
         assert_eq!(config.http.max_body_bytes, 1024 * 1024);
         assert!(config.pipelines.is_empty());
     }
@@ -184,8 +179,8 @@ mod tests {
     fn main_file_settings_and_interpolation() {
         let tree = Tree::new(&[(
             "waybill.yaml",
-            "data_dir: /var/lib/waybill\nbus: { kind: kafka, brokers: 'k:9092', topic_prefix: 'team-a.', properties: { session.timeout.ms: '6000' } }\n\
-             store: { url: 'postgres://db/w' }\nhttp: { listen: '0.0.0.0:9000', admin_token: '${TOKEN}', max_body_bytes: 10 }\n",
+            "data_dir: /var/lib/waybill\nbus: { kind: kafka, brokers: 'k:9092', topic_prefix: 'team-a.', properties: { session.timeout.ms: '${TIMEOUT:-6000}' } }\n\
+             store: { url: 'postgres://db/w' }\nhttp: { listen: '0.0.0.0:9000', max_body_bytes: 10 }\n",
         )]);
         let config = tree.load().unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/waybill"));
@@ -199,8 +194,22 @@ mod tests {
             }
         );
         assert_eq!(config.store.url, "postgres://db/w");
-        assert_eq!(config.http.admin_token.as_deref(), Some("t0k#n: x"));
         assert_eq!(config.http.max_body_bytes, 10);
+    }
+
+    #[test]
+    fn an_admin_token_is_rejected_until_there_is_an_admin_api() {
+        let tree = Tree::new(&[(
+            "waybill.yaml",
+            "http: { listen: '127.0.0.1:0', admin_token: secret }\n",
+        )]);
+        let problems = tree.problems();
+        assert_eq!(positions(&problems), vec![("waybill.yaml", 1, 32)]);
+        assert!(
+            problems[0].3.starts_with("unknown key `admin_token`"),
+            "{}",
+            problems[0].3
+        );
     }
 
     #[test]
@@ -270,7 +279,7 @@ mod tests {
     fn missing_variable_is_located_and_yaml_shape_is_safe() {
         let tree = Tree::new(&[(
             "waybill.yaml",
-            "http:\n  admin_token: '${NOT_SET}'\n  listen: \"${NOT_SET_EITHER:-127.0.0.1:7000}\"\n",
+            "bus: { kind: embedded }\ndata_dir:      '${NOT_SET}'\nhttp:\n  listen: \"${NOT_SET_EITHER:-127.0.0.1:7000}\"\n",
         )]);
         let problems = tree.problems();
         assert_eq!(positions(&problems), vec![("waybill.yaml", 2, 16)]);
