@@ -103,3 +103,45 @@ fn a_misspelt_input_topic_is_located_with_a_suggestion() {
         "{out}"
     );
 }
+
+#[test]
+fn a_missing_body_mapping_is_reported_at_the_connector_line_naming_it() {
+    let dir = ConfigDir::new("{ connector: sandbox }");
+    dir.edit("connectors/sandbox.yaml", |t| {
+        t.replace("mappings/sandbox/book.yaml", "mappings/sandbox/bok.yaml")
+    });
+    let (code, out) = validate(&dir.path());
+    assert_eq!(code, 1, "{out}");
+    let sandbox =
+        std::fs::read_to_string(dir.path().parent().unwrap().join("connectors/sandbox.yaml"))
+            .expect("read");
+    let body_line = sandbox
+        .lines()
+        .position(|l| l.contains("bok.yaml"))
+        .map(|i| i + 1)
+        .expect("body line");
+    assert!(
+        out.lines()
+            .any(|l| l.contains(&format!("sandbox.yaml:{body_line}:"))
+                && l.contains("mappings/sandbox/bok.yaml")
+                && l.contains("not found")),
+        "{out}"
+    );
+    assert!(!out.contains(":0:0:"), "{out}");
+}
+
+#[test]
+fn a_connector_mistake_is_reported_at_its_key() {
+    let dir = ConfigDir::new("{ connector: sandbox }");
+    dir.edit("connectors/sandbox.yaml", |t| {
+        t.replace("operations:", "webhook: { source: sandbox }\noperations:")
+    });
+    let (code, out) = validate(&dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("sandbox.yaml:") && l.contains("couriers use `callback`")),
+        "{out}"
+    );
+    assert!(!out.contains("sandbox.yaml:1:1:"), "{out}");
+}

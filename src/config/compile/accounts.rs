@@ -415,6 +415,24 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_connector_is_reported_where_the_account_names_it() {
+        let tree = Tree::new(&[("waybill.yaml", "accounts:\n  c: { connector: courier }\n")]);
+        std::fs::create_dir_all(tree.dir.path().join("connectors")).unwrap();
+        std::fs::write(
+            tree.dir.path().join("connectors/courier.yaml"),
+            b"name: \xff\n",
+        )
+        .unwrap();
+        let problems = tree.problems();
+        assert_eq!(
+            positions(&problems),
+            vec![("waybill.yaml", 2, 19)],
+            "{problems:#?}"
+        );
+        assert!(problems[0].3.contains("cannot read"), "{}", problems[0].3);
+    }
+
+    #[test]
     fn accounts_against_connector_schemas() {
         let tree = Tree::new(&[
             (
