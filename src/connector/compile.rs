@@ -924,6 +924,22 @@ webhook:
     }
 
     #[test]
+    fn an_unreadable_body_mapping_is_reported_where_it_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
+        std::fs::write(dir.path().join("mappings/book.yaml"), b"a: \xff\n").unwrap();
+        let text = "name: c\nkind: courier\nbase_url: https://c.example\noperations:\n  book:\n    request: { method: POST, path: /b, body: mappings/book.yaml }\n    success: 'true'\n    extract: { tracking_number: $.cn }\n";
+        let found = Connector::parse(text, Path::new("connectors/c.yaml"), dir.path()).unwrap_err();
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(
+            (found[0].file.as_path(), found[0].line, found[0].column),
+            (Path::new("connectors/c.yaml"), 6, 46),
+            "{found:#?}"
+        );
+        assert!(found[0].message.contains("cannot be read"), "{found:#?}");
+    }
+
+    #[test]
     fn request_template_errors_point_at_their_value() {
         let text = "name: c\nkind: courier\nbase_url: https://c.example\noperations:\n  book:\n    request:\n      method: POST\n      path: /b\n      headers: { token: \"{{ credentials.token \" }\n    success: 'true'\n    extract: { tracking_number: $.cn }\n";
         let found = parse(text).unwrap_err();
