@@ -29,9 +29,6 @@ pub enum StoreError {
 /// Where a booking key stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BookingStatus {
-    /// Reserved, never sent: safe to send. Claims reserve and send in one
-    /// step, so only rows written by earlier versions are in this state.
-    Reserved,
     /// The request went out; outcome unknown until recorded.
     Sent,
     Booked,
@@ -42,7 +39,6 @@ pub enum BookingStatus {
 impl BookingStatus {
     pub fn as_str(self) -> &'static str {
         match self {
-            BookingStatus::Reserved => "reserved",
             BookingStatus::Sent => "sent",
             BookingStatus::Booked => "booked",
             BookingStatus::Review => "review",

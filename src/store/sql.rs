@@ -129,11 +129,11 @@ const CLAIM_NEW: &str = "INSERT INTO bookings (source, account, order_id, sequen
      VALUES ($1, $2, $3, $4, 'sent', $5, $6, $7, $8, $9, $9) \
      ON CONFLICT (source, account, order_id, sequence) DO NOTHING";
 
-/// Records the booking of a key that is `sent` (or, from earlier versions, `reserved`).
+/// Records the booking of a key that is `sent`.
 const MARK_BOOKED: &str = "UPDATE bookings SET status = 'booked', tracking_number = $5, courier = $6, courier_account = $7, \
      extracted = $8, owner = NULL, lease_until = NULL, reason = NULL, updated_at = $9 \
      WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4 \
-     AND status IN ('reserved', 'sent')";
+     AND status = 'sent'";
 
 const INSERT_AUDIT: &str = "INSERT INTO booking_audit (booking_key, action, message_id, detail, at) VALUES ($1, $2, $3, $4, $5)";
 
@@ -249,7 +249,6 @@ fn execute_numbered<P: ToSql>(
 
 fn parse_status(status: &str) -> Result<BookingStatus, StoreError> {
     match status {
-        "reserved" => Ok(BookingStatus::Reserved),
         "sent" => Ok(BookingStatus::Sent),
         "booked" => Ok(BookingStatus::Booked),
         "review" => Ok(BookingStatus::Review),
@@ -528,33 +527,6 @@ impl Store for SqlStore {
                     // lapsed lease (or our own earlier life) means nobody will.
                     BookingStatus::Sent if held_by_other => return Ok(Reservation::Busy { owner: previous_owner }),
                     BookingStatus::Sent => return Ok(Reservation::Sent),
-                    BookingStatus::Reserved if held_by_other => return Ok(Reservation::Busy { owner: previous_owner }),
-                    BookingStatus::Reserved => {}
-                }
-                // A `reserved` key was never sent. Compare and swap on the
-                // owner and lease we saw, so that of several callers taking
-                // over an expired lease only one wins.
-                let taken = bind_key!(sqlx::query(
-                    "UPDATE bookings SET status = 'sent', owner = $5, lease_until = $6, message_id = $7, reference = $8, updated_at = $9 \
-                     WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4 AND status = 'reserved' \
-                     AND COALESCE(owner, '') = $10 AND COALESCE(lease_until, '') = $11",
-                ), key, sequence)
-                .bind(owner)
-                .bind(&lease_until)
-                .bind(message_id)
-                .bind(reference)
-                .bind(&now)
-                .bind(&previous_owner)
-                .bind(&previous_lease)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?
-                .rows_affected();
-                if taken == 1 {
-                    let detail = format!("owner {owner} took over from {previous_owner} (lease until {previous_lease})");
-                    audit!(tx, &key_text, "sent", message_id, Some(detail), &now);
-                    tx.commit().await.map_err(db)?;
-                    return Ok(Reservation::Acquired);
                 }
             }
             Err(StoreError::Database(format!("booking {key_text} kept changing while claiming it")))
@@ -621,7 +593,7 @@ impl Store for SqlStore {
                     return Ok(());
                 }
                 let status = stored.map(|s| s.booking.status.as_str().to_string());
-                return Err(wrong_state(key, status, "reserved or sent"));
+                return Err(wrong_state(key, status, "sent"));
             }
             audit!(tx, &key_text, "booked", message_id, Some(&detail), &now);
             tx.commit().await.map_err(db)
@@ -642,7 +614,7 @@ impl Store for SqlStore {
             let updated = bind_key!(sqlx::query(
                 "UPDATE bookings SET status = 'review', reason = $5, owner = NULL, lease_until = NULL, updated_at = $6 \
                  WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4 \
-                 AND status IN ('reserved', 'sent')",
+                 AND status = 'sent'",
             ), key, sequence)
             .bind(reason)
             .bind(&now)
@@ -656,7 +628,7 @@ impl Store for SqlStore {
                 if status.as_deref() == Some("review") {
                     return Ok(());
                 }
-                return Err(wrong_state(key, status, "reserved or sent"));
+                return Err(wrong_state(key, status, "sent"));
             }
             audit!(tx, &key_text, "review", message_id, Some(reason.to_string()), &now);
             tx.commit().await.map_err(db)
@@ -671,7 +643,7 @@ impl Store for SqlStore {
             let mut tx = pool.begin().await.map_err(db)?;
             let deleted = bind_key!(sqlx::query(
                 "DELETE FROM bookings WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4 \
-                 AND status IN ('reserved', 'sent') AND owner = $5",
+                 AND status = 'sent' AND owner = $5",
             ), key, sequence)
             .bind(owner)
             .execute(&mut *tx)
@@ -680,8 +652,8 @@ impl Store for SqlStore {
             .rows_affected();
             if deleted == 0 {
                 let status: Option<String> = current_status!(tx, key, sequence);
-                let status = status.map(|s| if s == "reserved" { "reserved by another owner".to_string() } else { s });
-                return Err(wrong_state(key, status, &format!("reserved by {owner}")));
+                let status = status.map(|s| if s == "sent" { "sent by another owner".to_string() } else { s });
+                return Err(wrong_state(key, status, &format!("sent by {owner}")));
             }
             audit!(tx, &key_text, "released", None::<String>, Some(format!("owner {owner}")), &now);
             tx.commit().await.map_err(db)
@@ -941,7 +913,6 @@ mod tests {
     on_every_backend!(
         claim_answers_for_every_state,
         a_lapsed_lease_on_a_sent_key_means_review_not_resend,
-        a_key_left_reserved_is_taken_over_once_its_lease_lapsed,
         concurrent_claims_acquire_once,
         review_is_resolved_booked_or_released,
         a_claim_can_be_given_back,
@@ -1061,55 +1032,6 @@ mod tests {
         let booking = store.booking(&order).await.unwrap().unwrap();
         assert_eq!(booking.status, BookingStatus::Sent);
         assert_eq!(booking.owner.as_deref(), Some("a"));
-    }
-
-    async fn a_key_left_reserved_is_taken_over_once_its_lease_lapsed(store: SqlStore) {
-        // Earlier versions reserved keys before marking them sent.
-        let past = timestamp(OffsetDateTime::now_utc() - time::Duration::hours(1));
-        let future = timestamp(OffsetDateTime::now_utc() + time::Duration::hours(1));
-        for (order, lease_until) in [("lapsed", &past), ("live", &future)] {
-            with_write_pool!(store, pool => {
-                sqlx::query(
-                    "INSERT INTO bookings (source, account, order_id, sequence, status, owner, lease_until, \
-                     message_id, reference, created_at, updated_at) \
-                     VALUES ('shopify', 'shopify-main', $1, 0, 'reserved', 'old', $2, 'm0', '#1', $2, $2)",
-                )
-                .bind(order)
-                .bind(lease_until)
-                .execute(pool)
-                .await
-                .unwrap();
-            });
-        }
-        assert_eq!(
-            store
-                .claim_booking(&key("live"), "b", HOUR, "m1", "#1")
-                .await
-                .unwrap(),
-            Reservation::Busy {
-                owner: "old".into()
-            }
-        );
-        assert_eq!(
-            store
-                .claim_booking(&key("lapsed"), "b", HOUR, "m1", "#1")
-                .await
-                .unwrap(),
-            Reservation::Acquired
-        );
-        let booking = store.booking(&key("lapsed")).await.unwrap().unwrap();
-        assert_eq!(booking.status, BookingStatus::Sent);
-        assert_eq!(booking.owner.as_deref(), Some("b"));
-        assert_eq!(booking.message_id.as_deref(), Some("m1"));
-        let audit = store.audit(&key("lapsed")).await.unwrap();
-        assert_eq!(audit.len(), 1);
-        assert!(
-            audit[0]
-                .detail
-                .as_deref()
-                .unwrap()
-                .contains("took over from old")
-        );
     }
 
     async fn concurrent_claims_acquire_once(store: SqlStore) {
