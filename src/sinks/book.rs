@@ -375,7 +375,9 @@ mod tests {
             let left = self.outage.load(Ordering::SeqCst);
             if left > 0 {
                 self.outage.store(left - 1, Ordering::SeqCst);
-                return Err(StoreError::Database("connection refused".into()));
+                return Err(StoreError::Database(sqlx::Error::Io(
+                    std::io::ErrorKind::ConnectionRefused.into(),
+                )));
             }
             self.inner.mark_booked(key, result, message_id).await
         }

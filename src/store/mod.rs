@@ -4,27 +4,15 @@
 //! One code path through `sqlx` for SQLite (embedded default) and
 //! PostgreSQL; backend-specific SQL stays behind [`Store`].
 
+mod error;
 pub mod sql;
 pub(crate) mod sqlite;
+
+pub use error::{RowError, StoreError};
 
 use crate::model::{BookingKey, BookingResult};
 use async_trait::async_trait;
 use std::time::Duration;
-
-/// Why the store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store database error: {0}")]
-    Database(String),
-    #[error("booking {0} not found")]
-    NotFound(String),
-    #[error("booking {key} is {state}, not {expected}")]
-    WrongState {
-        key: String,
-        state: String,
-        expected: String,
-    },
-}
 
 /// Where a booking key stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,11 +7,12 @@ use super::queries::{
     SELECT_AUDIT, SELECT_BOOKING, SELECT_BOOKINGS, SELECT_STATUS,
 };
 use super::rows::{self, AuditRow, BookingRow, StoredBooking, stored_booking};
-use super::writer::{Param, change_in_one_go};
+use super::writer::{change_in_one_go, text};
 use super::{Backend, SqlStore, db};
 use crate::clock::{later, now_timestamp, timestamp};
 use crate::model::{BookingKey, BookingResult};
-use crate::store::{AuditEntry, Booking, BookingStatus, Reservation, StoreError};
+use crate::store::{AuditEntry, Booking, BookingStatus, Reservation, RowError, StoreError};
+use rusqlite::types::Value;
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -71,6 +72,16 @@ macro_rules! current_status {
     };
 }
 
+/// A booking key as `$1`–`$4` of a statement the bus writer runs.
+fn key_values(key: &BookingKey) -> Vec<Value> {
+    vec![
+        text(&key.source),
+        text(&key.account),
+        text(&key.order_id),
+        Value::Integer(i64::from(key.sequence)),
+    ]
+}
+
 /// The error for a transition that found the key absent or in another state.
 fn wrong_state(key: &BookingKey, status: Option<String>, expected: &str) -> StoreError {
     match status {
@@ -124,25 +135,22 @@ impl<'a> Claim<'a> {
         let Backend::Sqlite { jobs, .. } = &store.backend else {
             return Ok(false);
         };
-        let values: [&Param<'_>; 9] = [
-            &self.key.source,
-            &self.key.account,
-            &self.key.order_id,
-            &self.sequence,
-            &self.owner,
-            &self.lease_until,
-            &self.message_id,
-            &self.reference,
-            &self.now,
-        ];
-        let audit: [&Param<'_>; 5] = [
+        let mut values = key_values(self.key);
+        values.extend([
+            text(self.owner),
+            text(&self.lease_until),
+            text(self.message_id),
+            text(self.reference),
+            text(&self.now),
+        ]);
+        let audit = [
             &self.key_text,
-            &"sent",
-            &self.message_id,
+            "sent",
+            self.message_id,
             &self.detail,
             &self.now,
         ];
-        change_in_one_go(jobs.as_ref(), CLAIM_NEW, &values, &audit).await
+        change_in_one_go(jobs.as_ref(), CLAIM_NEW, values, audit.map(text).into()).await
     }
 
     /// The answer for a key someone claimed before.
@@ -154,10 +162,7 @@ impl<'a> Claim<'a> {
         match booking.status {
             BookingStatus::Booked => match booking.result {
                 Some(result) => Ok(Reservation::Booked(result)),
-                None => Err(StoreError::Database(format!(
-                    "booking {} is booked without a result",
-                    self.key_text
-                ))),
+                None => Err(RowError::BookedWithoutResult(self.key_text.clone()).into()),
             },
             BookingStatus::Review => Ok(Reservation::Review(booking.reason.unwrap_or_default())),
             // A live owner's request may still be answered: only a lapsed
@@ -207,7 +212,7 @@ pub(super) async fn claim(
                 return claim.answer(stored);
             }
         }
-        Err(StoreError::Database(format!("booking {} kept changing while claiming it", claim.key_text)))
+        Err(StoreError::Contended(claim.key_text))
     })
 }
 
@@ -220,8 +225,7 @@ pub(super) async fn mark_booked(
     let now = now_timestamp();
     let key_text = key.to_string();
     let sequence = i64::from(key.sequence);
-    let extracted = serde_json::to_string(&result.extracted)
-        .map_err(|e| StoreError::Database(format!("cannot encode extracted values: {e}")))?;
+    let extracted = serde_json::to_string(&result.extracted).map_err(StoreError::Encode)?;
     let detail = format!(
         "tracking number {} at {} ({})",
         result.tracking_number, result.courier, result.account
@@ -229,19 +233,19 @@ pub(super) async fn mark_booked(
     if let Backend::Sqlite { jobs, .. } = &store.backend {
         // The usual case, a `sent` key, in one go; anything else (a
         // repeated record, a refused transition) takes the general path.
-        let values: [&Param<'_>; 9] = [
-            &key.source,
-            &key.account,
-            &key.order_id,
-            &sequence,
-            &result.tracking_number,
-            &result.courier,
-            &result.account,
-            &extracted,
-            &now,
-        ];
-        let audit: [&Param<'_>; 5] = [&key_text, &"booked", &message_id, &detail, &now];
-        if change_in_one_go(jobs.as_ref(), MARK_BOOKED, &values, &audit).await? {
+        let mut values = key_values(key);
+        values.extend(
+            [
+                &result.tracking_number,
+                &result.courier,
+                &result.account,
+                &extracted,
+                &now,
+            ]
+            .map(|value| text(value)),
+        );
+        let audit = [key_text.as_str(), "booked", message_id, &detail, &now];
+        if change_in_one_go(jobs.as_ref(), MARK_BOOKED, values, audit.map(text).into()).await? {
             return Ok(());
         }
     }
@@ -404,7 +408,7 @@ pub(super) async fn booking(
             .await
             .map_err(db)?
     });
-    row.map(rows::booking).transpose()
+    Ok(row.map(rows::booking).transpose()?)
 }
 
 pub(super) async fn bookings(
@@ -422,7 +426,10 @@ pub(super) async fn bookings(
             .await
             .map_err(db)?
     });
-    rows.into_iter().map(rows::booking).collect()
+    Ok(rows
+        .into_iter()
+        .map(rows::booking)
+        .collect::<Result<_, _>>()?)
 }
 
 pub(super) async fn audit(

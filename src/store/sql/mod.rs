@@ -69,15 +69,13 @@ mod tests;
 mod writer;
 
 fn db(error: sqlx::Error) -> StoreError {
-    StoreError::Database(error.to_string())
+    StoreError::Database(error)
 }
 
 /// Why a URL cannot be a store.
 fn unsupported(url: &str) -> StoreError {
     let scheme = url.split(':').next().unwrap_or_default();
-    StoreError::Database(format!(
-        "unsupported store URL scheme `{scheme}`: expected sqlite://… or postgres://…"
-    ))
+    StoreError::UnsupportedUrl(scheme.to_string())
 }
 
 impl SqlStore {
@@ -86,9 +84,10 @@ impl SqlStore {
     pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url).map_err(db)?;
-            let pools = sqlite::open(options)
-                .await
-                .map_err(|e| StoreError::Database(e.to_string()))?;
+            let pools = sqlite::open(options).await.map_err(|e| match e {
+                sqlite::OpenError::Connect(e) => StoreError::Database(e),
+                sqlite::OpenError::Migrate(e) => StoreError::Migrate(e),
+            })?;
             Ok(SqlStore::from_sqlite(&pools))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = PgPoolOptions::new()
@@ -99,9 +98,7 @@ impl SqlStore {
             sqlx::migrate!("migrations/postgres")
                 .run(&pool)
                 .await
-                .map_err(|e| {
-                    StoreError::Database(format!("cannot migrate PostgreSQL database: {e}"))
-                })?;
+                .map_err(StoreError::Migrate)?;
             Ok(SqlStore {
                 backend: Backend::Postgres(pool),
             })

@@ -1,7 +1,7 @@
 //! Decoding rows as read by [`super::queries`] into the store's types.
 
 use crate::model::{BookingKey, BookingResult};
-use crate::store::{AuditEntry, Booking, BookingStatus, StoreError};
+use crate::store::{AuditEntry, Booking, BookingStatus, RowError};
 use std::collections::BTreeMap;
 
 /// A row of [`super::queries::SELECT_BOOKING`], column for column.
@@ -32,18 +32,16 @@ pub(super) struct StoredBooking {
     pub lease_until: Option<String>,
 }
 
-fn parse_status(status: &str) -> Result<BookingStatus, StoreError> {
+fn parse_status(status: &str) -> Result<BookingStatus, RowError> {
     match status {
         "sent" => Ok(BookingStatus::Sent),
         "booked" => Ok(BookingStatus::Booked),
         "review" => Ok(BookingStatus::Review),
-        other => Err(StoreError::Database(format!(
-            "unknown booking status `{other}` in the database"
-        ))),
+        other => Err(RowError::Status(other.to_string())),
     }
 }
 
-pub(super) fn stored_booking(row: BookingRow) -> Result<StoredBooking, StoreError> {
+pub(super) fn stored_booking(row: BookingRow) -> Result<StoredBooking, RowError> {
     let (
         source,
         account,
@@ -61,8 +59,7 @@ pub(super) fn stored_booking(row: BookingRow) -> Result<StoredBooking, StoreErro
         reference,
         updated_at,
     ) = row;
-    let sequence = u32::try_from(sequence)
-        .map_err(|_| StoreError::Database(format!("booking sequence {sequence} out of range")))?;
+    let sequence = u32::try_from(sequence).map_err(|_| RowError::Sequence(sequence))?;
     let result = match (tracking_number, courier, courier_account) {
         (Some(tracking_number), Some(courier), Some(account)) => Some(BookingResult {
             tracking_number,
@@ -92,15 +89,14 @@ pub(super) fn stored_booking(row: BookingRow) -> Result<StoredBooking, StoreErro
     })
 }
 
-fn extracted_values(text: Option<&str>) -> Result<BTreeMap<String, serde_json::Value>, StoreError> {
+fn extracted_values(text: Option<&str>) -> Result<BTreeMap<String, serde_json::Value>, RowError> {
     match text {
-        Some(text) => serde_json::from_str(text)
-            .map_err(|e| StoreError::Database(format!("unreadable extracted values: {e}"))),
+        Some(text) => serde_json::from_str(text).map_err(RowError::Extracted),
         None => Ok(BTreeMap::new()),
     }
 }
 
-pub(super) fn booking(row: BookingRow) -> Result<Booking, StoreError> {
+pub(super) fn booking(row: BookingRow) -> Result<Booking, RowError> {
     stored_booking(row).map(|stored| stored.booking)
 }
 

@@ -5,10 +5,13 @@
 use super::queries::INSERT_AUDIT;
 use crate::store::StoreError;
 use crate::store::sqlite::Jobs;
-use rusqlite::ToSql;
+use rusqlite::types::Value;
+use tokio::sync::oneshot;
 
-/// A value bound to a statement that the bus writer runs.
-pub(super) type Param<'a> = dyn ToSql + Sync + 'a;
+/// A text value to bind, owned so that the writer's thread can bind it.
+pub(super) fn text(value: &str) -> Value {
+    Value::Text(value.to_string())
+}
 
 /// Runs `change` and, when it changed exactly one row, the audit row
 /// `audit` (bound to [`INSERT_AUDIT`]), as one transaction in the embedded
@@ -18,25 +21,38 @@ pub(super) type Param<'a> = dyn ToSql + Sync + 'a;
 pub(super) async fn change_in_one_go(
     jobs: Option<&Jobs>,
     change: &'static str,
-    values: &[&Param<'_>],
-    audit: &[&Param<'_>],
+    values: Vec<Value>,
+    audit: Vec<Value>,
 ) -> Result<bool, StoreError> {
     let Some(jobs) = jobs else {
         return Ok(false);
     };
-    let (values, audit) = (owned(values)?, owned(audit)?);
+    // The writer reports a job's error as text; declining instead, with
+    // the error sent back here, keeps it typed (and still undoes the job).
+    let (report, failed) = oneshot::channel();
     let changed = jobs
-        .run(move |conn| change_and_audit(conn, change, &values, &audit))
+        .run(
+            move |conn| match change_and_audit(conn, change, &values, &audit) {
+                Ok(changed) => Ok(changed),
+                Err(error) => {
+                    let _ = report.send(error);
+                    Ok(None)
+                }
+            },
+        )
         .await
-        .map_err(StoreError::Database)?;
+        .map_err(StoreError::WriterBatch)?;
+    if let Ok(error) = failed.await {
+        return Err(StoreError::Writer(error));
+    }
     Ok(changed.is_some())
 }
 
-fn change_and_audit<P: ToSql>(
+fn change_and_audit(
     conn: &rusqlite::Connection,
     change: &str,
-    values: &[P],
-    audit: &[P],
+    values: &[Value],
+    audit: &[Value],
 ) -> rusqlite::Result<Option<()>> {
     if execute_numbered(conn, change, values)? != 1 {
         return Ok(None);
@@ -45,38 +61,13 @@ fn change_and_audit<P: ToSql>(
     Ok(Some(()))
 }
 
-/// `values` as owned SQLite values, to be bound on another thread.
-fn owned(values: &[&Param<'_>]) -> Result<Vec<rusqlite::types::Value>, StoreError> {
-    use rusqlite::types::{ToSqlOutput, Value, ValueRef};
-    let unsupported = || StoreError::Database("a value SQLite cannot hold".into());
-    values
-        .iter()
-        .map(|value| match value.to_sql() {
-            Ok(ToSqlOutput::Borrowed(borrowed)) => Ok(match borrowed {
-                ValueRef::Null => Value::Null,
-                ValueRef::Integer(i) => Value::Integer(i),
-                ValueRef::Real(f) => Value::Real(f),
-                ValueRef::Text(text) => Value::Text(
-                    std::str::from_utf8(text)
-                        .map_err(|_| unsupported())?
-                        .to_string(),
-                ),
-                ValueRef::Blob(blob) => Value::Blob(blob.to_vec()),
-            }),
-            Ok(ToSqlOutput::Owned(owned)) => Ok(owned),
-            Ok(_) => Err(unsupported()),
-            Err(e) => Err(StoreError::Database(e.to_string())),
-        })
-        .collect()
-}
-
 /// Runs `sql` with `values` bound to `$1`, `$2`, … by name. The statements
 /// are shared with `sqlx`, which numbers them for PostgreSQL; SQLite would
 /// number them in order of first appearance.
-fn execute_numbered<P: ToSql>(
+fn execute_numbered(
     conn: &rusqlite::Connection,
     sql: &str,
-    values: &[P],
+    values: &[Value],
 ) -> rusqlite::Result<usize> {
     let mut statement = conn.prepare_cached(sql)?;
     for (number, value) in values.iter().enumerate() {
