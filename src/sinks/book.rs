@@ -150,7 +150,9 @@ impl Booker {
         message_id: &str,
         slots: &Slots,
     ) -> Result<Booked, Failure> {
-        let (account, connector) = self.courier(route)?;
+        let (account, connector) = self
+            .courier(route)
+            .map_err(|why| Failure::permanent(STAGE, why))?;
         let key = BookingKey {
             source: source.to_string(),
             account: store_account.to_string(),
@@ -377,24 +379,21 @@ impl Booker {
         failure
     }
 
-    fn courier(&self, route: &str) -> Result<(&Account, &Connector), Failure> {
-        let account = self.config.accounts.get(route).ok_or_else(|| {
-            Failure::permanent(
-                STAGE,
-                format!("courier account `{route}` is not configured"),
-            )
-        })?;
+    /// The courier account `route` and its connector, or why there are none.
+    fn courier(&self, route: &str) -> Result<(&Account, &Connector), String> {
+        let account = self
+            .config
+            .accounts
+            .get(route)
+            .ok_or_else(|| format!("courier account `{route}` is not configured"))?;
         let connector = self
             .config
             .connectors
             .get(&account.connector)
             .ok_or_else(|| {
-                Failure::permanent(
-                    STAGE,
-                    format!(
-                        "connector `{}` of account `{route}` is not loaded",
-                        account.connector
-                    ),
+                format!(
+                    "connector `{}` of account `{route}` is not loaded",
+                    account.connector
                 )
             })?;
         Ok((account, connector))
