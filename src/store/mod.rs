@@ -122,9 +122,9 @@ pub trait Store: Send + Sync + 'static {
         message_id: &str,
     ) -> Result<(), StoreError>;
 
-    /// Gives a key back so that any owner may take it: a reservation never
-    /// sent, or a request the courier certainly did not act on (a retryable
-    /// or permanent failure).
+    /// Gives back a key `owner` sent, so that any owner may take it: the
+    /// courier certainly did not act on the request (a retryable or
+    /// permanent failure).
     async fn release_reservation(&self, key: &BookingKey, owner: &str) -> Result<(), StoreError>;
 
     /// Operator: the review item was booked with this tracking number.
