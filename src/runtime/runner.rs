@@ -11,7 +11,7 @@ use crate::bus::{Bus, BusError};
 use crate::clock::now_rfc3339;
 use crate::config::{Config, Pipeline};
 use crate::model::{ErrorClass, Message, Record, SCHEMA_VERSION, header};
-use crate::sinks::book::{BookError, Booker, Slots};
+use crate::sinks::book::{Booker, Slots};
 use crate::stages::{self, Event, Plan, StageError};
 use crate::telemetry::events::{DeadLettered, RetryScheduled, ShipmentBooked, StageProcessed};
 use crate::telemetry::{Metrics, PipelineLabels};
@@ -56,15 +56,16 @@ impl From<StageError> for AttemptError {
     }
 }
 
-impl From<BookError> for AttemptError {
-    fn from(e: BookError) -> Self {
+impl From<crate::model::Failure> for AttemptError {
+    fn from(e: crate::model::Failure) -> Self {
+        let exchange = e.exchange.unwrap_or_default();
         AttemptError {
-            stage: "book",
+            stage: e.stage,
             class: e.class,
             message: e.message,
             retry_after: e.retry_after,
-            request: e.request,
-            response: e.response,
+            request: exchange.request,
+            response: exchange.response,
         }
     }
 }
