@@ -1,5 +1,7 @@
 //! Pipeline runner, HTTP server and shutdown: everything `waybill run` starts.
 
+mod feed;
+mod progress;
 pub mod runner;
 pub mod server;
 

@@ -11,8 +11,8 @@
 //! ```
 
 use crate::config::{Account, Config};
-use crate::connector::{CourierError, Engine};
-use crate::model::{BookingKey, BookingResult, ErrorClass, Shipment};
+use crate::connector::Engine;
+use crate::model::{BookingKey, BookingResult, ErrorClass, Failure, Shipment};
 use crate::store::{BookingStatus, Reservation, Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::telemetry::events::{CourierRequestCompleted, DuplicateSuppressed, RateLimitWaited};
@@ -93,14 +93,15 @@ impl BookError {
     }
 }
 
-impl From<CourierError> for BookError {
-    fn from(e: CourierError) -> Self {
+impl From<Failure> for BookError {
+    fn from(e: Failure) -> Self {
+        let exchange = e.exchange.unwrap_or_default();
         BookError {
             class: e.class,
             message: e.message,
             retry_after: e.retry_after,
-            request: e.request,
-            response: e.response,
+            request: exchange.request,
+            response: exchange.response,
         }
     }
 }
