@@ -259,10 +259,10 @@ mod tests {
     fn long_values_are_cut_on_a_character_boundary() {
         let mut long = failure();
         long.message = "ق".repeat(MAX_HEADER_BYTES);
-        long.exchange = Some(Exchange {
+        long.exchange = Some(Box::new(Exchange {
             request: Some(json!({"body": "x".repeat(3 * MAX_HEADER_BYTES)})),
             ..Exchange::default()
-        });
+        }));
         let message = envelope(&record(b"{}"), &long, &context());
         let cut = &message.headers[header::ERROR_MESSAGE];
         assert!(cut.len() <= MAX_HEADER_BYTES);

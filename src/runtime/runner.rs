@@ -28,19 +28,15 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 impl From<BookError> for Failure {
     fn from(e: BookError) -> Self {
-        let exchange =
-            (e.request.is_some() || e.response.is_some()).then(|| crate::model::Exchange {
-                status: None,
-                request: e.request,
-                response: e.response,
-            });
-        Failure {
-            stage: "book",
-            class: e.class,
-            message: e.message,
-            retry_after: e.retry_after,
-            exchange,
+        let failure = Failure::new("book", e.class, e.message).with_retry_after(e.retry_after);
+        if e.request.is_none() && e.response.is_none() {
+            return failure;
         }
+        failure.with_exchange(crate::model::Exchange {
+            status: None,
+            request: e.request,
+            response: e.response,
+        })
     }
 }
 

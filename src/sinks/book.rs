@@ -95,7 +95,7 @@ impl BookError {
 
 impl From<Failure> for BookError {
     fn from(e: Failure) -> Self {
-        let exchange = e.exchange.unwrap_or_default();
+        let exchange = e.exchange.map(|e| *e).unwrap_or_default();
         BookError {
             class: e.class,
             message: e.message,
