@@ -14,6 +14,8 @@ mod postex;
 mod rules;
 #[path = "it/scale.rs"]
 mod scale;
+#[path = "it/simulate.rs"]
+mod simulate;
 #[path = "it/validate.rs"]
 mod validate;
 #[path = "it/webhook.rs"]
