@@ -126,3 +126,61 @@ impl Enqueue for Separate {
         Ok(Enqueued::Appended)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sql::SqlStore;
+
+    fn message() -> Message {
+        Message {
+            key: "shop-main:7".into(),
+            headers: Default::default(),
+            payload: b"{}".to_vec(),
+        }
+    }
+
+    const DELIVERY: DeliveryId<'static> = DeliveryId {
+        source: "shop",
+        account: "shop-main",
+        id: "d-1",
+    };
+
+    /// Both ways answer a redelivery as a duplicate and append it once.
+    async fn enqueues_once(enqueue: &dyn Enqueue, bus: &dyn Bus) {
+        for expected in [Enqueued::Appended, Enqueued::Duplicate] {
+            let answer = enqueue
+                .enqueue("orders.shop", message(), DELIVERY)
+                .await
+                .expect("enqueued");
+            assert_eq!(answer, expected);
+        }
+        let read = bus.read("orders.shop", 0, 10).await.expect("read");
+        assert_eq!(read.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_embedded_way_enqueues_a_delivery_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (bus, _store) = crate::bus::embedded::open_embedded(dir.path())
+            .await
+            .expect("open");
+        enqueues_once(&Embedded(bus.clone()), &bus).await;
+        bus.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_separate_way_enqueues_a_delivery_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (bus, _) = crate::bus::embedded::open_embedded(dir.path())
+            .await
+            .expect("open");
+        let store = SqlStore::connect("sqlite::memory:").await.expect("store");
+        let separate = Separate {
+            bus: Arc::new(bus.clone()),
+            store: Arc::new(store),
+        };
+        enqueues_once(&separate, &bus).await;
+        bus.close().await;
+    }
+}
