@@ -84,6 +84,26 @@ pub fn plan(
     planned
 }
 
+/// What expressions and mappings see: `event`, `order` and `account`
+/// (its name and settings).
+fn context(accounts: &BTreeMap<String, Arc<Account>>, event: &Event, order: &Value) -> Context {
+    let settings = accounts
+        .get(&event.account)
+        .map(|a| Value::Object(a.settings.clone()))
+        .unwrap_or_else(|| json!({}));
+    let mut ctx = Context::default();
+    ctx.set(
+        "event",
+        &json!({ "topic": event.topic, "account": event.account, "source": event.source, "headers": event.headers }),
+    );
+    ctx.set("order", order);
+    ctx.set(
+        "account",
+        &json!({ "name": event.account, "settings": settings }),
+    );
+    ctx
+}
+
 fn run_steps(
     pipeline: &Pipeline,
     accounts: &BTreeMap<String, Arc<Account>>,
@@ -100,20 +120,7 @@ fn run_steps(
             ),
         });
     }
-    let settings = accounts
-        .get(&event.account)
-        .map(|a| Value::Object(a.settings.clone()))
-        .unwrap_or_else(|| json!({}));
-    let mut ctx = Context::default();
-    ctx.set(
-        "event",
-        &json!({ "topic": event.topic, "account": event.account, "source": event.source, "headers": event.headers }),
-    );
-    ctx.set("order", &order);
-    ctx.set(
-        "account",
-        &json!({ "name": event.account, "settings": settings }),
-    );
+    let mut ctx = context(accounts, event, &order);
     for step in &pipeline.steps {
         match step {
             Step::Trigger(expr) => {
