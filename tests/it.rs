@@ -16,6 +16,8 @@ mod rules;
 mod scale;
 #[path = "it/simulate.rs"]
 mod simulate;
+#[path = "it/try_pipeline.rs"]
+mod try_pipeline;
 #[path = "it/validate.rs"]
 mod validate;
 #[path = "it/webhook.rs"]
