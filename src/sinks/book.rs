@@ -11,8 +11,8 @@
 //! ```
 
 use crate::config::{Account, Config};
-use crate::connector::{Connector, CourierError, Engine, PreparedRequest};
-use crate::model::{BookingKey, BookingResult, ErrorClass, Exchange, Failure, Shipment};
+use crate::connector::{Connector, Engine, PreparedRequest};
+use crate::model::{BookingKey, BookingResult, ErrorClass, Failure, Shipment};
 use crate::store::{BookingStatus, Reservation, Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::telemetry::events::{CourierRequestCompleted, DuplicateSuppressed, RateLimitWaited};
@@ -70,25 +70,6 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.gauge.dec();
-    }
-}
-
-// Until the connector engine returns `Failure` itself.
-impl From<CourierError> for Failure {
-    fn from(e: CourierError) -> Self {
-        let exchange = (e.status.is_some() || e.request.is_some() || e.response.is_some())
-            .then_some(Exchange {
-                status: e.status,
-                request: e.request,
-                response: e.response,
-            });
-        Failure {
-            stage: STAGE,
-            class: e.class,
-            message: e.message,
-            retry_after: e.retry_after,
-            exchange,
-        }
     }
 }
 
@@ -355,7 +336,7 @@ impl Booker {
 
     /// What a courier's failure means for the key: given back when the
     /// courier certainly did not act, sent to review when it may have.
-    async fn settle(&self, order: &Order<'_>, error: CourierError) -> Failure {
+    async fn settle(&self, order: &Order<'_>, error: Failure) -> Failure {
         match error.class {
             ErrorClass::Retryable | ErrorClass::Permanent => self.release(&order.key).await,
             ErrorClass::Ambiguous | ErrorClass::NeedsReview => {
@@ -372,7 +353,7 @@ impl Booker {
                 }
             }
         }
-        let mut failure = Failure::from(error);
+        let mut failure = error.at(STAGE);
         if failure.class == ErrorClass::Ambiguous {
             failure.class = ErrorClass::NeedsReview;
         }
