@@ -127,14 +127,9 @@ async fn serve(app: axum::Router) -> String {
 /// What waybill checks before a webhook goes to the bus: the signature, and
 /// that the body is JSON with an order id. Answers without storing anything.
 async fn check_only(headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
-    use waybill::connector::{SignatureAlgorithm, SignatureEncoding, SignatureSpec};
-    static SPEC: std::sync::LazyLock<SignatureSpec> = std::sync::LazyLock::new(|| SignatureSpec {
-        header: "X-Shopify-Hmac-Sha256".into(),
-        algorithm: SignatureAlgorithm::HmacSha256,
-        encoding: SignatureEncoding::Base64,
-        secret: "webhook_secret".into(),
-    });
-    let spec = &*SPEC;
+    let Some(spec) = support::shopify_webhook().signature.as_ref() else {
+        return StatusCode::BAD_REQUEST;
+    };
     let signed = headers
         .get(spec.header.as_str())
         .and_then(|v| v.to_str().ok())

@@ -14,6 +14,10 @@ mod postex;
 mod rules;
 #[path = "it/scale.rs"]
 mod scale;
+#[path = "it/simulate.rs"]
+mod simulate;
+#[path = "it/try_pipeline.rs"]
+mod try_pipeline;
 #[path = "it/validate.rs"]
 mod validate;
 #[path = "it/webhook.rs"]

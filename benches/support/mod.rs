@@ -451,19 +451,44 @@ pub fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// Headers of a signed Shopify webhook.
-pub fn shopify_headers(signature: &str, topic: &str, id: u64) -> Vec<(String, String)> {
-    vec![
-        ("X-Shopify-Hmac-Sha256".into(), signature.to_string()),
-        ("X-Shopify-Topic".into(), topic.into()),
-        ("X-Shopify-Webhook-Id".into(), format!("bench-{id}")),
-        ("Content-Type".into(), "application/json".into()),
-    ]
+/// The shipped Shopify connector's webhook rules: what the benchmarks sign by.
+pub fn shopify_webhook() -> &'static waybill::connector::WebhookSpec {
+    static SPEC: std::sync::LazyLock<waybill::connector::WebhookSpec> =
+        std::sync::LazyLock::new(|| {
+            let connector =
+                waybill::connector::Connector::load(&repo().join("connectors/shopify.yaml"))
+                    .unwrap_or_else(|d| panic!("the shipped shopify connector loads: {d:#?}"));
+            connector
+                .webhook
+                .expect("shopify declares its webhook rules")
+        });
+    &SPEC
 }
 
-/// Signs as Shopify does.
+/// Headers of a signed Shopify webhook, named as the connector declares.
+pub fn shopify_headers(signature: &str, topic: &str, id: u64) -> Vec<(String, String)> {
+    let spec = shopify_webhook();
+    let mut headers = Vec::with_capacity(4);
+    if let Some(rule) = &spec.signature {
+        headers.push((rule.header.clone(), signature.to_string()));
+    }
+    if let Some(name) = &spec.topic_header {
+        headers.push((name.clone(), topic.into()));
+    }
+    if let Some(name) = &spec.delivery_id_header {
+        headers.push((name.clone(), format!("bench-{id}")));
+    }
+    headers.push(("Content-Type".into(), "application/json".into()));
+    headers
+}
+
+/// Signs as the Shopify connector declares.
 pub fn sign(body: &[u8]) -> String {
-    waybill::sources::shopify::sign(SECRET.as_bytes(), body)
+    let rule = shopify_webhook()
+        .signature
+        .as_ref()
+        .expect("shopify signs its webhooks");
+    waybill::sources::webhook::sign(rule, SECRET.as_bytes(), body)
 }
 
 /// `--name VALUE` style argument with a default.

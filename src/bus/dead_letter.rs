@@ -6,25 +6,19 @@
 //! dead_letter: { topic: dlq.shopify-orders }
 //! ```
 
-use crate::model::{ErrorClass, Message, Record, header};
+use crate::model::{ErrorClass, Failure, Message, Record, header};
 
 /// Longest header value written, in bytes; longer text is cut with `…`.
 pub const MAX_HEADER_BYTES: usize = 4096;
 
-/// Why and where a message gave up.
+/// What a dead letter says beside its [`Failure`]: which pipeline gave up,
+/// after how many attempts, and when.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
+pub struct DeadLetterContext {
     pub pipeline: String,
-    pub stage: String,
-    pub class: ErrorClass,
-    pub message: String,
     pub attempts: u32,
     pub first_failed_at: String,
     pub last_failed_at: String,
-    /// The (redacted) HTTP request, for connector failures.
-    pub request: Option<serde_json::Value>,
-    /// The HTTP response (status line and body), for connector failures.
-    pub response: Option<String>,
 }
 
 /// Where a dead letter came from.
@@ -81,28 +75,29 @@ pub fn header_value(text: &str) -> String {
 
 /// Wraps `record` as a dead letter: the same key, payload and headers, plus
 /// the failure headers. Headers of an earlier failure are replaced.
-pub fn envelope(record: &Record, failure: &Failure) -> Message {
+pub fn envelope(record: &Record, failure: &Failure, context: &DeadLetterContext) -> Message {
     let mut headers = record.message.headers.clone();
     headers.remove(header::ERROR_REQUEST);
     headers.remove(header::ERROR_RESPONSE);
     let mut set = |name: &str, value: &str| {
         headers.insert(name.to_string(), header_value(value));
     };
-    set(header::PIPELINE, &failure.pipeline);
-    set(header::ERROR_STAGE, &failure.stage);
+    set(header::PIPELINE, &context.pipeline);
+    set(header::ERROR_STAGE, failure.stage);
     set(header::ERROR_CLASS, failure.class.as_str());
     set(header::ERROR_MESSAGE, &failure.message);
-    set(header::ATTEMPTS, &failure.attempts.to_string());
-    set(header::FIRST_FAILED_AT, &failure.first_failed_at);
-    set(header::LAST_FAILED_AT, &failure.last_failed_at);
+    set(header::ATTEMPTS, &context.attempts.to_string());
+    set(header::FIRST_FAILED_AT, &context.first_failed_at);
+    set(header::LAST_FAILED_AT, &context.last_failed_at);
     set(header::ORIGIN_TOPIC, &record.topic);
     set(header::ORIGIN_PARTITION, &record.partition.to_string());
     set(header::ORIGIN_OFFSET, &record.offset.to_string());
-    if let Some(request) = &failure.request {
+    let exchange = failure.exchange.as_ref();
+    if let Some(request) = exchange.and_then(|e| e.request.as_ref()) {
         // Compact JSON is one line: newlines inside strings are escaped.
         set(header::ERROR_REQUEST, &request.to_string());
     }
-    if let Some(response) = &failure.response {
+    if let Some(response) = exchange.and_then(|e| e.response.as_ref()) {
         set(header::ERROR_RESPONSE, response);
     }
     Message {
@@ -181,7 +176,7 @@ pub fn describe(record: &Record) -> DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Headers;
+    use crate::model::{Exchange, Headers};
     use serde_json::json;
 
     fn record(payload: &[u8]) -> Record {
@@ -201,23 +196,26 @@ mod tests {
     }
 
     fn failure() -> Failure {
-        Failure {
+        Failure::permanent("book", "invalid city\nKarachii").with_exchange(Exchange {
+            status: Some(400),
+            request: Some(json!({"method": "POST", "body": {"address": "line 1\nline 2"}})),
+            response: Some("HTTP 400\n{\"statusMessage\":\"invalid city\"}".into()),
+        })
+    }
+
+    fn context() -> DeadLetterContext {
+        DeadLetterContext {
             pipeline: "shopify-orders".into(),
-            stage: "book".into(),
-            class: ErrorClass::Permanent,
-            message: "invalid city\nKarachii".into(),
             attempts: 3,
             first_failed_at: "2026-11-22T05:00:00.000000Z".into(),
             last_failed_at: "2026-11-22T05:01:00.000000Z".into(),
-            request: Some(json!({"method": "POST", "body": {"address": "line 1\nline 2"}})),
-            response: Some("HTTP 400\n{\"statusMessage\":\"invalid city\"}".into()),
         }
     }
 
     #[test]
     fn envelope_keeps_the_original_and_describe_reads_it_back() {
         let original = record(br##"{"id": 820982911946154508, "name": "#1001"}"##);
-        let message = envelope(&original, &failure());
+        let message = envelope(&original, &failure(), &context());
         assert_eq!(message.key, original.message.key);
         assert_eq!(message.payload, original.message.payload);
         assert_eq!(message.headers[header::ID], "msg-1");
@@ -250,7 +248,7 @@ mod tests {
             })
         );
         assert_eq!(letter.order_name.as_deref(), Some("#1001"));
-        assert_eq!(letter.request, failure().request);
+        assert_eq!(letter.request, failure().exchange.unwrap().request);
         assert_eq!(
             letter.response.as_deref(),
             Some("HTTP 400 {\"statusMessage\":\"invalid city\"}")
@@ -261,8 +259,11 @@ mod tests {
     fn long_values_are_cut_on_a_character_boundary() {
         let mut long = failure();
         long.message = "ق".repeat(MAX_HEADER_BYTES);
-        long.request = Some(json!({"body": "x".repeat(3 * MAX_HEADER_BYTES)}));
-        let message = envelope(&record(b"{}"), &long);
+        long.exchange = Some(Box::new(Exchange {
+            request: Some(json!({"body": "x".repeat(3 * MAX_HEADER_BYTES)})),
+            ..Exchange::default()
+        }));
+        let message = envelope(&record(b"{}"), &long, &context());
         let cut = &message.headers[header::ERROR_MESSAGE];
         assert!(cut.len() <= MAX_HEADER_BYTES);
         assert!(cut.ends_with('…'));
@@ -311,13 +312,12 @@ mod tests {
             topic: "dlq.p".into(),
             partition: 0,
             offset: 3,
-            message: envelope(&record(b"{}"), &failure()),
+            message: envelope(&record(b"{}"), &failure(), &context()),
         };
         let mut again = failure();
-        again.request = None;
-        again.response = None;
-        again.stage = "map".into();
-        let message = envelope(&first, &again);
+        again.exchange = None;
+        again.stage = "map";
+        let message = envelope(&first, &again, &context());
         assert_eq!(message.headers[header::ERROR_STAGE], "map");
         assert_eq!(message.headers[header::ORIGIN_TOPIC], "dlq.p");
         assert!(!message.headers.contains_key(header::ERROR_REQUEST));

@@ -14,7 +14,7 @@ use anyhow::Context;
 pub enum BookingsCommand {
     /// List bookings, newest first.
     List {
-        /// Only this status: reserved, sent, booked, review.
+        /// Only this status: sent, booked, review.
         #[arg(long)]
         status: Option<String>,
         #[arg(long, default_value_t = 100)]
@@ -38,12 +38,11 @@ pub enum BookingsCommand {
 
 fn parse_status(s: &str) -> anyhow::Result<BookingStatus> {
     Ok(match s {
-        "reserved" => BookingStatus::Reserved,
         "sent" => BookingStatus::Sent,
         "booked" => BookingStatus::Booked,
         "review" => BookingStatus::Review,
         other => {
-            anyhow::bail!("unknown status `{other}`: expected reserved, sent, booked or review")
+            anyhow::bail!("unknown status `{other}`: expected sent, booked or review")
         }
     })
 }

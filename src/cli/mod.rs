@@ -50,9 +50,8 @@ pub enum Command {
     /// Inspect bookings and resolve review items.
     #[command(subcommand)]
     Bookings(bookings::BookingsCommand),
-    /// Send a signed store webhook to a running waybill.
-    #[command(subcommand)]
-    Simulate(simulate::SimulateCommand),
+    /// Send a signed store webhook to a running waybill, as the store's connector declares.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Sets up logging; `RUST_LOG` overrides the default level.
@@ -80,7 +79,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Bookings(cmd) => {
             with_backends(config, async |c, b| bookings::run(c, b, cmd).await).await
         }
-        Command::Simulate(cmd) => simulate::run(config, cmd).await,
+        Command::Simulate(args) => simulate::run(config, args).await,
     }
 }
 

@@ -1,79 +1,66 @@
-//! `waybill simulate shopify`: sign an order file with the account's
-//! webhook secret, give it a fresh webhook id, and post it to a running
-//! waybill, as Shopify would.
+//! `waybill simulate SOURCE`: sign an order file as the account's store
+//! connector declares under `webhook:` (path, signature header, algorithm
+//! and encoding, topic and delivery-id headers), give it a fresh delivery
+//! id, and post it to a running waybill, as the store would.
 //!
 //! ```sh
 //! waybill simulate shopify --account shopify-main --file samples/shopify/order-cod.json
 //! ```
 
-use crate::sources::webhook;
+use crate::sources::delivery;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, clap::Subcommand)]
-pub enum SimulateCommand {
-    /// Post a signed Shopify order webhook.
-    Shopify {
-        /// Store account (its `webhook_secret` signs the body).
-        #[arg(long)]
-        account: String,
-        /// Order JSON to send as the body.
-        #[arg(long)]
-        file: PathBuf,
-        /// Shopify topic.
-        #[arg(long, default_value = "orders/create")]
-        topic: String,
-        /// Base URL of the running waybill; defaults to `http.listen`.
-        #[arg(long)]
-        url: Option<String>,
-    },
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Source, as in `/webhooks/SOURCE/ACCOUNT`: the store connector's `webhook.source`.
+    pub source: String,
+    /// Store account (its connector's signing credential signs the body).
+    #[arg(long)]
+    pub account: String,
+    /// Order JSON to send as the body.
+    #[arg(long)]
+    pub file: PathBuf,
+    /// The store's event name, sent in the connector's topic header.
+    #[arg(long, default_value = "orders/create")]
+    pub topic: String,
+    /// Base URL of the running waybill; defaults to `http.listen`.
+    #[arg(long)]
+    pub url: Option<String>,
 }
 
-pub async fn run(config_path: &Path, command: SimulateCommand) -> anyhow::Result<i32> {
-    let SimulateCommand::Shopify {
+pub async fn run(config_path: &Path, args: SimulateArgs) -> anyhow::Result<i32> {
+    let SimulateArgs {
+        source,
         account,
         file,
         topic,
         url,
-    } = command;
+    } = args;
     let config = super::load_config(config_path)?;
     let acct = config
         .accounts
         .get(&account)
         .with_context(|| format!("no account named `{account}` in {}", config_path.display()))?;
-    // Sign and name the delivery as the account's store connector declares.
     let spec = config
         .connectors
         .get(&acct.connector)
         .and_then(|c| c.webhook.as_ref())
-        .filter(|spec| spec.source == "shopify")
-        .with_context(|| format!("account `{account}` is not a Shopify store"))?;
+        .filter(|spec| spec.source == source)
+        .with_context(|| {
+            format!(
+                "account `{account}` (connector `{}`) does not receive `{source}` webhooks",
+                acct.connector
+            )
+        })?;
     let body = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let delivery_id = uuid::Uuid::new_v4().to_string();
+    let signed = delivery::for_account(spec, acct, &body, &topic, &delivery_id)?;
     let base = url.unwrap_or_else(|| format!("http://{}", config.http.listen));
-    let endpoint = format!("{}/webhooks/shopify/{account}", base.trim_end_matches('/'));
-    let webhook_id = uuid::Uuid::new_v4().to_string();
-    let mut request = reqwest::Client::new()
-        .post(&endpoint)
-        .header("content-type", "application/json")
-        .header("X-Shopify-API-Version", "2025-10");
-    if let Some(signature) = &spec.signature {
-        let secret = acct
-            .credentials
-            .get(&signature.secret)
-            .with_context(|| format!("account `{account}` has no {}", signature.secret))?;
-        request = request.header(
-            signature.header.as_str(),
-            webhook::sign(signature, secret.as_bytes(), &body),
-        );
-    }
-    if let Some(name) = &spec.topic_header {
-        request = request.header(name.as_str(), &topic);
-    }
-    if let Some(name) = &spec.delivery_id_header {
-        request = request.header(name.as_str(), &webhook_id);
-    }
-    if let Some(domain) = acct.credentials.get("shop_domain") {
-        request = request.header("X-Shopify-Shop-Domain", domain);
+    let endpoint = format!("{}{}", base.trim_end_matches('/'), signed.path);
+    let mut request = reqwest::Client::new().post(&endpoint);
+    for (name, value) in &signed.headers {
+        request = request.header(name.as_str(), value.as_str());
     }
     let response = request.body(body).send().await.with_context(|| {
         format!("cannot reach waybill at {endpoint}: is `waybill run` running?")
@@ -81,7 +68,7 @@ pub async fn run(config_path: &Path, command: SimulateCommand) -> anyhow::Result
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     println!(
-        "POST {endpoint} (topic {topic}, webhook id {webhook_id}) -> {} {}",
+        "POST {endpoint} (topic {topic}, delivery id {delivery_id}) -> {} {}",
         status.as_u16(),
         text.trim()
     );

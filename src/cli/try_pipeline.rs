@@ -6,8 +6,9 @@
 //! waybill try --pipeline shopify-orders --input samples/shopify/order-cod.json --topic orders/create
 //! ```
 
+use crate::config::{Config, Pipeline};
 use crate::connector::Engine;
-use crate::model::Headers;
+use crate::model::{Headers, Shipment};
 use crate::stages::{self, Event, Plan};
 use anyhow::Context;
 use serde_json::{Value, json};
@@ -50,23 +51,12 @@ pub fn run(config_path: &Path, args: TryArgs) -> anyhow::Result<i32> {
     let account = args
         .account
         .or_else(|| pipeline.accounts.first().cloned())
-        .or_else(|| {
-            config
-                .accounts
-                .values()
-                .find(|a| a.connector == "shopify")
-                .map(|a| a.name.clone())
-        })
-        .unwrap_or_default();
-    let source = config
-        .accounts
-        .get(&account)
-        .map(|a| a.connector.clone())
+        .or_else(|| feeding_account(&config, pipeline))
         .unwrap_or_default();
     let event = Event {
         topic: args.topic,
+        source: source_of(&config, &account),
         account,
-        source,
         headers: Headers::new(),
     };
     let planned = stages::plan(pipeline, &config.accounts, &event, order);
@@ -74,28 +64,10 @@ pub fn run(config_path: &Path, args: TryArgs) -> anyhow::Result<i32> {
     let mut errors = Vec::new();
     let mut request = Value::Null;
     match &planned.outcome {
-        Ok(Plan::Book { shipment, route }) => {
-            let engine = Engine::new(
-                reqwest::Client::new(),
-                format!("http://{}", config.http.listen),
-            );
-            let courier = config
-                .accounts
-                .get(route)
-                .and_then(|a| config.connectors.get(&a.connector).map(|c| (a, c)));
-            match courier {
-                Some((account, connector)) => match serde_json::to_value(shipment) {
-                    Ok(shipment) => match engine.prepare_book(connector, account, &shipment) {
-                        Ok(prepared) => request = prepared.redacted(),
-                        Err(e) => errors.push(format!("book: {}", e.message)),
-                    },
-                    Err(e) => errors.push(format!("book: {e}")),
-                },
-                None => errors.push(format!(
-                    "route: courier account `{route}` is not configured"
-                )),
-            }
-        }
+        Ok(Plan::Book { shipment, route }) => match prepare_book(&config, shipment, route) {
+            Ok(prepared) => request = prepared,
+            Err(e) => errors.push(e),
+        },
         Ok(Plan::Skip { reason, .. }) => errors.push(reason.clone()),
         Ok(Plan::Emit { .. }) => {}
         Err(e) => errors.push(format!("{} ({}): {}", e.stage, e.class, e.message)),
@@ -109,4 +81,50 @@ pub fn run(config_path: &Path, args: TryArgs) -> anyhow::Result<i32> {
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(if planned.outcome.is_ok() { 0 } else { 1 })
+}
+
+/// The first store account whose webhooks land on the pipeline's input topic.
+fn feeding_account(config: &Config, pipeline: &Pipeline) -> Option<String> {
+    config
+        .accounts
+        .values()
+        .find(|a| {
+            config
+                .connectors
+                .get(&a.connector)
+                .and_then(|c| c.webhook.as_ref())
+                .is_some_and(|spec| pipeline.input == format!("orders.{}", spec.source))
+        })
+        .map(|a| a.name.clone())
+}
+
+/// The source an account's events carry: its store connector's
+/// `webhook.source`, else the connector's name.
+fn source_of(config: &Config, account: &str) -> String {
+    let Some(connector) = config.accounts.get(account).map(|a| &a.connector) else {
+        return String::new();
+    };
+    config
+        .connectors
+        .get(connector)
+        .and_then(|c| c.webhook.as_ref())
+        .map_or_else(|| connector.clone(), |spec| spec.source.clone())
+}
+
+/// The redacted `book` request for `shipment` on courier account `route`.
+fn prepare_book(config: &Config, shipment: &Shipment, route: &str) -> Result<Value, String> {
+    let engine = Engine::new(
+        reqwest::Client::new(),
+        format!("http://{}", config.http.listen),
+    );
+    let (account, connector) = config
+        .accounts
+        .get(route)
+        .and_then(|a| config.connectors.get(&a.connector).map(|c| (a, c)))
+        .ok_or_else(|| format!("route: courier account `{route}` is not configured"))?;
+    let shipment = serde_json::to_value(shipment).map_err(|e| format!("book: {e}"))?;
+    engine
+        .prepare_book(connector, account, &shipment)
+        .map(|prepared| prepared.redacted())
+        .map_err(|e| format!("book: {}", e.message))
 }

@@ -1,6 +1,6 @@
 //! Prepares connector requests from templates, sends them and judges the
 //! answers: success rule on status and body, JSONPath extraction, and a
-//! classified [`CourierError`] for everything else.
+//! classified [`Failure`] for everything else.
 //!
 //! Templates see `{shipment, account: {name, settings}, credentials}` plus any
 //! operation variables; the success and error rules see
@@ -18,9 +18,9 @@ use super::Account;
 use super::classify::{default_class, parse_retry_after, send_error_class};
 use super::pacing::Pacing;
 use super::target::{build_url, resolve_base};
-use super::{Connector, CourierError, Operation, PreparedRequest, redact_text};
+use super::{Connector, Operation, PreparedRequest, redact_text};
 use crate::mapping::render_str;
-use crate::model::{BookingResult, ErrorClass};
+use crate::model::{BookingResult, ErrorClass, Exchange, Failure};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 /// Bytes of a response body read at most; the rest is not read.
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
-/// Bytes of a response body kept in a [`CourierError`].
+/// Bytes of a response body kept in a [`Failure`].
 pub const KEPT_RESPONSE_BYTES: usize = 4096;
 
 /// What a successful operation answered.
@@ -96,7 +96,7 @@ impl Engine {
         connector: &Connector,
         account: &Account,
         shipment: &Value,
-    ) -> Result<PreparedRequest, CourierError> {
+    ) -> Result<PreparedRequest, Failure> {
         let mut vars = Map::new();
         vars.insert("shipment".into(), shipment.clone());
         self.prepare(connector, "book", account, &Engine::context(account, vars))
@@ -109,10 +109,9 @@ impl Engine {
         operation: &str,
         account: &Account,
         ctx: &Value,
-    ) -> Result<PreparedRequest, CourierError> {
+    ) -> Result<PreparedRequest, Failure> {
         let op = find(connector, operation)?;
-        let permanent =
-            |message: String| CourierError::before_sending(ErrorClass::Permanent, message);
+        let permanent = |message: String| Failure::permanent(stage_of(operation), message);
         let base = account
             .base_url
             .as_deref()
@@ -161,22 +160,20 @@ impl Engine {
         connector: &Connector,
         account: &Account,
         request: PreparedRequest,
-    ) -> Result<BookingResult, CourierError> {
-        let shown = request.redacted();
+    ) -> Result<BookingResult, Failure> {
+        let failing = Failing::new("book", &request, &account.secrets);
         let output = self.execute(connector, "book", account, request).await?;
         let tracking_number = match output.extracted.get("tracking_number") {
             Some(Value::String(text)) if !text.trim().is_empty() => text.trim().to_string(),
             Some(Value::Number(number)) => number.to_string(),
             _ => {
                 // The courier said yes, so it may have booked: never re-send blindly.
-                return Err(CourierError {
-                    class: ErrorClass::Ambiguous,
-                    message: "the courier accepted the booking but no tracking number was found in the answer".into(),
-                    status: Some(output.status),
-                    retry_after: None,
-                    request: Some(shown),
-                    response: Some(keep(&output.body.to_string(), &account.secrets)),
-                });
+                return Err(failing.fail(
+                    ErrorClass::Ambiguous,
+                    "the courier accepted the booking but no tracking number was found in the answer".into(),
+                    Some(output.status),
+                    Some(keep(&output.body.to_string(), &account.secrets)),
+                ));
             }
         };
         Ok(BookingResult {
@@ -194,20 +191,23 @@ impl Engine {
         operation: &str,
         account: &Account,
         request: PreparedRequest,
-    ) -> Result<OperationOutput, CourierError> {
+    ) -> Result<OperationOutput, Failure> {
         let op = find(connector, operation)?;
-        let shown = request.redacted();
-        let fail = |class: ErrorClass,
-                    message: String,
-                    status: Option<u16>,
-                    response: Option<String>| CourierError {
-            class,
-            message: redact_text(&message, &account.secrets),
-            status,
-            retry_after: None,
-            request: Some(shown.clone()),
-            response,
-        };
+        let failing = Failing::new(stage_of(operation), &request, &account.secrets);
+        let response = self.send(op, &request).await.map_err(|err| {
+            let (class, message) = send_error_class(&err);
+            failing.fail(class, message, None, None)
+        })?;
+        let answer = Answer::read(response, &failing).await?;
+        answer.judge(op, operation, &failing)
+    }
+
+    /// Sends `request` as `op` declares (method, timeout).
+    async fn send(
+        &self,
+        op: &Operation,
+        request: &PreparedRequest,
+    ) -> Result<reqwest::Response, reqwest::Error> {
         let mut builder = self
             .http
             .request(op.method.clone(), request.url.as_str())
@@ -218,13 +218,68 @@ impl Engine {
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
-        let mut response = match builder.send().await {
-            Ok(response) => response,
-            Err(err) => {
-                let (class, message) = send_error_class(&err);
-                return Err(fail(class, message, None, None));
-            }
-        };
+        builder.send().await
+    }
+}
+
+/// The stage a failure of `operation` is reported under.
+fn stage_of(operation: &str) -> &'static str {
+    match operation {
+        "book" => "book",
+        "track" => "track",
+        "cancel" => "cancel",
+        "lookup" => "lookup",
+        _ => "connector",
+    }
+}
+
+/// Makes the failures of one request: redacted, with the request as shown.
+struct Failing<'a> {
+    stage: &'static str,
+    shown: Value,
+    secrets: &'a [String],
+}
+
+impl<'a> Failing<'a> {
+    fn new(stage: &'static str, request: &PreparedRequest, secrets: &'a [String]) -> Self {
+        Failing {
+            stage,
+            shown: request.redacted(),
+            secrets,
+        }
+    }
+
+    fn fail(
+        &self,
+        class: ErrorClass,
+        message: String,
+        status: Option<u16>,
+        response: Option<String>,
+    ) -> Failure {
+        Failure::new(self.stage, class, redact_text(&message, self.secrets)).with_exchange(
+            Exchange {
+                status,
+                request: Some(self.shown.clone()),
+                response,
+            },
+        )
+    }
+}
+
+/// An answer as read: at most [`MAX_RESPONSE_BYTES`] of its body.
+struct Answer {
+    status: u16,
+    headers: Map<String, Value>,
+    retry_after: Option<Duration>,
+    bytes: Vec<u8>,
+    truncated: bool,
+}
+
+impl Answer {
+    async fn read(
+        mut response: reqwest::Response,
+        failing: &Failing<'_>,
+    ) -> Result<Answer, Failure> {
         let status = response.status().as_u16();
         let mut headers = Map::new();
         for (name, value) in response.headers() {
@@ -257,22 +312,39 @@ impl Engine {
                         "HTTP {status}, then the answer was cut short: {}",
                         super::classify::error_chain(&err)
                     );
-                    return Err(fail(
+                    return Err(failing.fail(
                         ErrorClass::Ambiguous,
                         message,
                         Some(status),
-                        Some(keep(&String::from_utf8_lossy(&bytes), &account.secrets)),
+                        Some(keep(&String::from_utf8_lossy(&bytes), failing.secrets)),
                     ));
                 }
             }
         }
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = if truncated {
+        Ok(Answer {
+            status,
+            headers,
+            retry_after,
+            bytes,
+            truncated,
+        })
+    }
+
+    /// The success rule, then extraction or a classified failure.
+    fn judge(
+        self,
+        op: &Operation,
+        operation: &str,
+        failing: &Failing<'_>,
+    ) -> Result<OperationOutput, Failure> {
+        let status = self.status;
+        let text = String::from_utf8_lossy(&self.bytes).into_owned();
+        let body = if self.truncated {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+            serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
         };
-        let judged = json!({ "response": { "status": status, "headers": headers }, "body": body, "text": text });
+        let judged = json!({ "response": { "status": status, "headers": self.headers }, "body": body, "text": text });
         if op.success.eval_bool(&judged).unwrap_or(false) {
             let extracted = extract(op, &body);
             return Ok(OperationOutput {
@@ -288,35 +360,56 @@ impl Engine {
             .map(|rule| rule.class)
             .or_else(|| op.status_classes.get(&status).copied())
             .unwrap_or_else(|| default_class(status));
-        let mut message = format!("{operation}: HTTP {status}");
-        match courier_message(op, &judged) {
-            Some(said) => message.push_str(&format!(": {said}")),
-            None if truncated => {
-                message.push_str(&format!(": answer over {MAX_RESPONSE_BYTES} bytes"))
-            }
-            None if !text.trim().is_empty() => {
-                let shown_text = redact_text(text.trim(), &account.secrets);
-                message.push_str(&format!(": {}", truncate(&shown_text, 200)));
-            }
-            None => {}
-        }
-        let mut error = fail(
+        let message = failure_message(
+            op,
+            operation,
+            &judged,
+            &text,
+            self.truncated,
+            failing.secrets,
+        );
+        let failure = failing.fail(
             class,
             message,
             Some(status),
-            Some(keep(&text, &account.secrets)),
+            Some(keep(&text, failing.secrets)),
         );
-        if class == ErrorClass::Retryable {
-            error.retry_after = retry_after;
-        }
-        Err(error)
+        // Only a request the courier certainly did not act on waits as asked.
+        Err(if class == ErrorClass::Retryable {
+            failure.with_retry_after(self.retry_after)
+        } else {
+            failure
+        })
     }
 }
 
-fn find<'a>(connector: &'a Connector, operation: &str) -> Result<&'a Operation, CourierError> {
+/// `operation: HTTP status`, with what the courier said when it said anything.
+fn failure_message(
+    op: &Operation,
+    operation: &str,
+    judged: &Value,
+    text: &str,
+    truncated: bool,
+    secrets: &[String],
+) -> String {
+    let status = &judged["response"]["status"];
+    let mut message = format!("{operation}: HTTP {status}");
+    match courier_message(op, judged) {
+        Some(said) => message.push_str(&format!(": {said}")),
+        None if truncated => message.push_str(&format!(": answer over {MAX_RESPONSE_BYTES} bytes")),
+        None if !text.trim().is_empty() => {
+            let shown_text = redact_text(text.trim(), secrets);
+            message.push_str(&format!(": {}", truncate(&shown_text, 200)));
+        }
+        None => {}
+    }
+    message
+}
+
+fn find<'a>(connector: &'a Connector, operation: &str) -> Result<&'a Operation, Failure> {
     connector.operation(operation).ok_or_else(|| {
-        CourierError::before_sending(
-            ErrorClass::Permanent,
+        Failure::permanent(
+            stage_of(operation),
             format!(
                 "connector `{}` has no `{operation}` operation",
                 connector.name
@@ -414,11 +507,27 @@ mod tests {
         json!({ "order_id": "820982911946154508", "reference": "#1001", "recipient": { "city": "Karachi" } })
     }
 
+    fn response(failure: &Failure) -> String {
+        failure
+            .exchange
+            .as_ref()
+            .and_then(|e| e.response.clone())
+            .expect("a response")
+    }
+
+    fn sent_request(failure: &Failure) -> Value {
+        failure
+            .exchange
+            .as_ref()
+            .and_then(|e| e.request.clone())
+            .expect("a request")
+    }
+
     fn engine() -> Engine {
         Engine::new(Engine::client().unwrap(), "http://127.0.0.1:9".into())
     }
 
-    async fn book_against(answer: ResponseTemplate) -> Result<BookingResult, CourierError> {
+    async fn book_against(answer: ResponseTemplate) -> Result<BookingResult, Failure> {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
             .and(path("/order/v3/create-order"))
@@ -464,13 +573,13 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.class, ErrorClass::Permanent);
-        assert_eq!(err.status, Some(200));
+        assert_eq!(err.status(), Some(200));
         assert!(
             err.message.contains("Customer phone number is not valid"),
             "{}",
             err.message
         );
-        assert!(err.response.unwrap().contains("statusCode"));
+        assert!(response(&err).contains("statusCode"));
     }
 
     #[tokio::test]
@@ -509,7 +618,7 @@ mod tests {
                 .await
                 .unwrap_err();
             assert_eq!(err.class, ErrorClass::Ambiguous, "{status}");
-            assert_eq!(err.status, Some(status));
+            assert_eq!(err.status(), Some(status));
         }
     }
 
@@ -539,7 +648,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.class, ErrorClass::Permanent);
-        assert!(err.response.unwrap().len() <= KEPT_RESPONSE_BYTES);
+        assert!(response(&err).len() <= KEPT_RESPONSE_BYTES);
     }
 
     #[tokio::test]
@@ -597,7 +706,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.class, ErrorClass::Retryable, "{err:?}");
-        assert!(!err.request.unwrap().to_string().contains(TOKEN));
+        assert!(!sent_request(&err).to_string().contains(TOKEN));
     }
 
     #[tokio::test]
@@ -692,8 +801,8 @@ mod tests {
             .unwrap_err();
         for text in [
             err.message.clone(),
-            err.response.clone().unwrap(),
-            err.request.clone().unwrap().to_string(),
+            response(&err),
+            sent_request(&err).to_string(),
         ] {
             assert!(!text.contains("S3CRET"), "{text}");
         }

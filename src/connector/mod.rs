@@ -46,11 +46,9 @@ pub use definition::{
 };
 pub use engine::{Engine, OperationOutput};
 
-use crate::model::ErrorClass;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectorKind {
@@ -183,33 +181,4 @@ pub(crate) fn percent_encode_segment(text: &str) -> String {
         }
     }
     out
-}
-
-/// A classified failure of a connector operation.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{class}: {message}")]
-pub struct CourierError {
-    pub class: ErrorClass,
-    pub message: String,
-    pub status: Option<u16>,
-    /// From `Retry-After`, when the courier sent one.
-    pub retry_after: Option<Duration>,
-    /// The redacted request, for dead letters.
-    pub request: Option<Value>,
-    /// The response body, truncated, for dead letters.
-    pub response: Option<String>,
-}
-
-impl CourierError {
-    /// A failure before anything was sent (bad template, unsafe URL, …).
-    pub fn before_sending(class: ErrorClass, message: impl Into<String>) -> Self {
-        CourierError {
-            class,
-            message: message.into(),
-            status: None,
-            retry_after: None,
-            request: None,
-            response: None,
-        }
-    }
 }

@@ -18,8 +18,9 @@ pub struct Failure {
     pub message: String,
     /// From `Retry-After`, when the far end sent one.
     pub retry_after: Option<Duration>,
-    /// The HTTP request and response, for connector failures.
-    pub exchange: Option<Exchange>,
+    /// The HTTP request and response, for connector failures. Boxed: a
+    /// failure travels in every `Result` of a step, most of them without one.
+    pub exchange: Option<Box<Exchange>>,
 }
 
 /// One HTTP exchange with a connector, as a dead letter keeps it.
@@ -56,7 +57,7 @@ impl Failure {
     }
 
     pub fn with_exchange(mut self, exchange: Exchange) -> Self {
-        self.exchange = Some(exchange);
+        self.exchange = Some(Box::new(exchange));
         self
     }
 

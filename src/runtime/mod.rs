@@ -1,5 +1,7 @@
 //! Pipeline runner, HTTP server and shutdown: everything `waybill run` starts.
 
+mod feed;
+mod progress;
 pub mod runner;
 pub mod server;
 
@@ -9,6 +11,7 @@ use crate::config::{BusSettings, Config};
 use crate::connector::Engine;
 use crate::sinks::book::Booker;
 use crate::sources::Ingest;
+use crate::sources::enqueue::{self, Enqueue};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 use std::future::Future;
@@ -140,54 +143,19 @@ pub async fn run_with(
         addr: config.http.listen,
         error,
     })?;
-    let self_host = if local.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], local.port()))
-    } else {
-        local
-    };
-    let http = Engine::client().map_err(|e| RunError::Http(e.to_string()))?;
-    let engine = Engine::new(http, format!("http://{self_host}"));
-    let owner = match config.bus {
-        BusSettings::Embedded => "local".to_string(),
-        BusSettings::Kafka { .. } => format!("instance-{}", uuid::Uuid::new_v4()),
-    };
-    let booker = Arc::new(Booker {
-        config: config.clone(),
-        store: store.clone(),
-        engine,
-        metrics: metrics.clone(),
-        owner,
-    });
-
+    let booker = booker(&config, &store, &metrics, local)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut pipelines = tokio::task::JoinSet::new();
-    for pipeline in &config.pipelines {
-        let runner = Arc::new(runner::Runner {
-            pipeline: pipeline.clone(),
-            config: config.clone(),
-            bus: bus.clone(),
-            booker: booker.clone(),
-            metrics: metrics.clone(),
-        });
-        let stop = stop_rx.clone();
-        let name = pipeline.name.clone();
-        pipelines.spawn(async move {
-            if let Err(e) = runner.run(stop, SHUTDOWN_GRACE).await {
-                tracing::error!(pipeline = %name, error = %e, "pipeline stopped");
-            }
-        });
-    }
-
+    let mut pipelines = spawn_pipelines(&config, &bus, &booker, &metrics, &stop_rx);
     let retention = tokio::spawn(retention(embedded.clone(), store.clone(), stop_rx.clone()));
     let ingest = Ingest {
-        bus: bus.clone(),
-        store: store.clone(),
-        embedded,
-        metrics: metrics.clone(),
+        enqueue: enqueuer(bus.clone(), store.clone(), embedded),
+        metrics,
     };
     let state = server::AppState {
         config: config.clone(),
         ingest,
+        bus,
+        store,
     };
     let app = server::router(state, crate::connector::sandbox::router());
     tracing::info!(listen = %local, pipelines = config.pipelines.len(), data_dir = %config.data_dir.display(), "waybill is running");
@@ -209,6 +177,77 @@ pub async fn run_with(
     let _ = retention.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The booker, its engine reaching waybill's own server (the sandbox
+/// courier) at `local`.
+fn booker(
+    config: &Arc<Config>,
+    store: &Arc<dyn Store>,
+    metrics: &Arc<Metrics>,
+    local: SocketAddr,
+) -> Result<Arc<Booker>, RunError> {
+    let self_host = if local.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], local.port()))
+    } else {
+        local
+    };
+    let http = Engine::client().map_err(|e| RunError::Http(e.to_string()))?;
+    let engine = Engine::new(http, format!("http://{self_host}"));
+    // Reservations of one machine have one owner; instances sharing a store
+    // must tell theirs apart.
+    let owner = match config.bus {
+        BusSettings::Embedded => "local".to_string(),
+        BusSettings::Kafka { .. } => format!("instance-{}", uuid::Uuid::new_v4()),
+    };
+    Ok(Arc::new(Booker {
+        config: config.clone(),
+        store: store.clone(),
+        engine,
+        metrics: metrics.clone(),
+        owner,
+    }))
+}
+
+/// One runner task per pipeline, stopping when `stop` turns true.
+fn spawn_pipelines(
+    config: &Arc<Config>,
+    bus: &Arc<dyn Bus>,
+    booker: &Arc<Booker>,
+    metrics: &Arc<Metrics>,
+    stop: &watch::Receiver<bool>,
+) -> tokio::task::JoinSet<()> {
+    let mut pipelines = tokio::task::JoinSet::new();
+    for pipeline in &config.pipelines {
+        let runner = Arc::new(runner::Runner {
+            pipeline: pipeline.clone(),
+            config: config.clone(),
+            bus: bus.clone(),
+            booker: booker.clone(),
+            metrics: metrics.clone(),
+        });
+        let stop = stop.clone();
+        let name = pipeline.name.clone();
+        pipelines.spawn(async move {
+            if let Err(e) = runner.run(stop, SHUTDOWN_GRACE).await {
+                tracing::error!(pipeline = %name, error = %e, "pipeline stopped");
+            }
+        });
+    }
+    pipelines
+}
+
+/// How webhooks are enqueued: in one transaction with their delivery id
+/// when the bus shares the store's database.
+fn enqueuer(
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn Store>,
+    embedded: Option<EmbeddedBus>,
+) -> Arc<dyn Enqueue> {
+    match embedded {
+        Some(embedded) => Arc::new(enqueue::Embedded(embedded)),
+        None => Arc::new(enqueue::Separate { bus, store }),
+    }
 }
 
 /// Trims the embedded log and expires old delivery ids, periodically.

@@ -5,8 +5,10 @@
 //! http: { listen: "127.0.0.1:8080", max_body_bytes: 1048576 }
 //! ```
 
+use crate::bus::Bus;
 use crate::config::Config;
 use crate::sources::{Ingest, webhook};
+use crate::store::Store;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -21,6 +23,9 @@ use std::time::Duration;
 pub struct AppState {
     pub config: Arc<Config>,
     pub ingest: Ingest,
+    /// Checked by `/readyz`.
+    pub bus: Arc<dyn Bus>,
+    pub store: Arc<dyn Store>,
 }
 
 /// Builds the router; `sandbox` is the sandbox courier's router.
@@ -60,12 +65,12 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<AppState>) -> Response {
     let limit = Duration::from_secs(2);
     let mut problems = Vec::new();
-    match tokio::time::timeout(limit, state.ingest.bus.check()).await {
+    match tokio::time::timeout(limit, state.bus.check()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => problems.push(format!("bus: {e}")),
         Err(_) => problems.push("bus: no answer within 2s".to_string()),
     }
-    match tokio::time::timeout(limit, state.ingest.store.check()).await {
+    match tokio::time::timeout(limit, state.store.check()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => problems.push(format!("store: {e}")),
         Err(_) => problems.push("store: no answer within 2s".to_string()),

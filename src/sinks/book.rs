@@ -11,8 +11,8 @@
 //! ```
 
 use crate::config::{Account, Config};
-use crate::connector::{CourierError, Engine};
-use crate::model::{BookingKey, BookingResult, ErrorClass, Shipment};
+use crate::connector::{Connector, Engine, PreparedRequest};
+use crate::model::{BookingKey, BookingResult, ErrorClass, Failure, Shipment};
 use crate::store::{BookingStatus, Reservation, Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::telemetry::events::{CourierRequestCompleted, DuplicateSuppressed, RateLimitWaited};
@@ -21,6 +21,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// The step every failure of a booking is attributed to.
+const STAGE: &str = "book";
 
 /// How long a claim outlives the `book` operation's timeout. While it lasts,
 /// another instance meeting the key waits (its owner's answer may still
@@ -70,39 +73,9 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Why a booking did not happen.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{class}: {message}")]
-pub struct BookError {
-    pub class: ErrorClass,
-    pub message: String,
-    pub retry_after: Option<Duration>,
-    pub request: Option<serde_json::Value>,
-    pub response: Option<String>,
-}
-
-impl BookError {
-    fn new(class: ErrorClass, message: impl Into<String>) -> Self {
-        BookError {
-            class,
-            message: message.into(),
-            retry_after: None,
-            request: None,
-            response: None,
-        }
-    }
-}
-
-impl From<CourierError> for BookError {
-    fn from(e: CourierError) -> Self {
-        BookError {
-            class: e.class,
-            message: e.message,
-            retry_after: e.retry_after,
-            request: e.request,
-            response: e.response,
-        }
-    }
+/// A store error before anything was sent: trying again later is safe.
+fn store_failure(e: StoreError) -> Failure {
+    Failure::new(STAGE, ErrorClass::Retryable, format!("store: {e}"))
 }
 
 /// The booking outcome the pipeline acts on.
@@ -123,6 +96,29 @@ pub struct Booker {
     pub owner: String,
 }
 
+/// One shipment to book, with the courier account it goes to.
+struct Order<'a> {
+    source: &'a str,
+    key: BookingKey,
+    key_text: String,
+    reference: &'a str,
+    message_id: &'a str,
+    account: &'a Account,
+    connector: &'a Connector,
+    /// The claim's lease: it must outlast the request, so that while the
+    /// request runs another instance meeting this key waits instead of
+    /// sending it to review.
+    lease: Duration,
+}
+
+/// What a claim let the caller do.
+enum Claimed<'s> {
+    /// Send the request, in this slot.
+    Send(InFlight<'s>),
+    /// Nothing: the key was booked already.
+    Booked(BookingResult),
+}
+
 impl Booker {
     /// Books `shipment` for store account `store_account` of `source` on
     /// courier account `route`, at most once per booking key.
@@ -134,190 +130,251 @@ impl Booker {
         route: &str,
         message_id: &str,
         slots: &Slots,
-    ) -> Result<Booked, BookError> {
+    ) -> Result<Booked, Failure> {
+        let (account, connector) = self
+            .courier(route)
+            .map_err(|why| Failure::permanent(STAGE, why))?;
         let key = BookingKey {
             source: source.to_string(),
             account: store_account.to_string(),
             order_id: shipment.order_id.clone(),
             sequence: shipment.sequence,
         };
-        let key_text = key.to_string();
-        let (account, connector) = self.courier(route)?;
-        let shipment_json = serde_json::to_value(shipment)
-            .map_err(|e| BookError::new(ErrorClass::Permanent, e.to_string()))?;
+        let order = Order {
+            source,
+            key_text: key.to_string(),
+            key,
+            reference: &shipment.reference,
+            message_id,
+            account,
+            connector,
+            lease: RESERVATION_LEASE
+                + connector
+                    .operation("book")
+                    .map_or(Duration::ZERO, |op| op.timeout),
+        };
+        let shipment_json =
+            serde_json::to_value(shipment).map_err(|e| Failure::permanent(STAGE, e.to_string()))?;
         let request = self
             .engine
             .prepare_book(connector, account, &shipment_json)?;
-        // The lease must outlast the request: while it runs, another
-        // instance that meets this key must wait, not send it to review.
-        let lease = RESERVATION_LEASE
-            + connector
-                .operation("book")
-                .map_or(Duration::ZERO, |op| op.timeout);
-        let replayed = |result: BookingResult| {
-            DuplicateSuppressed {
-                kind: "booking",
-                source,
-                key: &key_text,
-            }
-            .emit(&self.metrics);
-            Ok(Booked {
-                result,
-                replayed: true,
-            })
-        };
-        // A rate-limited account's slots are for requests: a replay of a key
-        // already booked is answered from the store without one. The claim
-        // below still decides every other case.
-        if connector.rate_limit.is_some()
-            && let Some(booking) = self
-                .store
-                .booking(&key)
-                .await
-                .map_err(|e| BookError::new(ErrorClass::Retryable, format!("store: {e}")))?
-            && booking.status == BookingStatus::Booked
-            && let Some(result) = booking.result
-        {
-            return replayed(result);
+        if let Some(result) = self.replay(&order).await? {
+            return Ok(self.replayed(&order, result));
         }
-        // The slot comes before the claim, so a key is never `sent` while it
-        // waits for one, and goes back as soon as the courier answered.
+        let in_flight = self.enter(&order, slots).await?;
+        match self.claim(&order, in_flight).await? {
+            Claimed::Send(in_flight) => self.send_and_record(&order, request, in_flight).await,
+            Claimed::Booked(result) => Ok(self.replayed(&order, result)),
+        }
+    }
+
+    /// A rate-limited account's slots are for requests: a replay of a key
+    /// already booked is answered from the store without one. The claim
+    /// still decides every other case.
+    async fn replay(&self, order: &Order<'_>) -> Result<Option<BookingResult>, Failure> {
+        if order.connector.rate_limit.is_none() {
+            return Ok(None);
+        }
+        let booking = self
+            .store
+            .booking(&order.key)
+            .await
+            .map_err(store_failure)?;
+        Ok(booking
+            .filter(|booking| booking.status == BookingStatus::Booked)
+            .and_then(|booking| booking.result))
+    }
+
+    fn replayed(&self, order: &Order<'_>, result: BookingResult) -> Booked {
+        DuplicateSuppressed {
+            kind: "booking",
+            source: order.source,
+            key: &order.key_text,
+        }
+        .emit(&self.metrics);
+        Booked {
+            result,
+            replayed: true,
+        }
+    }
+
+    /// Takes an in-flight slot, then waits for the account's rate limit.
+    /// Both come before the claim, so a key is never `sent` while it waits,
+    /// and the slot goes back as soon as the courier answered.
+    async fn enter<'s>(
+        &self,
+        order: &Order<'_>,
+        slots: &'s Slots,
+    ) -> Result<InFlight<'s>, Failure> {
         let Some(in_flight) = InFlight::enter(slots).await else {
-            return Err(BookError::new(
+            return Err(Failure::new(
+                STAGE,
                 ErrorClass::Retryable,
                 "the pipeline is closing",
             ));
         };
-        // Paced before the claim too: a key is never `sent` while it waits.
-        let wait = self.engine.pace(connector, account);
+        let wait = self.engine.pace(order.connector, order.account);
         if !wait.is_zero() {
             RateLimitWaited {
-                courier: &connector.name,
-                account: &account.name,
+                courier: &order.connector.name,
+                account: &order.account.name,
                 wait,
             }
             .emit(&self.metrics);
             tokio::time::sleep(wait).await;
         }
+        Ok(in_flight)
+    }
+
+    /// Claims the key for this instance; any answer but a fresh claim or a
+    /// booking already made is a failure to retry or to review.
+    async fn claim<'s>(
+        &self,
+        order: &Order<'_>,
+        in_flight: InFlight<'s>,
+    ) -> Result<Claimed<'s>, Failure> {
         let reservation = self
             .store
-            .claim_booking(&key, &self.owner, lease, message_id, &shipment.reference)
+            .claim_booking(
+                &order.key,
+                &self.owner,
+                order.lease,
+                order.message_id,
+                order.reference,
+            )
             .await
-            .map_err(|e| BookError::new(ErrorClass::Retryable, format!("store: {e}")))?;
+            .map_err(store_failure)?;
+        let key = &order.key_text;
         match reservation {
-            Reservation::Acquired => {}
-            Reservation::Booked(result) => return replayed(result),
+            Reservation::Acquired => Ok(Claimed::Send(in_flight)),
+            Reservation::Booked(result) => Ok(Claimed::Booked(result)),
             Reservation::Sent => {
                 drop(in_flight);
                 let reason = "a booking request was sent before and its outcome was never recorded; \
                               check the courier portal, then run `waybill bookings resolve` with --tracking or --release";
                 self.store
-                    .mark_review(&key, reason, message_id)
+                    .mark_review(&order.key, reason, order.message_id)
                     .await
-                    .map_err(|e| BookError::new(ErrorClass::Retryable, format!("store: {e}")))?;
-                return Err(BookError::new(
+                    .map_err(store_failure)?;
+                Err(Failure::new(
+                    STAGE,
                     ErrorClass::NeedsReview,
-                    format!("booking {key_text}: {reason}"),
-                ));
+                    format!("booking {key}: {reason}"),
+                ))
             }
-            Reservation::Review(reason) => {
-                return Err(BookError::new(
-                    ErrorClass::NeedsReview,
-                    format!("booking {key_text} is waiting for review: {reason}"),
-                ));
-            }
-            Reservation::Busy { owner } => {
-                return Err(BookError::new(
-                    ErrorClass::Retryable,
-                    format!("booking {key_text} is being worked on by {owner}"),
-                ));
-            }
+            Reservation::Review(reason) => Err(Failure::new(
+                STAGE,
+                ErrorClass::NeedsReview,
+                format!("booking {key} is waiting for review: {reason}"),
+            )),
+            Reservation::Busy { owner } => Err(Failure::new(
+                STAGE,
+                ErrorClass::Retryable,
+                format!("booking {key} is being worked on by {owner}"),
+            )),
         }
+    }
+
+    /// Sends the claimed request and records the courier's answer: the
+    /// booking, or (see [`Booker::settle`]) what its failure means for the key.
+    async fn send_and_record(
+        &self,
+        order: &Order<'_>,
+        request: PreparedRequest,
+        in_flight: InFlight<'_>,
+    ) -> Result<Booked, Failure> {
         let started = Instant::now();
-        let outcome = self.engine.book(connector, account, request).await;
+        let outcome = self
+            .engine
+            .book(order.connector, order.account, request)
+            .await;
         let elapsed = started.elapsed();
         drop(in_flight);
+        let (label, detail) = match &outcome {
+            Ok(_) => ("success", ""),
+            Err(error) => (error.class.as_str(), error.message.as_str()),
+        };
+        CourierRequestCompleted {
+            courier: &order.connector.name,
+            account: &order.account.name,
+            operation: "book",
+            outcome: label,
+            elapsed,
+            detail,
+        }
+        .emit(&self.metrics);
         match outcome {
             Ok(result) => {
-                CourierRequestCompleted {
-                    courier: &connector.name,
-                    account: &account.name,
-                    operation: "book",
-                    outcome: "success",
-                    elapsed,
-                    detail: "",
-                }
-                .emit(&self.metrics);
-                // The courier booked: a store that is briefly unreachable
-                // must not turn a booking into review work, so recording is
-                // retried for a while. If it never sticks the key stays
-                // `sent`, and the dead letter says what was booked.
-                let record = || self.store.mark_booked(&key, &result, message_id);
-                record
-                    .retry(record_backoff())
-                    .when(|e| matches!(e, StoreError::Database(_)))
-                    .await
-                    .map_err(|e| {
-                        BookError::new(
-                            ErrorClass::NeedsReview,
-                            format!("booked as {} but not recorded: {e}", result.tracking_number),
-                        )
-                    })?;
+                self.record(order, &result).await?;
                 Ok(Booked {
                     result,
                     replayed: false,
                 })
             }
-            Err(error) => {
-                CourierRequestCompleted {
-                    courier: &connector.name,
-                    account: &account.name,
-                    operation: "book",
-                    outcome: error.class.as_str(),
-                    elapsed,
-                    detail: &error.message,
-                }
-                .emit(&self.metrics);
-                match error.class {
-                    // The courier certainly did not act: the key may be sent again.
-                    ErrorClass::Retryable | ErrorClass::Permanent => self.release(&key).await,
-                    ErrorClass::Ambiguous | ErrorClass::NeedsReview => {
-                        let reason = format!(
-                            "courier outcome unknown ({}): {}",
-                            error.class, error.message
-                        );
-                        if let Err(e) = self.store.mark_review(&key, &reason, message_id).await {
-                            tracing::error!(key = %key_text, error = %e, "could not mark booking for review");
-                        }
-                    }
-                }
-                let mut error = BookError::from(error);
-                if error.class == ErrorClass::Ambiguous {
-                    error.class = ErrorClass::NeedsReview;
-                }
-                Err(error)
-            }
+            Err(error) => Err(self.settle(order, error).await),
         }
     }
 
-    fn courier(&self, route: &str) -> Result<(&Account, &crate::connector::Connector), BookError> {
-        let account = self.config.accounts.get(route).ok_or_else(|| {
-            BookError::new(
-                ErrorClass::Permanent,
-                format!("courier account `{route}` is not configured"),
-            )
-        })?;
+    /// The courier booked: a store that is briefly unreachable must not turn
+    /// a booking into review work, so recording is retried for a while, but
+    /// only on errors that may pass. If it never sticks the key stays
+    /// `sent`, and the failure says what was booked.
+    async fn record(&self, order: &Order<'_>, result: &BookingResult) -> Result<(), Failure> {
+        let record = || self.store.mark_booked(&order.key, result, order.message_id);
+        record
+            .retry(record_backoff())
+            .when(StoreError::is_transient)
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    STAGE,
+                    ErrorClass::NeedsReview,
+                    format!("booked as {} but not recorded: {e}", result.tracking_number),
+                )
+            })
+    }
+
+    /// What a courier's failure means for the key: given back when the
+    /// courier certainly did not act, sent to review when it may have.
+    async fn settle(&self, order: &Order<'_>, error: Failure) -> Failure {
+        match error.class {
+            ErrorClass::Retryable | ErrorClass::Permanent => self.release(&order.key).await,
+            ErrorClass::Ambiguous | ErrorClass::NeedsReview => {
+                let reason = format!(
+                    "courier outcome unknown ({}): {}",
+                    error.class, error.message
+                );
+                if let Err(e) = self
+                    .store
+                    .mark_review(&order.key, &reason, order.message_id)
+                    .await
+                {
+                    tracing::error!(key = %order.key_text, error = %e, "could not mark booking for review");
+                }
+            }
+        }
+        let mut failure = error.at(STAGE);
+        if failure.class == ErrorClass::Ambiguous {
+            failure.class = ErrorClass::NeedsReview;
+        }
+        failure
+    }
+
+    /// The courier account `route` and its connector, or why there are none.
+    fn courier(&self, route: &str) -> Result<(&Account, &Connector), String> {
+        let account = self
+            .config
+            .accounts
+            .get(route)
+            .ok_or_else(|| format!("courier account `{route}` is not configured"))?;
         let connector = self
             .config
             .connectors
             .get(&account.connector)
             .ok_or_else(|| {
-                BookError::new(
-                    ErrorClass::Permanent,
-                    format!(
-                        "connector `{}` of account `{route}` is not loaded",
-                        account.connector
-                    ),
+                format!(
+                    "connector `{}` of account `{route}` is not loaded",
+                    account.connector
                 )
             })?;
         Ok((account, connector))
@@ -340,10 +397,43 @@ mod tests {
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    /// The SQLite store, whose `mark_booked` fails while `outage` lasts.
+    /// The SQLite store, whose `mark_booked` fails with `fault` while
+    /// `outage` lasts.
     struct Flaky {
         inner: SqlStore,
         outage: AtomicU32,
+        fault: Fault,
+        /// Calls of `mark_booked`.
+        records: AtomicU32,
+    }
+
+    #[derive(Clone, Copy)]
+    enum Fault {
+        ConnectionRefused,
+        UniqueViolation,
+    }
+
+    impl Fault {
+        async fn error(self) -> StoreError {
+            StoreError::Database(match self {
+                Fault::ConnectionRefused => {
+                    sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into())
+                }
+                Fault::UniqueViolation => unique_violation().await,
+            })
+        }
+    }
+
+    /// A real constraint violation, from a second insert of one primary key.
+    async fn unique_violation() -> sqlx::Error {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let insert = || sqlx::query("INSERT INTO t VALUES (1)").execute(&pool);
+        insert().await.unwrap();
+        insert().await.unwrap_err()
     }
 
     #[async_trait]
@@ -372,10 +462,11 @@ mod tests {
             result: &BookingResult,
             message_id: &str,
         ) -> Result<(), StoreError> {
+            self.records.fetch_add(1, Ordering::SeqCst);
             let left = self.outage.load(Ordering::SeqCst);
             if left > 0 {
                 self.outage.store(left - 1, Ordering::SeqCst);
-                return Err(StoreError::Database("connection refused".into()));
+                return Err(self.fault.error().await);
             }
             self.inner.mark_booked(key, result, message_id).await
         }
@@ -419,6 +510,11 @@ mod tests {
     }
 
     async fn booker(outage: u32) -> (Booker, Arc<Flaky>, Sandbox) {
+        failing_with(Fault::ConnectionRefused, outage).await
+    }
+
+    /// A booker whose store fails to record the first `outage` bookings with `fault`.
+    async fn failing_with(fault: Fault, outage: u32) -> (Booker, Arc<Flaky>, Sandbox) {
         let sandbox = Sandbox::new();
         let self_base = serve(&sandbox).await;
         let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -426,6 +522,8 @@ mod tests {
         let store = Arc::new(Flaky {
             inner: SqlStore::connect("sqlite::memory:").await.unwrap(),
             outage: AtomicU32::new(outage),
+            fault,
+            records: AtomicU32::new(0),
         });
         let booker = Booker {
             config: Arc::new(config),
@@ -461,11 +559,11 @@ mod tests {
     }
 
     /// Books the sample shipment of one order on the shipped courier account.
-    async fn book(booker: &Booker) -> Result<Booked, BookError> {
+    async fn book(booker: &Booker) -> Result<Booked, Failure> {
         book_order(booker, shipment()).await
     }
 
-    async fn book_order(booker: &Booker, shipment: Shipment) -> Result<Booked, BookError> {
+    async fn book_order(booker: &Booker, shipment: Shipment) -> Result<Booked, Failure> {
         let slots = Slots {
             permits: Semaphore::new(1),
             gauge: Gauge::default(),
@@ -574,5 +672,28 @@ mod tests {
         assert_eq!(sandbox.bookings(), 1);
         let row = store.inner.booking(&key()).await.unwrap().unwrap();
         assert_eq!(row.status, BookingStatus::Sent);
+    }
+
+    #[tokio::test]
+    async fn a_constraint_violation_recording_a_booking_is_not_retried() {
+        let (booker, store, sandbox) = failing_with(Fault::UniqueViolation, u32::MAX).await;
+        let error = book(&booker).await.err().unwrap();
+        assert_eq!(error.class, ErrorClass::NeedsReview);
+        assert!(
+            error.message.contains("booked as SBX-"),
+            "{}",
+            error.message
+        );
+        assert_eq!(store.records.load(Ordering::SeqCst), 1);
+        assert_eq!(sandbox.bookings(), 1);
+        let row = store.inner.booking(&key()).await.unwrap().unwrap();
+        assert_eq!(row.status, BookingStatus::Sent);
+    }
+
+    #[tokio::test]
+    async fn a_transient_error_recording_a_booking_is_retried() {
+        let (booker, store, _sandbox) = failing_with(Fault::ConnectionRefused, 2).await;
+        assert!(!book(&booker).await.unwrap().replayed);
+        assert_eq!(store.records.load(Ordering::SeqCst), 3);
     }
 }

@@ -1,4 +1,4 @@
-//! Sources: webhook ingest, one file per store source.
+//! Sources: webhook ingest, generic over the store connectors' `webhook:` rules.
 //!
 //! Every webhook goes through the same steps (DESIGN §8), in this order:
 //! unknown account → 404; body too large → 413; bad signature → 401;
@@ -6,26 +6,21 @@
 //! re-enqueued); bus cannot take it → 503; otherwise the event is durably on
 //! the bus, its delivery id is recorded, and only then 200.
 //! [`webhook`] verifies and reads as the store connector declares; [`Ingest`]
-//! dedupes and enqueues.
+//! dedupes and enqueues through [`enqueue`]; [`delivery`] builds deliveries
+//! as a store would send them, for `waybill simulate`, tests and benchmarks.
 
-pub mod shopify;
+pub mod delivery;
+pub mod enqueue;
 pub mod webhook;
 
-use crate::bus::Bus;
-use crate::bus::embedded::EmbeddedBus;
 use crate::clock::now_rfc3339;
 use crate::model::{Message, SCHEMA_VERSION, header};
-use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::telemetry::events::{DuplicateSuppressed, WebhookReceived};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use enqueue::{DeliveryId, Enqueue, Enqueued};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How long a webhook may wait for the bus before answering 503: well
-/// inside the stores' 5 s delivery timeout, so they retry.
-const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A verified store event, ready to enqueue.
 #[derive(Debug, Clone)]
@@ -40,134 +35,77 @@ pub struct Incoming {
     pub body: Vec<u8>,
 }
 
-/// The shared dedupe → enqueue half of every webhook source.
-#[derive(Clone)]
-pub struct Ingest {
-    pub bus: Arc<dyn Bus>,
-    pub store: Arc<dyn Store>,
-    /// Set when the bus shares its database with the store.
-    pub embedded: Option<EmbeddedBus>,
-    pub metrics: Arc<Metrics>,
-}
-
-impl Ingest {
-    /// Dedupes and enqueues a verified event, answering as DESIGN §8 says.
-    pub async fn accept(&self, incoming: Incoming) -> Response {
-        let Incoming {
-            source,
-            account,
-            delivery_id,
-            topic,
-            order_id,
-            body,
-        } = incoming;
-        let source = source.as_str();
-        let reject = |outcome: &str, status: StatusCode, detail: &str| {
-            WebhookReceived {
-                source,
-                account: &account,
-                outcome,
-                status: status.as_u16(),
-                detail,
-            }
-            .emit(&self.metrics);
-            (status, detail.to_string()).into_response()
-        };
-        let duplicate = || {
-            DuplicateSuppressed {
-                kind: "webhook",
-                source,
-                key: &delivery_id,
-            }
-            .emit(&self.metrics);
-            WebhookReceived {
-                source,
-                account: &account,
-                outcome: "duplicate",
-                status: 200,
-                detail: "",
-            }
-            .emit(&self.metrics);
-            (StatusCode::OK, "duplicate delivery: already accepted\n").into_response()
-        };
-        if self.embedded.is_none() {
-            match self
-                .store
-                .delivery_seen(source, &account, &delivery_id)
-                .await
-            {
-                Ok(true) => return duplicate(),
-                Ok(false) => {}
-                Err(e) => {
-                    return reject(
-                        "unavailable",
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("store unavailable: {e}\n"),
-                    );
-                }
-            }
-        }
-        let received_at = now_rfc3339();
-        let message = Message {
-            key: format!("{account}:{order_id}"),
+impl Incoming {
+    /// The bus message: the body as received, keyed `<account>:<order id>`,
+    /// with the `waybill-*` headers.
+    fn message(&self, body: Vec<u8>) -> Message {
+        Message {
+            key: format!("{}:{}", self.account, self.order_id),
             headers: [
                 (header::ID, uuid::Uuid::new_v4().to_string()),
                 (header::SCHEMA, SCHEMA_VERSION.to_string()),
-                (header::SOURCE, source.to_string()),
-                (header::ACCOUNT, account.clone()),
-                (header::TOPIC, topic),
-                (header::RECEIVED_AT, received_at),
+                (header::SOURCE, self.source.clone()),
+                (header::ACCOUNT, self.account.clone()),
+                (header::TOPIC, self.topic.clone()),
+                (header::RECEIVED_AT, now_rfc3339()),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
             payload: body,
+        }
+    }
+}
+
+/// The shared dedupe → enqueue half of every webhook source.
+#[derive(Clone)]
+pub struct Ingest {
+    pub enqueue: Arc<dyn Enqueue>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Ingest {
+    /// Dedupes and enqueues a verified event, answering as DESIGN §8 says.
+    pub async fn accept(&self, mut incoming: Incoming) -> Response {
+        let body = std::mem::take(&mut incoming.body);
+        let message = incoming.message(body);
+        let delivery = DeliveryId {
+            source: &incoming.source,
+            account: &incoming.account,
+            id: &incoming.delivery_id,
         };
-        let ingest_topic = format!("orders.{source}");
-        // `Some(offset)` once durable; `None` for a delivery seen before.
-        let enqueue = async {
-            match &self.embedded {
-                // Append and delivery id in one transaction: a concurrent
-                // redelivery cannot be enqueued twice.
-                Some(embedded) => {
-                    embedded
-                        .publish_once(&ingest_topic, message, source, &account, &delivery_id)
-                        .await
+        let topic = format!("orders.{}", incoming.source);
+        let answer = self.enqueue.enqueue(&topic, message, delivery).await;
+        let (outcome, status, detail) = match &answer {
+            Ok(Enqueued::Appended) => ("accepted", StatusCode::OK, String::new()),
+            Ok(Enqueued::Duplicate) => {
+                DuplicateSuppressed {
+                    kind: "webhook",
+                    source: &incoming.source,
+                    key: &incoming.delivery_id,
                 }
-                None => self.bus.publish(&ingest_topic, message).await.map(Some),
+                .emit(&self.metrics);
+                ("duplicate", StatusCode::OK, String::new())
             }
+            Err(e) => (
+                "unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{e}\n"),
+            ),
         };
-        match tokio::time::timeout(ENQUEUE_TIMEOUT, enqueue).await {
-            Ok(Ok(Some(_))) => {}
-            Ok(Ok(None)) => return duplicate(),
-            Ok(Err(e)) => {
-                let detail = format!("bus unavailable: {e}\n");
-                return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, &detail);
-            }
-            Err(_) => {
-                let detail = "bus did not take the event in time\n";
-                return reject("unavailable", StatusCode::SERVICE_UNAVAILABLE, detail);
-            }
-        }
-        if self.embedded.is_none() {
-            // The event is durable; a failure to remember the delivery id only
-            // risks a duplicate event, which booking idempotency absorbs.
-            if let Err(e) = self
-                .store
-                .remember_delivery(source, &account, &delivery_id)
-                .await
-            {
-                tracing::warn!(source, account = %account, error = %e, "could not record webhook delivery id");
-            }
-        }
         WebhookReceived {
-            source,
-            account: &account,
-            outcome: "accepted",
-            status: 200,
-            detail: "",
+            source: &incoming.source,
+            account: &incoming.account,
+            outcome,
+            status: status.as_u16(),
+            detail: &detail,
         }
         .emit(&self.metrics);
-        (StatusCode::OK, "accepted\n").into_response()
+        let text = match answer {
+            Ok(Enqueued::Appended) => "accepted\n".to_string(),
+            Ok(Enqueued::Duplicate) => "duplicate delivery: already accepted\n".to_string(),
+            Err(_) => detail,
+        };
+        (status, text).into_response()
     }
 }

@@ -89,92 +89,143 @@ pub async fn receive(
         .emit(metrics);
         return (StatusCode::NOT_FOUND, "unknown store account\n").into_response();
     };
-    let source = spec.source.as_str();
-    let reject = |outcome: &str, status: StatusCode, detail: &str| {
-        WebhookReceived {
-            source,
-            account: &account.name,
+    match read(account, spec, headers, body, max_body_bytes).await {
+        Ok(incoming) => ingest.accept(incoming).await,
+        Err(rejection) => {
+            WebhookReceived {
+                source: &spec.source,
+                account: &account.name,
+                outcome: rejection.outcome,
+                status: rejection.status.as_u16(),
+                detail: &rejection.detail,
+            }
+            .emit(metrics);
+            (rejection.status, format!("{}\n", rejection.detail)).into_response()
+        }
+    }
+}
+
+/// Why a delivery was refused before it reached ingest.
+#[derive(Debug)]
+struct Rejection {
+    /// The metric's outcome label.
+    outcome: &'static str,
+    status: StatusCode,
+    detail: String,
+}
+
+impl Rejection {
+    fn too_large() -> Self {
+        Rejection::new(
+            "too_large",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body exceeds http.max_body_bytes",
+        )
+    }
+
+    fn unauthorized(detail: impl Into<String>) -> Self {
+        Rejection::new("unauthorized", StatusCode::UNAUTHORIZED, detail)
+    }
+
+    fn bad_request(detail: impl Into<String>) -> Self {
+        Rejection::new("bad_request", StatusCode::BAD_REQUEST, detail)
+    }
+
+    fn new(outcome: &'static str, status: StatusCode, detail: impl Into<String>) -> Self {
+        Rejection {
             outcome,
-            status: status.as_u16(),
-            detail,
+            status,
+            detail: detail.into(),
         }
-        .emit(metrics);
-        (status, format!("{detail}\n")).into_response()
-    };
-    let declared_len = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared_len.is_some_and(|len| len > max_body_bytes as u64) {
-        return reject(
-            "too_large",
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body exceeds http.max_body_bytes",
-        );
     }
-    let Ok(body) = axum::body::to_bytes(body, max_body_bytes).await else {
-        return reject(
-            "too_large",
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body exceeds http.max_body_bytes",
-        );
-    };
+}
+
+/// Size, signature, headers and order id, in that order: the event, or
+/// why it was refused.
+async fn read(
+    account: &Account,
+    spec: &WebhookSpec,
+    headers: &HeaderMap,
+    body: Body,
+    max_body_bytes: usize,
+) -> Result<Incoming, Rejection> {
+    let body = read_body(headers, body, max_body_bytes).await?;
     if let Some(signature) = &spec.signature {
-        let Some(secret) = account.credentials.get(&signature.secret) else {
-            return reject(
-                "unauthorized",
-                StatusCode::UNAUTHORIZED,
-                "account has no signing secret",
-            );
-        };
-        let given = headers
-            .get(signature.header.as_str())
-            .and_then(|v| v.to_str().ok());
-        if !given.is_some_and(|sig| verify(signature, secret.as_bytes(), &body, sig)) {
-            return reject(
-                "unauthorized",
-                StatusCode::UNAUTHORIZED,
-                &format!("missing or invalid {} signature", signature.header),
-            );
-        }
+        check_signature(account, signature, headers, &body)?;
     }
-    let header = |name: &Option<String>| -> Result<String, String> {
-        let Some(name) = name else {
-            return Ok(String::new());
-        };
-        headers
-            .get(name.as_str())
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| format!("missing {name} header"))
-    };
-    let (topic, delivery_id) = match (header(&spec.topic_header), header(&spec.delivery_id_header))
-    {
-        (Ok(topic), Ok(delivery_id)) => (topic, delivery_id),
-        (Err(problem), _) | (_, Err(problem)) => {
-            return reject("bad_request", StatusCode::BAD_REQUEST, &problem);
-        }
-    };
-    let order_id = match order_id(&body, &spec.order_id) {
-        Ok(id) => id,
-        Err(problem) => return reject("bad_request", StatusCode::BAD_REQUEST, &problem),
-    };
+    let topic = named_header(headers, &spec.topic_header).map_err(Rejection::bad_request)?;
+    let delivery_id =
+        named_header(headers, &spec.delivery_id_header).map_err(Rejection::bad_request)?;
+    let order_id = order_id(&body, &spec.order_id).map_err(Rejection::bad_request)?;
     let delivery_id = if delivery_id.is_empty() {
         format!("{topic}:{order_id}:{}", body_digest(&body))
     } else {
         delivery_id
     };
-    let incoming = Incoming {
-        source: source.to_string(),
+    Ok(Incoming {
+        source: spec.source.clone(),
         account: account.name.clone(),
         delivery_id,
         topic,
         order_id,
         body: body.to_vec(),
+    })
+}
+
+/// The body, refused above `max_body_bytes` before it is read when the
+/// request says its length, and while it is read otherwise.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max_body_bytes: usize,
+) -> Result<axum::body::Bytes, Rejection> {
+    let declared_len = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_len.is_some_and(|len| len > max_body_bytes as u64) {
+        return Err(Rejection::too_large());
+    }
+    axum::body::to_bytes(body, max_body_bytes)
+        .await
+        .map_err(|_| Rejection::too_large())
+}
+
+fn check_signature(
+    account: &Account,
+    signature: &SignatureSpec,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Rejection> {
+    let Some(secret) = account.credentials.get(&signature.secret) else {
+        return Err(Rejection::unauthorized("account has no signing secret"));
     };
-    ingest.accept(incoming).await
+    let given = headers
+        .get(signature.header.as_str())
+        .and_then(|v| v.to_str().ok());
+    if given.is_some_and(|sig| verify(signature, secret.as_bytes(), body, sig)) {
+        Ok(())
+    } else {
+        Err(Rejection::unauthorized(format!(
+            "missing or invalid {} signature",
+            signature.header
+        )))
+    }
+}
+
+/// The trimmed value of the header the connector names; empty when it
+/// names none, an error when the request lacks it.
+fn named_header(headers: &HeaderMap, name: &Option<String>) -> Result<String, String> {
+    let Some(name) = name else {
+        return Ok(String::new());
+    };
+    headers
+        .get(name.as_str())
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| format!("missing {name} header"))
 }
 
 /// Stands in for a delivery id when a store sends none: the same body is

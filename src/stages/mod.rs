@@ -11,7 +11,7 @@ pub mod validate;
 
 use crate::config::{Account, Pipeline, Step};
 use crate::mapping::Context;
-use crate::model::{ErrorClass, Headers, Shipment};
+use crate::model::{ErrorClass, Failure, Headers, Shipment};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,25 +42,6 @@ impl Event {
     }
 }
 
-/// A step gave up on the message.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{stage}: {message}")]
-pub struct StageError {
-    pub stage: &'static str,
-    pub class: ErrorClass,
-    pub message: String,
-}
-
-impl StageError {
-    pub fn permanent(stage: &'static str, message: impl Into<String>) -> Self {
-        StageError {
-            stage,
-            class: ErrorClass::Permanent,
-            message: message.into(),
-        }
-    }
-}
-
 /// What to do with a message after the pure steps.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
@@ -80,7 +61,7 @@ pub struct Planned {
     pub shipment: Option<Shipment>,
     /// Courier account chosen by `route`.
     pub route: Option<String>,
-    pub outcome: Result<Plan, StageError>,
+    pub outcome: Result<Plan, Failure>,
 }
 
 /// Runs a pipeline's pure steps over one event and its order body.
@@ -103,22 +84,9 @@ pub fn plan(
     planned
 }
 
-fn run_steps(
-    pipeline: &Pipeline,
-    accounts: &BTreeMap<String, Arc<Account>>,
-    event: &Event,
-    order: Value,
-    planned: &mut Planned,
-) -> Result<Plan, StageError> {
-    if !pipeline.accounts.is_empty() && !pipeline.accounts.iter().any(|a| a == &event.account) {
-        return Ok(Plan::Skip {
-            stage: "input",
-            reason: format!(
-                "account `{}` is not an input of this pipeline",
-                event.account
-            ),
-        });
-    }
+/// What expressions and mappings see: `event`, `order` and `account`
+/// (its name and settings).
+fn context(accounts: &BTreeMap<String, Arc<Account>>, event: &Event, order: &Value) -> Context {
     let settings = accounts
         .get(&event.account)
         .map(|a| Value::Object(a.settings.clone()))
@@ -128,11 +96,31 @@ fn run_steps(
         "event",
         &json!({ "topic": event.topic, "account": event.account, "source": event.source, "headers": event.headers }),
     );
-    ctx.set("order", &order);
+    ctx.set("order", order);
     ctx.set(
         "account",
         &json!({ "name": event.account, "settings": settings }),
     );
+    ctx
+}
+
+fn run_steps(
+    pipeline: &Pipeline,
+    accounts: &BTreeMap<String, Arc<Account>>,
+    event: &Event,
+    order: Value,
+    planned: &mut Planned,
+) -> Result<Plan, Failure> {
+    if !pipeline.accounts.is_empty() && !pipeline.accounts.iter().any(|a| a == &event.account) {
+        return Ok(Plan::Skip {
+            stage: "input",
+            reason: format!(
+                "account `{}` is not an input of this pipeline",
+                event.account
+            ),
+        });
+    }
+    let mut ctx = context(accounts, event, &order);
     for step in &pipeline.steps {
         match step {
             Step::Trigger(expr) => {
@@ -150,27 +138,25 @@ fn run_steps(
             }
             Step::Validate(rules) => {
                 let current = planned.shipment.as_ref().ok_or_else(|| {
-                    StageError::permanent(
+                    Failure::permanent(
                         "validate",
                         "no shipment to validate: add a `map` step before `validate`",
                     )
                 })?;
-                validate::validate(current, rules).map_err(|problems| StageError {
-                    stage: "validate",
-                    class: ErrorClass::NeedsReview,
-                    message: problems.join("; "),
+                validate::validate(current, rules).map_err(|problems| {
+                    Failure::new("validate", ErrorClass::NeedsReview, problems.join("; "))
                 })?;
             }
             Step::Route(rules) => planned.route = Some(route::choose(rules, &ctx)?),
             Step::Book => {
                 let shipment = planned.shipment.clone().ok_or_else(|| {
-                    StageError::permanent(
+                    Failure::permanent(
                         "book",
                         "no shipment to book: add a `map` step before `book`",
                     )
                 })?;
                 let route = planned.route.clone().ok_or_else(|| {
-                    StageError::permanent(
+                    Failure::permanent(
                         "book",
                         "no courier account chosen: add a `route` step before `book`",
                     )

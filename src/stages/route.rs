@@ -8,25 +8,25 @@
 //!     - to: courier-main
 //! ```
 
-use super::StageError;
 use crate::config::RouteRule;
 use crate::mapping::Context;
+use crate::model::Failure;
 
-pub fn choose(rules: &[RouteRule], ctx: &Context) -> Result<String, StageError> {
+pub fn choose(rules: &[RouteRule], ctx: &Context) -> Result<String, Failure> {
     for rule in rules {
         let matched = match &rule.when {
             None => true,
             Some(expr) => expr
                 .eval_bool_in(ctx)
-                .map_err(|e| StageError::permanent("route", e.to_string()))?,
+                .map_err(|e| Failure::permanent("route", e.to_string()))?,
         };
         if matched {
             return Ok(rule.to.clone());
         }
     }
-    Err(StageError {
-        stage: "route",
-        class: crate::model::ErrorClass::NeedsReview,
-        message: "no route matched and there is no default route (a rule without `when`)".into(),
-    })
+    Err(Failure::new(
+        "route",
+        crate::model::ErrorClass::NeedsReview,
+        "no route matched and there is no default route (a rule without `when`)",
+    ))
 }

@@ -5,10 +5,10 @@
 //! - trigger: "event.topic == 'orders/paid'"
 //! ```
 
-use super::StageError;
 use crate::mapping::{Context, Expr};
+use crate::model::Failure;
 
-pub fn matches(expr: &Expr, ctx: &Context) -> Result<bool, StageError> {
+pub fn matches(expr: &Expr, ctx: &Context) -> Result<bool, Failure> {
     expr.eval_bool_in(ctx)
-        .map_err(|e| StageError::permanent("trigger", e.to_string()))
+        .map_err(|e| Failure::permanent("trigger", e.to_string()))
 }

@@ -4,34 +4,19 @@
 //! One code path through `sqlx` for SQLite (embedded default) and
 //! PostgreSQL; backend-specific SQL stays behind [`Store`].
 
+mod error;
 pub mod sql;
 pub(crate) mod sqlite;
+
+pub use error::{RowError, StoreError};
 
 use crate::model::{BookingKey, BookingResult};
 use async_trait::async_trait;
 use std::time::Duration;
 
-/// Why the store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store database error: {0}")]
-    Database(String),
-    #[error("booking {0} not found")]
-    NotFound(String),
-    #[error("booking {key} is {state}, not {expected}")]
-    WrongState {
-        key: String,
-        state: String,
-        expected: String,
-    },
-}
-
 /// Where a booking key stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BookingStatus {
-    /// Reserved, never sent: safe to send. Claims reserve and send in one
-    /// step, so only rows written by earlier versions are in this state.
-    Reserved,
     /// The request went out; outcome unknown until recorded.
     Sent,
     Booked,
@@ -42,7 +27,6 @@ pub enum BookingStatus {
 impl BookingStatus {
     pub fn as_str(self) -> &'static str {
         match self {
-            BookingStatus::Reserved => "reserved",
             BookingStatus::Sent => "sent",
             BookingStatus::Booked => "booked",
             BookingStatus::Review => "review",
@@ -138,9 +122,9 @@ pub trait Store: Send + Sync + 'static {
         message_id: &str,
     ) -> Result<(), StoreError>;
 
-    /// Gives a key back so that any owner may take it: a reservation never
-    /// sent, or a request the courier certainly did not act on (a retryable
-    /// or permanent failure).
+    /// Gives back a key `owner` sent, so that any owner may take it: the
+    /// courier certainly did not act on the request (a retryable or
+    /// permanent failure).
     async fn release_reservation(&self, key: &BookingKey, owner: &str) -> Result<(), StoreError>;
 
     /// Operator: the review item was booked with this tracking number.

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use waybill::config::Config;
+use waybill::connector::{Connector, WebhookSpec};
 use waybill::runtime::Backends;
+use waybill::sources::{delivery, webhook};
 
 pub const SECRET: &str = "test-secret";
 
@@ -126,6 +128,35 @@ fn admin(server: &str, statement: &str) -> Result<(), String> {
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped Shopify connector's webhook rules: what the tests sign by.
+pub fn shopify_webhook() -> &'static WebhookSpec {
+    static SPEC: std::sync::LazyLock<WebhookSpec> = std::sync::LazyLock::new(|| {
+        let connector = Connector::load(&repo().join("connectors/shopify.yaml"))
+            .unwrap_or_else(|d| panic!("the shipped shopify connector loads: {d:#?}"));
+        connector
+            .webhook
+            .expect("shopify declares its webhook rules")
+    });
+    &SPEC
+}
+
+/// The signature Shopify would send with `body`, keyed with `secret`.
+pub fn shopify_sign(secret: &[u8], body: &[u8]) -> String {
+    let rule = shopify_webhook().signature.as_ref().expect("shopify signs");
+    webhook::sign(rule, secret, body)
+}
+
+/// Headers of a Shopify delivery signed with the test secret.
+pub fn shopify_headers(body: &[u8], topic: &str, webhook_id: &str) -> Vec<(String, String)> {
+    delivery::headers(
+        shopify_webhook(),
+        SECRET.as_bytes(),
+        body,
+        topic,
+        webhook_id,
+    )
 }
 
 pub fn sample(name: &str) -> Vec<u8> {
@@ -267,17 +298,12 @@ impl App {
 
     /// Posts a Shopify webhook signed with the test secret.
     pub async fn shopify(&self, body: &[u8], topic: &str, webhook_id: &str) -> (u16, String) {
-        let sig = waybill::sources::shopify::sign(SECRET.as_bytes(), body);
-        self.shopify_raw(
-            "shopify-main",
-            body,
-            &[
-                ("X-Shopify-Hmac-Sha256", &sig),
-                ("X-Shopify-Topic", topic),
-                ("X-Shopify-Webhook-Id", webhook_id),
-            ],
-        )
-        .await
+        let headers = shopify_headers(body, topic, webhook_id);
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        self.shopify_raw("shopify-main", body, &headers).await
     }
 
     pub async fn shopify_raw(
@@ -288,7 +314,7 @@ impl App {
     ) -> (u16, String) {
         let mut request = self
             .http
-            .post(self.url(&format!("/webhooks/shopify/{account}")))
+            .post(self.url(&delivery::path(shopify_webhook(), account)))
             .body(body.to_vec());
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -437,13 +463,16 @@ pub async fn post_order(
     topic: &str,
     webhook_id: &str,
 ) -> (u16, Duration) {
-    let sig = waybill::sources::shopify::sign(SECRET.as_bytes(), body);
+    let headers = shopify_headers(body, topic, webhook_id);
     let started = Instant::now();
-    let response = http
-        .post(format!("{base}/webhooks/shopify/shopify-main"))
-        .header("X-Shopify-Hmac-Sha256", sig)
-        .header("X-Shopify-Topic", topic)
-        .header("X-Shopify-Webhook-Id", webhook_id)
+    let mut request = http.post(format!(
+        "{base}{}",
+        delivery::path(shopify_webhook(), "shopify-main")
+    ));
+    for (name, value) in &headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let response = request
         .body(body.to_vec())
         .timeout(Duration::from_secs(10))
         .send()

@@ -91,3 +91,52 @@ async fn health_and_readiness_answer() {
     assert_eq!(ready.status(), 200);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_later_event_of_a_booked_order_publishes_no_second_booking() {
+    let dir = ConfigDir::new("{ connector: sandbox }");
+    let app = App::start(&dir).await;
+    let body = sample("order-cod.json");
+    let (status, text) = app.shopify(&body, "orders/create", "wh-create").await;
+    assert_eq!(status, 200, "{text}");
+    eventually(Duration::from_secs(20), "the booked event", || async {
+        let read = app
+            .backends
+            .bus
+            .read("shipments.booked", 0, 10)
+            .await
+            .ok()?;
+        (!read.is_empty()).then_some(())
+    })
+    .await;
+
+    // A COD order's update passes the trigger again and replays the booking.
+    let (status, text) = app.shopify(&body, "orders/updated", "wh-update").await;
+    assert_eq!(status, 200, "{text}");
+    eventually(Duration::from_secs(20), "the update's replay", || async {
+        app.metrics()
+            .await
+            .contains(
+                "waybill_events_total{pipeline=\"shopify-orders\",stage=\"book\",outcome=\"replayed\"} 1",
+            )
+            .then_some(())
+    })
+    .await;
+
+    let bookings = app
+        .backends
+        .store
+        .bookings(None, 10)
+        .await
+        .expect("bookings");
+    assert_eq!(bookings.len(), 1, "{bookings:?}");
+    let booked = app
+        .backends
+        .bus
+        .read("shipments.booked", 0, 10)
+        .await
+        .expect("read");
+    assert_eq!(booked.len(), 1, "one booking, one shipments.booked");
+    assert_eq!(booked[0].message.headers["waybill-topic"], "orders/create");
+    app.stop().await;
+}

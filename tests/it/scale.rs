@@ -42,6 +42,8 @@ fn kafka() -> Option<String> {
 /// A message as a plain Kafka client sees it.
 #[derive(Debug)]
 struct RawMessage {
+    partition: i32,
+    offset: i64,
     key: Option<String>,
     headers: BTreeMap<String, String>,
     payload: Vec<u8>,
@@ -150,6 +152,8 @@ fn raw_message(message: &BorrowedMessage<'_>) -> RawMessage {
         })
         .unwrap_or_default();
     RawMessage {
+        partition: message.partition(),
+        offset: message.offset(),
         key: message
             .key()
             .map(|k| String::from_utf8(k.to_vec()).expect("utf-8 key")),
@@ -342,7 +346,7 @@ async fn two_instances_survive_kill_9_and_keep_each_order_in_order() {
                     .collect();
                 let unsettled = bookings
                     .values()
-                    .any(|b| matches!(b.status, BookingStatus::Sent | BookingStatus::Reserved));
+                    .any(|b| b.status == BookingStatus::Sent);
                 let all_there = wanted.values().all(|r| bookings.contains_key(r));
                 (!unsettled && all_there).then_some(bookings)
             }
@@ -354,8 +358,8 @@ async fn two_instances_survive_kill_9_and_keep_each_order_in_order() {
             .get(&references[i])
             .is_some_and(|b| b.status == BookingStatus::Booked)
     };
-    // Twins booked by their creation; their updates come out of the
-    // pipeline as replays, perhaps a little after the last booking.
+    // Twins booked by their creation; their updates replay the booking,
+    // perhaps a little after the last booking, and publish nothing.
     let twins: Vec<usize> = acks
         .iter()
         .filter(|(i, ack)| ack.updated && is_booked(i))
@@ -368,30 +372,38 @@ async fn two_instances_survive_kill_9_and_keep_each_order_in_order() {
         let topic = format!("{prefix}{topic}");
         tokio::task::spawn_blocking(move || read_raw_all(&brokers, &topic))
     };
+    let ingested = read_all("orders.shopify").await.expect("reader");
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    for message in &ingested {
+        let end = ends.entry(message.partition).or_default();
+        *end = (*end).max(message.offset + 1);
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
-    let outputs = loop {
-        let outputs = booked_events(&read_all("shipments.booked").await.expect("reader"));
-        let missing: Vec<usize> = twins
+    loop {
+        let committed = tokio::task::spawn_blocking({
+            let brokers = brokers.clone();
+            let topic = format!("{prefix}orders.shopify");
+            let group = format!("{prefix}waybill.shopify-orders");
+            let partitions: Vec<i32> = ends.keys().copied().collect();
+            move || committed_offsets(&brokers, &topic, &group, &partitions)
+        })
+        .await
+        .expect("committed offsets");
+        let behind: Vec<(i32, i64, Option<i64>)> = ends
             .iter()
-            .copied()
-            .filter(|i| {
-                !outputs
-                    .get(&order_key(*i))
-                    .is_some_and(|e| e.iter().any(|e| e == "orders/updated"))
-            })
+            .filter(|(p, end)| committed.get(p).is_none_or(|c| c < end))
+            .map(|(p, end)| (*p, *end, committed.get(p).copied()))
             .collect();
-        if missing.is_empty() {
-            break outputs;
+        if behind.is_empty() {
+            break;
         }
         assert!(
             Instant::now() < deadline,
-            "{} of {} updates never came out of the pipeline, e.g. {:?}",
-            missing.len(),
-            twins.len(),
-            &missing[..missing.len().min(5)]
+            "the pipeline never finished orders.shopify: (partition, end, committed) {behind:?}"
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
-    };
+    }
+    let outputs = booked_events(&read_all("shipments.booked").await.expect("reader"));
     a.terminate();
     b.terminate();
 
@@ -416,9 +428,8 @@ async fn two_instances_survive_kill_9_and_keep_each_order_in_order() {
         "only requests in flight at the kill go to review: {review}"
     );
 
-    // Per-key order: each twin was booked by its creation, and its update
-    // came out of the pipeline after the creation did.
-    let ingested = read_all("orders.shopify").await.expect("reader");
+    // Per-key order: each twin was booked by its creation, and its update,
+    // a replay, published no second booking.
     let event_of: HashMap<String, String> = ingested
         .iter()
         .filter_map(|m| {
@@ -442,12 +453,10 @@ async fn two_instances_survive_kill_9_and_keep_each_order_in_order() {
             Some("orders/create"),
             "{reference} was booked by its creation, not its update"
         );
-        let events = &outputs[&order_key(*i)];
-        let first_update = events.iter().position(|e| e == "orders/updated");
-        let first_create = events.iter().position(|e| e == "orders/create");
+        let events = outputs.get(&order_key(*i)).cloned().unwrap_or_default();
         assert!(
-            matches!((first_create, first_update), (Some(c), Some(u)) if c < u),
-            "{reference}: outputs in the order {events:?}"
+            !events.is_empty() && events.iter().all(|e| e == "orders/create"),
+            "{reference}: published for its creation only, got {events:?}"
         );
     }
     eprintln!(
@@ -458,6 +467,36 @@ async fn two_instances_survive_kill_9_and_keep_each_order_in_order() {
         twins.len(),
         started.elapsed()
     );
+}
+
+/// What consumer group `group` committed on `partitions` of `topic`.
+fn committed_offsets(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    partitions: &[i32],
+) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut wanted = TopicPartitionList::new();
+    for partition in partitions {
+        wanted.add_partition(topic, *partition);
+    }
+    let committed = consumer
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .expect("committed offsets");
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(offset) => Some((e.partition(), offset)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The bus key of order `i`.

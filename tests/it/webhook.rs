@@ -19,7 +19,7 @@ async fn statuses_follow_the_documented_order() {
     let dir = ConfigDir::new("{ connector: sandbox }");
     let app = App::start(&dir).await;
     let body = sample("order-cod.json");
-    let sig = waybill::sources::shopify::sign(SECRET.as_bytes(), &body);
+    let sig = shopify_sign(SECRET.as_bytes(), &body);
 
     // Unknown account, even with a huge body: 404.
     let huge = vec![b'x'; 2 * 1024 * 1024];
@@ -56,7 +56,7 @@ async fn statuses_follow_the_documented_order() {
         .0,
         401
     );
-    let wrong = waybill::sources::shopify::sign(b"another-secret", &body);
+    let wrong = shopify_sign(b"another-secret", &body);
     assert_eq!(
         app.shopify_raw(
             "shopify-main",
@@ -115,7 +115,7 @@ async fn statuses_follow_the_documented_order() {
         400
     );
     let garbage = b"{not json";
-    let garbage_sig = waybill::sources::shopify::sign(SECRET.as_bytes(), garbage);
+    let garbage_sig = shopify_sign(SECRET.as_bytes(), garbage);
     assert_eq!(
         app.shopify_raw(
             "shopify-main",

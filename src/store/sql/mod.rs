@@ -1,0 +1,243 @@
+//! SQL store for SQLite and PostgreSQL through `sqlx`: the same queries
+//! (`$N` placeholders work in both drivers) over either pool, with
+//! migrations in `migrations/sqlite` and `migrations/postgres`.
+//!
+//! ```yaml
+//! store: { url: "postgres://waybill@db/waybill" }   # default: SQLite at <data_dir>/waybill.db
+//! ```
+//!
+//! Timestamps are stored as fixed-width RFC 3339 UTC text, so both backends
+//! compare them as text in the same SQL. The statements are in `queries`,
+//! their rows decoded in `rows`; `bookings` and `deliveries` run them, and
+//! `writer` hands the frequent booking changes to the embedded bus writer.
+
+use super::sqlite::{self, Jobs, SqlitePools};
+use super::{AuditEntry, Booking, BookingStatus, Reservation, Store, StoreError};
+use crate::model::{BookingKey, BookingResult};
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+const PG_MAX_CONNECTIONS: u32 = 16;
+
+/// The store over SQLite or PostgreSQL.
+#[derive(Clone)]
+pub struct SqlStore {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+        /// The embedded bus's writer, when there is one.
+        jobs: Option<Jobs>,
+    },
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the pool for writes: the single writer
+/// on SQLite. The body is compiled once per backend.
+macro_rules! with_write_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite { write: $pool, .. } => $body,
+            Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$pool` bound to the pool for reads.
+macro_rules! with_read_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite { read: $pool, .. } => $body,
+            Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+mod bookings;
+mod deliveries;
+mod queries;
+mod rows;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+fn db(error: sqlx::Error) -> StoreError {
+    StoreError::Database(error)
+}
+
+/// Why a URL cannot be a store.
+fn unsupported(url: &str) -> StoreError {
+    let scheme = url.split(':').next().unwrap_or_default();
+    StoreError::UnsupportedUrl(scheme.to_string())
+}
+
+impl SqlStore {
+    /// Connects to `sqlite://PATH` (or `sqlite::memory:`, handy in tests) or
+    /// `postgres://…` and runs the migrations.
+    pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url).map_err(db)?;
+            let pools = sqlite::open(options).await.map_err(|e| match e {
+                sqlite::OpenError::Connect(e) => StoreError::Database(e),
+                sqlite::OpenError::Migrate(e) => StoreError::Migrate(e),
+            })?;
+            Ok(SqlStore::from_sqlite(&pools))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = PgPoolOptions::new()
+                .max_connections(PG_MAX_CONNECTIONS)
+                .connect(url)
+                .await
+                .map_err(db)?;
+            sqlx::migrate!("migrations/postgres")
+                .run(&pool)
+                .await
+                .map_err(StoreError::Migrate)?;
+            Ok(SqlStore {
+                backend: Backend::Postgres(pool),
+            })
+        } else {
+            Err(unsupported(url))
+        }
+    }
+
+    /// A store on an already opened and migrated SQLite file, sharing its writer.
+    pub(crate) fn from_sqlite(pools: &SqlitePools) -> SqlStore {
+        SqlStore {
+            backend: Backend::Sqlite {
+                write: pools.write.clone(),
+                read: pools.read.clone(),
+                jobs: None,
+            },
+        }
+    }
+
+    /// The writer this store's frequent changes go to, if any.
+    #[cfg(test)]
+    pub(crate) fn jobs(&self) -> Option<&Jobs> {
+        match &self.backend {
+            Backend::Sqlite { jobs, .. } => jobs.as_ref(),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// This store, with its frequent changes run by the writer behind `jobs`.
+    pub(crate) fn with_jobs(mut self, writer: Jobs) -> SqlStore {
+        if let Backend::Sqlite { jobs, .. } = &mut self.backend {
+            *jobs = Some(writer);
+        }
+        self
+    }
+
+    /// Closes the connections, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite { write, read, .. } => {
+                read.close().await;
+                write.close().await;
+            }
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn delivery_seen(
+        &self,
+        source: &str,
+        account: &str,
+        delivery_id: &str,
+    ) -> Result<bool, StoreError> {
+        deliveries::seen(self, source, account, delivery_id).await
+    }
+
+    async fn remember_delivery(
+        &self,
+        source: &str,
+        account: &str,
+        delivery_id: &str,
+    ) -> Result<bool, StoreError> {
+        deliveries::remember(self, source, account, delivery_id).await
+    }
+
+    async fn claim_booking(
+        &self,
+        key: &BookingKey,
+        owner: &str,
+        lease: Duration,
+        message_id: &str,
+        reference: &str,
+    ) -> Result<Reservation, StoreError> {
+        bookings::claim(self, key, owner, lease, message_id, reference).await
+    }
+
+    async fn mark_booked(
+        &self,
+        key: &BookingKey,
+        result: &BookingResult,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        bookings::mark_booked(self, key, result, message_id).await
+    }
+
+    async fn mark_review(
+        &self,
+        key: &BookingKey,
+        reason: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        bookings::mark_review(self, key, reason, message_id).await
+    }
+
+    async fn release_reservation(&self, key: &BookingKey, owner: &str) -> Result<(), StoreError> {
+        bookings::release(self, key, owner).await
+    }
+
+    async fn resolve_booked(
+        &self,
+        key: &BookingKey,
+        tracking_number: &str,
+        courier: &str,
+        account: &str,
+    ) -> Result<(), StoreError> {
+        bookings::resolve_booked(self, key, tracking_number, courier, account).await
+    }
+
+    async fn resolve_release(&self, key: &BookingKey) -> Result<(), StoreError> {
+        bookings::resolve_release(self, key).await
+    }
+
+    async fn booking(&self, key: &BookingKey) -> Result<Option<Booking>, StoreError> {
+        bookings::booking(self, key).await
+    }
+
+    async fn bookings(
+        &self,
+        status: Option<BookingStatus>,
+        limit: usize,
+    ) -> Result<Vec<Booking>, StoreError> {
+        bookings::bookings(self, status, limit).await
+    }
+
+    async fn audit(&self, key: &BookingKey) -> Result<Vec<AuditEntry>, StoreError> {
+        bookings::audit(self, key).await
+    }
+
+    async fn expire_deliveries(&self, ttl: Duration) -> Result<u64, StoreError> {
+        deliveries::expire(self, ttl).await
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        with_write_pool!(self, pool => {
+            sqlx::query("SELECT 1").execute(pool).await.map_err(db)?;
+            Ok(())
+        })
+    }
+}

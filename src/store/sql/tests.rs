@@ -1,0 +1,522 @@
+//! The store's scenario tests, each run on SQLite, on the store beside the
+//! embedded bus (whose writer takes the frequent changes) and on PostgreSQL.
+
+use super::*;
+use futures::FutureExt;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+/// The server the PostgreSQL tests create their databases on.
+fn postgres_server() -> String {
+    std::env::var("WAYBILL_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+async fn on_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(SqlStore) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = SqlStore::connect(&url).await.unwrap();
+    test(store.clone()).await;
+    store.close().await;
+}
+
+/// Runs `test` on the store the embedded bus opens beside it, whose
+/// usual claim and record go to the bus writer as jobs.
+async fn on_embedded<F, Fut>(test: F)
+where
+    F: FnOnce(SqlStore) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, store) = crate::bus::embedded::open_embedded(dir.path())
+        .await
+        .unwrap();
+    assert!(store.jobs().is_some());
+    test(store).await;
+    bus.close().await;
+}
+
+/// Runs `test` on a fresh database `waybill_test_<random>`, dropped afterwards
+/// even when the test fails.
+async fn on_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(SqlStore) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let server = postgres_server();
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("{server}/postgres"))
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {server} is required for these tests: {e}"));
+    let name = format!("waybill_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let outcome = AssertUnwindSafe(async {
+        let store = SqlStore::connect(&format!("{server}/{name}"))
+            .await
+            .unwrap();
+        test(store.clone()).await;
+        store.close().await;
+    })
+    .catch_unwind()
+    .await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Declares each scenario as one test per backend.
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::on_sqlite(super::$scenario).await;
+                }
+            )*
+        }
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::on_embedded(super::$scenario).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::on_postgres(super::$scenario).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    claim_answers_for_every_state,
+    a_lapsed_lease_on_a_sent_key_means_review_not_resend,
+    concurrent_claims_acquire_once,
+    review_is_resolved_booked_or_released,
+    a_claim_can_be_given_back,
+    deliveries_are_deduplicated_and_expire,
+    bookings_are_listed_by_status,
+);
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn key(order_id: &str) -> BookingKey {
+    BookingKey {
+        source: "shopify".into(),
+        account: "shopify-main".into(),
+        order_id: order_id.into(),
+        sequence: 0,
+    }
+}
+
+fn result(tracking_number: &str) -> BookingResult {
+    let mut extracted = BTreeMap::new();
+    extracted.insert(
+        "slip".to_string(),
+        serde_json::json!({"url": "https://example.test/slip.pdf"}),
+    );
+    BookingResult {
+        tracking_number: tracking_number.into(),
+        courier: "postex".into(),
+        account: "courier-main".into(),
+        extracted,
+    }
+}
+
+async fn actions(store: &SqlStore, key: &BookingKey) -> Vec<String> {
+    store
+        .audit(key)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.action)
+        .collect()
+}
+
+async fn claim_answers_for_every_state(store: SqlStore) {
+    let order = key("820982911946154508");
+    let claim = |owner: &'static str| store.claim_booking(&order, owner, HOUR, "msg-1", "#1001");
+    assert_eq!(claim("a").await.unwrap(), Reservation::Acquired);
+    // While a's lease lasts its answer may still come: others wait.
+    assert_eq!(
+        claim("b").await.unwrap(),
+        Reservation::Busy { owner: "a".into() }
+    );
+    // The owner itself meeting its sent key again means it lost the answer.
+    assert_eq!(claim("a").await.unwrap(), Reservation::Sent);
+    store
+        .mark_booked(&order, &result("CN-1"), "msg-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        claim("b").await.unwrap(),
+        Reservation::Booked(result("CN-1"))
+    );
+    // A redelivered success is accepted; a different one is not.
+    store
+        .mark_booked(&order, &result("CN-1"), "msg-2")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.mark_booked(&order, &result("CN-2"), "msg-2").await,
+        Err(StoreError::WrongState { .. })
+    ));
+    assert!(matches!(
+        store.mark_review(&order, "late", "msg-2").await,
+        Err(StoreError::WrongState { .. })
+    ));
+
+    let booking = store.booking(&order).await.unwrap().unwrap();
+    assert_eq!(booking.key, order);
+    assert_eq!(booking.status, BookingStatus::Booked);
+    assert_eq!(booking.result, Some(result("CN-1")));
+    assert_eq!(booking.message_id.as_deref(), Some("msg-1"));
+    assert_eq!(booking.reference.as_deref(), Some("#1001"));
+    assert_eq!(booking.owner, None);
+    assert_eq!(actions(&store, &order).await, ["sent", "booked"]);
+    let audit = store.audit(&order).await.unwrap();
+    assert_eq!(audit[0].key, order.to_string());
+    assert_eq!(audit[0].detail.as_deref(), Some("owner a"));
+    assert_eq!(audit[1].message_id.as_deref(), Some("msg-1"));
+    assert!(audit[1].detail.as_deref().unwrap().contains("CN-1"));
+
+    let missing = key("missing");
+    assert_eq!(store.booking(&missing).await.unwrap(), None);
+    assert!(matches!(
+        store.mark_booked(&missing, &result("X"), "m").await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.check().await.unwrap();
+}
+
+async fn a_lapsed_lease_on_a_sent_key_means_review_not_resend(store: SqlStore) {
+    let order = key("1");
+    assert_eq!(
+        store
+            .claim_booking(&order, "a", Duration::ZERO, "m1", "#1")
+            .await
+            .unwrap(),
+        Reservation::Acquired
+    );
+    // a died with its request out: nobody may send it again.
+    assert_eq!(
+        store
+            .claim_booking(&order, "b", HOUR, "m2", "#1")
+            .await
+            .unwrap(),
+        Reservation::Sent
+    );
+    let booking = store.booking(&order).await.unwrap().unwrap();
+    assert_eq!(booking.status, BookingStatus::Sent);
+    assert_eq!(booking.owner.as_deref(), Some("a"));
+}
+
+async fn concurrent_claims_acquire_once(store: SqlStore) {
+    let order = key("race");
+    let racers: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            let order = order.clone();
+            tokio::spawn(async move {
+                store
+                    .claim_booking(&order, &format!("owner-{i}"), HOUR, "m", "#1")
+                    .await
+            })
+        })
+        .collect();
+    let mut acquired = 0;
+    for racer in racers {
+        match racer.await.unwrap().unwrap() {
+            Reservation::Acquired => acquired += 1,
+            Reservation::Busy { owner } => assert!(owner.starts_with("owner-")),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(acquired, 1);
+    assert_eq!(actions(&store, &order).await, ["sent"]);
+}
+
+async fn review_is_resolved_booked_or_released(store: SqlStore) {
+    let booked = key("booked-by-hand");
+    store
+        .claim_booking(&booked, "a", HOUR, "m", "#1")
+        .await
+        .unwrap();
+    store
+        .mark_review(&booked, "timeout after sending", "m")
+        .await
+        .unwrap();
+    store.mark_review(&booked, "again", "m").await.unwrap();
+    assert_eq!(
+        store
+            .claim_booking(&booked, "b", HOUR, "m", "#1")
+            .await
+            .unwrap(),
+        Reservation::Review("timeout after sending".into())
+    );
+    store
+        .resolve_booked(&booked, "CN-9", "postex", "courier-main")
+        .await
+        .unwrap();
+    let expected = BookingResult {
+        tracking_number: "CN-9".into(),
+        courier: "postex".into(),
+        account: "courier-main".into(),
+        extracted: BTreeMap::new(),
+    };
+    assert_eq!(
+        store
+            .claim_booking(&booked, "b", HOUR, "m", "#1")
+            .await
+            .unwrap(),
+        Reservation::Booked(expected)
+    );
+    assert!(matches!(
+        store.resolve_booked(&booked, "CN-9", "postex", "c").await,
+        Err(StoreError::WrongState { .. })
+    ));
+    assert_eq!(
+        actions(&store, &booked).await,
+        ["sent", "review", "resolved_booked"]
+    );
+
+    let released = key("never-booked");
+    store
+        .claim_booking(&released, "a", HOUR, "m", "#2")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.resolve_release(&released).await,
+        Err(StoreError::WrongState { .. })
+    ));
+    store
+        .mark_review(&released, "courier down", "m")
+        .await
+        .unwrap();
+    store.resolve_release(&released).await.unwrap();
+    assert_eq!(store.booking(&released).await.unwrap(), None);
+    assert_eq!(
+        store
+            .claim_booking(&released, "b", HOUR, "m2", "#2")
+            .await
+            .unwrap(),
+        Reservation::Acquired
+    );
+    assert_eq!(
+        actions(&store, &released).await,
+        ["sent", "review", "resolved_release", "sent"]
+    );
+    assert!(matches!(
+        store.resolve_release(&key("nothing")).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn a_claim_can_be_given_back(store: SqlStore) {
+    let order = key("2");
+    store
+        .claim_booking(&order, "a", HOUR, "m", "#2")
+        .await
+        .unwrap();
+    // Refused by the courier (a retryable answer): only its owner gives it back.
+    assert!(matches!(
+        store.release_reservation(&order, "b").await,
+        Err(StoreError::WrongState { .. })
+    ));
+    store.release_reservation(&order, "a").await.unwrap();
+    assert_eq!(
+        store
+            .claim_booking(&order, "b", HOUR, "m", "#2")
+            .await
+            .unwrap(),
+        Reservation::Acquired
+    );
+    assert_eq!(actions(&store, &order).await, ["sent", "released", "sent"]);
+}
+
+async fn deliveries_are_deduplicated_and_expire(store: SqlStore) {
+    assert!(!store.delivery_seen("shopify", "main", "d-1").await.unwrap());
+    assert!(
+        store
+            .remember_delivery("shopify", "main", "d-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .remember_delivery("shopify", "main", "d-1")
+            .await
+            .unwrap()
+    );
+    assert!(store.delivery_seen("shopify", "main", "d-1").await.unwrap());
+    assert!(
+        !store
+            .delivery_seen("shopify", "other", "d-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .remember_delivery("woocommerce", "main", "d-1")
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.expire_deliveries(HOUR).await.unwrap(), 0);
+    assert_eq!(store.expire_deliveries(Duration::ZERO).await.unwrap(), 2);
+    assert!(!store.delivery_seen("shopify", "main", "d-1").await.unwrap());
+}
+
+async fn bookings_are_listed_by_status(store: SqlStore) {
+    for order in ["a", "b", "c"] {
+        store
+            .claim_booking(&key(order), "w", HOUR, "m", order)
+            .await
+            .unwrap();
+    }
+    store.mark_review(&key("b"), "why", "m").await.unwrap();
+    let all = store.bookings(None, 10).await.unwrap();
+    assert_eq!(all.len(), 3);
+    let review = store
+        .bookings(Some(BookingStatus::Review), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        review
+            .iter()
+            .map(|b| b.key.order_id.as_str())
+            .collect::<Vec<_>>(),
+        ["b"]
+    );
+    assert_eq!(review[0].reason.as_deref(), Some("why"));
+    assert_eq!(
+        store
+            .bookings(Some(BookingStatus::Sent), 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .bookings(Some(BookingStatus::Booked), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_to_one_sqlite_file_acquire_once() {
+    // Two stores on one file behave like two processes: separate writers.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let first = SqlStore::connect(&url).await.unwrap();
+    let second = SqlStore::connect(&url).await.unwrap();
+    let order = key("shared");
+    let racers: Vec<_> = (0..20)
+        .map(|i| {
+            let store = if i % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            let order = order.clone();
+            tokio::spawn(async move {
+                store
+                    .claim_booking(&order, &format!("owner-{i}"), HOUR, "m", "#1")
+                    .await
+            })
+        })
+        .collect();
+    let mut acquired = 0;
+    for racer in racers {
+        if racer.await.unwrap().unwrap() == Reservation::Acquired {
+            acquired += 1;
+        }
+    }
+    assert_eq!(acquired, 1);
+}
+
+#[tokio::test]
+async fn a_write_lock_held_elsewhere_is_waited_for_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("store.db");
+    let store = SqlStore::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .unwrap();
+    // Another process (`waybill dlq replay`, say) holds the write lock.
+    let other = rusqlite::Connection::open(&file).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let claim = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .claim_booking(&key("1"), "me", Duration::from_secs(30), "m1", "#1")
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!claim.is_finished(), "the claim must wait for the lock");
+    other.execute_batch("COMMIT").unwrap();
+    let claimed = tokio::time::timeout(Duration::from_secs(10), claim)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.unwrap(), Reservation::Acquired);
+    store
+        .mark_booked(&key("1"), &result("CN1"), "m1")
+        .await
+        .unwrap();
+    let actions: Vec<String> = store
+        .audit(&key("1"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.action)
+        .collect();
+    assert_eq!(actions, ["sent", "booked"]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn an_in_memory_store_reads_what_it_wrote() {
+    // Reads and writes use different pools: they must share one memory database.
+    let store = SqlStore::connect("sqlite::memory:").await.unwrap();
+    assert!(
+        store
+            .remember_delivery("shopify", "main", "d")
+            .await
+            .unwrap()
+    );
+    assert!(store.delivery_seen("shopify", "main", "d").await.unwrap());
+}
+
+#[tokio::test]
+async fn unknown_url_schemes_are_rejected() {
+    let error = SqlStore::connect("mysql://localhost/waybill")
+        .await
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("mysql"), "{error}");
+}
