@@ -16,15 +16,14 @@
 //! ```
 
 use super::definition::{
-    CallbackSpec, DEFAULT_TIMEOUT, ErrorRule, Operation, OrderIdPath, RateLimit, SignatureSpec,
-    WebhookSpec,
+    CallbackSpec, Connector, ConnectorKind, DEFAULT_TIMEOUT, ErrorRule, FieldSpec, FieldType,
+    Operation, OrderIdPath, RateLimit, SignatureSpec, WebhookSpec,
 };
 use super::raw::{
     RawConnector, RawField, RawFieldType, RawKind, RawOperation, RawOperations, RawRate,
     RawRequest, RawSignature, RawStatusEntry, RawStatuses, RawWebhook,
 };
 use super::statuses::{StatusMatch, StatusTable};
-use super::{Connector, ConnectorKind, FieldSpec, FieldType};
 use crate::clock::parse_duration;
 use crate::diagnostic::{Diagnostic, Diagnostics, Position};
 use crate::mapping::{Expr, Mapping, Template};

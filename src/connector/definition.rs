@@ -1,5 +1,5 @@
-//! The checked parts of a connector, as the engine, the sources and the
-//! sinks use them: operations, webhook and callback rules, rate limits and
+//! A checked connector, as the engine, the sources and the sinks use it:
+//! its credential and settings schemas, operations, webhook and callback rules, rate limits and
 //! (from `statuses.rs`) the status table. They are built from the file as
 //! written (`raw.rs`) by `compile.rs`, which reports every problem at once.
 //!
@@ -23,10 +23,73 @@ pub use super::statuses::{StatusMatch, StatusTable};
 use crate::mapping::{Expr, Mapping, Template};
 use crate::model::ErrorClass;
 use serde::Deserialize;
+use serde_json::Value;
 use serde_json_path::JsonPath;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// What a connector talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectorKind {
+    Store,
+    Courier,
+}
+
+/// The type of a credential or setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    String,
+    Number,
+    Bool,
+    List,
+}
+
+/// One field of a credential or settings schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldSpec {
+    pub field_type: FieldType,
+    pub required: bool,
+    pub secret: bool,
+    pub description: String,
+    pub default: Option<Value>,
+}
+
+/// A compiled connector definition.
+#[derive(Debug)]
+pub struct Connector {
+    pub name: String,
+    pub kind: ConnectorKind,
+    /// What the connector talks to, for people reading `waybill validate`.
+    pub description: Option<String>,
+    pub credentials: BTreeMap<String, FieldSpec>,
+    pub settings: BTreeMap<String, FieldSpec>,
+    /// Default base URL; an account's `base_url` overrides it. `waybill:`
+    /// stands for waybill's own HTTP server (the sandbox courier).
+    pub base_url: Option<String>,
+    /// Declared operations by name (`book`, `track`, `cancel`, `lookup`).
+    pub operations: BTreeMap<String, Operation>,
+    /// How a store signs and names its webhooks (stores only).
+    pub webhook: Option<WebhookSpec>,
+    /// How a courier's status callbacks are authenticated.
+    pub callback: Option<CallbackSpec>,
+    /// Raw courier status → canonical status.
+    pub statuses: Option<StatusTable>,
+    pub rate_limit: Option<RateLimit>,
+    /// File the connector was read from.
+    pub file: PathBuf,
+}
+
+impl Connector {
+    pub fn has_operation(&self, operation: &str) -> bool {
+        self.operations.contains_key(operation)
+    }
+
+    pub fn operation(&self, operation: &str) -> Option<&Operation> {
+        self.operations.get(operation)
+    }
+}
 
 /// Applied when an operation declares no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

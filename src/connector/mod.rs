@@ -41,73 +41,13 @@ pub mod target;
 
 pub use account::Account;
 pub use definition::{
-    CallbackSpec, Operation, OrderIdPath, RateLimit, SignatureAlgorithm, SignatureEncoding,
-    SignatureSpec, StatusMatch, StatusTable, WebhookSpec,
+    CallbackSpec, Connector, ConnectorKind, FieldSpec, FieldType, Operation, OrderIdPath,
+    RateLimit, SignatureAlgorithm, SignatureEncoding, SignatureSpec, StatusMatch, StatusTable,
+    WebhookSpec,
 };
 pub use engine::{Engine, OperationOutput};
 
 use serde_json::Value;
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectorKind {
-    Store,
-    Courier,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldType {
-    String,
-    Number,
-    Bool,
-    List,
-}
-
-/// One field of a credential or settings schema.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldSpec {
-    pub field_type: FieldType,
-    pub required: bool,
-    pub secret: bool,
-    pub description: String,
-    pub default: Option<Value>,
-}
-
-/// A compiled connector definition.
-#[derive(Debug)]
-pub struct Connector {
-    pub name: String,
-    pub kind: ConnectorKind,
-    /// What the connector talks to, for people reading `waybill validate`.
-    pub description: Option<String>,
-    pub credentials: BTreeMap<String, FieldSpec>,
-    pub settings: BTreeMap<String, FieldSpec>,
-    /// Default base URL; an account's `base_url` overrides it. `waybill:`
-    /// stands for waybill's own HTTP server (the sandbox courier).
-    pub base_url: Option<String>,
-    /// Declared operations by name (`book`, `track`, `cancel`, `lookup`).
-    pub operations: BTreeMap<String, Operation>,
-    /// How a store signs and names its webhooks (stores only).
-    pub webhook: Option<WebhookSpec>,
-    /// How a courier's status callbacks are authenticated.
-    pub callback: Option<CallbackSpec>,
-    /// Raw courier status → canonical status.
-    pub statuses: Option<StatusTable>,
-    pub rate_limit: Option<RateLimit>,
-    /// File the connector was read from.
-    pub file: PathBuf,
-}
-
-impl Connector {
-    pub fn has_operation(&self, operation: &str) -> bool {
-        self.operations.contains_key(operation)
-    }
-
-    pub fn operation(&self, operation: &str) -> Option<&Operation> {
-        self.operations.get(operation)
-    }
-}
 
 /// A request ready to send, as `waybill try` shows it.
 #[derive(Debug, Clone, PartialEq)]
