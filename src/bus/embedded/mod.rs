@@ -18,26 +18,29 @@
 //! their text, which a block compressed alone cannot share, and many small
 //! rows would each leave a part of their page empty.
 
+mod codec;
+mod consumer;
+mod retention;
+mod writer;
+
+pub use consumer::EmbeddedConsumer;
+
 use super::{Bus, BusError, Consumer};
-use crate::clock::{earlier, now_timestamp, timestamp};
-use crate::model::{Headers, Message, Record};
+use crate::clock::now_timestamp;
+use crate::model::{Message, Record};
 use crate::store::sql::SqlStore;
 use crate::store::sqlite::{self, Job, Jobs, SqlitePools};
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
-use std::collections::BTreeMap;
+use codec::read_records;
+use sqlx::sqlite::SqliteConnectOptions;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::Instant;
+use writer::{Delivery, Queues, WriteOp, run_writer};
 
 /// Name of the database file under the data directory.
 pub const DATABASE_FILE: &str = "waybill.db";
-
-/// Most operations committed in one transaction.
-const MAX_BATCH: usize = 2048;
 
 /// Operations waiting for the writer; a full queue makes publishers wait.
 const QUEUE_DEPTH: usize = 16 * 1024;
@@ -45,42 +48,6 @@ const QUEUE_DEPTH: usize = 16 * 1024;
 /// Consumers also look for new records this often, because another process
 /// (such as `waybill dlq replay`) may append without waking this one.
 const RECHECK: Duration = Duration::from_millis(250);
-
-/// Messages deleted per statement when trimming, so the writer is never held long.
-const TRIM_CHUNK: i64 = 10_000;
-
-/// Batches at least this long are stored LZ4-compressed: orders' JSON
-/// shrinks several times, and SQLite then writes (twice: WAL, then the
-/// database) a fraction of the bytes. Shorter ones are not worth the work.
-const COMPRESS_FROM: usize = 512;
-
-/// `bus_batches.encoding` of one message whose payload is stored as
-/// published, with its key and headers in their own columns. Rows written
-/// before messages were batched are stored this way or as [`LZ4`].
-const RAW: i64 = 0;
-
-/// As [`RAW`], with the payload an LZ4 block with its decoded length first.
-const LZ4: i64 = 1;
-
-/// `bus_batches.encoding` of messages laid out one after another by [`frame`].
-const BATCH: i64 = 2;
-
-/// A [`BATCH`] as an LZ4 block with its decoded length first.
-const BATCH_LZ4: i64 = 3;
-
-/// Most messages stored in one row. A reader decodes a whole row for any of
-/// its messages, and LZ4 finds nothing to share beyond 64 KiB back, so
-/// longer rows cost reads and save nothing.
-const BATCH_MESSAGES: usize = 32;
-
-/// A row takes no more messages once its frame is this long.
-const BATCH_BYTES: usize = 256 * 1024;
-
-/// Largest decoded payload a stored length prefix is believed for.
-const MAX_DECODED: usize = 256 * 1024 * 1024;
-
-/// Dead-letter topics are kept until an operator deals with them.
-const DEAD_LETTER_PREFIX: &str = "dlq.";
 
 /// Opens the embedded bus and the store on `<data_dir>/waybill.db`, creating
 /// the directory and the database and running migrations. The bus writer
@@ -127,32 +94,6 @@ struct Inner {
     stop: watch::Sender<bool>,
     /// Answered (by dropping) once the writer has closed its connection.
     stopped: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
-}
-
-enum WriteOp {
-    Append {
-        topic: String,
-        key: String,
-        headers: String,
-        payload: Vec<u8>,
-        /// Appended only if this webhook delivery was not recorded before.
-        delivery: Option<Delivery>,
-        /// `None` when the delivery was a duplicate and nothing was appended.
-        done: oneshot::Sender<Result<Option<i64>, BusError>>,
-    },
-    Commit {
-        topic: String,
-        group: String,
-        next_offset: i64,
-        done: oneshot::Sender<Result<(), BusError>>,
-    },
-}
-
-/// A webhook delivery id, recorded in the store's `webhook_deliveries`.
-struct Delivery {
-    source: String,
-    account: String,
-    id: String,
 }
 
 /// Maps a database error: a full disk or an unreachable file makes the bus
@@ -204,7 +145,12 @@ impl EmbeddedBus {
         std::thread::Builder::new()
             .name("waybill-bus-writer".into())
             .spawn(move || {
-                runtime.block_on(run_writer(db, queue, jobs, appended_tx, stopping));
+                let queues = Queues {
+                    ops: queue,
+                    jobs,
+                    stop: stopping,
+                };
+                runtime.block_on(run_writer(db, queues, appended_tx));
                 drop(stopped_tx);
             })
             .map_err(|e| BusError::Unavailable(format!("cannot start the bus writer: {e}")))?;
@@ -218,63 +164,6 @@ impl EmbeddedBus {
                 stopped: tokio::sync::Mutex::new(Some(stopped)),
             }),
         })
-    }
-
-    /// Deletes messages that every consumer group of their topic has
-    /// committed past and that are older than `retention` (DESIGN §8).
-    /// Topics nobody consumes are trimmed by age alone; dead-letter topics
-    /// (`dlq.*`) are never trimmed. Returns how many messages were deleted.
-    pub async fn trim(&self, retention: Duration) -> Result<u64, BusError> {
-        let cutoff = timestamp(earlier(OffsetDateTime::now_utc(), retention));
-        let topics: Vec<(String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT t.topic, t.next_offset, \
-             (SELECT MIN(o.next_offset) FROM bus_offsets o WHERE o.topic = t.topic), \
-             (SELECT MIN(b.seq) FROM bus_batches b WHERE b.topic = t.topic) \
-             FROM bus_topics t",
-        )
-        .fetch_all(&self.inner.pools.read)
-        .await
-        .map_err(|e| storage_error(&e))?;
-        let mut deleted = 0;
-        for (topic, next_offset, committed, first) in topics {
-            if topic.starts_with(DEAD_LETTER_PREFIX) {
-                continue;
-            }
-            let Some(mut from) = first else { continue };
-            let below = committed.unwrap_or(next_offset);
-            while from < below {
-                let to = below.min(from.saturating_add(TRIM_CHUNK));
-                // A batch goes only whole: once every group is past its last message.
-                let gone: Vec<(i64, i64)> = sqlx::query_as(
-                    "DELETE FROM bus_batches WHERE topic = $1 AND seq >= $2 AND seq < $3 \
-                     AND seq + messages <= $4 AND appended_at < $5 RETURNING seq + messages, messages",
-                )
-                .bind(&topic)
-                .bind(from)
-                .bind(to)
-                .bind(below)
-                .bind(&cutoff)
-                .fetch_all(&self.inner.pools.write)
-                .await
-                .map_err(|e| storage_error(&e))?;
-                deleted += gone
-                    .iter()
-                    .map(|(_, messages)| u64::try_from(*messages).unwrap_or(0))
-                    .sum::<u64>();
-                // Batches follow each other without gaps, in time order: one
-                // that stays (too young, or not read through) keeps all later
-                // ones, so what went is a run from `from`, and it ends short
-                // of `to` only where a batch stayed.
-                let Some(end) = gone.iter().map(|(end, _)| *end).max() else {
-                    break;
-                };
-                if end < to {
-                    break;
-                }
-                from = end;
-            }
-        }
-        Ok(deleted)
     }
 
     /// Closes the database (bus and store), waiting for queries in flight.
@@ -353,157 +242,6 @@ impl EmbeddedBus {
     }
 }
 
-/// Lays out messages one after another, each as its key, its headers and
-/// its payload, each of the three preceded by its length (u32, little-endian).
-fn frame<'a>(messages: impl Iterator<Item = (&'a str, &'a str, &'a [u8])> + Clone) -> Vec<u8> {
-    // Sized once: the writer lays out some 100 KB per row, and growing the
-    // buffer would copy it over again.
-    let len = messages
-        .clone()
-        .map(|(key, headers, payload)| 12 + key.len() + headers.len() + payload.len())
-        .sum();
-    let mut out = Vec::with_capacity(len);
-    for (key, headers, payload) in messages {
-        for part in [key.as_bytes(), headers.as_bytes(), payload] {
-            // `append` turns away parts of 4 GiB or more.
-            out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_le_bytes());
-            out.extend_from_slice(part);
-        }
-    }
-    out
-}
-
-/// A frame as stored, with its encoding: [`BATCH_LZ4`] when that is shorter.
-fn pack(frame: Vec<u8>) -> (Vec<u8>, i64) {
-    if frame.len() < COMPRESS_FROM {
-        return (frame, BATCH);
-    }
-    let compressed = lz4_flex::compress_prepend_size(&frame);
-    if compressed.len() < frame.len() {
-        (compressed, BATCH_LZ4)
-    } else {
-        (frame, BATCH)
-    }
-}
-
-/// An LZ4 block with its decoded length first, decoded.
-fn inflate(block: &[u8]) -> Result<Vec<u8>, String> {
-    let declared = block
-        .first_chunk::<4>()
-        .map(|len| u32::from_le_bytes(*len) as usize)
-        .ok_or("no length prefix")?;
-    if declared > MAX_DECODED {
-        return Err(format!("declared length {declared} is implausible"));
-    }
-    lz4_flex::decompress_size_prepended(block).map_err(|e| e.to_string())
-}
-
-/// One `bus_batches` row: first offset, message count, key and headers (of
-/// a single-message row), stored bytes and their encoding.
-type Row = (i64, i64, String, String, Vec<u8>, i64);
-
-/// Appends to `out` the messages of `row` at offsets from `from` on, up to
-/// `limit` in all.
-fn unpack(
-    topic: &str,
-    row: Row,
-    from: i64,
-    limit: usize,
-    out: &mut Vec<Record>,
-) -> Result<(), BusError> {
-    let (first, count, key, headers, stored, encoding) = row;
-    let unreadable =
-        |why: &str| BusError::Storage(format!("unreadable batch at {topic}/{first}: {why}"));
-    let push = |out: &mut Vec<Record>, offset: i64, key: String, headers: &[u8], payload| {
-        let headers: Headers = serde_json::from_slice(headers).map_err(|e| {
-            BusError::Storage(format!("unreadable headers at {topic}/{offset}: {e}"))
-        })?;
-        out.push(Record {
-            topic: topic.to_string(),
-            partition: 0,
-            offset,
-            message: Message {
-                key,
-                headers,
-                payload,
-            },
-        });
-        Ok::<_, BusError>(())
-    };
-    let frame = match encoding {
-        RAW | LZ4 if count != 1 => return Err(unreadable("a single-message row counts more")),
-        RAW if first >= from => return push(out, first, key, headers.as_bytes(), stored),
-        LZ4 if first >= from => {
-            let payload = inflate(&stored).map_err(|why| unreadable(&why))?;
-            return push(out, first, key, headers.as_bytes(), payload);
-        }
-        RAW | LZ4 => return Ok(()),
-        BATCH => stored,
-        BATCH_LZ4 => inflate(&stored).map_err(|why| unreadable(&why))?,
-        other => return Err(unreadable(&format!("unknown encoding {other}"))),
-    };
-    let mut rest = frame.as_slice();
-    let mut part = || -> Result<&[u8], BusError> {
-        let (len, tail) = rest
-            .split_first_chunk::<4>()
-            .ok_or_else(|| unreadable("frame cut short"))?;
-        let len = u32::from_le_bytes(*len) as usize;
-        if len > tail.len() {
-            return Err(unreadable("frame cut short"));
-        }
-        let (part, tail) = tail.split_at(len);
-        rest = tail;
-        Ok(part)
-    };
-    for offset in first..first.saturating_add(count) {
-        let key = part()?;
-        let headers = part()?;
-        let payload = part()?;
-        if offset >= from && out.len() < limit {
-            let key = std::str::from_utf8(key)
-                .map_err(|_| unreadable("a key is not UTF-8"))?
-                .to_string();
-            push(out, offset, key, headers, payload.to_vec())?;
-        }
-    }
-    if !rest.is_empty() {
-        return Err(unreadable("frame holds more than its count"));
-    }
-    Ok(())
-}
-
-async fn read_records(
-    pool: &SqlitePool,
-    topic: &str,
-    from: i64,
-    limit: usize,
-) -> Result<Vec<Record>, BusError> {
-    use futures::TryStreamExt;
-    let mut records = Vec::new();
-    if limit == 0 {
-        return Ok(records);
-    }
-    // The row holding `from` (it may hold nothing from `from` on), then rows
-    // of at least one message each: `limit + 1` rows are always enough.
-    let rows = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-    let mut stream = sqlx::query_as::<_, Row>(
-        "SELECT seq, messages, msg_key, headers, payload, encoding FROM bus_batches \
-         WHERE topic = $1 AND seq >= COALESCE((SELECT MAX(seq) FROM bus_batches WHERE topic = $1 AND seq <= $2), $2) \
-         ORDER BY seq LIMIT $3",
-    )
-    .bind(topic)
-    .bind(from)
-    .bind(rows)
-    .fetch(pool);
-    while records.len() < limit {
-        let Some(row) = stream.try_next().await.map_err(|e| storage_error(&e))? else {
-            break;
-        };
-        unpack(topic, row, from, limit, &mut records)?;
-    }
-    Ok(records)
-}
-
 #[async_trait]
 impl Bus for EmbeddedBus {
     async fn publish(&self, topic: &str, message: Message) -> Result<i64, BusError> {
@@ -534,14 +272,9 @@ impl Bus for EmbeddedBus {
         .await
         .map_err(|e| storage_error(&e))?
         .unwrap_or(0);
-        Ok(Box::new(EmbeddedConsumer {
-            bus: self.clone(),
-            appended: self.inner.appended.clone(),
-            topic: topic.to_string(),
-            group: group.to_string(),
-            position,
-            ahead: std::collections::VecDeque::new(),
-        }))
+        Ok(Box::new(EmbeddedConsumer::new(
+            self, topic, group, position,
+        )))
     }
 
     async fn read(&self, topic: &str, from: i64, limit: usize) -> Result<Vec<Record>, BusError> {
@@ -574,343 +307,12 @@ impl Bus for EmbeddedBus {
     }
 }
 
-/// A consumer-group member reading partition 0 of one topic.
-pub struct EmbeddedConsumer {
-    bus: EmbeddedBus,
-    appended: watch::Receiver<u64>,
-    topic: String,
-    group: String,
-    /// The next offset to return; moves on poll, unlike the committed offset.
-    position: i64,
-    /// Records read from `position` on but not yet returned: the rest of a
-    /// row that a poll took only part of, so that small polls do not decode
-    /// the same row again and again.
-    ahead: std::collections::VecDeque<Record>,
-}
-
-#[async_trait]
-impl Consumer for EmbeddedConsumer {
-    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, BusError> {
-        // A wait too long to represent is as good as waiting forever.
-        let deadline = Instant::now()
-            .checked_add(wait)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
-        loop {
-            if max > 0 && !self.ahead.is_empty() {
-                let taken = max.min(self.ahead.len());
-                let records: Vec<Record> = self.ahead.drain(..taken).collect();
-                if let Some(last) = records.last() {
-                    self.position = last.offset + 1;
-                }
-                return Ok(records);
-            }
-            // Marking the current version seen before reading means an append
-            // that commits after the read still wakes the wait below.
-            self.appended.borrow_and_update();
-            let wanted = if max == 0 {
-                0
-            } else {
-                max.saturating_add(BATCH_MESSAGES)
-            };
-            let mut records = read_records(
-                &self.bus.inner.pools.read,
-                &self.topic,
-                self.position,
-                wanted,
-            )
-            .await?;
-            if records.len() > max {
-                self.ahead.extend(records.drain(max..));
-            }
-            if let Some(last) = records.last() {
-                self.position = last.offset + 1;
-                return Ok(records);
-            }
-            let now = Instant::now();
-            if max == 0 || now >= deadline {
-                return Ok(Vec::new());
-            }
-            let recheck = deadline.min(now + self.bus.inner.recheck);
-            tokio::select! {
-                changed = self.appended.changed() => changed.map_err(|_| BusError::Closed)?,
-                () = tokio::time::sleep_until(recheck) => {}
-            }
-        }
-    }
-
-    async fn commit(&mut self, partition: i32, next_offset: i64) -> Result<(), BusError> {
-        // A commit for a partition that does not exist would hold back `trim` forever.
-        if partition != 0 {
-            return Err(BusError::Storage(format!(
-                "topic {} has only partition 0, cannot commit partition {partition}",
-                self.topic
-            )));
-        }
-        let (done, answer) = oneshot::channel();
-        self.bus
-            .send(WriteOp::Commit {
-                topic: self.topic.clone(),
-                group: self.group.clone(),
-                next_offset,
-                done,
-            })
-            .await?;
-        answer.await.map_err(|_| BusError::Closed)?
-    }
-}
-
-/// Owns the writes of the bus, and the store's jobs: takes everything
-/// queued, commits it in one transaction, then answers each caller. Runs
-/// until the bus and the store have both let go of their queues, or until
-/// told to stop; then it finishes what was queued and closes the connection.
-async fn run_writer(
-    db: rusqlite::Connection,
-    mut queue: mpsc::Receiver<WriteOp>,
-    mut jobs: mpsc::Receiver<Box<dyn Job>>,
-    appended: watch::Sender<u64>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut work = Vec::new();
-    let (mut bus_open, mut store_open, mut stopping) = (true, true, false);
-    while bus_open || store_open {
-        tokio::select! {
-            taken = queue.recv_many(&mut batch, MAX_BATCH), if bus_open => bus_open = taken > 0,
-            taken = jobs.recv_many(&mut work, MAX_BATCH), if store_open => store_open = taken > 0,
-            told = stop.wait_for(|stop| *stop), if !stopping => {
-                stopping = true;
-                // Told to stop, later sends fail and what is queued is still
-                // written. A bus dropped without closing leaves the store's
-                // jobs running.
-                if told.is_ok() {
-                    queue.close();
-                    jobs.close();
-                }
-            }
-        }
-        // Whatever else is waiting joins this commit.
-        while batch.len() < MAX_BATCH
-            && let Ok(op) = queue.try_recv()
-        {
-            batch.push(op);
-        }
-        while work.len() < MAX_BATCH
-            && let Ok(job) = jobs.try_recv()
-        {
-            work.push(job);
-        }
-        if batch.is_empty() && work.is_empty() {
-            continue;
-        }
-        let outcome = write_batch(&db, &mut batch, &mut work);
-        let committed = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
-        for job in work.drain(..) {
-            job.finish(committed.clone());
-        }
-        let mut any_appended = false;
-        // A caller that gave up waiting no longer needs its answer, so failed
-        // sends on `done` are ignored.
-        match outcome {
-            Ok(offsets) => {
-                for (op, offset) in batch.drain(..).zip(offsets) {
-                    match op {
-                        WriteOp::Append { done, .. } => {
-                            any_appended |= offset.is_some();
-                            let _ = done.send(Ok(offset));
-                        }
-                        WriteOp::Commit { done, .. } => {
-                            let _ = done.send(Ok(()));
-                        }
-                    }
-                }
-            }
-            Err(error) => {
-                for op in batch.drain(..) {
-                    match op {
-                        WriteOp::Append { done, .. } => {
-                            let _ = done.send(Err(batch_error(&error)));
-                        }
-                        WriteOp::Commit { done, .. } => {
-                            let _ = done.send(Err(batch_error(&error)));
-                        }
-                    }
-                }
-            }
-        }
-        if any_appended {
-            appended.send_modify(|version| *version += 1);
-        }
-    }
-}
-
-/// As [`storage_error`] says for `sqlx`: a full disk or an unreachable file
-/// makes the bus unavailable, anything else is a storage error.
-fn batch_error(error: &rusqlite::Error) -> BusError {
-    use rusqlite::ErrorCode;
-    match error.sqlite_error_code() {
-        Some(
-            ErrorCode::DatabaseBusy
-            | ErrorCode::SystemIoFailure
-            | ErrorCode::DiskFull
-            | ErrorCode::CannotOpen,
-        ) => BusError::Unavailable(error.to_string()),
-        _ => BusError::Storage(error.to_string()),
-    }
-}
-
-/// Writes one batch of bus operations and store jobs in one transaction;
-/// returns the offset given to each append, position for position with
-/// `batch`. Each job runs under a savepoint, so one that fails or declines
-/// undoes only its own statements.
-fn write_batch(
-    db: &rusqlite::Connection,
-    batch: &mut [WriteOp],
-    work: &mut [Box<dyn Job>],
-) -> Result<Vec<Option<i64>>, rusqlite::Error> {
-    let now = now_timestamp();
-    let written = (|| {
-        db.execute_batch("BEGIN IMMEDIATE")?;
-        let offsets = append_all(db, batch, &now)?;
-        for job in work.iter_mut() {
-            db.execute_batch("SAVEPOINT job")?;
-            let keep = job.run(db);
-            db.execute_batch(if keep {
-                "RELEASE job"
-            } else {
-                "ROLLBACK TO job; RELEASE job"
-            })?;
-        }
-        db.execute_batch("COMMIT")?;
-        Ok(offsets)
-    })();
-    if written.is_err() && !db.is_autocommit() {
-        // The connection starts its next batch outside a transaction.
-        let _ = db.execute_batch("ROLLBACK");
-    }
-    written
-}
-
-fn append_all(
-    db: &rusqlite::Connection,
-    batch: &mut [WriteOp],
-    now: &str,
-) -> Result<Vec<Option<i64>>, rusqlite::Error> {
-    use rusqlite::params;
-    // A commit of store jobs alone prepares nothing here.
-    if batch.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Deliveries first: an append whose delivery id is already recorded
-    // (before, or earlier in this batch) is dropped.
-    let mut remember = db.prepare_cached(
-        "INSERT INTO webhook_deliveries (source, account, delivery_id, received_at) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (source, account, delivery_id) DO NOTHING",
-    )?;
-    let mut kept = Vec::with_capacity(batch.len());
-    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
-    for op in batch.iter() {
-        let keep = match op {
-            WriteOp::Append {
-                delivery: Some(d), ..
-            } => remember.execute(params![d.source, d.account, d.id, now])? == 1,
-            _ => true,
-        };
-        if let (WriteOp::Append { topic, .. }, true) = (op, keep) {
-            *counts.entry(topic.as_str()).or_default() += 1;
-        }
-        kept.push(keep);
-    }
-    // Offsets are handed out from `bus_topics` inside the transaction (not
-    // from memory), so another process appending to the same file stays in step.
-    let mut reserve = db.prepare_cached(
-        "INSERT INTO bus_topics (topic, next_offset) VALUES (?1, ?2) \
-         ON CONFLICT (topic) DO UPDATE SET next_offset = bus_topics.next_offset + ?2 RETURNING next_offset",
-    )?;
-    let mut next: BTreeMap<String, i64> = BTreeMap::new();
-    for (topic, count) in &counts {
-        let end: i64 = reserve.query_row(params![topic, count], |row| row.get(0))?;
-        next.insert((*topic).to_string(), end - count);
-    }
-    let mut commit = db.prepare_cached(
-        "INSERT INTO bus_offsets (topic, group_name, partition, next_offset, updated_at) \
-         VALUES (?1, ?2, 0, ?3, ?4) ON CONFLICT (topic, group_name, partition) \
-         DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at",
-    )?;
-    let mut offsets = vec![None; batch.len()];
-    // Positions in `batch` of each topic's appends, in offset order.
-    let mut appends: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (position, (op, keep)) in batch.iter().zip(kept).enumerate() {
-        match op {
-            WriteOp::Append { topic, .. } if keep => {
-                let slot = next
-                    .get_mut(topic.as_str())
-                    .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-                offsets[position] = Some(*slot);
-                *slot += 1;
-                appends.entry(topic.as_str()).or_default().push(position);
-            }
-            WriteOp::Append { .. } => {}
-            WriteOp::Commit {
-                topic,
-                group,
-                next_offset,
-                ..
-            } => {
-                commit.execute(params![topic, group, next_offset, now])?;
-            }
-        }
-    }
-    let mut insert = db.prepare_cached(
-        "INSERT INTO bus_batches (topic, seq, messages, msg_key, headers, payload, encoding, appended_at) \
-         VALUES (?1, ?2, ?3, '', '', ?4, ?5, ?6)",
-    )?;
-    for (topic, positions) in appends {
-        for row in rows(&positions, |position| match &batch[position] {
-            WriteOp::Append { payload, .. } => payload.len(),
-            WriteOp::Commit { .. } => 0,
-        }) {
-            let messages = row.iter().filter_map(|&position| match &batch[position] {
-                WriteOp::Append {
-                    key,
-                    headers,
-                    payload,
-                    ..
-                } => Some((key.as_str(), headers.as_str(), payload.as_slice())),
-                WriteOp::Commit { .. } => None,
-            });
-            let (stored, encoding) = pack(frame(messages));
-            let first = row.first().and_then(|&position| offsets[position]);
-            let count = i64::try_from(row.len()).unwrap_or(i64::MAX);
-            insert.execute(params![topic, first, count, stored, encoding, now])?;
-        }
-    }
-    Ok(offsets)
-}
-
-/// Splits a topic's appends (positions in the batch) into rows of at most
-/// [`BATCH_MESSAGES`], each closed once its payloads reach [`BATCH_BYTES`].
-fn rows(positions: &[usize], size: impl Fn(usize) -> usize) -> Vec<&[usize]> {
-    let mut rows = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    for (i, &position) in positions.iter().enumerate() {
-        bytes += size(position);
-        if i + 1 - start == BATCH_MESSAGES || bytes >= BATCH_BYTES {
-            rows.push(&positions[start..=i]);
-            start = i + 1;
-            bytes = 0;
-        }
-    }
-    if start < positions.len() {
-        rows.push(&positions[start..]);
-    }
-    rows
-}
-
 #[cfg(test)]
 mod tests {
+    use super::codec::{BATCH, BATCH_LZ4};
+    use super::writer::write_batch;
     use super::*;
-    use crate::model::header;
+    use crate::model::{Headers, header};
     use crate::store::Store;
     use std::collections::HashMap;
 
@@ -1064,116 +466,6 @@ mod tests {
             }
         }
         assert_eq!(keys(&bus, "other", 1).await, ["32", "57"]);
-    }
-
-    #[tokio::test]
-    async fn a_log_written_before_batches_is_migrated_and_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join(DATABASE_FILE);
-        // The schema as it was before batches: the first three migrations.
-        let before = dir.path().join("before");
-        std::fs::create_dir(&before).unwrap();
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
-        for name in ["0001_store.sql", "0002_bus.sql", "0003_bus_log.sql"] {
-            std::fs::copy(shipped.join(name), before.join(name)).unwrap();
-        }
-        let options = SqliteConnectOptions::new()
-            .filename(&file)
-            .create_if_missing(true);
-        let old = SqlitePool::connect_with(options).await.unwrap();
-        sqlx::migrate::Migrator::new(before.as_path())
-            .await
-            .unwrap()
-            .run(&old)
-            .await
-            .unwrap();
-        let payload = vec![b'x'; 2000];
-        let compressed = lz4_flex::compress_prepend_size(&payload);
-        for (seq, stored, encoding) in [(0, payload.clone(), RAW), (1, compressed, LZ4)] {
-            sqlx::query(
-                "INSERT INTO bus_messages (topic, seq, msg_key, headers, payload, encoding, appended_at) \
-                 VALUES ('old', $1, $2, '{\"h\":\"v\"}', $3, $4, 'then')",
-            )
-            .bind(seq)
-            .bind(format!("k{seq}"))
-            .bind(stored)
-            .bind(encoding)
-            .execute(&old)
-            .await
-            .unwrap();
-        }
-        sqlx::query("INSERT INTO bus_topics VALUES ('old', 2)")
-            .execute(&old)
-            .await
-            .unwrap();
-        old.close().await;
-
-        let bus = open(dir.path()).await;
-        let records = bus.read("old", 0, 10).await.unwrap();
-        assert_eq!(records.len(), 2);
-        for (seq, record) in records.iter().enumerate() {
-            assert_eq!(record.offset, seq as i64);
-            assert_eq!(record.message.key, format!("k{seq}"));
-            assert_eq!(record.message.headers["h"], "v");
-            assert_eq!(record.message.payload, payload);
-        }
-        assert_eq!(bus.read("old", 1, 10).await.unwrap()[0].offset, 1);
-        // New messages follow, in a batch row.
-        assert_eq!(bus.publish("old", message("k2", b"new")).await.unwrap(), 2);
-        assert_eq!(keys(&bus, "old", 0).await, ["k0", "k1", "k2"]);
-    }
-
-    #[test]
-    fn a_damaged_batch_is_an_error_not_a_panic() {
-        let messages = [
-            ("k1", "{}", b"one".as_slice()),
-            ("k2", "{}", b"two".as_slice()),
-        ];
-        let good = frame(messages.into_iter());
-        let row = |stored: Vec<u8>, count: i64, encoding: i64| -> Row {
-            (7, count, String::new(), String::new(), stored, encoding)
-        };
-        let read = |row: Row| {
-            let mut out = Vec::new();
-            unpack("t", row, 0, 10, &mut out).map(|()| out.len())
-        };
-        assert_eq!(read(row(good.clone(), 2, BATCH)).unwrap(), 2);
-        let packed = lz4_flex::compress_prepend_size(&good);
-        assert_eq!(read(row(packed.clone(), 2, BATCH_LZ4)).unwrap(), 2);
-
-        let mut huge = packed.clone();
-        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        let error = read(row(huge, 2, BATCH_LZ4)).unwrap_err().to_string();
-        assert!(
-            error.contains("t/7") && error.contains("implausible"),
-            "{error}"
-        );
-        for damaged in [
-            row(good[..good.len() - 1].to_vec(), 2, BATCH),
-            row(good.clone(), 3, BATCH),
-            row(good.clone(), 1, BATCH),
-            row(packed[..packed.len() - 3].to_vec(), 2, BATCH_LZ4),
-            row(vec![1, 2], 2, BATCH_LZ4),
-            row(good.clone(), 2, 9),
-            row(b"x".to_vec(), 2, RAW),
-        ] {
-            assert!(read(damaged).is_err());
-        }
-        let mut bad_key = good.clone();
-        bad_key[4] = 0xff;
-        assert!(
-            read(row(bad_key, 2, BATCH))
-                .unwrap_err()
-                .to_string()
-                .contains("UTF-8")
-        );
-        let bad_headers = frame([("k", "{", b"".as_slice())].into_iter());
-        assert!(
-            read(row(bad_headers, 1, BATCH))
-                .unwrap_err()
-                .to_string()
-                .contains("headers")
-        );
     }
 
     #[tokio::test]
