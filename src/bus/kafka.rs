@@ -22,7 +22,7 @@
 //! and removed from what comes back, and `topics()` lists only prefixed
 //! topics, so several deployments can share one cluster.
 
-use crate::bus::{Bus, BusError, Consumer};
+use crate::bus::{Bus, BusError, Cause, Consumer};
 use crate::model::{Headers, Message, Record};
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
@@ -227,12 +227,10 @@ impl KafkaBus {
         };
         let producer = producer_config(brokers, properties)
             .create_with_context(context.clone())
-            .map_err(|e| BusError::Unavailable(format!("cannot create the kafka producer: {e}")))?;
+            .map_err(|e| BusError::kafka("cannot create the kafka producer", e))?;
         let admin = client_config(brokers, properties)
             .create_with_context(context)
-            .map_err(|e| {
-                BusError::Unavailable(format!("cannot create the kafka admin client: {e}"))
-            })?;
+            .map_err(|e| BusError::kafka("cannot create the kafka admin client", e))?;
         Ok(KafkaBus {
             brokers: brokers.to_string(),
             properties: properties.clone(),
@@ -247,17 +245,13 @@ impl KafkaBus {
 
     /// Explains a failure, adding the last client error when there is one
     /// (it usually names the broker and the cause, e.g. connection refused).
-    fn unavailable(&self, what: &str, error: &KafkaError) -> BusError {
+    fn explain(&self, what: &str, error: KafkaError) -> BusError {
         if let Some((code, reason)) = self.producer.client().fatal_error() {
-            return BusError::Unavailable(format!(
-                "the kafka producer failed fatally ({code}): {reason}"
-            ));
+            return fatal(code, &reason);
         }
         match self.health.last() {
-            Some(last) => {
-                BusError::Unavailable(format!("{what}: {error}; last client error: {last}"))
-            }
-            None => BusError::Unavailable(format!("{what}: {error}")),
+            Some(last) => BusError::kafka(format!("{what} (last client error: {last})"), error),
+            None => BusError::kafka(what, error),
         }
     }
 
@@ -267,8 +261,8 @@ impl KafkaBus {
             producer.client().fetch_metadata(None, METADATA_TIMEOUT)
         })
         .await
-        .map_err(|e| BusError::Unavailable(format!("metadata request did not finish: {e}")))?;
-        fetched.map_err(|e| self.unavailable("cannot fetch kafka metadata", &e))
+        .map_err(|e| unfinished("the metadata request", &e))?;
+        fetched.map_err(|e| self.explain("cannot fetch kafka metadata", e))
     }
 
     fn is_known(&self, topic: &str) -> bool {
@@ -362,6 +356,18 @@ impl KafkaBus {
     }
 }
 
+/// An error of the broker client itself, which it does not recover from.
+fn fatal(code: RDKafkaErrorCode, reason: &str) -> BusError {
+    BusError::Unavailable(Cause::Text(format!(
+        "the kafka producer failed fatally ({code}): {reason}"
+    )))
+}
+
+/// A blocking task that panicked or was cancelled.
+fn unfinished(what: &str, error: &tokio::task::JoinError) -> BusError {
+    BusError::Unavailable(Cause::Text(format!("{what} did not finish: {error}")))
+}
+
 /// Bootstrap servers plus every user property.
 fn client_config(brokers: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -402,21 +408,6 @@ fn consumer_config(
     }
     config.set("group.id", group);
     config
-}
-
-/// Whether a produce error will recur however often it is retried (the
-/// message or topic is at fault, not the cluster's availability).
-fn is_permanent(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::MessageSizeTooLarge
-            | RDKafkaErrorCode::InvalidMessageSize
-            | RDKafkaErrorCode::MessageBatchTooLarge
-            | RDKafkaErrorCode::InvalidMessage
-            | RDKafkaErrorCode::InvalidRecord
-            | RDKafkaErrorCode::InvalidTopic
-            | RDKafkaErrorCode::TopicAuthorizationFailed
-    )
 }
 
 fn kafka_headers(headers: &Headers) -> OwnedHeaders {
@@ -482,12 +473,8 @@ impl Bus for KafkaBus {
             .await
         {
             Ok(delivery) => Ok(delivery.offset),
-            Err((error, _)) => match error.rdkafka_error_code() {
-                Some(code) if is_permanent(code) => Err(BusError::Storage(format!(
-                    "kafka rejected the message for `{topic}`: {error}"
-                ))),
-                _ => Err(self.unavailable(&format!("cannot publish to `{topic}`"), &error)),
-            },
+            // A message or topic at fault is a storage error, see `BusError::kafka`.
+            Err((error, _)) => Err(self.explain(&format!("cannot publish to `{topic}`"), error)),
         }
     }
 
@@ -506,14 +493,13 @@ impl Bus for KafkaBus {
             consumer_config(&self.brokers, &self.properties, group)
                 .create_with_context(context)
                 .map_err(|e| {
-                    BusError::Unavailable(format!(
-                        "cannot create the kafka consumer for group `{group}`: {e}"
-                    ))
+                    BusError::kafka(
+                        format!("cannot create the kafka consumer for group `{group}`"),
+                        e,
+                    )
                 })?;
         consumer.subscribe(&[topic]).map_err(|e| {
-            BusError::Unavailable(format!(
-                "cannot subscribe group `{group}` to `{topic}`: {e}"
-            ))
+            BusError::kafka(format!("cannot subscribe group `{group}` to `{topic}`"), e)
         })?;
         Ok(Box::new(KafkaConsumer {
             consumer,
@@ -530,7 +516,7 @@ impl Bus for KafkaBus {
         let prefix = self.options.topic_prefix.clone();
         tokio::task::spawn_blocking(move || read_topic(&config, &topic, &prefix, from, limit))
             .await
-            .map_err(|e| BusError::Unavailable(format!("read did not finish: {e}")))?
+            .map_err(|e| unfinished("the read", &e))?
     }
 
     async fn topics(&self) -> Result<Vec<String>, BusError> {
@@ -550,9 +536,7 @@ impl Bus for KafkaBus {
 
     async fn check(&self) -> Result<(), BusError> {
         if let Some((code, reason)) = self.producer.client().fatal_error() {
-            return Err(BusError::Unavailable(format!(
-                "the kafka producer failed fatally ({code}): {reason}"
-            )));
+            return Err(fatal(code, &reason));
         }
         self.metadata().await?;
         self.health.clear();
@@ -569,8 +553,7 @@ fn read_topic(
     from: i64,
     limit: usize,
 ) -> Result<Vec<Record>, BusError> {
-    let unavailable =
-        |what: &str, e: KafkaError| BusError::Unavailable(format!("{what} `{topic}`: {e}"));
+    let unavailable = |what: &str, e: KafkaError| BusError::kafka(format!("{what} `{topic}`"), e);
     let consumer: BaseConsumer = config
         .create()
         .map_err(|e| unavailable("cannot create a reader for", e))?;
@@ -656,10 +639,7 @@ pub struct KafkaConsumer {
 impl KafkaConsumer {
     fn assignment(&self) -> Result<TopicPartitionList, BusError> {
         self.consumer.assignment().map_err(|e| {
-            BusError::Unavailable(format!(
-                "cannot read the assignment of `{}`: {e}",
-                self.topic
-            ))
+            BusError::kafka(format!("cannot read the assignment of `{}`", self.topic), e)
         })
     }
 }
@@ -670,9 +650,8 @@ impl Consumer for KafkaConsumer {
         if let Some(error) = self.deferred.take() {
             return Err(error);
         }
-        let unavailable = |topic: &str, e: KafkaError| {
-            BusError::Unavailable(format!("cannot consume `{topic}`: {e}"))
-        };
+        let unavailable =
+            |topic: &str, e: KafkaError| BusError::kafka(format!("cannot consume `{topic}`"), e);
         let mut stream = self.consumer.stream();
         let first = match tokio::time::timeout(wait, stream.next()).await {
             Err(_) | Ok(None) => return Ok(Vec::new()),
@@ -706,18 +685,19 @@ impl Consumer for KafkaConsumer {
         offsets
             .add_partition_offset(&self.topic, partition, Offset::Offset(next_offset))
             .map_err(|e| {
-                BusError::Storage(format!(
-                    "invalid offset {next_offset} for `{}`/{partition}: {e}",
-                    self.topic
-                ))
+                BusError::Storage(Cause::Kafka {
+                    what: format!(
+                        "invalid offset {next_offset} for `{}`/{partition}",
+                        self.topic
+                    ),
+                    source: e,
+                })
             })?;
         // Asynchronous: failures reach `GroupContext::commit_callback`, and the
         // next commit carries a later offset anyway.
         self.consumer
             .commit(&offsets, CommitMode::Async)
-            .map_err(|e| {
-                BusError::Unavailable(format!("cannot commit `{}`/{partition}: {e}", self.topic))
-            })
+            .map_err(|e| BusError::kafka(format!("cannot commit `{}`/{partition}", self.topic), e))
     }
 
     fn pause(&mut self) -> Result<bool, BusError> {
@@ -726,9 +706,9 @@ impl Consumer for KafkaConsumer {
         self.paused.store(true, Ordering::Relaxed);
         let assignment = self.assignment()?;
         if assignment.count() > 0 {
-            self.consumer.pause(&assignment).map_err(|e| {
-                BusError::Unavailable(format!("cannot pause `{}`: {e}", self.topic))
-            })?;
+            self.consumer
+                .pause(&assignment)
+                .map_err(|e| BusError::kafka(format!("cannot pause `{}`", self.topic), e))?;
         }
         Ok(true)
     }
@@ -737,9 +717,9 @@ impl Consumer for KafkaConsumer {
         self.paused.store(false, Ordering::Relaxed);
         let assignment = self.assignment()?;
         if assignment.count() > 0 {
-            self.consumer.resume(&assignment).map_err(|e| {
-                BusError::Unavailable(format!("cannot resume `{}`: {e}", self.topic))
-            })?;
+            self.consumer
+                .resume(&assignment)
+                .map_err(|e| BusError::kafka(format!("cannot resume `{}`", self.topic), e))?;
         }
         Ok(())
     }
@@ -1036,6 +1016,7 @@ mod tests {
             "{outcome:?}"
         );
         assert!(matches!(bus.check().await, Err(BusError::Unavailable(_))));
+        assert!(outcome.is_ok_and(|published| published.is_err_and(|e| e.is_transient())));
 
         cluster.broker_up(1).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -1051,6 +1032,29 @@ mod tests {
             "publish did not work again after the broker came back"
         );
         bus.check().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_message_too_large_is_a_storage_error_and_not_transient() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("orders.shopify", 1, 1).unwrap();
+        let bus = KafkaBus::connect(
+            &cluster.bootstrap_servers(),
+            &properties(&[("message.max.bytes", "1000")]),
+            KafkaOptions::default(),
+        )
+        .unwrap();
+        let mut large = message("acme:1", 0);
+        large.payload = vec![b'x'; 10_000];
+        let error = bus.publish("orders.shopify", large).await.unwrap_err();
+        assert!(
+            matches!(error, BusError::Storage(Cause::Kafka { .. })),
+            "{error:?}"
+        );
+        assert!(!error.is_transient());
+        bus.publish("orders.shopify", message("acme:1", 1))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -7,21 +7,13 @@
 
 pub mod dead_letter;
 pub mod embedded;
+mod error;
 pub mod kafka;
+
+pub use error::{BusError, Cause};
 
 use crate::model::{Message, Record};
 use async_trait::async_trait;
-
-/// Why the bus could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum BusError {
-    #[error("bus storage error: {0}")]
-    Storage(String),
-    #[error("bus is unavailable: {0}")]
-    Unavailable(String),
-    #[error("bus is shutting down")]
-    Closed,
-}
 
 /// A durable, ordered log of topics.
 #[async_trait]

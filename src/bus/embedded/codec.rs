@@ -6,7 +6,6 @@
 //! A frame is each message's key, headers (JSON) and payload, each of the
 //! three preceded by its length (u32, little-endian).
 
-use super::storage_error;
 use crate::bus::BusError;
 use crate::model::{Headers, Message, Record};
 use sqlx::sqlite::SqlitePool;
@@ -116,7 +115,7 @@ pub(super) fn unpack(
 ) -> Result<(), BusError> {
     let (first, count, stored, encoding) = row;
     let unreadable =
-        |why: &str| BusError::Storage(format!("unreadable batch at {topic}/{first}: {why}"));
+        |why: &str| BusError::invalid(format!("unreadable batch at {topic}/{first}: {why}"));
     let frame = match encoding {
         BATCH => stored,
         BATCH_LZ4 => inflate(&stored).map_err(|why| unreadable(&why))?,
@@ -132,7 +131,7 @@ pub(super) fn unpack(
         }
         let key = std::str::from_utf8(key).map_err(|_| unreadable("a key is not UTF-8"))?;
         let headers: Headers = serde_json::from_slice(headers).map_err(|e| {
-            BusError::Storage(format!("unreadable headers at {topic}/{offset}: {e}"))
+            BusError::invalid(format!("unreadable headers at {topic}/{offset}: {e}"))
         })?;
         out.push(Record {
             topic: topic.to_string(),
@@ -176,7 +175,7 @@ pub(super) async fn read_records(
     .bind(rows)
     .fetch(pool);
     while records.len() < limit {
-        let Some(row) = stream.try_next().await.map_err(|e| storage_error(&e))? else {
+        let Some(row) = stream.try_next().await.map_err(BusError::from)? else {
             break;
         };
         unpack(topic, row, from, limit, &mut records)?;

@@ -94,7 +94,7 @@ impl Consumer for EmbeddedConsumer {
     async fn commit(&mut self, partition: i32, next_offset: i64) -> Result<(), BusError> {
         // A commit for a partition that does not exist would hold back `trim` forever.
         if partition != 0 {
-            return Err(BusError::Storage(format!(
+            return Err(BusError::invalid(format!(
                 "topic {} has only partition 0, cannot commit partition {partition}",
                 self.topic
             )));

@@ -25,11 +25,11 @@ mod writer;
 
 pub use consumer::EmbeddedConsumer;
 
-use super::{Bus, BusError, Consumer};
+use super::{Bus, BusError, Cause, Consumer};
 use crate::clock::now_timestamp;
 use crate::model::{Message, Record};
 use crate::store::sql::SqlStore;
-use crate::store::sqlite::{self, Job, Jobs, SqlitePools};
+use crate::store::sqlite::{self, Job, Jobs, OpenError, SqlitePools};
 use async_trait::async_trait;
 use codec::read_records;
 use sqlx::sqlite::SqliteConnectOptions;
@@ -62,17 +62,19 @@ async fn open_with(
     recheck: Duration,
 ) -> Result<(EmbeddedBus, SqlStore), BusError> {
     tokio::fs::create_dir_all(data_dir).await.map_err(|e| {
-        BusError::Unavailable(format!(
-            "cannot create data directory {}: {e}",
-            data_dir.display()
-        ))
+        BusError::io(
+            format!("cannot create data directory {}", data_dir.display()),
+            e,
+        )
     })?;
     let file = data_dir.join(DATABASE_FILE);
     let pools = sqlite::open(SqliteConnectOptions::new().filename(&file))
         .await
-        .map_err(|e| BusError::Unavailable(format!("{}: {e}", file.display())))?;
-    let writer = sqlite::owned_writer(&file)
-        .map_err(|e| BusError::Unavailable(format!("{}: {e}", file.display())))?;
+        .map_err(|e| match e {
+            OpenError::Connect(e) => BusError::from(e),
+            OpenError::Migrate(e) => BusError::Storage(Cause::Migrate(e)),
+        })?;
+    let writer = sqlite::owned_writer(&file)?;
     let (jobs, queued_jobs) = Jobs::new(QUEUE_DEPTH);
     let bus = EmbeddedBus::start(pools.clone(), recheck, writer, queued_jobs)?;
     Ok((bus, SqlStore::from_sqlite(&pools).with_jobs(jobs)))
@@ -96,33 +98,6 @@ struct Inner {
     stopped: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
 }
 
-/// Maps a database error: a full disk or an unreachable file makes the bus
-/// unavailable (ingest answers 503); anything else is a storage error.
-fn storage_error(error: &sqlx::Error) -> BusError {
-    const SQLITE_BUSY: i64 = 5;
-    const SQLITE_IOERR: i64 = 10;
-    const SQLITE_FULL: i64 = 13;
-    const SQLITE_CANTOPEN: i64 = 14;
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => BusError::Unavailable(error.to_string()),
-        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => BusError::Closed,
-        sqlx::Error::Database(db) => {
-            // Extended result codes keep the primary code in the low byte.
-            let primary = db
-                .code()
-                .and_then(|code| code.parse::<i64>().ok())
-                .map(|code| code & 0xff);
-            match primary {
-                Some(SQLITE_BUSY | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN) => {
-                    BusError::Unavailable(error.to_string())
-                }
-                _ => BusError::Storage(error.to_string()),
-            }
-        }
-        _ => BusError::Storage(error.to_string()),
-    }
-}
-
 impl EmbeddedBus {
     fn start(
         pools: SqlitePools,
@@ -137,7 +112,7 @@ impl EmbeddedBus {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| BusError::Unavailable(format!("cannot start the bus writer: {e}")))?;
+            .map_err(|e| BusError::io("cannot start the bus writer", e))?;
         // The writer gets a thread and a connection of its own: it works
         // synchronously on the database, and every publisher waits for it,
         // so it must neither block nor queue behind request handlers on a
@@ -153,7 +128,7 @@ impl EmbeddedBus {
                 runtime.block_on(run_writer(db, queues, appended_tx));
                 drop(stopped_tx);
             })
-            .map_err(|e| BusError::Unavailable(format!("cannot start the bus writer: {e}")))?;
+            .map_err(|e| BusError::io("cannot start the bus writer", e))?;
         Ok(EmbeddedBus {
             inner: Arc::new(Inner {
                 writer,
@@ -207,7 +182,7 @@ impl EmbeddedBus {
         delivery: Option<Delivery>,
     ) -> Result<Option<i64>, BusError> {
         let headers = serde_json::to_string(&message.headers)
-            .map_err(|e| BusError::Storage(format!("cannot encode headers: {e}")))?;
+            .map_err(|e| BusError::invalid(format!("cannot encode headers: {e}")))?;
         // A frame gives each part a 32-bit length.
         for (part, len) in [
             ("key", message.key.len()),
@@ -215,7 +190,7 @@ impl EmbeddedBus {
             ("payload", message.payload.len()),
         ] {
             if u32::try_from(len).is_err() {
-                return Err(BusError::Storage(format!(
+                return Err(BusError::invalid(format!(
                     "message {part} of {len} bytes is too large for the embedded bus"
                 )));
             }
@@ -247,7 +222,7 @@ impl Bus for EmbeddedBus {
     async fn publish(&self, topic: &str, message: Message) -> Result<i64, BusError> {
         self.append(topic, message, None)
             .await?
-            .ok_or_else(|| BusError::Storage("append got no offset".into()))
+            .ok_or_else(|| BusError::invalid("append got no offset"))
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, BusError> {
@@ -262,7 +237,7 @@ impl Bus for EmbeddedBus {
         .bind(&now)
         .execute(&self.inner.pools.write)
         .await
-        .map_err(|e| storage_error(&e))?;
+        .map_err(BusError::from)?;
         let position: i64 = sqlx::query_scalar(
             "SELECT next_offset FROM bus_offsets WHERE topic = $1 AND group_name = $2 AND partition = 0",
         )
@@ -270,7 +245,7 @@ impl Bus for EmbeddedBus {
         .bind(group)
         .fetch_optional(&self.inner.pools.write)
         .await
-        .map_err(|e| storage_error(&e))?
+        .map_err(BusError::from)?
         .unwrap_or(0);
         Ok(Box::new(EmbeddedConsumer::new(
             self, topic, group, position,
@@ -285,7 +260,7 @@ impl Bus for EmbeddedBus {
         sqlx::query_scalar("SELECT topic FROM bus_topics ORDER BY topic")
             .fetch_all(&self.inner.pools.read)
             .await
-            .map_err(|e| storage_error(&e))
+            .map_err(BusError::from)
     }
 
     /// Stops the writer after what it was given, and closes the
@@ -302,7 +277,7 @@ impl Bus for EmbeddedBus {
         sqlx::query("SELECT 1")
             .execute(&self.inner.pools.write)
             .await
-            .map_err(|e| storage_error(&e))?;
+            .map_err(BusError::from)?;
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! past and is older than the retention is deleted, a whole row at a time;
 //! dead letters stay until an operator deals with them (DESIGN §8).
 
-use super::{EmbeddedBus, storage_error};
+use super::EmbeddedBus;
 use crate::bus::BusError;
 use crate::clock::{earlier, timestamp};
 use std::time::Duration;
@@ -29,7 +29,7 @@ impl EmbeddedBus {
         )
         .fetch_all(&self.inner.pools.read)
         .await
-        .map_err(|e| storage_error(&e))?;
+        .map_err(BusError::from)?;
         let mut deleted = 0;
         for (topic, next_offset, committed, first) in topics {
             if topic.starts_with(DEAD_LETTER_PREFIX) {
@@ -66,7 +66,7 @@ impl EmbeddedBus {
             .bind(cutoff)
             .fetch_all(&self.inner.pools.write)
             .await
-            .map_err(|e| storage_error(&e))?;
+            .map_err(BusError::from)?;
             deleted += gone
                 .iter()
                 .map(|(_, messages)| u64::try_from(*messages).unwrap_or(0))

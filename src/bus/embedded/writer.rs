@@ -8,6 +8,7 @@ use crate::clock::now_timestamp;
 use crate::store::sqlite::Job;
 use rusqlite::params;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most operations committed in one transaction.
@@ -128,33 +129,19 @@ fn answer(
             any_appended
         }
         Err(error) => {
+            let error = Arc::new(error);
             for op in batch {
                 match op {
                     WriteOp::Append { done, .. } => {
-                        let _ = done.send(Err(batch_error(&error)));
+                        let _ = done.send(Err(BusError::writer(&error)));
                     }
                     WriteOp::Commit { done, .. } => {
-                        let _ = done.send(Err(batch_error(&error)));
+                        let _ = done.send(Err(BusError::writer(&error)));
                     }
                 }
             }
             false
         }
-    }
-}
-
-/// As `storage_error` says for `sqlx`: a full disk or an unreachable file
-/// makes the bus unavailable, anything else is a storage error.
-fn batch_error(error: &rusqlite::Error) -> BusError {
-    use rusqlite::ErrorCode;
-    match error.sqlite_error_code() {
-        Some(
-            ErrorCode::DatabaseBusy
-            | ErrorCode::SystemIoFailure
-            | ErrorCode::DiskFull
-            | ErrorCode::CannotOpen,
-        ) => BusError::Unavailable(error.to_string()),
-        _ => BusError::Storage(error.to_string()),
     }
 }
 
