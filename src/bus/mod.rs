@@ -30,6 +30,19 @@ pub trait Bus: Send + Sync + 'static {
     /// for inspection (`waybill dlq`).
     async fn read(&self, topic: &str, from: i64, limit: usize) -> Result<Vec<Record>, BusError>;
 
+    /// Reads messages of one partition of a topic from `from` (inclusive),
+    /// for inspection: a partition holds offsets of its own.
+    async fn read_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<Record>, BusError>;
+
+    /// The partitions of a topic, in order, for inspection.
+    async fn partitions(&self, topic: &str) -> Result<Vec<i32>, BusError>;
+
     /// Topics that exist, for inspection.
     async fn topics(&self) -> Result<Vec<String>, BusError>;
 

@@ -256,6 +256,23 @@ impl Bus for EmbeddedBus {
         read_records(&self.inner.pools.read, topic, from, limit).await
     }
 
+    async fn read_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<Record>, BusError> {
+        if partition != 0 {
+            return Ok(Vec::new());
+        }
+        read_records(&self.inner.pools.read, topic, from, limit).await
+    }
+
+    async fn partitions(&self, _topic: &str) -> Result<Vec<i32>, BusError> {
+        Ok(vec![0])
+    }
+
     async fn topics(&self) -> Result<Vec<String>, BusError> {
         sqlx::query_scalar("SELECT topic FROM bus_topics ORDER BY topic")
             .fetch_all(&self.inner.pools.read)
