@@ -342,7 +342,7 @@ mod tests {
             topic: "dlq.p".into(),
             partition: 4,
             offset: 17,
-            message: envelope(&record(b"{}"), &failure()),
+            ..record(b"{}")
         };
         let marker = Record {
             topic: "dlq.p".into(),
