@@ -941,6 +941,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn partition_zero_is_the_whole_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = open(dir.path()).await;
+        for i in 0..5 {
+            bus.publish("dlq.p", message(&i.to_string(), b"d"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(bus.partitions("dlq.p").await.unwrap(), [0]);
+        let read = bus.read_partition("dlq.p", 0, 2, 2).await.unwrap();
+        assert_eq!(read.iter().map(|r| r.offset).collect::<Vec<_>>(), [2, 3]);
+        assert!(
+            bus.read_partition("dlq.p", 1, 0, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
     async fn only_partition_zero_can_be_committed() {
         let dir = tempfile::tempdir().unwrap();
         let bus = open(dir.path()).await;
