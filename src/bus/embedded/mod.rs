@@ -308,7 +308,7 @@ mod tests {
     use crate::store::Store;
     use std::collections::HashMap;
 
-    fn message(key: &str, payload: &[u8]) -> Message {
+    pub(super) fn message(key: &str, payload: &[u8]) -> Message {
         let mut headers = Headers::new();
         headers.insert(header::ID.into(), format!("id-{key}"));
         headers.insert(header::SOURCE.into(), "shopify".into());
@@ -319,12 +319,12 @@ mod tests {
         }
     }
 
-    async fn open(dir: &Path) -> EmbeddedBus {
+    pub(super) async fn open(dir: &Path) -> EmbeddedBus {
         open_embedded(dir).await.unwrap().0
     }
 
     /// The keys of `topic`'s messages from offset `from` on.
-    async fn keys(bus: &EmbeddedBus, topic: &str, from: i64) -> Vec<String> {
+    pub(super) async fn keys(bus: &EmbeddedBus, topic: &str, from: i64) -> Vec<String> {
         let records = bus.read(topic, from, 1000).await.unwrap();
         records.into_iter().map(|r| r.message.key).collect()
     }
@@ -366,7 +366,7 @@ mod tests {
         assert_eq!(stored[2].0, BATCH);
     }
 
-    fn append(
+    pub(super) fn append(
         topic: &str,
         key: &str,
         payload: Vec<u8>,
@@ -627,116 +627,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn trim_keeps_what_a_group_has_not_committed_and_all_dead_letters() {
-        let dir = tempfile::tempdir().unwrap();
-        let bus = open(dir.path()).await;
-        for i in 0..10 {
-            bus.publish("orders", message(&i.to_string(), b"o"))
-                .await
-                .unwrap();
-        }
-        for topic in ["dlq.shopify-orders", "unread"] {
-            for i in 0..3 {
-                bus.publish(topic, message(&i.to_string(), b"d"))
-                    .await
-                    .unwrap();
-            }
-        }
-        let mut fast = bus.subscribe("orders", "fast").await.unwrap();
-        let mut slow = bus.subscribe("orders", "slow").await.unwrap();
-        fast.commit(0, 8).await.unwrap();
-        slow.commit(0, 4).await.unwrap();
-
-        assert_eq!(bus.trim(Duration::from_secs(3600)).await.unwrap(), 0);
-        assert_eq!(bus.trim(Duration::ZERO).await.unwrap(), 4 + 3);
-        let left: Vec<i64> = bus
-            .read("orders", 0, 100)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.offset)
-            .collect();
-        assert_eq!(left, (4..10).collect::<Vec<_>>());
-        assert_eq!(
-            bus.read("dlq.shopify-orders", 0, 100).await.unwrap().len(),
-            3
-        );
-        assert!(bus.read("unread", 0, 100).await.unwrap().is_empty());
-        // Offsets keep counting after trimming, even for an emptied topic.
-        assert_eq!(bus.publish("unread", message("k", b"")).await.unwrap(), 3);
-        assert_eq!(slow.poll(100, Duration::ZERO).await.unwrap()[0].offset, 4);
-    }
-
-    #[tokio::test]
-    async fn a_job_that_fails_or_declines_undoes_only_its_own_statements() {
-        let dir = tempfile::tempdir().unwrap();
-        let bus = open(dir.path()).await;
-        let (jobs, mut queued) = Jobs::new(8);
-        let insert = |id: &'static str, then: &'static str| {
-            let jobs = jobs.clone();
-            tokio::spawn(async move {
-                jobs.run(move |db| {
-                    db.execute(
-                        "INSERT INTO webhook_deliveries VALUES ('job', 'a', ?1, 'now')",
-                        [id],
-                    )?;
-                    match then {
-                        "keep" => Ok(Some(id)),
-                        "decline" => Ok(None),
-                        _ => db
-                            .execute("INSERT INTO no_such_table VALUES (1)", [])
-                            .map(|_| None),
-                    }
-                })
-                .await
-            })
-        };
-        let answers = [
-            insert("kept", "keep"),
-            insert("failed", "fail"),
-            insert("declined", "decline"),
-            insert("also kept", "keep"),
-        ];
-        let mut work = Vec::new();
-        while work.len() < answers.len() {
-            queued.recv_many(&mut work, 8).await;
-        }
-        // The four jobs and an append, in one transaction.
-        let (op, _answer) = append("orders", "k", b"o".to_vec());
-        let db = sqlite::owned_writer(&dir.path().join(DATABASE_FILE)).unwrap();
-        let offsets = write_batch(&db, &mut [op], &mut work).unwrap();
-        assert_eq!(offsets, [Some(0)]);
-        for job in work {
-            job.finish(Ok(()));
-        }
-        let mut outcomes = Vec::new();
-        for answer in answers {
-            outcomes.push(answer.await.unwrap());
-        }
-        assert_eq!(outcomes[0], Ok(Some("kept")));
-        assert!(outcomes[1].as_ref().unwrap_err().contains("no_such_table"));
-        assert_eq!(outcomes[2], Ok(None));
-        assert_eq!(outcomes[3], Ok(Some("also kept")));
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT delivery_id FROM webhook_deliveries WHERE source = 'job' ORDER BY delivery_id",
-        )
-        .fetch_all(&bus.inner.pools.read)
-        .await
-        .unwrap();
-        assert_eq!(ids, ["also kept", "kept"]);
-        assert_eq!(bus.read("orders", 0, 10).await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_failed_commit_reaches_every_job_as_an_error() {
-        let (jobs, mut queued) = Jobs::new(1);
-        let answer = tokio::spawn(async move { jobs.run(|_| Ok(Some(()))).await });
-        let job = queued.recv().await.unwrap();
-        job.finish(Err("disk I/O error".into()));
-        assert_eq!(answer.await.unwrap(), Err("disk I/O error".to_string()));
-    }
-
-    #[tokio::test]
     async fn small_polls_walk_a_batch_row_in_order_and_resume_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let bus = open(dir.path()).await;
@@ -761,28 +651,6 @@ mod tests {
         }
         let expected: Vec<(i64, String)> = (0..41).map(|i| (i, i.to_string())).collect();
         assert_eq!(seen, expected);
-    }
-
-    #[tokio::test]
-    async fn trim_removes_a_batch_only_once_every_group_is_past_all_of_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let bus = open(dir.path()).await;
-        let mut batch: Vec<_> = (0..10)
-            .map(|i| append("orders", &i.to_string(), b"o".to_vec()).0)
-            .collect();
-        let db = sqlite::owned_writer(&dir.path().join(DATABASE_FILE)).unwrap();
-        write_batch(&db, &mut batch, &mut []).unwrap();
-        for i in 10..13 {
-            bus.publish("orders", message(&i.to_string(), b"o"))
-                .await
-                .unwrap();
-        }
-        let mut group = bus.subscribe("orders", "g").await.unwrap();
-        group.commit(0, 9).await.unwrap();
-        assert_eq!(bus.trim(Duration::ZERO).await.unwrap(), 0);
-        group.commit(0, 12).await.unwrap();
-        assert_eq!(bus.trim(Duration::ZERO).await.unwrap(), 12);
-        assert_eq!(keys(&bus, "orders", 0).await, ["12"]);
     }
 
     #[tokio::test]

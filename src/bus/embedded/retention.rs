@@ -86,3 +86,76 @@ impl EmbeddedBus {
         Ok(deleted)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::DATABASE_FILE;
+    use super::super::tests::{append, keys, message, open};
+    use super::super::writer::write_batch;
+    use crate::bus::Bus;
+    use crate::store::sqlite;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn trim_keeps_what_a_group_has_not_committed_and_all_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = open(dir.path()).await;
+        for i in 0..10 {
+            bus.publish("orders", message(&i.to_string(), b"o"))
+                .await
+                .unwrap();
+        }
+        for topic in ["dlq.shopify-orders", "unread"] {
+            for i in 0..3 {
+                bus.publish(topic, message(&i.to_string(), b"d"))
+                    .await
+                    .unwrap();
+            }
+        }
+        let mut fast = bus.subscribe("orders", "fast").await.unwrap();
+        let mut slow = bus.subscribe("orders", "slow").await.unwrap();
+        fast.commit(0, 8).await.unwrap();
+        slow.commit(0, 4).await.unwrap();
+
+        assert_eq!(bus.trim(Duration::from_secs(3600)).await.unwrap(), 0);
+        assert_eq!(bus.trim(Duration::ZERO).await.unwrap(), 4 + 3);
+        let left: Vec<i64> = bus
+            .read("orders", 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.offset)
+            .collect();
+        assert_eq!(left, (4..10).collect::<Vec<_>>());
+        assert_eq!(
+            bus.read("dlq.shopify-orders", 0, 100).await.unwrap().len(),
+            3
+        );
+        assert!(bus.read("unread", 0, 100).await.unwrap().is_empty());
+        // Offsets keep counting after trimming, even for an emptied topic.
+        assert_eq!(bus.publish("unread", message("k", b"")).await.unwrap(), 3);
+        assert_eq!(slow.poll(100, Duration::ZERO).await.unwrap()[0].offset, 4);
+    }
+
+    #[tokio::test]
+    async fn trim_removes_a_batch_only_once_every_group_is_past_all_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = open(dir.path()).await;
+        let mut batch: Vec<_> = (0..10)
+            .map(|i| append("orders", &i.to_string(), b"o".to_vec()).0)
+            .collect();
+        let db = sqlite::owned_writer(&dir.path().join(DATABASE_FILE)).unwrap();
+        write_batch(&db, &mut batch, &mut []).unwrap();
+        for i in 10..13 {
+            bus.publish("orders", message(&i.to_string(), b"o"))
+                .await
+                .unwrap();
+        }
+        let mut group = bus.subscribe("orders", "g").await.unwrap();
+        group.commit(0, 9).await.unwrap();
+        assert_eq!(bus.trim(Duration::ZERO).await.unwrap(), 0);
+        group.commit(0, 12).await.unwrap();
+        assert_eq!(bus.trim(Duration::ZERO).await.unwrap(), 12);
+        assert_eq!(keys(&bus, "orders", 0).await, ["12"]);
+    }
+}

@@ -349,3 +349,81 @@ fn rows(positions: &[usize], size: impl Fn(usize) -> usize) -> Vec<&[usize]> {
     }
     rows
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::DATABASE_FILE;
+    use super::super::tests::{append, open};
+    use super::*;
+    use crate::bus::Bus;
+    use crate::store::sqlite::{self, Jobs};
+
+    #[tokio::test]
+    async fn a_job_that_fails_or_declines_undoes_only_its_own_statements() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = open(dir.path()).await;
+        let (jobs, mut queued) = Jobs::new(8);
+        let insert = |id: &'static str, then: &'static str| {
+            let jobs = jobs.clone();
+            tokio::spawn(async move {
+                jobs.run(move |db| {
+                    db.execute(
+                        "INSERT INTO webhook_deliveries VALUES ('job', 'a', ?1, 'now')",
+                        [id],
+                    )?;
+                    match then {
+                        "keep" => Ok(Some(id)),
+                        "decline" => Ok(None),
+                        _ => db
+                            .execute("INSERT INTO no_such_table VALUES (1)", [])
+                            .map(|_| None),
+                    }
+                })
+                .await
+            })
+        };
+        let answers = [
+            insert("kept", "keep"),
+            insert("failed", "fail"),
+            insert("declined", "decline"),
+            insert("also kept", "keep"),
+        ];
+        let mut work = Vec::new();
+        while work.len() < answers.len() {
+            queued.recv_many(&mut work, 8).await;
+        }
+        // The four jobs and an append, in one transaction.
+        let (op, _answer) = append("orders", "k", b"o".to_vec());
+        let db = sqlite::owned_writer(&dir.path().join(DATABASE_FILE)).unwrap();
+        let offsets = write_batch(&db, &mut [op], &mut work).unwrap();
+        assert_eq!(offsets, [Some(0)]);
+        for job in work {
+            job.finish(Ok(()));
+        }
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await.unwrap());
+        }
+        assert_eq!(outcomes[0], Ok(Some("kept")));
+        assert!(outcomes[1].as_ref().unwrap_err().contains("no_such_table"));
+        assert_eq!(outcomes[2], Ok(None));
+        assert_eq!(outcomes[3], Ok(Some("also kept")));
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT delivery_id FROM webhook_deliveries WHERE source = 'job' ORDER BY delivery_id",
+        )
+        .fetch_all(&bus.inner.pools.read)
+        .await
+        .unwrap();
+        assert_eq!(ids, ["also kept", "kept"]);
+        assert_eq!(bus.read("orders", 0, 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_reaches_every_job_as_an_error() {
+        let (jobs, mut queued) = Jobs::new(1);
+        let answer = tokio::spawn(async move { jobs.run(|_| Ok(Some(()))).await });
+        let job = queued.recv().await.unwrap();
+        job.finish(Err("disk I/O error".into()));
+        assert_eq!(answer.await.unwrap(), Err("disk I/O error".to_string()));
+    }
+}
