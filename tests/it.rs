@@ -4,6 +4,8 @@
 mod common;
 #[path = "it/crash.rs"]
 mod crash;
+#[path = "it/dlq.rs"]
+mod dlq;
 #[path = "it/golden.rs"]
 mod golden;
 #[path = "it/outage.rs"]

@@ -173,6 +173,37 @@ pub fn describe(record: &Record) -> DeadLetter {
     }
 }
 
+/// Header of a replay marker: the `PARTITION:OFFSET` of the dead letter
+/// that was replayed, in the same dead-letter topic. A marker has no
+/// payload and is not a dead letter itself.
+///
+/// Markers live in the dead-letter topic rather than the store so that a
+/// replay is recorded durably, for every instance, on both backends, and
+/// travels with the letters it speaks of.
+pub const REPLAYED: &str = "waybill-replayed";
+
+/// The marker saying that `letter` was replayed.
+pub fn replay_marker(letter: &Record) -> Message {
+    let mut headers = crate::model::Headers::new();
+    headers.insert(
+        REPLAYED.to_string(),
+        format!("{}:{}", letter.partition, letter.offset),
+    );
+    Message {
+        key: letter.message.key.clone(),
+        headers,
+        payload: Vec::new(),
+    }
+}
+
+/// The partition and offset of the letter a replay marker names; `None` for
+/// a record that is not a marker (or names nothing readable).
+pub fn replayed(record: &Record) -> Option<(i32, i64)> {
+    let named = record.message.headers.get(REPLAYED)?;
+    let (partition, offset) = named.split_once(':')?;
+    Some((partition.parse().ok()?, offset.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +335,28 @@ mod tests {
             Some("1002")
         );
         assert_eq!(describe(&record(br#"["name"]"#)).order_name, None);
+    }
+
+    #[test]
+    fn a_replay_marker_names_its_letter_and_nothing_else_is_one() {
+        let letter = Record {
+            topic: "dlq.p".into(),
+            partition: 4,
+            offset: 17,
+            ..record(b"{}")
+        };
+        let marker = Record {
+            topic: "dlq.p".into(),
+            partition: 4,
+            offset: 18,
+            message: replay_marker(&letter),
+        };
+        assert_eq!(replayed(&marker), Some((4, 17)));
+        assert!(marker.message.payload.is_empty());
+        assert_eq!(replayed(&letter), None);
+        let mut odd = marker.clone();
+        odd.message.headers.insert(REPLAYED.into(), "4".into());
+        assert_eq!(replayed(&odd), None);
     }
 
     #[test]

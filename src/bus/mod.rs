@@ -7,21 +7,13 @@
 
 pub mod dead_letter;
 pub mod embedded;
+mod error;
 pub mod kafka;
+
+pub use error::{BusError, Cause};
 
 use crate::model::{Message, Record};
 use async_trait::async_trait;
-
-/// Why the bus could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum BusError {
-    #[error("bus storage error: {0}")]
-    Storage(String),
-    #[error("bus is unavailable: {0}")]
-    Unavailable(String),
-    #[error("bus is shutting down")]
-    Closed,
-}
 
 /// A durable, ordered log of topics.
 #[async_trait]
@@ -37,6 +29,19 @@ pub trait Bus: Send + Sync + 'static {
     /// Reads messages of a topic from `from` (inclusive) without a group,
     /// for inspection (`waybill dlq`).
     async fn read(&self, topic: &str, from: i64, limit: usize) -> Result<Vec<Record>, BusError>;
+
+    /// Reads messages of one partition of a topic from `from` (inclusive),
+    /// for inspection: a partition holds offsets of its own.
+    async fn read_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<Record>, BusError>;
+
+    /// The partitions of a topic, in order, for inspection.
+    async fn partitions(&self, topic: &str) -> Result<Vec<i32>, BusError>;
 
     /// Topics that exist, for inspection.
     async fn topics(&self) -> Result<Vec<String>, BusError>;

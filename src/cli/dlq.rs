@@ -1,6 +1,9 @@
 //! `waybill dlq`: list, show and replay dead letters (DESIGN §10).
 //!
 //! A dead letter's id is `TOPIC:PARTITION:OFFSET`, e.g. `dlq.shopify-orders:0:3`.
+//! A replay appends a marker naming the letter to its dead-letter topic
+//! (see [`dead_letter::REPLAYED`]); `list` shows a replayed letter as such,
+//! and `replay --pipeline` leaves it alone.
 //!
 //! ```sh
 //! waybill dlq list
@@ -36,24 +39,53 @@ pub enum DlqCommand {
     },
 }
 
-/// Reads a whole topic, page by page.
-async fn read_all(bus: &dyn Bus, topic: &str) -> anyhow::Result<Vec<Record>> {
-    const PAGE: usize = 1000;
+/// Records asked for per read.
+const PAGE: usize = 1000;
+
+/// A dead letter as `waybill dlq list` shows it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// `TOPIC:PARTITION:OFFSET`.
+    pub id: String,
+    pub record: Record,
+    pub letter: DeadLetter,
+    /// Whether a replay marker names it.
+    pub replayed: bool,
+}
+
+/// Reads every partition of a topic to its end, `page` records per read.
+async fn read_all(bus: &dyn Bus, topic: &str, page: usize) -> anyhow::Result<Vec<Record>> {
     let mut all: Vec<Record> = Vec::new();
-    let mut from = 0;
-    loop {
-        let page = bus.read(topic, from, PAGE).await?;
-        let Some(last) = page.iter().map(|r| r.offset).max() else {
-            break;
-        };
-        let full = page.len() == PAGE;
-        all.extend(page);
-        if !full {
-            break;
+    for partition in bus.partitions(topic).await? {
+        let mut from = 0;
+        loop {
+            let got = bus.read_partition(topic, partition, from, page).await?;
+            let Some(last) = got.last().map(|r| r.offset) else {
+                break;
+            };
+            all.extend(got);
+            from = last + 1;
         }
-        from = last + 1;
     }
     Ok(all)
+}
+
+/// Every dead letter of `topic`, reading `page` records at a time, with
+/// replay markers folded into the letters they name.
+pub async fn letters(bus: &dyn Bus, topic: &str, page: usize) -> anyhow::Result<Vec<Listed>> {
+    let records = read_all(bus, topic, page).await?;
+    let replayed: std::collections::HashSet<(i32, i64)> =
+        records.iter().filter_map(dead_letter::replayed).collect();
+    Ok(records
+        .into_iter()
+        .filter(|record| dead_letter::replayed(record).is_none())
+        .map(|record| Listed {
+            id: id_of(&record),
+            letter: dead_letter::describe(&record),
+            replayed: replayed.contains(&(record.partition, record.offset)),
+            record,
+        })
+        .collect())
 }
 
 fn id_of(record: &Record) -> String {
@@ -93,12 +125,13 @@ fn dead_letter_topics(
     Ok(chosen)
 }
 
-async fn find(bus: &dyn Bus, id: &str) -> anyhow::Result<Record> {
+/// The dead letter `id` names.
+pub async fn find(bus: &dyn Bus, id: &str) -> anyhow::Result<Record> {
     let (topic, partition, offset) = parse_id(id)?;
-    bus.read(&topic, offset, 64)
+    bus.read_partition(&topic, partition, offset, 1)
         .await?
         .into_iter()
-        .find(|r| r.partition == partition && r.offset == offset)
+        .find(|r| r.offset == offset && dead_letter::replayed(r).is_none())
         .with_context(|| format!("no dead letter {id}"))
 }
 
@@ -138,84 +171,123 @@ pub async fn run(
     match command {
         DlqCommand::List { pipeline } => {
             for (name, topic) in dead_letter_topics(config, pipeline.as_deref())? {
-                for record in read_all(bus, &topic).await? {
-                    let d: DeadLetter = dead_letter::describe(&record);
-                    println!(
-                        "{}\t{}\t{}\t{}\t{}\t{}",
-                        id_of(&record),
-                        d.pipeline.as_deref().unwrap_or(&name),
-                        d.class.map(|c| c.as_str()).unwrap_or("-"),
-                        d.key,
-                        d.order_name.as_deref().unwrap_or("-"),
-                        one_line(d.message.as_deref().unwrap_or("")),
-                    );
+                for listed in letters(bus, &topic, PAGE).await? {
+                    println!("{}", list_line(&name, &listed));
                 }
             }
-            Ok(0)
         }
         DlqCommand::Show { id } => {
-            let record = find(bus, &id).await?;
-            let d = dead_letter::describe(&record);
-            let payload =
-                serde_json::from_slice::<Value>(&record.message.payload).unwrap_or_else(|_| {
-                    Value::String(String::from_utf8_lossy(&record.message.payload).into_owned())
-                });
-            let out = json!({
-                "id": id_of(&record),
-                "pipeline": d.pipeline,
-                "stage": d.stage,
-                "class": d.class.map(|c| c.as_str()),
-                "message": d.message,
-                "attempts": d.attempts,
-                "first_failed_at": d.first_failed_at,
-                "last_failed_at": d.last_failed_at,
-                "origin": d.origin.map(|o| json!({ "topic": o.topic, "partition": o.partition, "offset": o.offset })),
-                "key": d.key,
-                "order_name": d.order_name,
-                "request": d.request,
-                "response": d.response,
-                "headers": record.message.headers,
-                "payload": payload,
-            });
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(0)
+            println!("{}", serde_json::to_string_pretty(&show(bus, &id).await?)?);
         }
         DlqCommand::Replay { id, pipeline } => {
-            let records = match (id, pipeline) {
-                (Some(id), _) => vec![find(bus, &id).await?],
-                (None, Some(name)) => {
-                    let mut all = Vec::new();
-                    for (_, topic) in dead_letter_topics(config, Some(&name))? {
-                        all.extend(read_all(bus, &topic).await?);
-                    }
-                    all
-                }
-                (None, None) => anyhow::bail!("give a dead letter id or --pipeline"),
-            };
-            for record in &records {
-                let d = dead_letter::describe(record);
-                let target = match d.origin {
-                    Some(origin) => origin.topic,
-                    None => d
-                        .pipeline
-                        .as_deref()
-                        .and_then(|p| config.pipelines.iter().find(|x| x.name == p))
-                        .map(|p| p.input.clone())
-                        .with_context(|| {
-                            format!(
-                                "dead letter {} names no origin topic or known pipeline",
-                                id_of(record)
-                            )
-                        })?,
-                };
-                let offset = bus.publish(&target, original(record)).await?;
-                println!(
-                    "replayed {} onto {target} at offset {offset}",
-                    id_of(record)
-                );
+            for line in replay(config, bus, id.as_deref(), pipeline.as_deref()).await? {
+                println!("{line}");
             }
-            Ok(0)
         }
+    }
+    Ok(0)
+}
+
+/// One line of `waybill dlq list`: id, pipeline, class, key, order name,
+/// message, and `replayed` once the letter was replayed (else `-`).
+fn list_line(pipeline: &str, listed: &Listed) -> String {
+    let d = &listed.letter;
+    format!(
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+        listed.id,
+        d.pipeline.as_deref().unwrap_or(pipeline),
+        d.class.map(|c| c.as_str()).unwrap_or("-"),
+        d.key,
+        d.order_name.as_deref().unwrap_or("-"),
+        one_line(d.message.as_deref().unwrap_or("")),
+        if listed.replayed { "replayed" } else { "-" },
+    )
+}
+
+/// Everything about the dead letter `id`, as `waybill dlq show` prints it.
+pub async fn show(bus: &dyn Bus, id: &str) -> anyhow::Result<Value> {
+    let record = find(bus, id).await?;
+    let replayed = letters(bus, &record.topic, PAGE)
+        .await?
+        .iter()
+        .any(|listed| listed.replayed && listed.id == id_of(&record));
+    let d = dead_letter::describe(&record);
+    let payload = serde_json::from_slice::<Value>(&record.message.payload).unwrap_or_else(|_| {
+        Value::String(String::from_utf8_lossy(&record.message.payload).into_owned())
+    });
+    Ok(json!({
+        "id": id_of(&record),
+        "pipeline": d.pipeline,
+        "stage": d.stage,
+        "class": d.class.map(|c| c.as_str()),
+        "message": d.message,
+        "attempts": d.attempts,
+        "first_failed_at": d.first_failed_at,
+        "last_failed_at": d.last_failed_at,
+        "origin": d.origin.map(|o| json!({ "topic": o.topic, "partition": o.partition, "offset": o.offset })),
+        "key": d.key,
+        "order_name": d.order_name,
+        "request": d.request,
+        "response": d.response,
+        "replayed": replayed,
+        "headers": record.message.headers,
+        "payload": payload,
+    }))
+}
+
+/// Re-enqueues the dead letter `id`, or every letter of `pipeline` not
+/// replayed yet, onto its origin topic, and marks each replayed. Answers a
+/// line per letter.
+pub async fn replay(
+    config: &Config,
+    bus: &dyn Bus,
+    id: Option<&str>,
+    pipeline: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let records = match (id, pipeline) {
+        (Some(id), _) => vec![find(bus, id).await?],
+        (None, Some(name)) => {
+            let mut all = Vec::new();
+            for (_, topic) in dead_letter_topics(config, Some(name))? {
+                let waiting = letters(bus, &topic, PAGE).await?.into_iter();
+                all.extend(waiting.filter(|l| !l.replayed).map(|l| l.record));
+            }
+            all
+        }
+        (None, None) => anyhow::bail!("give a dead letter id or --pipeline"),
+    };
+    let mut lines = Vec::with_capacity(records.len());
+    for record in &records {
+        let target = origin_topic(config, record)?;
+        let offset = bus.publish(&target, original(record)).await?;
+        bus.publish(&record.topic, dead_letter::replay_marker(record))
+            .await
+            .with_context(|| format!("{} was replayed but not marked", id_of(record)))?;
+        lines.push(format!(
+            "replayed {} onto {target} at offset {offset}",
+            id_of(record)
+        ));
+    }
+    Ok(lines)
+}
+
+/// Where a dead letter goes back to: its origin topic, or else its
+/// pipeline's input.
+fn origin_topic(config: &Config, record: &Record) -> anyhow::Result<String> {
+    let d = dead_letter::describe(record);
+    match d.origin {
+        Some(origin) => Ok(origin.topic),
+        None => d
+            .pipeline
+            .as_deref()
+            .and_then(|p| config.pipelines.iter().find(|x| x.name == p))
+            .map(|p| p.input.clone())
+            .with_context(|| {
+                format!(
+                    "dead letter {} names no origin topic or known pipeline",
+                    id_of(record)
+                )
+            }),
     }
 }
 

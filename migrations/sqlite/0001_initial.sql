@@ -1,3 +1,5 @@
+-- The whole schema of the SQLite file shared by the store and the embedded bus.
+
 -- Store: webhook delivery ids, booking idempotency keys and the audit trail.
 -- Timestamps are RFC 3339 UTC text of fixed width, so text order is time order.
 
@@ -40,3 +42,37 @@ CREATE TABLE booking_audit (
     at          TEXT NOT NULL
 );
 CREATE INDEX booking_audit_key ON booking_audit (booking_key, id);
+
+-- Embedded bus: one partition (0) per topic, offsets counted per topic from 0.
+
+CREATE TABLE bus_topics (
+    topic       TEXT PRIMARY KEY,
+    -- the offset the next appended message gets; survives trimming
+    next_offset INTEGER NOT NULL
+);
+
+-- Messages are stored in batches, as Kafka stores record batches: the
+-- messages one commit appends to a topic share a row, framed one after
+-- another and compressed as one block, with `seq` the offset of the first
+-- and `messages` how many. A rowid table, so appends land at the end of its
+-- b-tree instead of splitting index pages that hold whole large rows.
+CREATE TABLE bus_batches (
+    id          INTEGER PRIMARY KEY,
+    topic       TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    messages    INTEGER NOT NULL,
+    payload     BLOB NOT NULL,
+    -- 0: the frame as laid out; 1: the frame as an LZ4 block with its length first (4 bytes, little-endian)
+    encoding    INTEGER NOT NULL,
+    appended_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX bus_batches_topic_seq ON bus_batches (topic, seq);
+
+CREATE TABLE bus_offsets (
+    topic       TEXT NOT NULL,
+    group_name  TEXT NOT NULL,
+    partition   INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (topic, group_name, partition)
+);
