@@ -7,21 +7,25 @@
 //! # Layout
 //!
 //! - [`config`]: YAML exactly as written → checked, resolved objects; every error at once.
-//! - [`model`]: canonical messages, shipments, booking keys and results, statuses.
-//! - [`bus`]: the [`bus::Bus`] trait and its backends (embedded SQLite log).
-//! - [`store`]: the [`store::Store`] trait: delivery ids, booking idempotency, shipments, audit.
-//! - [`sources`]: webhook ingest (verify → dedupe → enqueue), one file per store source.
+//! - [`model`]: canonical messages, shipments, booking keys and results, statuses, and the one
+//!   [`model::Failure`] a step gives up with.
+//! - [`bus`]: the [`bus::Bus`] trait and its backends: the embedded SQLite log and Kafka.
+//! - [`store`]: the [`store::Store`] trait over SQLite and PostgreSQL: delivery ids, booking
+//!   idempotency, shipments, audit.
+//! - [`sources`]: webhook ingest (verify → dedupe → enqueue) as each store connector declares it.
 //! - [`mapping`]: minijinja field-mapping templates and expressions.
 //! - [`stages`]: pipeline steps as plain functions over an envelope.
-//! - [`connector`]: the declarative HTTP connector engine and the sandbox courier.
+//! - [`connector`]: connector definitions (as written → checked), the declarative HTTP engine
+//!   and the sandbox courier.
 //! - [`sinks`]: idempotent courier booking.
 //! - [`runtime`]: pipeline runner, HTTP server, shutdown.
 //! - [`telemetry`]: metrics registry and named events.
-//! - [`clock`]: time helpers every part shares (a leaf).
-//! - [`diagnostic`]: located problems, `FILE:LINE:COL: message`, and "did you mean" (a leaf).
-//! - [`yaml`]: the one YAML reader: positioned nodes and serde over them (below config,
-//!   connector and mapping).
 //! - [`cli`]: one file per subcommand.
+//!
+//! Below all of them: [`diagnostic`] (located problems with "did you mean") and [`clock`]
+//! (time helpers), which import nothing from the crate, and [`yaml`], the one positioned-YAML
+//! reader, which imports only `diagnostic`.
+//! `config` compiles mappings and connectors, so `mapping` and `connector` never import `config`.
 
 pub mod bus;
 pub mod cli;

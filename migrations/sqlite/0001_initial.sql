@@ -17,7 +17,7 @@ CREATE TABLE bookings (
     account         TEXT NOT NULL,
     order_id        TEXT NOT NULL,
     sequence        INTEGER NOT NULL,
-    status          TEXT NOT NULL CHECK (status IN ('reserved', 'sent', 'booked', 'review')),
+    status          TEXT NOT NULL CHECK (status IN ('sent', 'booked', 'review')),
     owner           TEXT,
     lease_until     TEXT,
     tracking_number TEXT,

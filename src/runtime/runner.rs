@@ -26,8 +26,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+/// A bus that may take the write later (unavailable, or shutting down,
+/// when the retry is abandoned and the message redelivered) is retried; one
+/// that refused this message for good (too large, invalid) dead-letters it.
 fn bus_failure(stage: &'static str, e: BusError) -> Failure {
-    Failure::new(stage, ErrorClass::Retryable, e.to_string())
+    let class = if e.is_transient() || matches!(e, BusError::Closed) {
+        ErrorClass::Retryable
+    } else {
+        ErrorClass::Permanent
+    };
+    Failure::new(stage, class, e.to_string())
 }
 
 /// How a message ended.
@@ -467,4 +475,25 @@ fn since_received(record: &Record) -> Option<Duration> {
         time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
     let elapsed = time::OffsetDateTime::now_utc() - at;
     elapsed.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::Cause;
+
+    #[test]
+    fn only_a_bus_that_refused_the_message_for_good_makes_it_permanent() {
+        let unavailable = BusError::Unavailable(Cause::Text("broker down".into()));
+        let refused = BusError::invalid("record too large");
+        assert_eq!(
+            bus_failure("output", unavailable).class,
+            ErrorClass::Retryable
+        );
+        assert_eq!(
+            bus_failure("output", BusError::Closed).class,
+            ErrorClass::Retryable
+        );
+        assert_eq!(bus_failure("output", refused).class, ErrorClass::Permanent);
+    }
 }
