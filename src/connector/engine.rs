@@ -538,12 +538,19 @@ mod tests {
             .await;
         let dir = tempfile::tempdir().unwrap();
         let connector = postex(dir.path());
-        let account = account(&server.uri());
+        book_shipment(&connector, &account(&server.uri())).await
+    }
+
+    /// Books the test shipment with `connector` for `account`, as the runner would.
+    async fn book_shipment(
+        connector: &Connector,
+        account: &Account,
+    ) -> Result<BookingResult, Failure> {
         let engine = engine();
         let request = engine
-            .prepare_book(&connector, &account, &shipment())
+            .prepare_book(connector, account, &shipment())
             .unwrap();
-        engine.book(&connector, &account, request).await
+        engine.book(connector, account, request).await
     }
 
     fn postex_answer(status_code: &str, message: &str, dist: Value) -> Value {
@@ -676,13 +683,7 @@ mod tests {
             dir.path(),
             "name: slow\nkind: courier\nbase_url: http://unused.example.com\noperations:\n  book:\n    request: { method: POST, path: /book, body: mappings/pass.yaml }\n    success: \"response.status == 200\"\n    extract: { tracking_number: \"$.cn\" }\n    timeout: 100ms\n",
         );
-        let account = account(&server.uri());
-        let engine = engine();
-        let request = engine
-            .prepare_book(&connector, &account, &shipment())
-            .unwrap();
-        let err = engine
-            .book(&connector, &account, request)
+        let err = book_shipment(&connector, &account(&server.uri()))
             .await
             .unwrap_err();
         assert_eq!(err.class, ErrorClass::Ambiguous, "{err:?}");
@@ -696,13 +697,7 @@ mod tests {
         drop(listener);
         let dir = tempfile::tempdir().unwrap();
         let connector = postex(dir.path());
-        let account = account(&format!("http://{address}/api"));
-        let engine = engine();
-        let request = engine
-            .prepare_book(&connector, &account, &shipment())
-            .unwrap();
-        let err = engine
-            .book(&connector, &account, request)
+        let err = book_shipment(&connector, &account(&format!("http://{address}/api")))
             .await
             .unwrap_err();
         assert_eq!(err.class, ErrorClass::Retryable, "{err:?}");
