@@ -74,75 +74,89 @@ impl<T> Located<T> {
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct LocatedVisitor<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for LocatedVisitor<T> {
-            type Value = Located<T>;
+/// The fields a [`NodeDeserializer`] hands out for a node with its position.
+struct Parts<V> {
+    line: usize,
+    column: usize,
+    interpolated: bool,
+    text: Option<String>,
+    value: Option<V>,
+}
+
+impl<'de, V: Deserialize<'de>> Parts<V> {
+    fn deserialize<D: Deserializer<'de>>(
+        deserializer: D,
+        expecting: &'static str,
+    ) -> Result<Self, D::Error> {
+        struct PartsVisitor<V> {
+            expecting: &'static str,
+            value: std::marker::PhantomData<V>,
+        }
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for PartsVisitor<V> {
+            type Value = Parts<V>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a value read from a configuration node")
+                f.write_str(self.expecting)
             }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Located<T>, A::Error> {
-                let (mut line, mut column, mut value) = (0, 0, None);
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Parts<V>, A::Error> {
+                let mut parts = Parts {
+                    line: 0,
+                    column: 0,
+                    interpolated: false,
+                    text: None,
+                    value: None,
+                };
                 while let Some(key) = map.next_key::<&str>()? {
                     match key {
-                        "line" => line = map.next_value()?,
-                        "column" => column = map.next_value()?,
-                        "value" => value = Some(map.next_value()?),
+                        "line" => parts.line = map.next_value()?,
+                        "column" => parts.column = map.next_value()?,
+                        "interpolated" => parts.interpolated = map.next_value()?,
+                        "text" => parts.text = map.next_value()?,
+                        "value" => parts.value = Some(map.next_value()?),
                         _ => {
                             map.next_value::<de::IgnoredAny>()?;
                         }
                     }
                 }
-                let value = value.ok_or_else(|| de::Error::missing_field("value"))?;
-                Ok(Located {
-                    value,
-                    line,
-                    column,
-                })
+                Ok(parts)
             }
         }
         deserializer.deserialize_struct(
             LOCATED,
             LOCATED_FIELDS,
-            LocatedVisitor(std::marker::PhantomData),
+            PartsVisitor {
+                expecting,
+                value: std::marker::PhantomData,
+            },
         )
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let parts =
+            Parts::<T>::deserialize(deserializer, "a value read from a configuration node")?;
+        let value = parts
+            .value
+            .ok_or_else(|| de::Error::missing_field("value"))?;
+        Ok(Located {
+            value,
+            line: parts.line,
+            column: parts.column,
+        })
     }
 }
 
 /// A node kept whole inside a raw struct, to be read on its own later.
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NodeVisitor;
-        impl<'de> Visitor<'de> for NodeVisitor {
-            type Value = Node;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a configuration node")
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-                let mut node = Node {
-                    line: 0,
-                    column: 0,
-                    value: Value::Null,
-                    text: None,
-                    interpolated: false,
-                };
-                while let Some(key) = map.next_key::<&str>()? {
-                    match key {
-                        "line" => node.line = map.next_value()?,
-                        "column" => node.column = map.next_value()?,
-                        "interpolated" => node.interpolated = map.next_value()?,
-                        "text" => node.text = map.next_value()?,
-                        "value" => node.value = map.next_value::<NodeValue>()?.0,
-                        _ => {
-                            map.next_value::<de::IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(node)
-            }
-        }
-        deserializer.deserialize_struct(LOCATED, LOCATED_FIELDS, NodeVisitor)
+        let parts = Parts::<NodeValue>::deserialize(deserializer, "a configuration node")?;
+        Ok(Node {
+            line: parts.line,
+            column: parts.column,
+            value: parts.value.map_or(Value::Null, |v| v.0),
+            text: parts.text,
+            interpolated: parts.interpolated,
+        })
     }
 }
 
