@@ -402,16 +402,8 @@ mod tests {
             ],
             "{problems:#?}"
         );
-        assert!(
-            problems[1].3.contains("missing credential `token`"),
-            "{}",
-            problems[1].3
-        );
-        assert!(
-            problems[2].3.contains("did you mean `courier-main`"),
-            "{}",
-            problems[2].3
-        );
+        assert_mentions(&problems[1], "missing credential `token`");
+        assert_mentions(&problems[2], "did you mean `courier-main`");
     }
 
     #[test]
@@ -429,7 +421,7 @@ mod tests {
             vec![("waybill.yaml", 2, 19)],
             "{problems:#?}"
         );
-        assert!(problems[0].3.contains("cannot read"), "{}", problems[0].3);
+        assert_mentions(&problems[0], "cannot read");
     }
 
     #[test]
@@ -459,7 +451,7 @@ mod tests {
             problems[0].3.contains("unknown credential `tokn`")
                 && problems[0].3.contains("did you mean `token`")
         );
-        assert!(problems[1].3.contains("must be a string, found a list"));
+        assert_mentions(&problems[1], "must be a string, found a list");
         assert!(
             problems[2]
                 .3

@@ -202,6 +202,12 @@ pub(super) mod testing {
         }
     }
 
+    /// Asserts that the message of `problem` says `text`, showing the message if not.
+    #[track_caller]
+    pub(in crate::config) fn assert_mentions(problem: &(String, usize, usize, String), text: &str) {
+        assert!(problem.3.contains(text), "{}", problem.3);
+    }
+
     pub(in crate::config) fn positions(
         problems: &[(String, usize, usize, String)],
     ) -> Vec<(&str, usize, usize)> {
@@ -246,21 +252,9 @@ mod tests {
             ("pipelines/p.yaml", 10, 16),
         ];
         assert_eq!(positions(&problems), expected, "{problems:#?}");
-        assert!(
-            problems[0].3.contains("did you mean `data_dir`"),
-            "{}",
-            problems[0].3
-        );
-        assert!(
-            problems[1].3.contains("did you mean `embedded`"),
-            "{}",
-            problems[1].3
-        );
-        assert!(
-            problems[8].3.contains("did you mean `book`"),
-            "{}",
-            problems[8].3
-        );
+        assert_mentions(&problems[0], "did you mean `data_dir`");
+        assert_mentions(&problems[1], "did you mean `embedded`");
+        assert_mentions(&problems[8], "did you mean `book`");
     }
 
     #[test]

@@ -563,9 +563,9 @@ mod tests {
             ("pipelines/b.yaml", 6, 13),
         ];
         assert_eq!(positions(&problems), expected, "{problems:#?}");
-        assert!(problems[0].3.contains("pipeline file not found"));
-        assert!(problems[2].3.contains("`book` needs a `route`"));
-        assert!(problems[4].3.contains("invalid duration `5 min`"));
+        assert_mentions(&problems[0], "pipeline file not found");
+        assert_mentions(&problems[2], "`book` needs a `route`");
+        assert_mentions(&problems[4], "invalid duration `5 min`");
     }
 
     /// A pipeline consuming `input` and producing `output`, so that a
@@ -613,11 +613,7 @@ mod tests {
             "{}",
             problems[0].3
         );
-        assert!(
-            problems[1].3.contains("did you mean `shipments.booked`"),
-            "{}",
-            problems[1].3
-        );
+        assert_mentions(&problems[1], "did you mean `shipments.booked`");
     }
 
     #[test]
@@ -633,7 +629,7 @@ mod tests {
             vec![("pipelines/p.yaml", 4, 10)],
             "{problems:#?}"
         );
-        assert!(problems[0].3.contains("cannot read"), "{}", problems[0].3);
+        assert_mentions(&problems[0], "cannot read");
     }
 
     #[test]
@@ -648,11 +644,7 @@ mod tests {
         ]);
         let problems = tree.problems();
         assert_eq!(positions(&problems), vec![("pipelines/b.yaml", 1, 7)]);
-        assert!(
-            problems[0].3.contains("duplicate pipeline name `same`"),
-            "{}",
-            problems[0].3
-        );
+        assert_mentions(&problems[0], "duplicate pipeline name `same`");
     }
 
     #[test]

@@ -237,11 +237,7 @@ mod tests {
         )]);
         let problems = tree.problems();
         assert_eq!(positions(&problems), vec![("waybill.yaml", 2, 15)]);
-        assert!(
-            problems[0].3.contains("remove `store.url`"),
-            "{}",
-            problems[0].3
-        );
+        assert_mentions(&problems[0], "remove `store.url`");
         // Naming the file it uses anyway, or PostgreSQL, is fine.
         for url in ["sqlite://d/waybill.db", "postgres://db/w"] {
             let tree = Tree::new(&[(
@@ -283,6 +279,6 @@ mod tests {
         )]);
         let problems = tree.problems();
         assert_eq!(positions(&problems), vec![("waybill.yaml", 2, 16)]);
-        assert!(problems[0].3.contains("`NOT_SET` is not set"));
+        assert_mentions(&problems[0], "`NOT_SET` is not set");
     }
 }
