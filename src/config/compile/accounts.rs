@@ -409,12 +409,7 @@ mod tests {
     #[test]
     fn an_unreadable_connector_is_reported_where_the_account_names_it() {
         let tree = Tree::new(&[("waybill.yaml", "accounts:\n  c: { connector: courier }\n")]);
-        std::fs::create_dir_all(tree.dir.path().join("connectors")).unwrap();
-        std::fs::write(
-            tree.dir.path().join("connectors/courier.yaml"),
-            b"name: \xff\n",
-        )
-        .unwrap();
+        tree.write("connectors/courier.yaml", b"name: \xff\n");
         let problems = tree.problems();
         assert_eq!(
             positions(&problems),

@@ -170,13 +170,20 @@ pub(super) mod testing {
 
     impl Tree {
         pub(in crate::config) fn new(files: &[(&str, &str)]) -> Tree {
-            let dir = tempfile::tempdir().unwrap();
+            let tree = Tree {
+                dir: tempfile::tempdir().unwrap(),
+            };
             for (name, text) in files {
-                let path = dir.path().join(name);
-                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-                std::fs::write(path, text).unwrap();
+                tree.write(name, text.as_bytes());
             }
-            Tree { dir }
+            tree
+        }
+
+        /// Writes `bytes` to the file `name`, making its directory first.
+        pub(in crate::config) fn write(&self, name: &str, bytes: &[u8]) {
+            let path = self.dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
         }
 
         pub(in crate::config) fn load(&self) -> Result<Config, Vec<Diagnostic>> {

@@ -621,8 +621,7 @@ mod tests {
         let pipeline = "name: p\ninput: { topic: t }\nsteps:\n  - map: mappings/m.yaml\n";
         let tree = Tree::new(&[("waybill.yaml", "{}\n"), ("pipelines/p.yaml", pipeline)]);
         // Not UTF-8: the file is there but cannot be read as text.
-        std::fs::create_dir_all(tree.dir.path().join("mappings")).unwrap();
-        std::fs::write(tree.dir.path().join("mappings/m.yaml"), b"a: \xff\n").unwrap();
+        tree.write("mappings/m.yaml", b"a: \xff\n");
         let problems = tree.problems();
         assert_eq!(
             positions(&problems),
