@@ -408,7 +408,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_connector_is_reported_where_the_account_names_it() {
-        let tree = Tree::new(&[("waybill.yaml", "accounts:\n  c: { connector: courier }\n")]);
+        let tree = Tree::waybill("accounts:\n  c: { connector: courier }\n");
         tree.write("connectors/courier.yaml", b"name: \xff\n");
         let problems = tree.problems();
         assert_eq!(

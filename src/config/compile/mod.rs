@@ -179,6 +179,11 @@ pub(super) mod testing {
             tree
         }
 
+        /// A tree holding only `waybill.yaml`, with `text` in it.
+        pub(in crate::config) fn waybill(text: &str) -> Tree {
+            Tree::new(&[("waybill.yaml", text)])
+        }
+
         /// Writes `bytes` to the file `name`, making its directory first.
         pub(in crate::config) fn write(&self, name: &str, bytes: &[u8]) {
             let path = self.dir.path().join(name);
@@ -266,7 +271,7 @@ mod tests {
 
     #[test]
     fn syntax_error_and_missing_file() {
-        let tree = Tree::new(&[("waybill.yaml", "http: [1, 2\nbus: x\n")]);
+        let tree = Tree::waybill("http: [1, 2\nbus: x\n");
         let problems = tree.problems();
         assert_eq!(problems.len(), 1);
         assert!(

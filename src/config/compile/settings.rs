@@ -153,7 +153,7 @@ mod tests {
 
     #[test]
     fn empty_config_gets_defaults() {
-        let tree = Tree::new(&[("waybill.yaml", "accounts: {}\n")]);
+        let tree = Tree::waybill("accounts: {}\n");
         let config = tree.load().unwrap();
         let base = tree.dir.path();
         assert_eq!(config.base_dir, base);
@@ -199,10 +199,7 @@ mod tests {
 
     #[test]
     fn an_admin_token_is_rejected_until_there_is_an_admin_api() {
-        let tree = Tree::new(&[(
-            "waybill.yaml",
-            "http: { listen: '127.0.0.1:0', admin_token: secret }\n",
-        )]);
+        let tree = Tree::waybill("http: { listen: '127.0.0.1:0', admin_token: secret }\n");
         let problems = tree.problems();
         assert_eq!(positions(&problems), vec![("waybill.yaml", 1, 32)]);
         assert!(
@@ -214,7 +211,7 @@ mod tests {
 
     #[test]
     fn kafka_with_sqlite_is_rejected() {
-        let tree = Tree::new(&[("waybill.yaml", "bus: { kind: kafka, brokers: 'k:9092' }\n")]);
+        let tree = Tree::waybill("bus: { kind: kafka, brokers: 'k:9092' }\n");
         let problems = tree.problems();
         assert_eq!(positions(&problems), vec![("waybill.yaml", 1, 14)]);
         assert_eq!(
@@ -222,38 +219,28 @@ mod tests {
             "kafka needs a shared store: set store.url to a postgres:// URL"
         );
 
-        let tree = Tree::new(&[(
-            "waybill.yaml",
+        let tree = Tree::waybill(
             "bus: { kind: kafka, brokers: 'k:9092' }\nstore: { url: 'sqlite://x.db' }\n",
-        )]);
+        );
         assert_eq!(positions(&tree.problems()), vec![("waybill.yaml", 2, 15)]);
     }
 
     #[test]
     fn embedded_bus_with_another_sqlite_file_is_rejected() {
-        let tree = Tree::new(&[(
-            "waybill.yaml",
-            "data_dir: ./d\nstore: { url: 'sqlite://other.db' }\n",
-        )]);
+        let tree = Tree::waybill("data_dir: ./d\nstore: { url: 'sqlite://other.db' }\n");
         let problems = tree.problems();
         assert_eq!(positions(&problems), vec![("waybill.yaml", 2, 15)]);
         assert_mentions(&problems[0], "remove `store.url`");
         // Naming the file it uses anyway, or PostgreSQL, is fine.
         for url in ["sqlite://d/waybill.db", "postgres://db/w"] {
-            let tree = Tree::new(&[(
-                "waybill.yaml",
-                &*format!("data_dir: ./d\nstore: {{ url: '{url}' }}\n"),
-            )]);
+            let tree = Tree::waybill(&format!("data_dir: ./d\nstore: {{ url: '{url}' }}\n"));
             assert!(tree.load().is_ok(), "{url}");
         }
     }
 
     #[test]
     fn topic_prefix_is_kafka_only_and_empty_by_default() {
-        let tree = Tree::new(&[(
-            "waybill.yaml",
-            "bus: { kind: embedded, topic_prefix: 'a.' }\n",
-        )]);
+        let tree = Tree::waybill("bus: { kind: embedded, topic_prefix: 'a.' }\n");
         let problems = tree.problems();
         assert_eq!(positions(&problems), vec![("waybill.yaml", 1, 38)]);
         assert_eq!(
@@ -261,10 +248,9 @@ mod tests {
             "`topic_prefix` is only used with `kind: kafka`"
         );
 
-        let tree = Tree::new(&[(
-            "waybill.yaml",
+        let tree = Tree::waybill(
             "bus: { kind: kafka, brokers: 'k:9092' }\nstore: { url: 'postgres://db/w' }\n",
-        )]);
+        );
         let config = tree.load().unwrap();
         assert!(
             matches!(&config.bus, BusSettings::Kafka { topic_prefix, .. } if topic_prefix.is_empty())
@@ -273,10 +259,9 @@ mod tests {
 
     #[test]
     fn missing_variable_is_located_and_yaml_shape_is_safe() {
-        let tree = Tree::new(&[(
-            "waybill.yaml",
+        let tree = Tree::waybill(
             "bus: { kind: embedded }\ndata_dir:      '${NOT_SET}'\nhttp:\n  listen: \"${NOT_SET_EITHER:-127.0.0.1:7000}\"\n",
-        )]);
+        );
         let problems = tree.problems();
         assert_eq!(positions(&problems), vec![("waybill.yaml", 2, 16)]);
         assert_mentions(&problems[0], "`NOT_SET` is not set");
