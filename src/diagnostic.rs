@@ -149,6 +149,19 @@ pub fn did_you_mean<'a>(
         .map(|(_, c)| c)
 }
 
+/// What follows an unknown `word` in a message: its [`suggestion`] among
+/// `known`, then `; ` and `none` when nothing is known, or the known names
+/// after `label`, as in ` (did you mean `a`?); available: a, b`.
+pub fn alternatives(word: &str, known: &[&str], none: &str, label: &str) -> String {
+    let mut text = suggestion(word, known.iter().copied());
+    if known.is_empty() {
+        text.push_str(&format!("; {none}"));
+    } else {
+        text.push_str(&format!("; {label}: {}", known.join(", ")));
+    }
+    text
+}
+
 /// ` (did you mean `x`?)` for a misspelt `word`, or nothing.
 pub fn suggestion<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
     did_you_mean(word, candidates)

@@ -10,7 +10,7 @@
 use super::{AccountRef, Compiler, Reference};
 use crate::config::raw::RawAccount;
 use crate::connector::{Account, Connector, FieldSpec, FieldType};
-use crate::diagnostic::{Position, suggestion};
+use crate::diagnostic::{Position, alternatives};
 use crate::yaml::{self, Key, Located, Node, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -95,16 +95,17 @@ impl Compiler<'_> {
             self.load_connector(file, base_dir, name, &connector_file)
         } else {
             let available = available_connectors(&dir);
-            let mut message = format!(
+            let available: Vec<&str> = available.iter().map(String::as_str).collect();
+            let message = format!(
                 "unknown connector `{}`{}",
                 name.value,
-                suggestion(&name.value, available.iter().map(String::as_str))
+                alternatives(
+                    &name.value,
+                    &available,
+                    &format!("no connector files found in {}", dir.display()),
+                    "available"
+                )
             );
-            if available.is_empty() {
-                message.push_str(&format!("; no connector files found in {}", dir.display()));
-            } else {
-                message.push_str(&format!("; available: {}", available.join(", ")));
-            }
             self.report(file, name.position(), message);
             None
         };
@@ -235,21 +236,18 @@ impl Compiler<'_> {
     ) -> Option<serde_json::Value> {
         let noun = schema.noun;
         let Some(spec) = schema.fields.get(&key.name) else {
-            let names = || schema.fields.keys().map(String::as_str);
-            let mut message = format!(
+            let names: Vec<&str> = schema.fields.keys().map(String::as_str).collect();
+            let message = format!(
                 "unknown {noun} `{}` for connector `{}`{}",
                 key.name,
                 schema.connector,
-                suggestion(&key.name, names())
+                alternatives(
+                    &key.name,
+                    &names,
+                    &format!("it takes no {noun}s"),
+                    "expected"
+                )
             );
-            if schema.fields.is_empty() {
-                message.push_str(&format!("; it takes no {noun}s"));
-            } else {
-                message.push_str(&format!(
-                    "; expected: {}",
-                    names().collect::<Vec<_>>().join(", ")
-                ));
-            }
             self.report(file, key.position(), message);
             return None;
         };

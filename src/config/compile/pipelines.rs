@@ -16,7 +16,7 @@ use super::{AccountRef, Compiler, Reference};
 use crate::config::raw::{RawDuration, RawPipeline, RawRetry, RawRoute, RawRule, RawStep};
 use crate::config::{Pipeline, RetryPolicy, RouteRule, Step, ValidationRule};
 use crate::connector::ConnectorKind;
-use crate::diagnostic::{Position, suggestion};
+use crate::diagnostic::{Position, alternatives};
 use crate::mapping::{Expr, Mapping};
 use crate::yaml::{self, Located, Node};
 use std::collections::{BTreeMap, BTreeSet};
@@ -132,17 +132,17 @@ impl Compiler<'_> {
         if produced.contains(&pipeline.input) {
             return;
         }
-        let mut message = format!(
+        let produced: Vec<&str> = produced.iter().map(String::as_str).collect();
+        let message = format!(
             "no source or pipeline produces `{}`{}",
             pipeline.input,
-            suggestion(&pipeline.input, produced.iter().map(String::as_str))
+            alternatives(
+                &pipeline.input,
+                &produced,
+                "nothing produces any topic: add a store account",
+                "produced"
+            )
         );
-        if produced.is_empty() {
-            message.push_str("; nothing produces any topic: add a store account");
-        } else {
-            let names: Vec<&str> = produced.iter().map(String::as_str).collect();
-            message.push_str(&format!("; produced: {}", names.join(", ")));
-        }
         self.report(&pipeline.file, at, message);
     }
 
@@ -323,17 +323,17 @@ impl Compiler<'_> {
     ) -> Option<&'r AccountRef> {
         let found = accounts.get(&name.value);
         if found.is_none() {
-            let mut message = format!(
+            let names: Vec<&str> = accounts.keys().map(String::as_str).collect();
+            let message = format!(
                 "unknown account `{}`{}",
                 name.value,
-                suggestion(&name.value, accounts.keys().map(String::as_str))
+                alternatives(
+                    &name.value,
+                    &names,
+                    "no accounts are defined in the main config file",
+                    "defined accounts"
+                )
             );
-            if accounts.is_empty() {
-                message.push_str("; no accounts are defined in the main config file");
-            } else {
-                let names: Vec<&str> = accounts.keys().map(String::as_str).collect();
-                message.push_str(&format!("; defined accounts: {}", names.join(", ")));
-            }
             self.report(file, name.position(), message);
         }
         found
