@@ -176,8 +176,13 @@ fn phone_filter(value: Value, format: Option<String>) -> Result<Value, Error> {
         .unwrap_or_else(|| Value::from(())))
 }
 
-fn decimal_of(value: &Value, what: &str) -> Result<Option<Decimal>, Error> {
-    let Some(text) = scalar_text(value) else {
+/// The number in `value` for the filter `what`; `None` when the value is
+/// missing, none or blank.
+fn decimal_of(value: Value, what: &str) -> Result<Option<Decimal>, Error> {
+    let Some(value) = present(value) else {
+        return Ok(None);
+    };
+    let Some(text) = scalar_text(&value) else {
         return Err(invalid(format!(
             "{what} expects a number or a string, got {}",
             value.kind()
@@ -192,10 +197,7 @@ fn decimal_of(value: &Value, what: &str) -> Result<Option<Decimal>, Error> {
 }
 
 fn money_filter(value: Value) -> Result<Value, Error> {
-    let Some(value) = present(value) else {
-        return Ok(Value::from(()));
-    };
-    Ok(decimal_of(&value, "money")?
+    Ok(decimal_of(value, "money")?
         .map(|amount| Value::from(money_string(amount)))
         .unwrap_or_else(|| Value::from(())))
 }
@@ -215,10 +217,7 @@ fn decimal_number(amount: Decimal) -> Result<Value, Error> {
 }
 
 fn money_number_filter(value: Value) -> Result<Value, Error> {
-    let Some(value) = present(value) else {
-        return Ok(Value::from(()));
-    };
-    match decimal_of(&value, "money_number")? {
+    match decimal_of(value, "money_number")? {
         Some(amount) => {
             decimal_number(amount.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero))
         }
@@ -241,10 +240,7 @@ fn unit_factor(unit: Option<&str>) -> Result<Decimal, Error> {
 /// A weight in `unit` (grams by default) as whole grams.
 fn grams_filter(value: Value, unit: Option<String>) -> Result<Value, Error> {
     let factor = unit_factor(unit.as_deref())?;
-    let Some(value) = present(value) else {
-        return Ok(Value::from(()));
-    };
-    let Some(weight) = decimal_of(&value, "grams")? else {
+    let Some(weight) = decimal_of(value, "grams")? else {
         return Ok(Value::from(()));
     };
     let grams = (weight * factor).round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero);
@@ -258,10 +254,7 @@ fn grams_filter(value: Value, unit: Option<String>) -> Result<Value, Error> {
 
 /// Grams as kilograms (a number, up to three places).
 fn kg_filter(value: Value) -> Result<Value, Error> {
-    let Some(value) = present(value) else {
-        return Ok(Value::from(()));
-    };
-    match decimal_of(&value, "kg")? {
+    match decimal_of(value, "kg")? {
         Some(grams) => decimal_number(grams / Decimal::from(1000)),
         None => Ok(Value::from(())),
     }
