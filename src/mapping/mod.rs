@@ -438,4 +438,4 @@ fn syntax_error(path: &Path, e: &yaml::Error) -> Diagnostic {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

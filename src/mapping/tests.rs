@@ -297,7 +297,8 @@ fn shipped(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-fn sample_shipment(sample: &str) -> crate::model::Shipment {
+/// The shipped Shopify mapping applied to a shipped sample order.
+pub(crate) fn sample_shipment(sample: &str) -> crate::model::Shipment {
     let mapping = Mapping::load(&shipped("mappings/shopify/order-to-shipment.yaml")).unwrap();
     let order: Value =
         serde_json::from_str(&std::fs::read_to_string(shipped(sample)).unwrap()).unwrap();

@@ -711,23 +711,10 @@ mod tests {
         ));
     }
 
-    /// The shipped Shopify mapping applied to a shipped sample order.
-    fn sample_shipment(sample: &str) -> crate::model::Shipment {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mapping = Mapping::load(&root.join("mappings/shopify/order-to-shipment.yaml")).unwrap();
-        let order: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(root.join(sample)).unwrap()).unwrap();
-        let ctx = serde_json::json!({
-            "order": order,
-            "event": {"topic": "orders/create", "account": "shopify-main", "source": "shopify", "headers": {}},
-            "account": {"name": "shopify-main", "settings": {"cod_gateways": ["Cash on Delivery (COD)"]}},
-        });
-        serde_json::from_value(mapping.eval(&ctx).unwrap()).unwrap()
-    }
-
     #[test]
     fn shopify_samples_map_to_valid_canonical_shipments() {
         use crate::config::ValidationRule::{CodAmount, Phone, ShippingAddress};
+        use crate::mapping::tests::sample_shipment;
         use crate::stages::validate::validate;
         let cod = sample_shipment("samples/shopify/order-cod.json");
         assert_eq!(cod.order_id, "820982911946154508");
