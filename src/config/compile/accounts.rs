@@ -391,14 +391,13 @@ mod tests {
             ),
         ]);
         let problems = tree.problems();
-        assert_eq!(
-            positions(&problems),
-            vec![
+        assert_positions(
+            &problems,
+            &[
                 ("waybill.yaml", 2, 1),
                 ("waybill.yaml", 5, 17),
-                ("pipelines/p.yaml", 5, 13)
+                ("pipelines/p.yaml", 5, 13),
             ],
-            "{problems:#?}"
         );
         assert_mentions(&problems[1], "missing credential `token`");
         assert_mentions(&problems[2], "did you mean `courier-main`");
@@ -409,11 +408,7 @@ mod tests {
         let tree = Tree::waybill("accounts:\n  c: { connector: courier }\n");
         tree.write("connectors/courier.yaml", b"name: \xff\n");
         let problems = tree.problems();
-        assert_eq!(
-            positions(&problems),
-            vec![("waybill.yaml", 2, 19)],
-            "{problems:#?}"
-        );
+        assert_positions(&problems, &[("waybill.yaml", 2, 19)]);
         assert_mentions(&problems[0], "cannot read");
     }
 
@@ -430,15 +425,14 @@ mod tests {
             ("connectors/courier.yaml", COURIER),
         ]);
         let problems = tree.problems();
-        assert_eq!(
-            positions(&problems),
-            vec![
+        assert_positions(
+            &problems,
+            &[
                 ("waybill.yaml", 3, 43),
                 ("waybill.yaml", 3, 59),
                 ("waybill.yaml", 4, 19),
-                ("waybill.yaml", 5, 65)
+                ("waybill.yaml", 5, 65),
             ],
-            "{problems:#?}"
         );
         assert!(
             problems[0].3.contains("unknown credential `tokn`")

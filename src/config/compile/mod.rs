@@ -220,7 +220,16 @@ pub(super) mod testing {
         assert!(problem.3.contains(text), "{}", problem.3);
     }
 
-    pub(in crate::config) fn positions(
+    /// Asserts where the problems are, showing them all if that is not so.
+    #[track_caller]
+    pub(in crate::config) fn assert_positions(
+        problems: &[(String, usize, usize, String)],
+        expected: &[(&str, usize, usize)],
+    ) {
+        assert_eq!(positions(problems), expected, "{problems:#?}");
+    }
+
+    fn positions(
         problems: &[(String, usize, usize, String)],
     ) -> Vec<(&str, usize, usize)> {
         problems
@@ -250,7 +259,7 @@ mod tests {
             ),
         ]);
         let problems = tree.problems();
-        let expected = vec![
+        let expected = [
             ("waybill.yaml", 1, 1),
             ("waybill.yaml", 2, 14),
             ("waybill.yaml", 3, 32),
@@ -263,7 +272,7 @@ mod tests {
             ("pipelines/p.yaml", 9, 27),
             ("pipelines/p.yaml", 10, 16),
         ];
-        assert_eq!(positions(&problems), expected, "{problems:#?}");
+        assert_positions(&problems, &expected);
         assert_mentions(&problems[0], "did you mean `data_dir`");
         assert_mentions(&problems[1], "did you mean `embedded`");
         assert_mentions(&problems[8], "did you mean `book`");
@@ -280,7 +289,7 @@ mod tests {
             problems[0].3
         );
         let tree = Tree::new(&[]);
-        assert_eq!(positions(&tree.problems()), vec![("waybill.yaml", 0, 0)]);
+        assert_positions(&tree.problems(), &[("waybill.yaml", 0, 0)]);
     }
 
     #[test]

@@ -551,7 +551,7 @@ mod tests {
             ("pipelines/b.yaml", &pipeline("same", "")),
         ]);
         let problems = tree.problems();
-        let expected = vec![
+        let expected = [
             ("waybill.yaml", 1, 49),
             ("pipelines/a.yaml", 2, 31),
             ("pipelines/a.yaml", 4, 5),
@@ -562,7 +562,7 @@ mod tests {
             ("pipelines/b.yaml", 4, 5),
             ("pipelines/b.yaml", 6, 13),
         ];
-        assert_eq!(positions(&problems), expected, "{problems:#?}");
+        assert_positions(&problems, &expected);
         assert_mentions(&problems[0], "pipeline file not found");
         assert_mentions(&problems[2], "`book` needs a `route`");
         assert_mentions(&problems[4], "invalid duration `5 min`");
@@ -600,10 +600,9 @@ mod tests {
             ("pipelines/d.yaml", &producer("d", "orders.shopp", "z")),
         ]);
         let problems = tree.problems();
-        assert_eq!(
-            positions(&problems),
-            vec![("pipelines/a.yaml", 2, 17), ("pipelines/b.yaml", 2, 17)],
-            "{problems:#?}"
+        assert_positions(
+            &problems,
+            &[("pipelines/a.yaml", 2, 17), ("pipelines/b.yaml", 2, 17)],
         );
         assert!(
             problems[0]
@@ -623,11 +622,7 @@ mod tests {
         // Not UTF-8: the file is there but cannot be read as text.
         tree.write("mappings/m.yaml", b"a: \xff\n");
         let problems = tree.problems();
-        assert_eq!(
-            positions(&problems),
-            vec![("pipelines/p.yaml", 4, 10)],
-            "{problems:#?}"
-        );
+        assert_positions(&problems, &[("pipelines/p.yaml", 4, 10)]);
         assert_mentions(&problems[0], "cannot read");
     }
 
@@ -642,7 +637,7 @@ mod tests {
             ("pipelines/z.yaml", &producer("z", "dlq.same", "t")),
         ]);
         let problems = tree.problems();
-        assert_eq!(positions(&problems), vec![("pipelines/b.yaml", 1, 7)]);
+        assert_positions(&problems, &[("pipelines/b.yaml", 1, 7)]);
         assert_mentions(&problems[0], "duplicate pipeline name `same`");
     }
 

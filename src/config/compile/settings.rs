@@ -201,7 +201,7 @@ mod tests {
     fn an_admin_token_is_rejected_until_there_is_an_admin_api() {
         let tree = Tree::waybill("http: { listen: '127.0.0.1:0', admin_token: secret }\n");
         let problems = tree.problems();
-        assert_eq!(positions(&problems), vec![("waybill.yaml", 1, 32)]);
+        assert_positions(&problems, &[("waybill.yaml", 1, 32)]);
         assert!(
             problems[0].3.starts_with("unknown key `admin_token`"),
             "{}",
@@ -213,7 +213,7 @@ mod tests {
     fn kafka_with_sqlite_is_rejected() {
         let tree = Tree::waybill("bus: { kind: kafka, brokers: 'k:9092' }\n");
         let problems = tree.problems();
-        assert_eq!(positions(&problems), vec![("waybill.yaml", 1, 14)]);
+        assert_positions(&problems, &[("waybill.yaml", 1, 14)]);
         assert_eq!(
             problems[0].3,
             "kafka needs a shared store: set store.url to a postgres:// URL"
@@ -222,14 +222,14 @@ mod tests {
         let tree = Tree::waybill(
             "bus: { kind: kafka, brokers: 'k:9092' }\nstore: { url: 'sqlite://x.db' }\n",
         );
-        assert_eq!(positions(&tree.problems()), vec![("waybill.yaml", 2, 15)]);
+        assert_positions(&tree.problems(), &[("waybill.yaml", 2, 15)]);
     }
 
     #[test]
     fn embedded_bus_with_another_sqlite_file_is_rejected() {
         let tree = Tree::waybill("data_dir: ./d\nstore: { url: 'sqlite://other.db' }\n");
         let problems = tree.problems();
-        assert_eq!(positions(&problems), vec![("waybill.yaml", 2, 15)]);
+        assert_positions(&problems, &[("waybill.yaml", 2, 15)]);
         assert_mentions(&problems[0], "remove `store.url`");
         // Naming the file it uses anyway, or PostgreSQL, is fine.
         for url in ["sqlite://d/waybill.db", "postgres://db/w"] {
@@ -242,7 +242,7 @@ mod tests {
     fn topic_prefix_is_kafka_only_and_empty_by_default() {
         let tree = Tree::waybill("bus: { kind: embedded, topic_prefix: 'a.' }\n");
         let problems = tree.problems();
-        assert_eq!(positions(&problems), vec![("waybill.yaml", 1, 38)]);
+        assert_positions(&problems, &[("waybill.yaml", 1, 38)]);
         assert_eq!(
             problems[0].3,
             "`topic_prefix` is only used with `kind: kafka`"
@@ -263,7 +263,7 @@ mod tests {
             "bus: { kind: embedded }\ndata_dir:      '${NOT_SET}'\nhttp:\n  listen: \"${NOT_SET_EITHER:-127.0.0.1:7000}\"\n",
         );
         let problems = tree.problems();
-        assert_eq!(positions(&problems), vec![("waybill.yaml", 2, 16)]);
+        assert_positions(&problems, &[("waybill.yaml", 2, 16)]);
         assert_mentions(&problems[0], "`NOT_SET` is not set");
     }
 }
