@@ -651,6 +651,14 @@ mod tests {
         Connector::parse(text, Path::new("connectors/test.yaml"), &repo())
     }
 
+    /// The one problem [`parse`] finds in `text`.
+    #[track_caller]
+    fn only_problem(text: &str) -> Diagnostic {
+        let mut diagnostics = parse(text).unwrap_err();
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+        diagnostics.remove(0)
+    }
+
     #[test]
     fn every_shipped_connector_loads() {
         let mut names = Vec::new();
@@ -816,11 +824,10 @@ webhook:
   source: shop
   signature: { header: X-Sig, algorithm: hmac-sha256, encoding: hex, secret: nope }
 ";
-        let diagnostics = parse(text).unwrap_err();
-        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
-        assert_eq!(diagnostics[0].line, 7);
+        let problem = only_problem(text);
+        assert_eq!(problem.line, 7);
         assert!(
-            diagnostics[0]
+            problem
                 .message
                 .contains("`nope` is not a declared credential")
         );
@@ -850,11 +857,10 @@ webhook:
             OrderIdPath::parse("$.1st").is_err(),
             "a shorthand member name starts with a letter or `_`"
         );
-        let diagnostics = parse(&store("$.order[")).unwrap_err();
-        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
-        assert_eq!(diagnostics[0].line, 5);
+        let problem = only_problem(&store("$.order["));
+        assert_eq!(problem.line, 5);
         assert!(
-            diagnostics[0]
+            problem
                 .message
                 .contains("`webhook.order_id` is not a JSONPath")
         );
@@ -941,9 +947,8 @@ webhook:
     #[test]
     fn request_template_errors_point_at_their_value() {
         let text = "name: c\nkind: courier\nbase_url: https://c.example\noperations:\n  book:\n    request:\n      method: POST\n      path: /b\n      headers: { token: \"{{ credentials.token \" }\n    success: 'true'\n    extract: { tracking_number: $.cn }\n";
-        let found = parse(text).unwrap_err();
-        assert_eq!(found.len(), 1, "{found:#?}");
-        assert_eq!((found[0].line, found[0].column), (9, 25), "{found:#?}");
-        assert!(found[0].message.contains("request template"), "{found:#?}");
+        let found = only_problem(text);
+        assert_eq!((found.line, found.column), (9, 25), "{found:#?}");
+        assert!(found.message.contains("request template"), "{found:#?}");
     }
 }
