@@ -228,10 +228,9 @@ mod tests {
 
     #[test]
     fn templates_must_not_span_segments() {
-        assert!(check_path_template("/a/{{ x / y }}").is_err());
-        assert!(check_path_template("/a/../b").is_err());
-        assert!(check_path_template("/a?x=1").is_err());
-        assert!(check_path_template("a").is_err());
+        for template in ["/a/{{ x / y }}", "/a/../b", "/a?x=1", "a"] {
+            assert!(check_path_template(template).is_err(), "{template}");
+        }
         assert!(check_path_template("/track/{{ tracking_number }}").is_ok());
     }
 
@@ -245,9 +244,13 @@ mod tests {
 
     #[test]
     fn base_urls_are_checked() {
-        assert!(check_base_url("ftp://x.example.com").is_err());
-        assert!(check_base_url("https://x.example.com/a?b=1").is_err());
-        assert!(check_base_url("not a url").is_err());
+        for url in [
+            "ftp://x.example.com",
+            "https://x.example.com/a?b=1",
+            "not a url",
+        ] {
+            assert!(check_base_url(url).is_err(), "{url}");
+        }
         assert!(check_base_url("https://x.example.com/a").is_ok());
     }
 
