@@ -7,7 +7,7 @@
 //!   courier-main: { connector: postex, credentials: { token: "${POSTEX_TOKEN}" } }
 //! ```
 
-use super::{AccountRef, Compiler, Reference};
+use super::{AccountRef, Compiler};
 use crate::config::raw::RawAccount;
 use crate::connector::{Account, Connector, FieldSpec, FieldType};
 use crate::diagnostic::{Position, alternatives};
@@ -92,7 +92,9 @@ impl Compiler<'_> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         let loaded = if valid_name && connector_file.is_file() {
-            self.load_connector(file, base_dir, name, &connector_file)
+            self.compile_named(file, name, &connector_file, "connector", |tree| {
+                Connector::compile(tree, &connector_file, base_dir)
+            })
         } else {
             let available = available_connectors(&dir);
             let available: Vec<&str> = available.iter().map(String::as_str).collect();
@@ -111,33 +113,6 @@ impl Compiler<'_> {
         };
         cache.insert(name.value.clone(), loaded.clone());
         loaded
-    }
-
-    fn load_connector(
-        &mut self,
-        file: &Path,
-        base_dir: &Path,
-        name: &Located<String>,
-        connector_file: &Path,
-    ) -> Option<Arc<Connector>> {
-        let from = Reference {
-            file,
-            at: name.position(),
-        };
-        let tree = self.read_tree(connector_file, Some(from))?;
-        match Connector::compile(&tree, connector_file, base_dir) {
-            Ok(c) => Some(Arc::new(c)),
-            Err(diagnostics) => {
-                let message = format!(
-                    "connector `{}` has errors (listed under {})",
-                    name.value,
-                    connector_file.display()
-                );
-                self.report(file, name.position(), message);
-                self.diagnostics.extend(diagnostics);
-                None
-            }
-        }
     }
 
     fn account(

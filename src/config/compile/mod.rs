@@ -21,7 +21,7 @@ use super::{Config, Diagnostic};
 use crate::connector::{Connector, ConnectorKind};
 use crate::diagnostic::{Diagnostics, Position};
 use crate::mapping::Mapping;
-use crate::yaml::{self, Node, ReadError, Value};
+use crate::yaml::{self, Located, Node, ReadError, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,6 +103,37 @@ impl Compiler<'_> {
                         format!("cannot read file: {source}"),
                     ),
                 }
+                None
+            }
+        }
+    }
+
+    /// Reads the file `full`, named by `name` in `file`, and compiles it.
+    /// When it has errors they are kept, and `name` is reported as a `what`
+    /// with errors, so the file naming it points at them.
+    fn compile_named<T>(
+        &mut self,
+        file: &Path,
+        name: &Located<String>,
+        full: &Path,
+        what: &str,
+        compile: impl FnOnce(&Node) -> Result<T, Vec<Diagnostic>>,
+    ) -> Option<Arc<T>> {
+        let from = Reference {
+            file,
+            at: name.position(),
+        };
+        let tree = self.read_tree(full, Some(from))?;
+        match compile(&tree) {
+            Ok(compiled) => Some(Arc::new(compiled)),
+            Err(diagnostics) => {
+                let message = format!(
+                    "{what} `{}` has errors (listed under {})",
+                    name.value,
+                    full.display()
+                );
+                self.report(file, name.position(), message);
+                self.diagnostics.extend(diagnostics);
                 None
             }
         }
@@ -229,9 +260,7 @@ pub(super) mod testing {
         assert_eq!(positions(problems), expected, "{problems:#?}");
     }
 
-    fn positions(
-        problems: &[(String, usize, usize, String)],
-    ) -> Vec<(&str, usize, usize)> {
+    fn positions(problems: &[(String, usize, usize, String)]) -> Vec<(&str, usize, usize)> {
         problems
             .iter()
             .map(|(f, l, c, _)| (f.as_str(), *l, *c))

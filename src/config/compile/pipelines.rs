@@ -458,7 +458,9 @@ impl Compiler<'_> {
             return cached.clone();
         }
         let loaded = if full.is_file() {
-            self.load_mapping(file, &full, path)
+            self.compile_named(file, path, &full, "mapping", |tree| {
+                Mapping::compile(&full, tree)
+            })
         } else {
             let message = format!(
                 "mapping file not found: {} (paths are relative to the main config file)",
@@ -469,32 +471,6 @@ impl Compiler<'_> {
         };
         self.mappings.insert(full, loaded.clone());
         loaded
-    }
-
-    fn load_mapping(
-        &mut self,
-        file: &Path,
-        full: &Path,
-        path: &Located<String>,
-    ) -> Option<Arc<Mapping>> {
-        let from = Reference {
-            file,
-            at: path.position(),
-        };
-        let tree = self.read_tree(full, Some(from))?;
-        match Mapping::compile(full, &tree) {
-            Ok(m) => Some(Arc::new(m)),
-            Err(diagnostics) => {
-                let message = format!(
-                    "mapping `{}` has errors (listed under {})",
-                    path.value,
-                    full.display()
-                );
-                self.report(file, path.position(), message);
-                self.diagnostics.extend(diagnostics);
-                None
-            }
-        }
     }
 }
 
