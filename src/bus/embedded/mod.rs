@@ -323,6 +323,20 @@ mod tests {
         open_embedded(dir).await.unwrap().0
     }
 
+    /// Publishes `count` messages of `payload` to `topic`, keyed `0`, `1`, ….
+    pub(super) async fn publish_numbered(
+        bus: &EmbeddedBus,
+        topic: &str,
+        count: u32,
+        payload: &[u8],
+    ) {
+        for i in 0..count {
+            bus.publish(topic, message(&i.to_string(), payload))
+                .await
+                .unwrap();
+        }
+    }
+
     /// The keys of `topic`'s messages from offset `from` on.
     pub(super) async fn keys(bus: &EmbeddedBus, topic: &str, from: i64) -> Vec<String> {
         let records = bus.read(topic, from, 1000).await.unwrap();
@@ -812,11 +826,7 @@ mod tests {
     async fn partition_zero_is_the_whole_topic() {
         let dir = tempfile::tempdir().unwrap();
         let bus = open(dir.path()).await;
-        for i in 0..5 {
-            bus.publish("dlq.p", message(&i.to_string(), b"d"))
-                .await
-                .unwrap();
-        }
+        publish_numbered(&bus, "dlq.p", 5, b"d").await;
         assert_eq!(bus.partitions("dlq.p").await.unwrap(), [0]);
         let read = bus.read_partition("dlq.p", 0, 2, 2).await.unwrap();
         assert_eq!(read.iter().map(|r| r.offset).collect::<Vec<_>>(), [2, 3]);
