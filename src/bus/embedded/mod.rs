@@ -343,6 +343,12 @@ mod tests {
         records.into_iter().map(|r| r.message.key).collect()
     }
 
+    /// The offsets of `topic`'s messages from offset `from` on.
+    pub(super) async fn offsets(bus: &EmbeddedBus, topic: &str, from: i64) -> Vec<i64> {
+        let records = bus.read(topic, from, 1000).await.unwrap();
+        records.into_iter().map(|r| r.offset).collect()
+    }
+
     fn sample_order() -> Vec<u8> {
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/shopify/order-cod.json"))
             .unwrap()
@@ -701,14 +707,10 @@ mod tests {
         let last = bus.read("orders", offset, 1).await.unwrap();
         assert_eq!(last[0].message.key, "after");
         // Nothing of the failed batch was half-written: offsets have no gaps.
-        let offsets: Vec<i64> = bus
-            .read("orders", 0, 1000)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.offset)
-            .collect();
-        assert_eq!(offsets, (0..=offset).collect::<Vec<_>>());
+        assert_eq!(
+            offsets(&bus, "orders", 0).await,
+            (0..=offset).collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,7 +90,7 @@ impl EmbeddedBus {
 #[cfg(test)]
 mod tests {
     use super::super::DATABASE_FILE;
-    use super::super::tests::{append, keys, message, open, publish_numbered};
+    use super::super::tests::{append, keys, message, offsets, open, publish_numbered};
     use super::super::writer::write_batch;
     use crate::bus::Bus;
     use crate::store::sqlite;
@@ -111,14 +111,10 @@ mod tests {
 
         assert_eq!(bus.trim(Duration::from_secs(3600)).await.unwrap(), 0);
         assert_eq!(bus.trim(Duration::ZERO).await.unwrap(), 4 + 3);
-        let left: Vec<i64> = bus
-            .read("orders", 0, 100)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.offset)
-            .collect();
-        assert_eq!(left, (4..10).collect::<Vec<_>>());
+        assert_eq!(
+            offsets(&bus, "orders", 0).await,
+            (4..10).collect::<Vec<_>>()
+        );
         assert_eq!(
             bus.read("dlq.shopify-orders", 0, 100).await.unwrap().len(),
             3
