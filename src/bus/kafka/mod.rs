@@ -456,10 +456,10 @@ mod tests {
         properties(&[("session.timeout.ms", "6000")])
     }
 
-    fn mock_bus(cluster: &Mock) -> KafkaBus {
+    fn mock_bus(cluster: &Mock, properties: &BTreeMap<String, String>) -> KafkaBus {
         KafkaBus::connect(
             &cluster.bootstrap_servers(),
-            &test_properties(),
+            properties,
             KafkaOptions::default(),
         )
         .unwrap()
@@ -467,9 +467,17 @@ mod tests {
 
     /// A mock cluster holding `topic` in `partitions`, and a bus on it.
     fn mock_topic(topic: &str, partitions: i32) -> (Mock, KafkaBus) {
+        mock_topic_with(topic, partitions, &test_properties())
+    }
+
+    fn mock_topic_with(
+        topic: &str,
+        partitions: i32,
+        properties: &BTreeMap<String, String>,
+    ) -> (Mock, KafkaBus) {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic(topic, partitions, 1).unwrap();
-        let bus = mock_bus(&cluster);
+        let bus = mock_bus(&cluster, properties);
         (cluster, bus)
     }
 
@@ -655,18 +663,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_paused_member_keeps_polling_and_its_place_in_the_group() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("orders.shopify", 1, 1).unwrap();
         // librdkafka leaves the group when not polled for this long.
-        let bus = KafkaBus::connect(
-            &cluster.bootstrap_servers(),
+        let (_cluster, bus) = mock_topic_with(
+            "orders.shopify",
+            1,
             &properties(&[
                 ("session.timeout.ms", "6000"),
                 ("max.poll.interval.ms", "6000"),
             ]),
-            KafkaOptions::default(),
-        )
-        .unwrap();
+        );
         let sent: Vec<Message> = (0..6).map(|n| message("acme:11", n)).collect();
         let offsets = publish_all(&bus, "orders.shopify", &sent).await;
 
@@ -739,14 +744,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_too_large_is_a_storage_error_and_not_transient() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("orders.shopify", 1, 1).unwrap();
-        let bus = KafkaBus::connect(
-            &cluster.bootstrap_servers(),
+        let (_cluster, bus) = mock_topic_with(
+            "orders.shopify",
+            1,
             &properties(&[("message.max.bytes", "1000")]),
-            KafkaOptions::default(),
-        )
-        .unwrap();
+        );
         let mut large = message("acme:1", 0);
         large.payload = vec![b'x'; 10_000];
         let error = bus.publish("orders.shopify", large).await.unwrap_err();
@@ -816,7 +818,7 @@ mod tests {
     #[tokio::test]
     async fn topics_are_auto_created_when_the_admin_api_is_missing() {
         let cluster = MockCluster::new(1).unwrap();
-        let bus = mock_bus(&cluster);
+        let bus = mock_bus(&cluster, &test_properties());
         let first = bus.publish("dlq.book", message("acme:3", 0)).await.unwrap();
         let second = bus.publish("dlq.book", message("acme:3", 1)).await.unwrap();
         assert!(second > first);
