@@ -47,6 +47,14 @@ pub enum EnqueueError {
     Timeout,
 }
 
+/// Waits at most [`ENQUEUE_TIMEOUT`] for the bus to take an event.
+async fn in_time<T>(append: impl Future<Output = Result<T, BusError>>) -> Result<T, EnqueueError> {
+    match tokio::time::timeout(ENQUEUE_TIMEOUT, append).await {
+        Ok(taken) => taken.map_err(EnqueueError::Bus),
+        Err(_) => Err(EnqueueError::Timeout),
+    }
+}
+
 /// Enqueues webhook events once per delivery id.
 #[async_trait]
 pub trait Enqueue: Send + Sync {
@@ -76,11 +84,9 @@ impl Enqueue for Embedded {
             delivery.account,
             delivery.id,
         );
-        match tokio::time::timeout(ENQUEUE_TIMEOUT, append).await {
-            Ok(Ok(Some(_))) => Ok(Enqueued::Appended),
-            Ok(Ok(None)) => Ok(Enqueued::Duplicate),
-            Ok(Err(e)) => Err(EnqueueError::Bus(e)),
-            Err(_) => Err(EnqueueError::Timeout),
+        match in_time(append).await? {
+            Some(_) => Ok(Enqueued::Appended),
+            None => Ok(Enqueued::Duplicate),
         }
     }
 }
@@ -113,11 +119,7 @@ impl Enqueue for Separate {
         {
             return Ok(Enqueued::Duplicate);
         }
-        match tokio::time::timeout(ENQUEUE_TIMEOUT, self.bus.publish(topic, message)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(EnqueueError::Bus(e)),
-            Err(_) => return Err(EnqueueError::Timeout),
-        }
+        in_time(self.bus.publish(topic, message)).await?;
         // The event is durable; a failure to remember the delivery id only
         // risks a duplicate event, which booking idempotency absorbs.
         if let Err(e) = self.store.remember_delivery(source, account, id).await {

@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
@@ -75,6 +75,12 @@ pub struct PipelineLabels {
     pub pipeline: String,
 }
 
+/// Registers `metric` under `name` and keeps a handle on it.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
@@ -113,79 +119,69 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("waybill");
-        let webhooks = Family::default();
-        registry.register(
-            "webhooks_received",
-            "Store webhooks received, by outcome",
-            webhooks.clone(),
-        );
-        let events = Family::default();
-        registry.register(
-            "events",
-            "Pipeline events by stage and outcome",
-            events.clone(),
-        );
-        let courier_requests = Family::default();
-        registry.register(
-            "courier_requests",
-            "Requests to courier APIs by courier (connector), account, operation and outcome",
-            courier_requests.clone(),
-        );
-        let courier_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register(
-            "courier_request_duration_seconds",
-            "Latency of courier API requests",
-            courier_latency.clone(),
-        );
-        let rate_limit_waits = Family::default();
-        registry.register(
-            "courier_rate_limit_waits",
-            "Courier requests held back by the connector's rate_limit, by courier and account",
-            rate_limit_waits.clone(),
-        );
-        let retries = Family::default();
-        registry.register(
-            "retries",
-            "Retries scheduled after a retryable failure",
-            retries.clone(),
-        );
-        let dead_letters = Family::default();
-        registry.register(
-            "dead_letters",
-            "Messages sent to a dead-letter topic",
-            dead_letters.clone(),
-        );
-        let duplicates = Family::default();
-        registry.register(
-            "duplicates_suppressed",
-            "Duplicates suppressed: webhook deliveries seen before, bookings already made",
-            duplicates.clone(),
-        );
-        let order_to_booking =
-            Family::new_with_constructor(order_to_booking_histogram as fn() -> Histogram);
-        registry.register(
-            "order_to_booking_seconds",
-            "Time from receiving an order webhook to its courier booking",
-            order_to_booking.clone(),
-        );
-        let in_flight = Family::default();
-        registry.register(
-            "in_flight_messages",
-            "Messages being worked on per pipeline",
-            in_flight.clone(),
-        );
+        // Exposed in the order registered here.
         Metrics {
+            webhooks: registered(
+                &mut registry,
+                "webhooks_received",
+                "Store webhooks received, by outcome",
+                Family::default(),
+            ),
+            events: registered(
+                &mut registry,
+                "events",
+                "Pipeline events by stage and outcome",
+                Family::default(),
+            ),
+            courier_requests: registered(
+                &mut registry,
+                "courier_requests",
+                "Requests to courier APIs by courier (connector), account, operation and outcome",
+                Family::default(),
+            ),
+            courier_latency: registered(
+                &mut registry,
+                "courier_request_duration_seconds",
+                "Latency of courier API requests",
+                Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            ),
+            rate_limit_waits: registered(
+                &mut registry,
+                "courier_rate_limit_waits",
+                "Courier requests held back by the connector's rate_limit, by courier and account",
+                Family::default(),
+            ),
+            retries: registered(
+                &mut registry,
+                "retries",
+                "Retries scheduled after a retryable failure",
+                Family::default(),
+            ),
+            dead_letters: registered(
+                &mut registry,
+                "dead_letters",
+                "Messages sent to a dead-letter topic",
+                Family::default(),
+            ),
+            duplicates: registered(
+                &mut registry,
+                "duplicates_suppressed",
+                "Duplicates suppressed: webhook deliveries seen before, bookings already made",
+                Family::default(),
+            ),
+            order_to_booking: registered(
+                &mut registry,
+                "order_to_booking_seconds",
+                "Time from receiving an order webhook to its courier booking",
+                Family::new_with_constructor(order_to_booking_histogram as fn() -> Histogram),
+            ),
+            in_flight: registered(
+                &mut registry,
+                "in_flight_messages",
+                "Messages being worked on per pipeline",
+                Family::default(),
+            ),
             registry,
-            webhooks,
-            events,
-            courier_requests,
-            courier_latency,
-            rate_limit_waits,
-            retries,
-            dead_letters,
-            duplicates,
-            order_to_booking,
-            in_flight,
         }
     }
 

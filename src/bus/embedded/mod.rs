@@ -323,10 +323,30 @@ mod tests {
         open_embedded(dir).await.unwrap().0
     }
 
+    /// Publishes `count` messages of `payload` to `topic`, keyed `0`, `1`, ….
+    pub(super) async fn publish_numbered(
+        bus: &EmbeddedBus,
+        topic: &str,
+        count: u32,
+        payload: &[u8],
+    ) {
+        for i in 0..count {
+            bus.publish(topic, message(&i.to_string(), payload))
+                .await
+                .unwrap();
+        }
+    }
+
     /// The keys of `topic`'s messages from offset `from` on.
     pub(super) async fn keys(bus: &EmbeddedBus, topic: &str, from: i64) -> Vec<String> {
         let records = bus.read(topic, from, 1000).await.unwrap();
         records.into_iter().map(|r| r.message.key).collect()
+    }
+
+    /// The offsets of `topic`'s messages from offset `from` on.
+    pub(super) async fn offsets(bus: &EmbeddedBus, topic: &str, from: i64) -> Vec<i64> {
+        let records = bus.read(topic, from, 1000).await.unwrap();
+        records.into_iter().map(|r| r.offset).collect()
     }
 
     fn sample_order() -> Vec<u8> {
@@ -687,14 +707,10 @@ mod tests {
         let last = bus.read("orders", offset, 1).await.unwrap();
         assert_eq!(last[0].message.key, "after");
         // Nothing of the failed batch was half-written: offsets have no gaps.
-        let offsets: Vec<i64> = bus
-            .read("orders", 0, 1000)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.offset)
-            .collect();
-        assert_eq!(offsets, (0..=offset).collect::<Vec<_>>());
+        assert_eq!(
+            offsets(&bus, "orders", 0).await,
+            (0..=offset).collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -812,11 +828,7 @@ mod tests {
     async fn partition_zero_is_the_whole_topic() {
         let dir = tempfile::tempdir().unwrap();
         let bus = open(dir.path()).await;
-        for i in 0..5 {
-            bus.publish("dlq.p", message(&i.to_string(), b"d"))
-                .await
-                .unwrap();
-        }
+        publish_numbered(&bus, "dlq.p", 5, b"d").await;
         assert_eq!(bus.partitions("dlq.p").await.unwrap(), [0]);
         let read = bus.read_partition("dlq.p", 0, 2, 2).await.unwrap();
         assert_eq!(read.iter().map(|r| r.offset).collect::<Vec<_>>(), [2, 3]);

@@ -90,7 +90,7 @@ impl EmbeddedBus {
 #[cfg(test)]
 mod tests {
     use super::super::DATABASE_FILE;
-    use super::super::tests::{append, keys, message, open};
+    use super::super::tests::{append, keys, message, offsets, open, publish_numbered};
     use super::super::writer::write_batch;
     use crate::bus::Bus;
     use crate::store::sqlite;
@@ -100,17 +100,9 @@ mod tests {
     async fn trim_keeps_what_a_group_has_not_committed_and_all_dead_letters() {
         let dir = tempfile::tempdir().unwrap();
         let bus = open(dir.path()).await;
-        for i in 0..10 {
-            bus.publish("orders", message(&i.to_string(), b"o"))
-                .await
-                .unwrap();
-        }
+        publish_numbered(&bus, "orders", 10, b"o").await;
         for topic in ["dlq.shopify-orders", "unread"] {
-            for i in 0..3 {
-                bus.publish(topic, message(&i.to_string(), b"d"))
-                    .await
-                    .unwrap();
-            }
+            publish_numbered(&bus, topic, 3, b"d").await;
         }
         let mut fast = bus.subscribe("orders", "fast").await.unwrap();
         let mut slow = bus.subscribe("orders", "slow").await.unwrap();
@@ -119,14 +111,10 @@ mod tests {
 
         assert_eq!(bus.trim(Duration::from_secs(3600)).await.unwrap(), 0);
         assert_eq!(bus.trim(Duration::ZERO).await.unwrap(), 4 + 3);
-        let left: Vec<i64> = bus
-            .read("orders", 0, 100)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.offset)
-            .collect();
-        assert_eq!(left, (4..10).collect::<Vec<_>>());
+        assert_eq!(
+            offsets(&bus, "orders", 0).await,
+            (4..10).collect::<Vec<_>>()
+        );
         assert_eq!(
             bus.read("dlq.shopify-orders", 0, 100).await.unwrap().len(),
             3

@@ -34,27 +34,14 @@ const CONSUMER_REQUIRED: &[(&str, &str)] = &[
 
 /// Bootstrap servers plus every user property.
 pub(super) fn client_config(brokers: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
-    for (key, value) in properties {
-        config.set(key, value);
-    }
-    config
+    layered(brokers, &[], properties)
 }
 
 pub(super) fn producer_config(
     brokers: &str,
     properties: &BTreeMap<String, String>,
 ) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
-    for (key, value) in PRODUCER_DEFAULTS {
-        config.set(*key, *value);
-    }
-    for (key, value) in properties {
-        config.set(key, value);
-    }
-    config
+    layered(brokers, PRODUCER_DEFAULTS, properties)
 }
 
 pub(super) fn consumer_config(
@@ -62,17 +49,27 @@ pub(super) fn consumer_config(
     properties: &BTreeMap<String, String>,
     group: &str,
 ) -> ClientConfig {
+    let mut config = layered(brokers, CONSUMER_DEFAULTS, properties);
+    for (key, value) in CONSUMER_REQUIRED {
+        config.set(*key, *value);
+    }
+    config.set("group.id", group);
+    config
+}
+
+/// Bootstrap servers, then `defaults`, then every user property over them.
+fn layered(
+    brokers: &str,
+    defaults: &[(&str, &str)],
+    properties: &BTreeMap<String, String>,
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
-    for (key, value) in CONSUMER_DEFAULTS {
+    for (key, value) in defaults {
         config.set(*key, *value);
     }
     for (key, value) in properties {
         config.set(key, value);
     }
-    for (key, value) in CONSUMER_REQUIRED {
-        config.set(*key, *value);
-    }
-    config.set("group.id", group);
     config
 }

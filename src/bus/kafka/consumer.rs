@@ -127,6 +127,23 @@ impl KafkaConsumer {
         })
     }
 
+    /// Pauses or resumes fetching the partitions assigned now. The flag is
+    /// set first: a rebalance between the two steps then pauses or resumes
+    /// what it assigns itself.
+    fn set_paused(&self, paused: bool) -> Result<(), BusError> {
+        self.paused.store(paused, Ordering::Relaxed);
+        let assignment = self.assignment()?;
+        if assignment.count() == 0 {
+            return Ok(());
+        }
+        let (done, action) = if paused {
+            (self.consumer.pause(&assignment), "pause")
+        } else {
+            (self.consumer.resume(&assignment), "resume")
+        };
+        done.map_err(|e| BusError::kafka(format!("cannot {action} `{}`", self.topic), e))
+    }
+
     fn assignment(&self) -> Result<TopicPartitionList, BusError> {
         self.consumer.assignment().map_err(|e| {
             BusError::kafka(format!("cannot read the assignment of `{}`", self.topic), e)
@@ -191,26 +208,11 @@ impl Consumer for KafkaConsumer {
     }
 
     fn pause(&mut self) -> Result<bool, BusError> {
-        // Set first: a rebalance between the two steps then pauses what it
-        // assigns itself.
-        self.paused.store(true, Ordering::Relaxed);
-        let assignment = self.assignment()?;
-        if assignment.count() > 0 {
-            self.consumer
-                .pause(&assignment)
-                .map_err(|e| BusError::kafka(format!("cannot pause `{}`", self.topic), e))?;
-        }
+        self.set_paused(true)?;
         Ok(true)
     }
 
     fn resume(&mut self) -> Result<(), BusError> {
-        self.paused.store(false, Ordering::Relaxed);
-        let assignment = self.assignment()?;
-        if assignment.count() > 0 {
-            self.consumer
-                .resume(&assignment)
-                .map_err(|e| BusError::kafka(format!("cannot resume `{}`", self.topic), e))?;
-        }
-        Ok(())
+        self.set_paused(false)
     }
 }

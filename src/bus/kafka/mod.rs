@@ -456,13 +456,29 @@ mod tests {
         properties(&[("session.timeout.ms", "6000")])
     }
 
-    fn mock_bus(cluster: &Mock) -> KafkaBus {
+    fn mock_bus(cluster: &Mock, properties: &BTreeMap<String, String>) -> KafkaBus {
         KafkaBus::connect(
             &cluster.bootstrap_servers(),
-            &test_properties(),
+            properties,
             KafkaOptions::default(),
         )
         .unwrap()
+    }
+
+    /// A mock cluster holding `topic` in `partitions`, and a bus on it.
+    fn mock_topic(topic: &str, partitions: i32) -> (Mock, KafkaBus) {
+        mock_topic_with(topic, partitions, &test_properties())
+    }
+
+    fn mock_topic_with(
+        topic: &str,
+        partitions: i32,
+        properties: &BTreeMap<String, String>,
+    ) -> (Mock, KafkaBus) {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic(topic, partitions, 1).unwrap();
+        let bus = mock_bus(&cluster, properties);
+        (cluster, bus)
     }
 
     fn message(key: &str, n: u32) -> Message {
@@ -489,6 +505,34 @@ mod tests {
                     .unwrap(),
             );
         }
+        records
+    }
+
+    fn messages(records: &[Record]) -> Vec<Message> {
+        records.iter().map(|r| r.message.clone()).collect()
+    }
+
+    /// Commits the group's place after `record`.
+    async fn commit_after(consumer: &mut Box<dyn Consumer>, record: &Record) {
+        consumer
+            .commit(record.partition, record.offset + 1)
+            .await
+            .unwrap();
+    }
+
+    /// A member of `group` polls `count` records of `topic`, commits after
+    /// the one at `commit_at` and leaves the group.
+    async fn consume_and_leave(
+        bus: &KafkaBus,
+        topic: &str,
+        group: &str,
+        count: usize,
+        commit_at: usize,
+    ) -> Vec<Record> {
+        let mut member = bus.subscribe(topic, group).await.unwrap();
+        let records = poll_records(&mut member, count).await;
+        assert_eq!(records.len(), count);
+        commit_after(&mut member, &records[commit_at]).await;
         records
     }
 
@@ -532,9 +576,7 @@ mod tests {
 
     #[tokio::test]
     async fn poll_returns_key_headers_and_payload_in_order() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("orders.shopify", 2, 1).unwrap();
-        let bus = mock_bus(&cluster);
+        let (_cluster, bus) = mock_topic("orders.shopify", 2);
         let sent: Vec<Message> = (0..3).map(|n| message("acme:1001", n)).collect();
         let offsets = publish_all(&bus, "orders.shopify", &sent).await;
         assert!(
@@ -547,7 +589,7 @@ mod tests {
             .await
             .unwrap();
         let records = poll_records(&mut consumer, 3).await;
-        let received: Vec<Message> = records.iter().map(|r| r.message.clone()).collect();
+        let received = messages(&records);
         assert_eq!(received, sent);
         assert_eq!(
             records.iter().map(|r| r.offset).collect::<Vec<_>>(),
@@ -560,10 +602,7 @@ mod tests {
         );
 
         let read = bus.read("orders.shopify", 1, 10).await.unwrap();
-        assert_eq!(
-            read.iter().map(|r| r.message.clone()).collect::<Vec<_>>(),
-            sent[1..]
-        );
+        assert_eq!(messages(&read), sent[1..]);
         assert_eq!(bus.read("orders.shopify", 0, 2).await.unwrap().len(), 2);
         assert!(
             bus.topics()
@@ -575,23 +614,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_member_resumes_after_the_committed_offset() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("shipments.booked", 1, 1).unwrap();
-        let bus = mock_bus(&cluster);
+        let (_cluster, bus) = mock_topic("shipments.booked", 1);
         let sent: Vec<Message> = (0..3).map(|n| message("acme:7", n)).collect();
         publish_all(&bus, "shipments.booked", &sent).await;
 
-        let mut first = bus
-            .subscribe("shipments.booked", "waybill.writeback")
-            .await
-            .unwrap();
-        let records = poll_records(&mut first, 3).await;
-        assert_eq!(records.len(), 3);
-        first
-            .commit(records[1].partition, records[1].offset + 1)
-            .await
-            .unwrap();
-        drop(first);
+        let records = consume_and_leave(&bus, "shipments.booked", "waybill.writeback", 3, 1).await;
 
         let mut second = bus
             .subscribe("shipments.booked", "waybill.writeback")
@@ -604,42 +631,23 @@ mod tests {
 
     #[tokio::test]
     async fn consumer_groups_are_independent() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("shipments.status", 1, 1).unwrap();
-        let bus = mock_bus(&cluster);
+        let (_cluster, bus) = mock_topic("shipments.status", 1);
         let sent: Vec<Message> = (0..2).map(|n| message("acme:9", n)).collect();
         publish_all(&bus, "shipments.status", &sent).await;
 
-        let mut done = bus
-            .subscribe("shipments.status", "waybill.a")
-            .await
-            .unwrap();
-        let records = poll_records(&mut done, 2).await;
-        assert_eq!(records.len(), 2);
-        done.commit(records[1].partition, records[1].offset + 1)
-            .await
-            .unwrap();
-        drop(done);
+        consume_and_leave(&bus, "shipments.status", "waybill.a", 2, 1).await;
 
         let mut other = bus
             .subscribe("shipments.status", "waybill.b")
             .await
             .unwrap();
         let records = poll_records(&mut other, 2).await;
-        assert_eq!(
-            records
-                .iter()
-                .map(|r| r.message.clone())
-                .collect::<Vec<_>>(),
-            sent
-        );
+        assert_eq!(messages(&records), sent);
     }
 
     #[tokio::test]
     async fn a_commit_for_a_partition_not_assigned_is_ignored() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("orders.woo", 1, 1).unwrap();
-        let bus = mock_bus(&cluster);
+        let (_cluster, bus) = mock_topic("orders.woo", 1);
         let sent: Vec<Message> = (0..2).map(|n| message("acme:5", n)).collect();
         publish_all(&bus, "orders.woo", &sent).await;
 
@@ -650,29 +658,20 @@ mod tests {
 
         let mut member = bus.subscribe("orders.woo", "waybill.book").await.unwrap();
         let records = poll_records(&mut member, 2).await;
-        assert_eq!(
-            records
-                .iter()
-                .map(|r| r.message.clone())
-                .collect::<Vec<_>>(),
-            sent
-        );
+        assert_eq!(messages(&records), sent);
     }
 
     #[tokio::test]
     async fn a_paused_member_keeps_polling_and_its_place_in_the_group() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("orders.shopify", 1, 1).unwrap();
         // librdkafka leaves the group when not polled for this long.
-        let bus = KafkaBus::connect(
-            &cluster.bootstrap_servers(),
+        let (_cluster, bus) = mock_topic_with(
+            "orders.shopify",
+            1,
             &properties(&[
                 ("session.timeout.ms", "6000"),
                 ("max.poll.interval.ms", "6000"),
             ]),
-            KafkaOptions::default(),
-        )
-        .unwrap();
+        );
         let sent: Vec<Message> = (0..6).map(|n| message("acme:11", n)).collect();
         let offsets = publish_all(&bus, "orders.shopify", &sent).await;
 
@@ -707,9 +706,7 @@ mod tests {
 
     #[tokio::test]
     async fn publish_fails_fast_while_the_broker_is_down_and_recovers() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("orders.shopify", 1, 1).unwrap();
-        let bus = mock_bus(&cluster);
+        let (cluster, bus) = mock_topic("orders.shopify", 1);
         bus.publish("orders.shopify", message("acme:1", 0))
             .await
             .unwrap();
@@ -747,14 +744,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_too_large_is_a_storage_error_and_not_transient() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("orders.shopify", 1, 1).unwrap();
-        let bus = KafkaBus::connect(
-            &cluster.bootstrap_servers(),
+        let (_cluster, bus) = mock_topic_with(
+            "orders.shopify",
+            1,
             &properties(&[("message.max.bytes", "1000")]),
-            KafkaOptions::default(),
-        )
-        .unwrap();
+        );
         let mut large = message("acme:1", 0);
         large.payload = vec![b'x'; 10_000];
         let error = bus.publish("orders.shopify", large).await.unwrap_err();
@@ -818,16 +812,13 @@ mod tests {
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].topic, "orders.shopify");
         assert_eq!(records[0].message, message("acme:1", 1));
-        consumer
-            .commit(records[0].partition, records[0].offset + 1)
-            .await
-            .unwrap();
+        commit_after(&mut consumer, &records[0]).await;
     }
 
     #[tokio::test]
     async fn topics_are_auto_created_when_the_admin_api_is_missing() {
         let cluster = MockCluster::new(1).unwrap();
-        let bus = mock_bus(&cluster);
+        let bus = mock_bus(&cluster, &test_properties());
         let first = bus.publish("dlq.book", message("acme:3", 0)).await.unwrap();
         let second = bus.publish("dlq.book", message("acme:3", 1)).await.unwrap();
         assert!(second > first);
@@ -891,20 +882,8 @@ mod tests {
         assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
         assert!(bus.topics().await.unwrap().contains(&topic));
 
-        let mut first = bus.subscribe(&topic, &group).await.unwrap();
-        let records = poll_records(&mut first, 3).await;
-        assert_eq!(
-            records
-                .iter()
-                .map(|r| r.message.clone())
-                .collect::<Vec<_>>(),
-            sent
-        );
-        first
-            .commit(records[1].partition, records[1].offset + 1)
-            .await
-            .unwrap();
-        drop(first);
+        let records = consume_and_leave(&bus, &topic, &group, 3, 1).await;
+        assert_eq!(messages(&records), sent);
 
         let mut second = bus.subscribe(&topic, &group).await.unwrap();
         let resumed = poll_records(&mut second, 1).await;
