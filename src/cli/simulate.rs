@@ -21,9 +21,10 @@ pub struct SimulateArgs {
     /// Order JSON to send as the body.
     #[arg(long)]
     pub file: PathBuf,
-    /// The store's event name, sent in the connector's topic header.
-    #[arg(long, default_value = "orders/create")]
-    pub topic: String,
+    /// The store's event name, sent in the connector's topic header;
+    /// defaults to the connector's `webhook.sample_topic`.
+    #[arg(long)]
+    pub topic: Option<String>,
     /// Base URL of the running waybill; defaults to `http.listen`.
     #[arg(long)]
     pub url: Option<String>,
@@ -50,6 +51,14 @@ pub async fn run(config_path: &Path, args: SimulateArgs) -> anyhow::Result<i32> 
         .with_context(|| {
             format!(
                 "account `{account}` (connector `{}`) does not receive `{source}` webhooks",
+                acct.connector
+            )
+        })?;
+    let topic = topic
+        .or_else(|| spec.sample_topic.clone())
+        .with_context(|| {
+            format!(
+                "connector `{}` declares no `webhook.sample_topic`: name the event with --topic",
                 acct.connector
             )
         })?;

@@ -542,6 +542,7 @@ impl Compiler<'_> {
             topic_header: raw.topic_header,
             delivery_id_header: raw.delivery_id_header,
             order_id,
+            sample_topic: raw.sample_topic,
         }
     }
 

@@ -142,6 +142,8 @@ pub struct WebhookSpec {
     pub delivery_id_header: Option<String>,
     /// Where the body holds the order id; `$.id` unless declared.
     pub order_id: OrderIdPath,
+    /// The event name `waybill simulate` sends by default.
+    pub sample_topic: Option<String>,
 }
 
 /// Where a webhook body holds its order id, compiled when the connector

@@ -181,6 +181,9 @@ pub struct RawWebhook {
     pub delivery_id_header: Option<String>,
     /// JSONPath of the order id in the body. Default `$.id`.
     pub order_id: Option<Located<String>>,
+    /// The event name `waybill simulate` sends when it is given no `--topic`,
+    /// e.g. `orders/create`. Default none: `--topic` is then required.
+    pub sample_topic: Option<String>,
 }
 
 /// A signature over the raw request body.

@@ -104,6 +104,7 @@ mod tests {
             topic_header: Some("X-Acme-Event".into()),
             delivery_id_header: None,
             order_id: OrderIdPath::parse("$.id").expect("path"),
+            sample_topic: None,
         }
     }
 

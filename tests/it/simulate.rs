@@ -48,7 +48,7 @@ fn args(
         source: source.into(),
         account: account.into(),
         file,
-        topic: topic.into(),
+        topic: Some(topic.into()),
         url: Some(app.url("")),
     }
 }
@@ -123,7 +123,21 @@ async fn simulate_signs_for_a_store_declared_only_in_yaml() {
             .contains("does not receive `shopify` webhooks"),
         "{err}"
     );
+
+    // Without --topic the connector's sample topic is sent; acme declares none.
+    let mut untitled = args(&app, "acme", "acme-main", order_path(&dir), "unused");
+    untitled.topic = None;
+    let err = simulate::run(&config, untitled).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("declares no `webhook.sample_topic`: name the event with --topic"),
+        "{err}"
+    );
     app.stop().await;
+}
+
+fn order_path(dir: &ConfigDir) -> std::path::PathBuf {
+    dir.dir.path().join("acme-order.json")
 }
 
 #[tokio::test]
