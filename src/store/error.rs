@@ -116,6 +116,7 @@ fn transient_sqlstate(code: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_support::{create_database, drop_database};
     use sqlx::postgres::{PgConnection, PgPoolOptions};
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
     use sqlx::{Connection, PgPool};
@@ -208,27 +209,10 @@ mod tests {
         assert!(!StoreError::from(RowError::Status("reserved".into())).is_transient());
     }
 
-    /// The server the PostgreSQL tests create their databases on.
-    fn postgres_server() -> String {
-        std::env::var("WAYBILL_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-    }
-
     /// A fresh database with table `t (id INT PRIMARY KEY, v INT)` holding
     /// rows 1 and 2, its URL, and the server's admin pool to drop it with.
     async fn postgres_database() -> (String, String, PgPool) {
-        let server = postgres_server();
-        let admin = PgPoolOptions::new()
-            .max_connections(2)
-            .connect(&format!("{server}/postgres"))
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {server} is required for these tests: {e}"));
-        let name = format!("waybill_test_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let url = format!("{server}/{name}");
+        let (name, url, admin) = create_database().await;
         let mut conn = PgConnection::connect(&url).await.unwrap();
         sqlx::raw_sql(
             "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 0), (2, 0)",
@@ -238,15 +222,6 @@ mod tests {
         .unwrap();
         conn.close().await.unwrap();
         (name, url, admin)
-    }
-
-    async fn drop_database(name: &str, admin: &PgPool) {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(admin)
-        .await
-        .unwrap();
     }
 
     async fn run(conn: &mut PgConnection, sql: &'static str) -> Result<(), sqlx::Error> {

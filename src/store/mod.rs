@@ -7,6 +7,8 @@
 mod error;
 pub mod sql;
 pub(crate) mod sqlite;
+#[cfg(test)]
+mod test_support;
 
 pub use error::{RowError, StoreError};
 

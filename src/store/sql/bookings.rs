@@ -22,24 +22,36 @@ const CLAIM_ATTEMPTS: usize = 8;
 
 /// Binds a booking key to `$1`–`$4`.
 macro_rules! bind_key {
-    ($query:expr, $key:expr, $sequence:expr) => {
+    ($query:expr, $key:expr) => {
         $query
             .bind(&$key.source)
             .bind(&$key.account)
             .bind(&$key.order_id)
-            .bind($sequence)
+            .bind(i64::from($key.sequence))
     };
 }
 
-/// Appends an audit row inside transaction `$tx`.
+/// Runs the statement of [`Change`] `$change` inside transaction `$tx`:
+/// the number of rows it changed.
+macro_rules! execute {
+    ($tx:expr, $change:expr) => {{
+        let mut query = bind_key!(sqlx::query($change.statement), $change.key);
+        for param in $change.params {
+            query = query.bind(*param);
+        }
+        query.execute(&mut *$tx).await.map_err(db)?.rows_affected()
+    }};
+}
+
+/// Appends the audit row of [`Change`] `$change` inside transaction `$tx`.
 macro_rules! audit {
-    ($tx:expr, $key:expr, $action:expr, $message_id:expr, $detail:expr, $at:expr) => {
+    ($tx:expr, $change:expr) => {
         sqlx::query(INSERT_AUDIT)
-            .bind($key)
-            .bind($action)
-            .bind($message_id)
-            .bind($detail)
-            .bind($at)
+            .bind($change.key.to_string())
+            .bind($change.action)
+            .bind($change.message_id)
+            .bind($change.detail)
+            .bind($change.at)
             .execute(&mut *$tx)
             .await
             .map_err(db)?
@@ -48,8 +60,8 @@ macro_rules! audit {
 
 /// The booking row of a key inside transaction `$tx`.
 macro_rules! stored_row {
-    ($tx:expr, $key:expr, $sequence:expr) => {{
-        let row: Option<BookingRow> = bind_key!(sqlx::query_as(SELECT_BOOKING), $key, $sequence)
+    ($tx:expr, $key:expr) => {{
+        let row: Option<BookingRow> = bind_key!(sqlx::query_as(SELECT_BOOKING), $key)
             .fetch_optional(&mut *$tx)
             .await
             .map_err(db)?;
@@ -60,15 +72,11 @@ macro_rules! stored_row {
 /// The status of a booking key inside transaction `$tx`, to say why a
 /// transition was refused.
 macro_rules! current_status {
-    ($tx:expr, $key:expr, $sequence:expr) => {
-        bind_key!(
-            sqlx::query_scalar::<_, String>(SELECT_STATUS),
-            $key,
-            $sequence
-        )
-        .fetch_optional(&mut *$tx)
-        .await
-        .map_err(db)?
+    ($tx:expr, $key:expr) => {
+        bind_key!(sqlx::query_scalar::<_, String>(SELECT_STATUS), $key)
+            .fetch_optional(&mut *$tx)
+            .await
+            .map_err(db)?
     };
 }
 
@@ -94,84 +102,58 @@ fn wrong_state(key: &BookingKey, status: Option<String>, expected: &str) -> Stor
     }
 }
 
-/// One claim of a key, with what every attempt at it binds.
-struct Claim<'a> {
+/// One change of a booking key's state and the audit row that records it.
+struct Change<'a> {
     key: &'a BookingKey,
-    key_text: String,
-    sequence: i64,
-    owner: &'a str,
-    message_id: &'a str,
-    reference: &'a str,
-    now: String,
-    lease_until: String,
-    detail: String,
+    /// The statement, with the key as `$1`–`$4` and `params` from `$5` on.
+    statement: &'static str,
+    params: &'a [&'a str],
+    action: &'static str,
+    message_id: Option<&'a str>,
+    detail: &'a str,
+    at: &'a str,
 }
 
-impl<'a> Claim<'a> {
-    fn new(
-        key: &'a BookingKey,
-        owner: &'a str,
-        lease: Duration,
-        message_id: &'a str,
-        reference: &'a str,
-    ) -> Self {
-        let now = OffsetDateTime::now_utc();
-        Claim {
-            key,
-            key_text: key.to_string(),
-            sequence: i64::from(key.sequence),
-            owner,
-            message_id,
-            reference,
-            now: timestamp(now),
-            lease_until: timestamp(later(now, lease)),
-            detail: format!("owner {owner}"),
-        }
-    }
+/// What became of a [`Change`] of the usual shape.
+enum Applied {
+    Changed,
+    /// The statement changed no row: the key is absent (`None`) or in
+    /// this state.
+    Refused(Option<String>),
+}
 
-    /// The usual case, a key never claimed, in one job of the bus writer;
-    /// `false` for every other case, or without a writer.
-    async fn new_key_in_one_go(&self, store: &SqlStore) -> Result<bool, StoreError> {
+impl Change<'_> {
+    /// The change and its audit row as one job of the bus writer, for the
+    /// usual case of a frequent change; `false` when it changed nothing, or
+    /// without a writer, for the caller to take its general path.
+    async fn in_one_go(&self, store: &SqlStore) -> Result<bool, StoreError> {
         let Backend::Sqlite { jobs, .. } = &store.backend else {
             return Ok(false);
         };
         let mut values = key_values(self.key);
-        values.extend([
-            text(self.owner),
-            text(&self.lease_until),
-            text(self.message_id),
-            text(self.reference),
-            text(&self.now),
-        ]);
-        let audit = [
-            &self.key_text,
-            "sent",
-            self.message_id,
-            &self.detail,
-            &self.now,
+        values.extend(self.params.iter().map(|param| text(param)));
+        let audit = vec![
+            text(&self.key.to_string()),
+            text(self.action),
+            self.message_id.map_or(Value::Null, text),
+            text(self.detail),
+            text(self.at),
         ];
-        change_in_one_go(jobs.as_ref(), CLAIM_NEW, values, audit.map(text).into()).await
+        change_in_one_go(jobs.as_ref(), self.statement, values, audit).await
     }
 
-    /// The answer for a key someone claimed before.
-    fn answer(&self, stored: StoredBooking) -> Result<Reservation, StoreError> {
-        let booking = stored.booking;
-        let previous_owner = booking.owner.unwrap_or_default();
-        let lease_until = stored.lease_until.unwrap_or_default();
-        let held_by_other = previous_owner != self.owner && lease_until >= self.now;
-        match booking.status {
-            BookingStatus::Booked => match booking.result {
-                Some(result) => Ok(Reservation::Booked(result)),
-                None => Err(RowError::BookedWithoutResult(self.key_text.clone()).into()),
-            },
-            BookingStatus::Review => Ok(Reservation::Review(booking.reason.unwrap_or_default())),
-            // A live owner's request may still be answered: only a lapsed
-            // lease (or our own earlier life) means nobody will.
-            BookingStatus::Sent if held_by_other => Ok(Reservation::Busy {
-                owner: previous_owner,
-            }),
-            BookingStatus::Sent => Ok(Reservation::Sent),
-        }
+    /// The change and its audit row in one transaction; when it changes no
+    /// row, the key's status as that transaction read it.
+    async fn apply(&self, store: &SqlStore) -> Result<Applied, StoreError> {
+        with_write_pool!(store, pool => {
+            let mut tx = pool.begin().await.map_err(db)?;
+            if execute!(tx, self) == 0 {
+                return Ok(Applied::Refused(current_status!(tx, self.key)));
+            }
+            audit!(tx, self);
+            tx.commit().await.map_err(db)?;
+            Ok(Applied::Changed)
+        })
     }
 }
 
@@ -183,8 +165,21 @@ pub(super) async fn claim(
     message_id: &str,
     reference: &str,
 ) -> Result<Reservation, StoreError> {
-    let claim = Claim::new(key, owner, lease, message_id, reference);
-    if claim.new_key_in_one_go(store).await? {
+    let started = OffsetDateTime::now_utc();
+    let now = timestamp(started);
+    let lease_until = timestamp(later(started, lease));
+    let detail = format!("owner {owner}");
+    let claim = Change {
+        key,
+        statement: CLAIM_NEW,
+        params: &[owner, &lease_until, message_id, reference, &now],
+        action: "sent",
+        message_id: Some(message_id),
+        detail: &detail,
+        at: &now,
+    };
+    // The usual case, a key never claimed, in one go.
+    if claim.in_one_go(store).await? {
         return Ok(Reservation::Acquired);
     }
     with_write_pool!(store, pool => {
@@ -192,28 +187,44 @@ pub(super) async fn claim(
             let mut tx = pool.begin().await.map_err(db)?;
             // The insert comes first so that on SQLite the transaction
             // holds the write lock from its first statement on.
-            let inserted = bind_key!(sqlx::query(CLAIM_NEW), key, claim.sequence)
-                .bind(owner)
-                .bind(&claim.lease_until)
-                .bind(message_id)
-                .bind(reference)
-                .bind(&claim.now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?
-                .rows_affected();
-            if inserted == 1 {
-                audit!(tx, &claim.key_text, "sent", message_id, Some(&claim.detail), &claim.now);
+            if execute!(tx, claim) == 1 {
+                audit!(tx, claim);
                 tx.commit().await.map_err(db)?;
                 return Ok(Reservation::Acquired);
             }
             // Given back between the two statements: try the insert again.
-            if let Some(stored) = stored_row!(tx, key, claim.sequence) {
-                return claim.answer(stored);
+            if let Some(stored) = stored_row!(tx, key) {
+                return answer(key, owner, &now, stored);
             }
         }
-        Err(StoreError::Contended(claim.key_text))
+        Err(StoreError::Contended(key.to_string()))
     })
+}
+
+/// The answer to `owner`'s claim at `now` of a key someone claimed before.
+fn answer(
+    key: &BookingKey,
+    owner: &str,
+    now: &str,
+    stored: StoredBooking,
+) -> Result<Reservation, StoreError> {
+    let booking = stored.booking;
+    let previous_owner = booking.owner.unwrap_or_default();
+    let lease_until = stored.lease_until.unwrap_or_default();
+    let held_by_other = previous_owner != owner && lease_until.as_str() >= now;
+    match booking.status {
+        BookingStatus::Booked => match booking.result {
+            Some(result) => Ok(Reservation::Booked(result)),
+            None => Err(RowError::BookedWithoutResult(key.to_string()).into()),
+        },
+        BookingStatus::Review => Ok(Reservation::Review(booking.reason.unwrap_or_default())),
+        // A live owner's request may still be answered: only a lapsed
+        // lease (or our own earlier life) means nobody will.
+        BookingStatus::Sent if held_by_other => Ok(Reservation::Busy {
+            owner: previous_owner,
+        }),
+        BookingStatus::Sent => Ok(Reservation::Sent),
+    }
 }
 
 pub(super) async fn mark_booked(
@@ -223,49 +234,38 @@ pub(super) async fn mark_booked(
     message_id: &str,
 ) -> Result<(), StoreError> {
     let now = now_timestamp();
-    let key_text = key.to_string();
-    let sequence = i64::from(key.sequence);
     let extracted = serde_json::to_string(&result.extracted).map_err(StoreError::Encode)?;
     let detail = format!(
         "tracking number {} at {} ({})",
         result.tracking_number, result.courier, result.account
     );
-    if let Backend::Sqlite { jobs, .. } = &store.backend {
-        // The usual case, a `sent` key, in one go; anything else (a
-        // repeated record, a refused transition) takes the general path.
-        let mut values = key_values(key);
-        values.extend(
-            [
-                &result.tracking_number,
-                &result.courier,
-                &result.account,
-                &extracted,
-                &now,
-            ]
-            .map(|value| text(value)),
-        );
-        let audit = [key_text.as_str(), "booked", message_id, &detail, &now];
-        if change_in_one_go(jobs.as_ref(), MARK_BOOKED, values, audit.map(text).into()).await? {
-            return Ok(());
-        }
+    let booked = Change {
+        key,
+        statement: MARK_BOOKED,
+        params: &[
+            &result.tracking_number,
+            &result.courier,
+            &result.account,
+            &extracted,
+            &now,
+        ],
+        action: "booked",
+        message_id: Some(message_id),
+        detail: &detail,
+        at: &now,
+    };
+    // The usual case, a `sent` key, in one go; anything else (a repeated
+    // record, a refused transition) takes the general path.
+    if booked.in_one_go(store).await? {
+        return Ok(());
     }
     with_write_pool!(store, pool => {
         let mut tx = pool.begin().await.map_err(db)?;
-        let updated = bind_key!(sqlx::query(MARK_BOOKED), key, sequence)
-            .bind(&result.tracking_number)
-            .bind(&result.courier)
-            .bind(&result.account)
-            .bind(&extracted)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-        if updated == 0 {
-            let stored = stored_row!(tx, key, sequence);
+        if execute!(tx, booked) == 0 {
+            let stored = stored_row!(tx, key);
             return already_booked_as(key, stored, result);
         }
-        audit!(tx, &key_text, "booked", message_id, Some(&detail), &now);
+        audit!(tx, booked);
         tx.commit().await.map_err(db)
     })
 }
@@ -295,28 +295,21 @@ pub(super) async fn mark_review(
     message_id: &str,
 ) -> Result<(), StoreError> {
     let now = now_timestamp();
-    let key_text = key.to_string();
-    let sequence = i64::from(key.sequence);
-    with_write_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db)?;
-        let updated = bind_key!(sqlx::query(MARK_REVIEW), key, sequence)
-            .bind(reason)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-        if updated == 0 {
-            let status: Option<String> = current_status!(tx, key, sequence);
-            // Already waiting for a person: a redelivered message changes nothing.
-            if status.as_deref() == Some("review") {
-                return Ok(());
-            }
-            return Err(wrong_state(key, status, "sent"));
-        }
-        audit!(tx, &key_text, "review", message_id, Some(reason.to_string()), &now);
-        tx.commit().await.map_err(db)
-    })
+    let review = Change {
+        key,
+        statement: MARK_REVIEW,
+        params: &[reason, &now],
+        action: "review",
+        message_id: Some(message_id),
+        detail: reason,
+        at: &now,
+    };
+    match review.apply(store).await? {
+        Applied::Changed => Ok(()),
+        // Already waiting for a person: a redelivered message changes nothing.
+        Applied::Refused(Some(status)) if status == "review" => Ok(()),
+        Applied::Refused(status) => Err(wrong_state(key, status, "sent")),
+    }
 }
 
 pub(super) async fn release(
@@ -325,24 +318,29 @@ pub(super) async fn release(
     owner: &str,
 ) -> Result<(), StoreError> {
     let now = now_timestamp();
-    let key_text = key.to_string();
-    let sequence = i64::from(key.sequence);
-    with_write_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db)?;
-        let deleted = bind_key!(sqlx::query(RELEASE), key, sequence)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-        if deleted == 0 {
-            let status: Option<String> = current_status!(tx, key, sequence);
-            let status = status.map(|s| if s == "sent" { "sent by another owner".to_string() } else { s });
-            return Err(wrong_state(key, status, &format!("sent by {owner}")));
+    let detail = format!("owner {owner}");
+    let release = Change {
+        key,
+        statement: RELEASE,
+        params: &[owner],
+        action: "released",
+        message_id: None,
+        detail: &detail,
+        at: &now,
+    };
+    match release.apply(store).await? {
+        Applied::Changed => Ok(()),
+        Applied::Refused(status) => {
+            let status = status.map(|s| {
+                if s == "sent" {
+                    "sent by another owner".to_string()
+                } else {
+                    s
+                }
+            });
+            Err(wrong_state(key, status, &format!("sent by {owner}")))
         }
-        audit!(tx, &key_text, "released", None::<String>, Some(format!("owner {owner}")), &now);
-        tx.commit().await.map_err(db)
-    })
+    }
 }
 
 pub(super) async fn resolve_booked(
@@ -353,57 +351,46 @@ pub(super) async fn resolve_booked(
     account: &str,
 ) -> Result<(), StoreError> {
     let now = now_timestamp();
-    let key_text = key.to_string();
-    let sequence = i64::from(key.sequence);
-    with_write_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db)?;
-        let updated = bind_key!(sqlx::query(RESOLVE_BOOKED), key, sequence)
-            .bind(tracking_number)
-            .bind(courier)
-            .bind(account)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-        if updated == 0 {
-            let status: Option<String> = current_status!(tx, key, sequence);
-            return Err(wrong_state(key, status, "review"));
-        }
-        let detail = format!("resolved by an operator: booked as {tracking_number} at {courier} ({account})");
-        audit!(tx, &key_text, "resolved_booked", None::<String>, Some(detail), &now);
-        tx.commit().await.map_err(db)
-    })
+    let detail =
+        format!("resolved by an operator: booked as {tracking_number} at {courier} ({account})");
+    let resolve = Change {
+        key,
+        statement: RESOLVE_BOOKED,
+        params: &[tracking_number, courier, account, &now],
+        action: "resolved_booked",
+        message_id: None,
+        detail: &detail,
+        at: &now,
+    };
+    match resolve.apply(store).await? {
+        Applied::Changed => Ok(()),
+        Applied::Refused(status) => Err(wrong_state(key, status, "review")),
+    }
 }
 
 pub(super) async fn resolve_release(store: &SqlStore, key: &BookingKey) -> Result<(), StoreError> {
     let now = now_timestamp();
-    let key_text = key.to_string();
-    let sequence = i64::from(key.sequence);
-    with_write_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db)?;
-        let deleted = bind_key!(sqlx::query(RESOLVE_RELEASE), key, sequence)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-        if deleted == 0 {
-            let status: Option<String> = current_status!(tx, key, sequence);
-            return Err(wrong_state(key, status, "review"));
-        }
-        let detail = "resolved by an operator: not booked, released for booking again";
-        audit!(tx, &key_text, "resolved_release", None::<String>, Some(detail), &now);
-        tx.commit().await.map_err(db)
-    })
+    let resolve = Change {
+        key,
+        statement: RESOLVE_RELEASE,
+        params: &[],
+        action: "resolved_release",
+        message_id: None,
+        detail: "resolved by an operator: not booked, released for booking again",
+        at: &now,
+    };
+    match resolve.apply(store).await? {
+        Applied::Changed => Ok(()),
+        Applied::Refused(status) => Err(wrong_state(key, status, "review")),
+    }
 }
 
 pub(super) async fn booking(
     store: &SqlStore,
     key: &BookingKey,
 ) -> Result<Option<Booking>, StoreError> {
-    let sequence = i64::from(key.sequence);
     let row: Option<BookingRow> = with_read_pool!(store, pool => {
-        bind_key!(sqlx::query_as(SELECT_BOOKING), key, sequence)
+        bind_key!(sqlx::query_as(SELECT_BOOKING), key)
             .fetch_optional(pool)
             .await
             .map_err(db)?

@@ -2,16 +2,11 @@
 //! embedded bus (whose writer takes the frequent changes) and on PostgreSQL.
 
 use super::*;
+use crate::store::test_support::{create_database, drop_database};
 use futures::FutureExt;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-
-/// The server the PostgreSQL tests create their databases on.
-fn postgres_server() -> String {
-    std::env::var("WAYBILL_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
 
 async fn on_sqlite<F, Fut>(test: F)
 where
@@ -48,32 +43,15 @@ where
     F: FnOnce(SqlStore) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let server = postgres_server();
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&format!("{server}/postgres"))
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {server} is required for these tests: {e}"));
-    let name = format!("waybill_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
+    let (name, url, admin) = create_database().await;
     let outcome = AssertUnwindSafe(async {
-        let store = SqlStore::connect(&format!("{server}/{name}"))
-            .await
-            .unwrap();
+        let store = SqlStore::connect(&url).await.unwrap();
         test(store.clone()).await;
         store.close().await;
     })
     .catch_unwind()
     .await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    drop_database(&name, &admin).await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
