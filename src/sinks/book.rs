@@ -13,7 +13,7 @@
 use crate::config::{Account, Config};
 use crate::connector::{Connector, Engine, PreparedRequest};
 use crate::model::{BookingKey, BookingResult, ErrorClass, Failure, Shipment};
-use crate::store::{BookingStatus, Reservation, Store, StoreError};
+use crate::store::{BookingStatus, Claim, Reservation, Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::telemetry::events::{CourierRequestCompleted, DuplicateSuppressed, RateLimitWaited};
 use backon::{ExponentialBuilder, Retryable};
@@ -235,13 +235,13 @@ impl Booker {
     ) -> Result<Claimed<'s>, Failure> {
         let reservation = self
             .store
-            .claim_booking(
-                &order.key,
-                &self.owner,
-                order.lease,
-                order.message_id,
-                order.reference,
-            )
+            .claim_booking(Claim {
+                key: &order.key,
+                owner: &self.owner,
+                lease: order.lease,
+                message_id: order.message_id,
+                reference: order.reference,
+            })
             .await
             .map_err(store_failure)?;
         let key = &order.key_text;
@@ -444,17 +444,8 @@ mod tests {
         async fn remember_delivery(&self, s: &str, a: &str, d: &str) -> Result<bool, StoreError> {
             self.inner.remember_delivery(s, a, d).await
         }
-        async fn claim_booking(
-            &self,
-            key: &BookingKey,
-            owner: &str,
-            lease: Duration,
-            message_id: &str,
-            reference: &str,
-        ) -> Result<Reservation, StoreError> {
-            self.inner
-                .claim_booking(key, owner, lease, message_id, reference)
-                .await
+        async fn claim_booking(&self, claim: Claim<'_>) -> Result<Reservation, StoreError> {
+            self.inner.claim_booking(claim).await
         }
         async fn mark_booked(
             &self,

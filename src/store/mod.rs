@@ -66,6 +66,21 @@ pub enum Reservation {
     Busy { owner: String },
 }
 
+/// A claim on a booking key, made just before its request goes out
+/// ([`Store::claim_booking`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub key: &'a BookingKey,
+    /// The instance that sends the request.
+    pub owner: &'a str,
+    /// How long the key stays the owner's while its answer may still come.
+    pub lease: Duration,
+    /// `waybill-id` of the message that books.
+    pub message_id: &'a str,
+    /// The order's reference at the courier, to look the booking up by.
+    pub reference: &'a str,
+}
+
 /// An audit entry: which message did what to which booking, when.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEntry {
@@ -99,14 +114,7 @@ pub trait Store: Send + Sync + 'static {
     /// Only [`Reservation::Acquired`] lets the caller send. A key another
     /// owner sent is [`Reservation::Busy`] while that owner's lease lasts
     /// (its answer may still come) and [`Reservation::Sent`] after.
-    async fn claim_booking(
-        &self,
-        key: &BookingKey,
-        owner: &str,
-        lease: Duration,
-        message_id: &str,
-        reference: &str,
-    ) -> Result<Reservation, StoreError>;
+    async fn claim_booking(&self, claim: Claim<'_>) -> Result<Reservation, StoreError>;
 
     /// Records a successful booking (and the shipment and audit rows).
     async fn mark_booked(

@@ -11,9 +11,8 @@ use super::writer::{change_in_one_go, text};
 use super::{Backend, SqlStore, db};
 use crate::clock::{later, now_timestamp, timestamp};
 use crate::model::{BookingKey, BookingResult};
-use crate::store::{AuditEntry, Booking, BookingStatus, Reservation, RowError, StoreError};
+use crate::store::{AuditEntry, Booking, BookingStatus, Claim, Reservation, RowError, StoreError};
 use rusqlite::types::Value;
-use std::time::Duration;
 use time::OffsetDateTime;
 
 /// How often a claim retries when the row is given back between its
@@ -157,14 +156,14 @@ impl Change<'_> {
     }
 }
 
-pub(super) async fn claim(
-    store: &SqlStore,
-    key: &BookingKey,
-    owner: &str,
-    lease: Duration,
-    message_id: &str,
-    reference: &str,
-) -> Result<Reservation, StoreError> {
+pub(super) async fn claim(store: &SqlStore, request: Claim<'_>) -> Result<Reservation, StoreError> {
+    let Claim {
+        key,
+        owner,
+        lease,
+        message_id,
+        reference,
+    } = request;
     let started = OffsetDateTime::now_utc();
     let now = timestamp(started);
     let lease_until = timestamp(later(started, lease));

@@ -12,7 +12,7 @@
 //! `writer` hands the frequent booking changes to the embedded bus writer.
 
 use super::sqlite::{self, Jobs, SqlitePools};
-use super::{AuditEntry, Booking, BookingStatus, Reservation, Store, StoreError};
+use super::{AuditEntry, Booking, BookingStatus, Claim, Reservation, Store, StoreError};
 use crate::model::{BookingKey, BookingResult};
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -167,15 +167,8 @@ impl Store for SqlStore {
         deliveries::remember(self, source, account, delivery_id).await
     }
 
-    async fn claim_booking(
-        &self,
-        key: &BookingKey,
-        owner: &str,
-        lease: Duration,
-        message_id: &str,
-        reference: &str,
-    ) -> Result<Reservation, StoreError> {
-        bookings::claim(self, key, owner, lease, message_id, reference).await
+    async fn claim_booking(&self, claim: Claim<'_>) -> Result<Reservation, StoreError> {
+        bookings::claim(self, claim).await
     }
 
     async fn mark_booked(

@@ -8,6 +8,23 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
+/// A claim, its fields in the order the scenarios read best.
+fn claim_of<'a>(
+    key: &'a BookingKey,
+    owner: &'a str,
+    lease: Duration,
+    message_id: &'a str,
+    reference: &'a str,
+) -> Claim<'a> {
+    Claim {
+        key,
+        owner,
+        lease,
+        message_id,
+        reference,
+    }
+}
+
 async fn on_sqlite<F, Fut>(test: F)
 where
     F: FnOnce(SqlStore) -> Fut,
@@ -134,7 +151,8 @@ async fn actions(store: &SqlStore, key: &BookingKey) -> Vec<String> {
 
 async fn claim_answers_for_every_state(store: SqlStore) {
     let order = key("820982911946154508");
-    let claim = |owner: &'static str| store.claim_booking(&order, owner, HOUR, "msg-1", "#1001");
+    let claim =
+        |owner: &'static str| store.claim_booking(claim_of(&order, owner, HOUR, "msg-1", "#1001"));
     assert_eq!(claim("a").await.unwrap(), Reservation::Acquired);
     // While a's lease lasts its answer may still come: others wait.
     assert_eq!(
@@ -192,7 +210,7 @@ async fn a_lapsed_lease_on_a_sent_key_means_review_not_resend(store: SqlStore) {
     let order = key("1");
     assert_eq!(
         store
-            .claim_booking(&order, "a", Duration::ZERO, "m1", "#1")
+            .claim_booking(claim_of(&order, "a", Duration::ZERO, "m1", "#1"))
             .await
             .unwrap(),
         Reservation::Acquired
@@ -200,7 +218,7 @@ async fn a_lapsed_lease_on_a_sent_key_means_review_not_resend(store: SqlStore) {
     // a died with its request out: nobody may send it again.
     assert_eq!(
         store
-            .claim_booking(&order, "b", HOUR, "m2", "#1")
+            .claim_booking(claim_of(&order, "b", HOUR, "m2", "#1"))
             .await
             .unwrap(),
         Reservation::Sent
@@ -210,22 +228,31 @@ async fn a_lapsed_lease_on_a_sent_key_means_review_not_resend(store: SqlStore) {
     assert_eq!(booking.owner.as_deref(), Some("a"));
 }
 
-async fn concurrent_claims_acquire_once(store: SqlStore) {
-    let order = key("race");
+/// Twenty owners claim `order` at once, taking turns at `stores`; their answers.
+async fn race_claims(stores: &[SqlStore], order: &BookingKey) -> Vec<Reservation> {
     let racers: Vec<_> = (0..20)
         .map(|i| {
-            let store = store.clone();
+            let store = stores[i % stores.len()].clone();
             let order = order.clone();
             tokio::spawn(async move {
                 store
-                    .claim_booking(&order, &format!("owner-{i}"), HOUR, "m", "#1")
+                    .claim_booking(claim_of(&order, &format!("owner-{i}"), HOUR, "m", "#1"))
                     .await
             })
         })
         .collect();
-    let mut acquired = 0;
+    let mut answers = Vec::new();
     for racer in racers {
-        match racer.await.unwrap().unwrap() {
+        answers.push(racer.await.unwrap().unwrap());
+    }
+    answers
+}
+
+async fn concurrent_claims_acquire_once(store: SqlStore) {
+    let order = key("race");
+    let mut acquired = 0;
+    for answer in race_claims(std::slice::from_ref(&store), &order).await {
+        match answer {
             Reservation::Acquired => acquired += 1,
             Reservation::Busy { owner } => assert!(owner.starts_with("owner-")),
             other => panic!("unexpected {other:?}"),
@@ -238,7 +265,7 @@ async fn concurrent_claims_acquire_once(store: SqlStore) {
 async fn review_is_resolved_booked_or_released(store: SqlStore) {
     let booked = key("booked-by-hand");
     store
-        .claim_booking(&booked, "a", HOUR, "m", "#1")
+        .claim_booking(claim_of(&booked, "a", HOUR, "m", "#1"))
         .await
         .unwrap();
     store
@@ -248,7 +275,7 @@ async fn review_is_resolved_booked_or_released(store: SqlStore) {
     store.mark_review(&booked, "again", "m").await.unwrap();
     assert_eq!(
         store
-            .claim_booking(&booked, "b", HOUR, "m", "#1")
+            .claim_booking(claim_of(&booked, "b", HOUR, "m", "#1"))
             .await
             .unwrap(),
         Reservation::Review("timeout after sending".into())
@@ -265,7 +292,7 @@ async fn review_is_resolved_booked_or_released(store: SqlStore) {
     };
     assert_eq!(
         store
-            .claim_booking(&booked, "b", HOUR, "m", "#1")
+            .claim_booking(claim_of(&booked, "b", HOUR, "m", "#1"))
             .await
             .unwrap(),
         Reservation::Booked(expected)
@@ -281,7 +308,7 @@ async fn review_is_resolved_booked_or_released(store: SqlStore) {
 
     let released = key("never-booked");
     store
-        .claim_booking(&released, "a", HOUR, "m", "#2")
+        .claim_booking(claim_of(&released, "a", HOUR, "m", "#2"))
         .await
         .unwrap();
     assert!(matches!(
@@ -296,7 +323,7 @@ async fn review_is_resolved_booked_or_released(store: SqlStore) {
     assert_eq!(store.booking(&released).await.unwrap(), None);
     assert_eq!(
         store
-            .claim_booking(&released, "b", HOUR, "m2", "#2")
+            .claim_booking(claim_of(&released, "b", HOUR, "m2", "#2"))
             .await
             .unwrap(),
         Reservation::Acquired
@@ -314,7 +341,7 @@ async fn review_is_resolved_booked_or_released(store: SqlStore) {
 async fn a_claim_can_be_given_back(store: SqlStore) {
     let order = key("2");
     store
-        .claim_booking(&order, "a", HOUR, "m", "#2")
+        .claim_booking(claim_of(&order, "a", HOUR, "m", "#2"))
         .await
         .unwrap();
     // Refused by the courier (a retryable answer): only its owner gives it back.
@@ -325,7 +352,7 @@ async fn a_claim_can_be_given_back(store: SqlStore) {
     store.release_reservation(&order, "a").await.unwrap();
     assert_eq!(
         store
-            .claim_booking(&order, "b", HOUR, "m", "#2")
+            .claim_booking(claim_of(&order, "b", HOUR, "m", "#2"))
             .await
             .unwrap(),
         Reservation::Acquired
@@ -368,7 +395,7 @@ async fn deliveries_are_deduplicated_and_expire(store: SqlStore) {
 async fn bookings_are_listed_by_status(store: SqlStore) {
     for order in ["a", "b", "c"] {
         store
-            .claim_booking(&key(order), "w", HOUR, "m", order)
+            .claim_booking(claim_of(&key(order), "w", HOUR, "m", order))
             .await
             .unwrap();
     }
@@ -412,27 +439,11 @@ async fn two_connections_to_one_sqlite_file_acquire_once() {
     let first = SqlStore::connect(&url).await.unwrap();
     let second = SqlStore::connect(&url).await.unwrap();
     let order = key("shared");
-    let racers: Vec<_> = (0..20)
-        .map(|i| {
-            let store = if i % 2 == 0 {
-                first.clone()
-            } else {
-                second.clone()
-            };
-            let order = order.clone();
-            tokio::spawn(async move {
-                store
-                    .claim_booking(&order, &format!("owner-{i}"), HOUR, "m", "#1")
-                    .await
-            })
-        })
-        .collect();
-    let mut acquired = 0;
-    for racer in racers {
-        if racer.await.unwrap().unwrap() == Reservation::Acquired {
-            acquired += 1;
-        }
-    }
+    let answers = race_claims(&[first, second], &order).await;
+    let acquired = answers
+        .iter()
+        .filter(|answer| **answer == Reservation::Acquired)
+        .count();
     assert_eq!(acquired, 1);
 }
 
@@ -450,7 +461,13 @@ async fn a_write_lock_held_elsewhere_is_waited_for_not_an_error() {
         let store = store.clone();
         tokio::spawn(async move {
             store
-                .claim_booking(&key("1"), "me", Duration::from_secs(30), "m1", "#1")
+                .claim_booking(claim_of(
+                    &key("1"),
+                    "me",
+                    Duration::from_secs(30),
+                    "m1",
+                    "#1",
+                ))
                 .await
         })
     };
