@@ -8,6 +8,19 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
+/// `store`'s answer to a claim on `key` by `owner`.
+async fn claim(
+    store: &SqlStore,
+    key: &BookingKey,
+    owner: &str,
+    lease: Duration,
+    message_id: &str,
+    reference: &str,
+) -> Reservation {
+    let claim = claim_of(key, owner, lease, message_id, reference);
+    store.claim_booking(claim).await.unwrap()
+}
+
 /// A claim, its fields in the order the scenarios read best.
 fn claim_of<'a>(
     key: &'a BookingKey,
@@ -209,18 +222,12 @@ async fn claim_answers_for_every_state(store: SqlStore) {
 async fn a_lapsed_lease_on_a_sent_key_means_review_not_resend(store: SqlStore) {
     let order = key("1");
     assert_eq!(
-        store
-            .claim_booking(claim_of(&order, "a", Duration::ZERO, "m1", "#1"))
-            .await
-            .unwrap(),
+        claim(&store, &order, "a", Duration::ZERO, "m1", "#1").await,
         Reservation::Acquired
     );
     // a died with its request out: nobody may send it again.
     assert_eq!(
-        store
-            .claim_booking(claim_of(&order, "b", HOUR, "m2", "#1"))
-            .await
-            .unwrap(),
+        claim(&store, &order, "b", HOUR, "m2", "#1").await,
         Reservation::Sent
     );
     let booking = store.booking(&order).await.unwrap().unwrap();
@@ -264,20 +271,14 @@ async fn concurrent_claims_acquire_once(store: SqlStore) {
 
 async fn review_is_resolved_booked_or_released(store: SqlStore) {
     let booked = key("booked-by-hand");
-    store
-        .claim_booking(claim_of(&booked, "a", HOUR, "m", "#1"))
-        .await
-        .unwrap();
+    claim(&store, &booked, "a", HOUR, "m", "#1").await;
     store
         .mark_review(&booked, "timeout after sending", "m")
         .await
         .unwrap();
     store.mark_review(&booked, "again", "m").await.unwrap();
     assert_eq!(
-        store
-            .claim_booking(claim_of(&booked, "b", HOUR, "m", "#1"))
-            .await
-            .unwrap(),
+        claim(&store, &booked, "b", HOUR, "m", "#1").await,
         Reservation::Review("timeout after sending".into())
     );
     store
@@ -291,10 +292,7 @@ async fn review_is_resolved_booked_or_released(store: SqlStore) {
         extracted: BTreeMap::new(),
     };
     assert_eq!(
-        store
-            .claim_booking(claim_of(&booked, "b", HOUR, "m", "#1"))
-            .await
-            .unwrap(),
+        claim(&store, &booked, "b", HOUR, "m", "#1").await,
         Reservation::Booked(expected)
     );
     assert!(matches!(
@@ -307,10 +305,7 @@ async fn review_is_resolved_booked_or_released(store: SqlStore) {
     );
 
     let released = key("never-booked");
-    store
-        .claim_booking(claim_of(&released, "a", HOUR, "m", "#2"))
-        .await
-        .unwrap();
+    claim(&store, &released, "a", HOUR, "m", "#2").await;
     assert!(matches!(
         store.resolve_release(&released).await,
         Err(StoreError::WrongState { .. })
@@ -322,10 +317,7 @@ async fn review_is_resolved_booked_or_released(store: SqlStore) {
     store.resolve_release(&released).await.unwrap();
     assert_eq!(store.booking(&released).await.unwrap(), None);
     assert_eq!(
-        store
-            .claim_booking(claim_of(&released, "b", HOUR, "m2", "#2"))
-            .await
-            .unwrap(),
+        claim(&store, &released, "b", HOUR, "m2", "#2").await,
         Reservation::Acquired
     );
     assert_eq!(
@@ -340,10 +332,7 @@ async fn review_is_resolved_booked_or_released(store: SqlStore) {
 
 async fn a_claim_can_be_given_back(store: SqlStore) {
     let order = key("2");
-    store
-        .claim_booking(claim_of(&order, "a", HOUR, "m", "#2"))
-        .await
-        .unwrap();
+    claim(&store, &order, "a", HOUR, "m", "#2").await;
     // Refused by the courier (a retryable answer): only its owner gives it back.
     assert!(matches!(
         store.release_reservation(&order, "b").await,
@@ -351,10 +340,7 @@ async fn a_claim_can_be_given_back(store: SqlStore) {
     ));
     store.release_reservation(&order, "a").await.unwrap();
     assert_eq!(
-        store
-            .claim_booking(claim_of(&order, "b", HOUR, "m", "#2"))
-            .await
-            .unwrap(),
+        claim(&store, &order, "b", HOUR, "m", "#2").await,
         Reservation::Acquired
     );
     assert_eq!(actions(&store, &order).await, ["sent", "released", "sent"]);
