@@ -15,6 +15,14 @@ pub use error::{BusError, Cause};
 use crate::model::{Message, Record};
 use async_trait::async_trait;
 
+/// A place in a topic: an offset of one of its partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicOffset<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
 /// A durable, ordered log of topics.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
@@ -30,13 +38,11 @@ pub trait Bus: Send + Sync + 'static {
     /// for inspection (`waybill dlq`).
     async fn read(&self, topic: &str, from: i64, limit: usize) -> Result<Vec<Record>, BusError>;
 
-    /// Reads messages of one partition of a topic from `from` (inclusive),
-    /// for inspection: a partition holds offsets of its own.
+    /// Reads messages of one partition of a topic from an offset
+    /// (inclusive), for inspection: a partition holds offsets of its own.
     async fn read_partition(
         &self,
-        topic: &str,
-        partition: i32,
-        from: i64,
+        from: TopicOffset<'_>,
         limit: usize,
     ) -> Result<Vec<Record>, BusError>;
 

@@ -11,8 +11,8 @@
 //! waybill dlq replay dlq.shopify-orders:0:3      # or --pipeline shopify-orders
 //! ```
 
-use crate::bus::Bus;
 use crate::bus::dead_letter::{self, DeadLetter};
+use crate::bus::{Bus, TopicOffset};
 use crate::config::Config;
 use crate::model::{Message, Record, header};
 use anyhow::Context;
@@ -59,7 +59,12 @@ async fn read_all(bus: &dyn Bus, topic: &str, page: usize) -> anyhow::Result<Vec
     for partition in bus.partitions(topic).await? {
         let mut from = 0;
         loop {
-            let got = bus.read_partition(topic, partition, from, page).await?;
+            let at = TopicOffset {
+                topic,
+                partition,
+                offset: from,
+            };
+            let got = bus.read_partition(at, page).await?;
             let Some(last) = got.last().map(|r| r.offset) else {
                 break;
             };
@@ -128,7 +133,12 @@ fn dead_letter_topics(
 /// The dead letter `id` names.
 pub async fn find(bus: &dyn Bus, id: &str) -> anyhow::Result<Record> {
     let (topic, partition, offset) = parse_id(id)?;
-    bus.read_partition(&topic, partition, offset, 1)
+    let at = TopicOffset {
+        topic: &topic,
+        partition,
+        offset,
+    };
+    bus.read_partition(at, 1)
         .await?
         .into_iter()
         .find(|r| r.offset == offset && dead_letter::replayed(r).is_none())

@@ -25,7 +25,7 @@ mod writer;
 
 pub use consumer::EmbeddedConsumer;
 
-use super::{Bus, BusError, Cause, Consumer};
+use super::{Bus, BusError, Cause, Consumer, TopicOffset};
 use crate::clock::now_timestamp;
 use crate::model::{Message, Record};
 use crate::store::sql::SqlStore;
@@ -258,15 +258,13 @@ impl Bus for EmbeddedBus {
 
     async fn read_partition(
         &self,
-        topic: &str,
-        partition: i32,
-        from: i64,
+        from: TopicOffset<'_>,
         limit: usize,
     ) -> Result<Vec<Record>, BusError> {
-        if partition != 0 {
+        if from.partition != 0 {
             return Ok(Vec::new());
         }
-        read_records(&self.inner.pools.read, topic, from, limit).await
+        read_records(&self.inner.pools.read, from.topic, from.offset, limit).await
     }
 
     async fn partitions(&self, _topic: &str) -> Result<Vec<i32>, BusError> {
@@ -830,14 +828,14 @@ mod tests {
         let bus = open(dir.path()).await;
         publish_numbered(&bus, "dlq.p", 5, b"d").await;
         assert_eq!(bus.partitions("dlq.p").await.unwrap(), [0]);
-        let read = bus.read_partition("dlq.p", 0, 2, 2).await.unwrap();
+        let at = |partition, offset| TopicOffset {
+            topic: "dlq.p",
+            partition,
+            offset,
+        };
+        let read = bus.read_partition(at(0, 2), 2).await.unwrap();
         assert_eq!(read.iter().map(|r| r.offset).collect::<Vec<_>>(), [2, 3]);
-        assert!(
-            bus.read_partition("dlq.p", 1, 0, 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(bus.read_partition(at(1, 0), 10).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -28,7 +28,7 @@ mod inspect;
 
 pub use consumer::KafkaConsumer;
 
-use crate::bus::{Bus, BusError, Cause, Consumer};
+use crate::bus::{Bus, BusError, Cause, Consumer, TopicOffset};
 use crate::model::{Headers, Message, Record};
 use async_trait::async_trait;
 use config::{client_config, producer_config};
@@ -393,13 +393,16 @@ impl Bus for KafkaBus {
 
     async fn read_partition(
         &self,
-        topic: &str,
-        partition: i32,
-        from: i64,
+        from: TopicOffset<'_>,
         limit: usize,
     ) -> Result<Vec<Record>, BusError> {
+        let TopicOffset {
+            topic,
+            partition,
+            offset,
+        } = from;
         self.inspect(topic, move |reader| {
-            reader.read_partition(partition, from, limit)
+            reader.read_partition(partition, offset, limit)
         })
         .await
     }
