@@ -580,13 +580,15 @@ mod tests {
     }
 
     /// Limits the shipped courier account to `requests` every `per`.
-    fn limit(booker: &mut Booker, requests: u32, per: Duration) -> String {
+    /// A booker whose courier allows `requests` per `per`, and that courier.
+    async fn rate_limited(requests: u32, per: Duration) -> (Booker, Sandbox, String) {
+        let (mut booker, _store, sandbox) = booker(0).await;
         let config = Arc::get_mut(&mut booker.config).expect("the only handle");
         let courier = config.accounts["courier-main"].connector.clone();
         let connector = config.connectors.get_mut(&courier).expect("connector");
         Arc::get_mut(connector).expect("the only handle").rate_limit =
             Some(RateLimit { requests, per });
-        courier
+        (booker, sandbox, courier)
     }
 
     fn rate_limit_waits(booker: &Booker, courier: String) -> u64 {
@@ -602,8 +604,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_beyond_the_rate_limit_wait_for_their_slot() {
-        let (mut booker, _store, sandbox) = booker(0).await;
-        let courier = limit(&mut booker, 2, Duration::from_millis(600));
+        let (booker, sandbox, courier) = rate_limited(2, Duration::from_millis(600)).await;
         let started = Instant::now();
         for n in 1..=3 {
             book_order(&booker, order(n)).await.unwrap();
@@ -619,8 +620,7 @@ mod tests {
 
     #[tokio::test]
     async fn replays_of_a_booked_key_take_no_rate_limit_slot() {
-        let (mut booker, _store, sandbox) = booker(0).await;
-        let courier = limit(&mut booker, 1, Duration::from_secs(60));
+        let (booker, sandbox, courier) = rate_limited(1, Duration::from_secs(60)).await;
         let first = book(&booker).await.unwrap();
         let started = Instant::now();
         for _ in 0..2 {
