@@ -432,13 +432,7 @@ impl<'de> de::MapAccess<'de> for LocatedAccess<'_, '_> {
             Some("interpolated") => seed.deserialize(node.interpolated.into_deserializer()),
             Some("text") => {
                 let value = node.text.clone().map_or(Value::Null, Value::Str);
-                let text = Node {
-                    line: node.line,
-                    column: node.column,
-                    value,
-                    text: None,
-                    interpolated: false,
-                };
+                let text = Node::written(node.line, node.column, value);
                 seed.deserialize(NodeDeserializer {
                     node: &text,
                     path: self.de.path.clone(),
@@ -581,13 +575,11 @@ impl<'de> Deserializer<'de> for KeyDeserializer<'_> {
         if name != LOCATED {
             return self.deserialize_any(visitor);
         }
-        let node = Node {
-            line: self.key.line,
-            column: self.key.column,
-            value: Value::Str(self.key.name.clone()),
-            text: None,
-            interpolated: false,
-        };
+        let node = Node::written(
+            self.key.line,
+            self.key.column,
+            Value::Str(self.key.name.clone()),
+        );
         let de = NodeDeserializer {
             node: &node,
             path: self.path.clone(),

@@ -53,6 +53,18 @@ impl Key {
 }
 
 impl Node {
+    /// A node whose value stands as written: no other source text, not
+    /// from substitution.
+    pub(super) fn written(line: usize, column: usize, value: Value) -> Node {
+        Node {
+            line,
+            column,
+            value,
+            text: None,
+            interpolated: false,
+        }
+    }
+
     pub fn position(&self) -> Position {
         Position::new(self.line, self.column)
     }
