@@ -507,20 +507,17 @@ mod tests {
         json!({ "order_id": "820982911946154508", "reference": "#1001", "recipient": { "city": "Karachi" } })
     }
 
+    /// What was sent and answered in the exchange that failed.
+    fn exchange(failure: &Failure) -> &Exchange {
+        failure.exchange.as_ref().expect("an exchange")
+    }
+
     fn response(failure: &Failure) -> String {
-        failure
-            .exchange
-            .as_ref()
-            .and_then(|e| e.response.clone())
-            .expect("a response")
+        exchange(failure).response.clone().expect("a response")
     }
 
     fn sent_request(failure: &Failure) -> Value {
-        failure
-            .exchange
-            .as_ref()
-            .and_then(|e| e.request.clone())
-            .expect("a request")
+        exchange(failure).request.clone().expect("a request")
     }
 
     fn engine() -> Engine {
