@@ -660,6 +660,14 @@ mod tests {
         diagnostics.remove(0)
     }
 
+    /// Asserts that the one problem [`parse`] finds in `text` is on `line` and says `mention`.
+    #[track_caller]
+    fn assert_only_problem(text: &str, line: usize, mention: &str) {
+        let problem = only_problem(text);
+        assert_eq!(problem.line, line);
+        assert!(problem.message.contains(mention), "{}", problem.message);
+    }
+
     #[test]
     fn every_shipped_connector_loads() {
         let mut names = Vec::new();
@@ -825,13 +833,7 @@ webhook:
   source: shop
   signature: { header: X-Sig, algorithm: hmac-sha256, encoding: hex, secret: nope }
 ";
-        let problem = only_problem(text);
-        assert_eq!(problem.line, 7);
-        assert!(
-            problem
-                .message
-                .contains("`nope` is not a declared credential")
-        );
+        assert_only_problem(text, 7, "`nope` is not a declared credential");
     }
 
     #[test]
@@ -858,12 +860,10 @@ webhook:
             OrderIdPath::parse("$.1st").is_err(),
             "a shorthand member name starts with a letter or `_`"
         );
-        let problem = only_problem(&store("$.order["));
-        assert_eq!(problem.line, 5);
-        assert!(
-            problem
-                .message
-                .contains("`webhook.order_id` is not a JSONPath")
+        assert_only_problem(
+            &store("$.order["),
+            5,
+            "`webhook.order_id` is not a JSONPath",
         );
     }
 

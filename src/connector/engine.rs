@@ -507,24 +507,26 @@ mod tests {
         json!({ "order_id": "820982911946154508", "reference": "#1001", "recipient": { "city": "Karachi" } })
     }
 
+    /// What was sent and answered in the exchange that failed.
+    fn exchange(failure: &Failure) -> &Exchange {
+        failure.exchange.as_ref().expect("an exchange")
+    }
+
     fn response(failure: &Failure) -> String {
-        failure
-            .exchange
-            .as_ref()
-            .and_then(|e| e.response.clone())
-            .expect("a response")
+        exchange(failure).response.clone().expect("a response")
     }
 
     fn sent_request(failure: &Failure) -> Value {
-        failure
-            .exchange
-            .as_ref()
-            .and_then(|e| e.request.clone())
-            .expect("a request")
+        exchange(failure).request.clone().expect("a request")
     }
 
     fn engine() -> Engine {
         Engine::new(Engine::client().unwrap(), "http://127.0.0.1:9".into())
+    }
+
+    /// Books against a courier answering `answer`, expecting the booking to fail.
+    async fn booking_failure(answer: ResponseTemplate) -> Failure {
+        book_against(answer).await.unwrap_err()
     }
 
     async fn book_against(answer: ResponseTemplate) -> Result<BookingResult, Failure> {
@@ -576,9 +578,7 @@ mod tests {
     #[tokio::test]
     async fn postex_error_inside_a_200_is_permanent_with_its_message() {
         let body = postex_answer("400", "Customer phone number is not valid", Value::Null);
-        let err = book_against(ResponseTemplate::new(200).set_body_json(body))
-            .await
-            .unwrap_err();
+        let err = booking_failure(ResponseTemplate::new(200).set_body_json(body)).await;
         assert_eq!(err.class, ErrorClass::Permanent);
         assert_eq!(err.status(), Some(200));
         assert!(
@@ -593,27 +593,22 @@ mod tests {
     async fn postex_invalid_city_rule_wins_over_the_status_default() {
         // 503 alone would be retried; the body says retrying cannot help.
         let body = postex_answer("400", "Invalid City Name", Value::Null);
-        let err = book_against(ResponseTemplate::new(503).set_body_json(body))
-            .await
-            .unwrap_err();
+        let err = booking_failure(ResponseTemplate::new(503).set_body_json(body)).await;
         assert_eq!(err.class, ErrorClass::Permanent);
         assert!(err.message.contains("Invalid City Name"));
     }
 
     #[tokio::test]
     async fn too_many_requests_is_retryable_with_retry_after() {
-        let err = book_against(ResponseTemplate::new(429).insert_header("Retry-After", "7"))
-            .await
-            .unwrap_err();
+        let err =
+            booking_failure(ResponseTemplate::new(429).insert_header("Retry-After", "7")).await;
         assert_eq!(err.class, ErrorClass::Retryable);
         assert_eq!(err.retry_after, Some(Duration::from_secs(7)));
     }
 
     #[tokio::test]
     async fn unavailable_is_retryable() {
-        let err = book_against(ResponseTemplate::new(503).set_body_string("maintenance"))
-            .await
-            .unwrap_err();
+        let err = booking_failure(ResponseTemplate::new(503).set_body_string("maintenance")).await;
         assert_eq!(err.class, ErrorClass::Retryable);
         assert_eq!(err.retry_after, None);
     }
@@ -621,9 +616,7 @@ mod tests {
     #[tokio::test]
     async fn server_errors_are_ambiguous() {
         for status in [500, 502, 504] {
-            let err = book_against(ResponseTemplate::new(status))
-                .await
-                .unwrap_err();
+            let err = booking_failure(ResponseTemplate::new(status)).await;
             assert_eq!(err.class, ErrorClass::Ambiguous, "{status}");
             assert_eq!(err.status(), Some(status));
         }
@@ -631,19 +624,16 @@ mod tests {
 
     #[tokio::test]
     async fn other_client_errors_are_permanent() {
-        let err = book_against(ResponseTemplate::new(401).set_body_string("bad token"))
-            .await
-            .unwrap_err();
+        let err = booking_failure(ResponseTemplate::new(401).set_body_string("bad token")).await;
         assert_eq!(err.class, ErrorClass::Permanent);
     }
 
     #[tokio::test]
     async fn non_json_success_is_classified() {
-        let err = book_against(
+        let err = booking_failure(
             ResponseTemplate::new(200).set_body_string("<html>gateway says hi</html>"),
         )
-        .await
-        .unwrap_err();
+        .await;
         assert_eq!(err.class, ErrorClass::Permanent);
         assert!(err.message.contains("gateway says hi"));
     }
@@ -651,9 +641,7 @@ mod tests {
     #[tokio::test]
     async fn huge_garbage_is_capped_and_classified() {
         let garbage = vec![b'{'; 3 * MAX_RESPONSE_BYTES];
-        let err = book_against(ResponseTemplate::new(200).set_body_bytes(garbage))
-            .await
-            .unwrap_err();
+        let err = booking_failure(ResponseTemplate::new(200).set_body_bytes(garbage)).await;
         assert_eq!(err.class, ErrorClass::Permanent);
         assert!(response(&err).len() <= KEPT_RESPONSE_BYTES);
     }
@@ -665,9 +653,7 @@ mod tests {
             "ORDER HAS BEEN CREATED",
             json!({ "orderStatus": "UnBooked" }),
         );
-        let err = book_against(ResponseTemplate::new(200).set_body_json(body))
-            .await
-            .unwrap_err();
+        let err = booking_failure(ResponseTemplate::new(200).set_body_json(body)).await;
         assert_eq!(err.class, ErrorClass::Ambiguous);
     }
 

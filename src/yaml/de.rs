@@ -10,7 +10,7 @@
 //! ```
 
 use super::error::{Error, Kind};
-use super::tree::{Key, Node, Seg, Value};
+use super::tree::{FromYaml, Key, Node, Seg, Value, YamlVisitor};
 use crate::diagnostic::{Position, did_you_mean};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -162,56 +162,35 @@ impl<'de> Deserialize<'de> for Node {
 
 struct NodeValue(Value);
 
+impl<'de> FromYaml<'de> for NodeValue {
+    const EXPECTING: &'static str = "any value";
+    type Key = Located<String>;
+    type Item = Node;
+    fn scalar(value: Value) -> Self {
+        NodeValue(value)
+    }
+    fn seq(items: Vec<Node>) -> Self {
+        NodeValue(Value::Seq(items))
+    }
+    fn map(entries: Vec<(Located<String>, Node)>) -> Self {
+        let entries = entries
+            .into_iter()
+            .map(|(key, value)| {
+                let key = Key {
+                    name: key.value,
+                    line: key.line,
+                    column: key.column,
+                };
+                (key, value)
+            })
+            .collect();
+        NodeValue(Value::Map(entries))
+    }
+}
+
 impl<'de> Deserialize<'de> for NodeValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ValueVisitor;
-        impl<'de> Visitor<'de> for ValueVisitor {
-            type Value = NodeValue;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any value")
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<NodeValue, E> {
-                Ok(NodeValue(Value::Bool(v)))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<NodeValue, E> {
-                Ok(NodeValue(Value::Int(v)))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<NodeValue, E> {
-                Ok(NodeValue(Value::UInt(v)))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<NodeValue, E> {
-                Ok(NodeValue(Value::Float(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<NodeValue, E> {
-                Ok(NodeValue(Value::Str(v.to_string())))
-            }
-            fn visit_unit<E>(self) -> Result<NodeValue, E> {
-                Ok(NodeValue(Value::Null))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<NodeValue, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element::<Node>()? {
-                    items.push(item);
-                }
-                Ok(NodeValue(Value::Seq(items)))
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<NodeValue, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(key) = map.next_key::<Located<String>>()? {
-                    let value = map.next_value::<Node>()?;
-                    entries.push((
-                        Key {
-                            name: key.value,
-                            line: key.line,
-                            column: key.column,
-                        },
-                        value,
-                    ));
-                }
-                Ok(NodeValue(Value::Map(entries)))
-            }
-        }
-        deserializer.deserialize_any(ValueVisitor)
+        deserializer.deserialize_any(YamlVisitor::new())
     }
 }
 
@@ -453,13 +432,7 @@ impl<'de> de::MapAccess<'de> for LocatedAccess<'_, '_> {
             Some("interpolated") => seed.deserialize(node.interpolated.into_deserializer()),
             Some("text") => {
                 let value = node.text.clone().map_or(Value::Null, Value::Str);
-                let text = Node {
-                    line: node.line,
-                    column: node.column,
-                    value,
-                    text: None,
-                    interpolated: false,
-                };
+                let text = Node::written(node.line, node.column, value);
                 seed.deserialize(NodeDeserializer {
                     node: &text,
                     path: self.de.path.clone(),
@@ -602,13 +575,11 @@ impl<'de> Deserializer<'de> for KeyDeserializer<'_> {
         if name != LOCATED {
             return self.deserialize_any(visitor);
         }
-        let node = Node {
-            line: self.key.line,
-            column: self.key.column,
-            value: Value::Str(self.key.name.clone()),
-            text: None,
-            interpolated: false,
-        };
+        let node = Node::written(
+            self.key.line,
+            self.key.column,
+            Value::Str(self.key.name.clone()),
+        );
         let de = NodeDeserializer {
             node: &node,
             path: self.path.clone(),

@@ -53,6 +53,18 @@ impl Key {
 }
 
 impl Node {
+    /// A node whose value stands as written: no other source text, not
+    /// from substitution.
+    pub(super) fn written(line: usize, column: usize, value: Value) -> Node {
+        Node {
+            line,
+            column,
+            value,
+            text: None,
+            interpolated: false,
+        }
+    }
+
     pub fn position(&self) -> Position {
         Position::new(self.line, self.column)
     }
@@ -192,67 +204,97 @@ fn strip_position(message: &str) -> String {
 
 /// The shape saphyr fills in; turned into a [`Node`] right after parsing.
 enum Tree {
-    Null,
-    Bool(bool),
-    Int(i64),
-    UInt(u64),
-    Float(f64),
-    Str(String),
+    Scalar(Value),
     Seq(Vec<serde_saphyr::Spanned<Tree>>),
     Map(Vec<(serde_saphyr::Spanned<String>, serde_saphyr::Spanned<Tree>)>),
 }
 
+/// What a YAML value is read into: a scalar as a [`Value`], a sequence or a
+/// mapping from its items and entries, each read as `Item` (and `Key`).
+pub(super) trait FromYaml<'de>: Deserialize<'de> {
+    const EXPECTING: &'static str;
+    type Key: Deserialize<'de>;
+    type Item: Deserialize<'de>;
+    fn scalar(value: Value) -> Self;
+    fn seq(items: Vec<Self::Item>) -> Self;
+    fn map(entries: Vec<(Self::Key, Self::Item)>) -> Self;
+}
+
+/// The one visitor behind every [`FromYaml`] type.
+pub(super) struct YamlVisitor<T>(std::marker::PhantomData<T>);
+
+impl<T> YamlVisitor<T> {
+    pub(super) fn new() -> Self {
+        YamlVisitor(std::marker::PhantomData)
+    }
+}
+
+impl<'de, T: FromYaml<'de>> Visitor<'de> for YamlVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(T::EXPECTING)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<T, E> {
+        Ok(T::scalar(Value::Bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<T, E> {
+        Ok(T::scalar(Value::Int(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<T, E> {
+        Ok(T::scalar(Value::UInt(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<T, E> {
+        Ok(T::scalar(Value::Float(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<T, E> {
+        Ok(T::scalar(Value::Str(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<T, E> {
+        Ok(T::scalar(Value::Str(v)))
+    }
+    fn visit_unit<E>(self) -> Result<T, E> {
+        Ok(T::scalar(Value::Null))
+    }
+    fn visit_none<E>(self) -> Result<T, E> {
+        Ok(T::scalar(Value::Null))
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        T::deserialize(d)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(T::seq(items))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = map.next_entry()? {
+            entries.push(entry);
+        }
+        Ok(T::map(entries))
+    }
+}
+
+impl<'de> FromYaml<'de> for Tree {
+    const EXPECTING: &'static str = "any YAML value";
+    type Key = serde_saphyr::Spanned<String>;
+    type Item = serde_saphyr::Spanned<Tree>;
+    fn scalar(value: Value) -> Self {
+        Tree::Scalar(value)
+    }
+    fn seq(items: Vec<Self::Item>) -> Self {
+        Tree::Seq(items)
+    }
+    fn map(entries: Vec<(Self::Key, Self::Item)>) -> Self {
+        Tree::Map(entries)
+    }
+}
+
 impl<'de> Deserialize<'de> for Tree {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TreeVisitor;
-        impl<'de> Visitor<'de> for TreeVisitor {
-            type Value = Tree;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any YAML value")
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Tree, E> {
-                Ok(Tree::Bool(v))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Tree, E> {
-                Ok(Tree::Int(v))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Tree, E> {
-                Ok(Tree::UInt(v))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Tree, E> {
-                Ok(Tree::Float(v))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Tree, E> {
-                Ok(Tree::Str(v.to_string()))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Tree, E> {
-                Ok(Tree::Str(v))
-            }
-            fn visit_unit<E>(self) -> Result<Tree, E> {
-                Ok(Tree::Null)
-            }
-            fn visit_none<E>(self) -> Result<Tree, E> {
-                Ok(Tree::Null)
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Tree, D::Error> {
-                Tree::deserialize(d)
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Tree, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element()? {
-                    items.push(item);
-                }
-                Ok(Tree::Seq(items))
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Tree, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(entry) = map.next_entry()? {
-                    entries.push(entry);
-                }
-                Ok(Tree::Map(entries))
-            }
-        }
-        deserializer.deserialize_any(TreeVisitor)
+        deserializer.deserialize_any(YamlVisitor::new())
     }
 }
 
@@ -265,12 +307,10 @@ fn into_node(tree: serde_saphyr::Spanned<Tree>, source: &str) -> Node {
         source.get(start..start + len).map(str::to_string)
     };
     let (value, text) = match tree.value {
-        Tree::Null => (Value::Null, None),
-        Tree::Bool(b) => (Value::Bool(b), text()),
-        Tree::Int(i) => (Value::Int(i), text()),
-        Tree::UInt(u) => (Value::UInt(u), text()),
-        Tree::Float(f) => (Value::Float(f), text()),
-        Tree::Str(s) => (Value::Str(s), None),
+        Tree::Scalar(
+            value @ (Value::Bool(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_)),
+        ) => (value, text()),
+        Tree::Scalar(value) => (value, None),
         Tree::Seq(items) => (
             Value::Seq(items.into_iter().map(|n| into_node(n, source)).collect()),
             None,

@@ -382,9 +382,8 @@ mod tests {
     fn an_unreadable_connector_is_reported_where_the_account_names_it() {
         let tree = Tree::waybill("accounts:\n  c: { connector: courier }\n");
         tree.write("connectors/courier.yaml", b"name: \xff\n");
-        let problems = tree.problems();
-        assert_positions(&problems, &[("waybill.yaml", 2, 19)]);
-        assert_mentions(&problems[0], "cannot read");
+        let problem = tree.sole_problem(("waybill.yaml", 2, 19));
+        assert_mentions(&problem, "cannot read");
     }
 
     #[test]

@@ -243,6 +243,17 @@ pub(super) mod testing {
                 })
                 .collect()
         }
+
+        /// The one problem, which must be at `at` (file name, line, column).
+        #[track_caller]
+        pub(in crate::config) fn sole_problem(
+            &self,
+            at: (&str, usize, usize),
+        ) -> (String, usize, usize, String) {
+            let mut problems = self.problems();
+            assert_positions(&problems, &[at]);
+            problems.remove(0)
+        }
     }
 
     /// Asserts that the message of `problem` says `text`, showing the message if not.

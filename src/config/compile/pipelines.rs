@@ -597,9 +597,8 @@ mod tests {
         let tree = Tree::new(&[("waybill.yaml", "{}\n"), ("pipelines/p.yaml", pipeline)]);
         // Not UTF-8: the file is there but cannot be read as text.
         tree.write("mappings/m.yaml", b"a: \xff\n");
-        let problems = tree.problems();
-        assert_positions(&problems, &[("pipelines/p.yaml", 4, 10)]);
-        assert_mentions(&problems[0], "cannot read");
+        let problem = tree.sole_problem(("pipelines/p.yaml", 4, 10));
+        assert_mentions(&problem, "cannot read");
     }
 
     #[test]
@@ -612,9 +611,8 @@ mod tests {
             ("pipelines/b.yaml", pipeline),
             ("pipelines/z.yaml", &producer("z", "dlq.same", "t")),
         ]);
-        let problems = tree.problems();
-        assert_positions(&problems, &[("pipelines/b.yaml", 1, 7)]);
-        assert_mentions(&problems[0], "duplicate pipeline name `same`");
+        let problem = tree.sole_problem(("pipelines/b.yaml", 1, 7));
+        assert_mentions(&problem, "duplicate pipeline name `same`");
     }
 
     #[test]

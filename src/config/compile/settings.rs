@@ -200,22 +200,20 @@ mod tests {
     #[test]
     fn an_admin_token_is_rejected_until_there_is_an_admin_api() {
         let tree = Tree::waybill("http: { listen: '127.0.0.1:0', admin_token: secret }\n");
-        let problems = tree.problems();
-        assert_positions(&problems, &[("waybill.yaml", 1, 32)]);
+        let problem = tree.sole_problem(("waybill.yaml", 1, 32));
         assert!(
-            problems[0].3.starts_with("unknown key `admin_token`"),
+            problem.3.starts_with("unknown key `admin_token`"),
             "{}",
-            problems[0].3
+            problem.3
         );
     }
 
     #[test]
     fn kafka_with_sqlite_is_rejected() {
         let tree = Tree::waybill("bus: { kind: kafka, brokers: 'k:9092' }\n");
-        let problems = tree.problems();
-        assert_positions(&problems, &[("waybill.yaml", 1, 14)]);
+        let problem = tree.sole_problem(("waybill.yaml", 1, 14));
         assert_eq!(
-            problems[0].3,
+            problem.3,
             "kafka needs a shared store: set store.url to a postgres:// URL"
         );
 
@@ -228,9 +226,8 @@ mod tests {
     #[test]
     fn embedded_bus_with_another_sqlite_file_is_rejected() {
         let tree = Tree::waybill("data_dir: ./d\nstore: { url: 'sqlite://other.db' }\n");
-        let problems = tree.problems();
-        assert_positions(&problems, &[("waybill.yaml", 2, 15)]);
-        assert_mentions(&problems[0], "remove `store.url`");
+        let problem = tree.sole_problem(("waybill.yaml", 2, 15));
+        assert_mentions(&problem, "remove `store.url`");
         // Naming the file it uses anyway, or PostgreSQL, is fine.
         for url in ["sqlite://d/waybill.db", "postgres://db/w"] {
             let tree = Tree::waybill(&format!("data_dir: ./d\nstore: {{ url: '{url}' }}\n"));
@@ -241,12 +238,8 @@ mod tests {
     #[test]
     fn topic_prefix_is_kafka_only_and_empty_by_default() {
         let tree = Tree::waybill("bus: { kind: embedded, topic_prefix: 'a.' }\n");
-        let problems = tree.problems();
-        assert_positions(&problems, &[("waybill.yaml", 1, 38)]);
-        assert_eq!(
-            problems[0].3,
-            "`topic_prefix` is only used with `kind: kafka`"
-        );
+        let problem = tree.sole_problem(("waybill.yaml", 1, 38));
+        assert_eq!(problem.3, "`topic_prefix` is only used with `kind: kafka`");
 
         let tree = Tree::waybill(
             "bus: { kind: kafka, brokers: 'k:9092' }\nstore: { url: 'postgres://db/w' }\n",
@@ -262,8 +255,7 @@ mod tests {
         let tree = Tree::waybill(
             "bus: { kind: embedded }\ndata_dir:      '${NOT_SET}'\nhttp:\n  listen: \"${NOT_SET_EITHER:-127.0.0.1:7000}\"\n",
         );
-        let problems = tree.problems();
-        assert_positions(&problems, &[("waybill.yaml", 2, 16)]);
-        assert_mentions(&problems[0], "`NOT_SET` is not set");
+        let problem = tree.sole_problem(("waybill.yaml", 2, 16));
+        assert_mentions(&problem, "`NOT_SET` is not set");
     }
 }
