@@ -6,7 +6,7 @@
 //! waybill bookings resolve shopify:shopify-main:820982911946154508:0 --release
 //! ```
 
-use crate::model::BookingKey;
+use crate::model::{BookingKey, BookingResult};
 use crate::store::BookingStatus;
 use anyhow::Context;
 
@@ -118,10 +118,13 @@ pub async fn run(
                 .get(&courier_account)
                 .map(|a| a.connector.clone())
                 .with_context(|| format!("no account named `{courier_account}`"))?;
-            backends
-                .store
-                .resolve_booked(&key, &tracking, &courier, &courier_account)
-                .await?;
+            let booked = BookingResult {
+                tracking_number: tracking.clone(),
+                courier,
+                account: courier_account,
+                extracted: Default::default(),
+            };
+            backends.store.resolve_booked(&key, &booked).await?;
             println!("resolved {key} as booked with {tracking}");
             Ok(0)
         }

@@ -470,11 +470,9 @@ mod tests {
         async fn resolve_booked(
             &self,
             k: &BookingKey,
-            t: &str,
-            c: &str,
-            a: &str,
+            r: &BookingResult,
         ) -> Result<(), StoreError> {
-            self.inner.resolve_booked(k, t, c, a).await
+            self.inner.resolve_booked(k, r).await
         }
         async fn resolve_release(&self, k: &BookingKey) -> Result<(), StoreError> {
             self.inner.resolve_release(k).await

@@ -141,9 +141,7 @@ pub trait Store: Send + Sync + 'static {
     async fn resolve_booked(
         &self,
         key: &BookingKey,
-        tracking_number: &str,
-        courier: &str,
-        account: &str,
+        result: &BookingResult,
     ) -> Result<(), StoreError>;
 
     /// Operator: the review item was not booked; allow booking again.

@@ -345,17 +345,24 @@ pub(super) async fn release(
 pub(super) async fn resolve_booked(
     store: &SqlStore,
     key: &BookingKey,
-    tracking_number: &str,
-    courier: &str,
-    account: &str,
+    result: &BookingResult,
 ) -> Result<(), StoreError> {
     let now = now_timestamp();
-    let detail =
-        format!("resolved by an operator: booked as {tracking_number} at {courier} ({account})");
+    let extracted = serde_json::to_string(&result.extracted).map_err(StoreError::Encode)?;
+    let detail = format!(
+        "resolved by an operator: booked as {} at {} ({})",
+        result.tracking_number, result.courier, result.account
+    );
     let resolve = Change {
         key,
         statement: RESOLVE_BOOKED,
-        params: &[tracking_number, courier, account, &now],
+        params: &[
+            &result.tracking_number,
+            &result.courier,
+            &result.account,
+            &extracted,
+            &now,
+        ],
         action: "resolved_booked",
         message_id: None,
         detail: &detail,

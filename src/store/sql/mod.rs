@@ -196,11 +196,9 @@ impl Store for SqlStore {
     async fn resolve_booked(
         &self,
         key: &BookingKey,
-        tracking_number: &str,
-        courier: &str,
-        account: &str,
+        result: &BookingResult,
     ) -> Result<(), StoreError> {
-        bookings::resolve_booked(self, key, tracking_number, courier, account).await
+        bookings::resolve_booked(self, key, result).await
     }
 
     async fn resolve_release(&self, key: &BookingKey) -> Result<(), StoreError> {

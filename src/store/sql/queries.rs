@@ -46,7 +46,7 @@ pub(super) const RELEASE: &str = "DELETE FROM bookings WHERE source = $1 AND acc
      AND status = 'sent' AND owner = $5";
 
 pub(super) const RESOLVE_BOOKED: &str = "UPDATE bookings SET status = 'booked', tracking_number = $5, courier = $6, courier_account = $7, \
-     extracted = '{}', owner = NULL, lease_until = NULL, updated_at = $8 \
+     extracted = $8, owner = NULL, lease_until = NULL, updated_at = $9 \
      WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4 AND status = 'review'";
 
 /// Deleting the row lets the next claim insert it afresh; its history stays

@@ -281,22 +281,19 @@ async fn review_is_resolved_booked_or_released(store: SqlStore) {
         claim(&store, &booked, "b", HOUR, "m", "#1").await,
         Reservation::Review("timeout after sending".into())
     );
-    store
-        .resolve_booked(&booked, "CN-9", "postex", "courier-main")
-        .await
-        .unwrap();
     let expected = BookingResult {
         tracking_number: "CN-9".into(),
         courier: "postex".into(),
         account: "courier-main".into(),
         extracted: BTreeMap::new(),
     };
+    store.resolve_booked(&booked, &expected).await.unwrap();
     assert_eq!(
         claim(&store, &booked, "b", HOUR, "m", "#1").await,
-        Reservation::Booked(expected)
+        Reservation::Booked(expected.clone())
     );
     assert!(matches!(
-        store.resolve_booked(&booked, "CN-9", "postex", "c").await,
+        store.resolve_booked(&booked, &expected).await,
         Err(StoreError::WrongState { .. })
     ));
     assert_eq!(
