@@ -56,25 +56,7 @@ pub async fn run(
     match command {
         BookingsCommand::List { status, limit } => {
             let status = status.as_deref().map(parse_status).transpose()?;
-            for b in backends.store.bookings(status, limit).await? {
-                let tracking = b
-                    .result
-                    .as_ref()
-                    .map(|r| r.tracking_number.as_str())
-                    .unwrap_or("-");
-                let reference = b.reference.as_deref().unwrap_or("-");
-                let reason = b.reason.as_deref().unwrap_or("");
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}",
-                    b.key,
-                    b.status.as_str(),
-                    reference,
-                    tracking,
-                    b.updated_at,
-                    reason
-                );
-            }
-            Ok(0)
+            list(backends, status, limit).await?;
         }
         BookingsCommand::Resolve {
             key,
@@ -88,45 +70,83 @@ pub async fn run(
                 println!(
                     "released {key}: the next delivery or `waybill dlq replay` books it again"
                 );
-                return Ok(0);
+            } else {
+                let tracking = tracking.context("--tracking or --release is required")?;
+                let booked = booked_by_hand(config, tracking, courier_account)?;
+                backends.store.resolve_booked(&key, &booked).await?;
+                println!("resolved {key} as booked with {}", booked.tracking_number);
             }
-            let tracking = tracking.context("--tracking or --release is required")?;
-            let courier_account = match courier_account {
-                Some(a) => a,
-                None => {
-                    let couriers: Vec<&String> = config
-                        .accounts
-                        .iter()
-                        .filter(|(_, a)| {
-                            config
-                                .connectors
-                                .get(&a.connector)
-                                .is_some_and(|c| c.kind == crate::connector::ConnectorKind::Courier)
-                        })
-                        .map(|(name, _)| name)
-                        .collect();
-                    match couriers.as_slice() {
-                        [only] => (*only).clone(),
-                        _ => anyhow::bail!(
-                            "several courier accounts are configured: say which with --courier-account"
-                        ),
-                    }
-                }
-            };
-            let courier = config
-                .accounts
-                .get(&courier_account)
-                .map(|a| a.connector.clone())
-                .with_context(|| format!("no account named `{courier_account}`"))?;
-            let booked = BookingResult {
-                tracking_number: tracking.clone(),
-                courier,
-                account: courier_account,
-                extracted: Default::default(),
-            };
-            backends.store.resolve_booked(&key, &booked).await?;
-            println!("resolved {key} as booked with {tracking}");
-            Ok(0)
         }
     }
+    Ok(0)
+}
+
+/// One line per booking: key, status, order reference, tracking number,
+/// last change and reason.
+async fn list(
+    backends: &crate::runtime::Backends,
+    status: Option<BookingStatus>,
+    limit: usize,
+) -> anyhow::Result<()> {
+    for b in backends.store.bookings(status, limit).await? {
+        let tracking = b
+            .result
+            .as_ref()
+            .map(|r| r.tracking_number.as_str())
+            .unwrap_or("-");
+        let reference = b.reference.as_deref().unwrap_or("-");
+        let reason = b.reason.as_deref().unwrap_or("");
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            b.key,
+            b.status.as_str(),
+            reference,
+            tracking,
+            b.updated_at,
+            reason
+        );
+    }
+    Ok(())
+}
+
+/// What an operator says was booked: the tracking number on the courier
+/// account named, or on the only courier account there is.
+fn booked_by_hand(
+    config: &crate::config::Config,
+    tracking: String,
+    courier_account: Option<String>,
+) -> anyhow::Result<BookingResult> {
+    let courier_account = match courier_account {
+        Some(a) => a,
+        None => {
+            let couriers: Vec<&String> = config
+                .accounts
+                .iter()
+                .filter(|(_, a)| {
+                    config
+                        .connectors
+                        .get(&a.connector)
+                        .is_some_and(|c| c.kind == crate::connector::ConnectorKind::Courier)
+                })
+                .map(|(name, _)| name)
+                .collect();
+            match couriers.as_slice() {
+                [only] => (*only).clone(),
+                _ => anyhow::bail!(
+                    "several courier accounts are configured: say which with --courier-account"
+                ),
+            }
+        }
+    };
+    let courier = config
+        .accounts
+        .get(&courier_account)
+        .map(|a| a.connector.clone())
+        .with_context(|| format!("no account named `{courier_account}`"))?;
+    Ok(BookingResult {
+        tracking_number: tracking,
+        courier,
+        account: courier_account,
+        extracted: Default::default(),
+    })
 }
