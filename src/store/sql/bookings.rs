@@ -226,6 +226,36 @@ fn answer(
     }
 }
 
+/// A booking result as the row holds it: the statement's parameters from
+/// `$5` on (tracking number, courier, account, extracted values, time) and
+/// the words the audit trail uses for it.
+struct ResultRow<'a> {
+    params: [&'a str; 5],
+    said: String,
+}
+
+impl<'a> ResultRow<'a> {
+    fn new(result: &'a BookingResult, extracted: &'a str, now: &'a str) -> Self {
+        ResultRow {
+            params: [
+                &result.tracking_number,
+                &result.courier,
+                &result.account,
+                extracted,
+                now,
+            ],
+            said: format!(
+                "{} at {} ({})",
+                result.tracking_number, result.courier, result.account
+            ),
+        }
+    }
+}
+
+fn extracted(result: &BookingResult) -> Result<String, StoreError> {
+    serde_json::to_string(&result.extracted).map_err(StoreError::Encode)
+}
+
 pub(super) async fn mark_booked(
     store: &SqlStore,
     key: &BookingKey,
@@ -233,21 +263,13 @@ pub(super) async fn mark_booked(
     message_id: &str,
 ) -> Result<(), StoreError> {
     let now = now_timestamp();
-    let extracted = serde_json::to_string(&result.extracted).map_err(StoreError::Encode)?;
-    let detail = format!(
-        "tracking number {} at {} ({})",
-        result.tracking_number, result.courier, result.account
-    );
+    let extracted = extracted(result)?;
+    let row = ResultRow::new(result, &extracted, &now);
+    let detail = format!("tracking number {}", row.said);
     let booked = Change {
         key,
         statement: MARK_BOOKED,
-        params: &[
-            &result.tracking_number,
-            &result.courier,
-            &result.account,
-            &extracted,
-            &now,
-        ],
+        params: &row.params,
         action: "booked",
         message_id: Some(message_id),
         detail: &detail,
@@ -348,21 +370,13 @@ pub(super) async fn resolve_booked(
     result: &BookingResult,
 ) -> Result<(), StoreError> {
     let now = now_timestamp();
-    let extracted = serde_json::to_string(&result.extracted).map_err(StoreError::Encode)?;
-    let detail = format!(
-        "resolved by an operator: booked as {} at {} ({})",
-        result.tracking_number, result.courier, result.account
-    );
+    let extracted = extracted(result)?;
+    let row = ResultRow::new(result, &extracted, &now);
+    let detail = format!("resolved by an operator: booked as {}", row.said);
     let resolve = Change {
         key,
         statement: RESOLVE_BOOKED,
-        params: &[
-            &result.tracking_number,
-            &result.courier,
-            &result.account,
-            &extracted,
-            &now,
-        ],
+        params: &row.params,
         action: "resolved_booked",
         message_id: None,
         detail: &detail,
