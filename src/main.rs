@@ -14,6 +14,8 @@ async fn main() {
     cli::init_logging(cli.log_format);
     let code = match cli::dispatch(cli).await {
         Ok(code) => code,
+        // `waybill dlq list | head -1`: the reader has what it wanted.
+        Err(error) if cli::output::is_closed_pipe(&error) => 0,
         Err(error) => {
             eprintln!("error: {error:#}");
             2

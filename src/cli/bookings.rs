@@ -6,6 +6,7 @@
 //! waybill bookings resolve shopify:shopify-main:820982911946154508:0 --release
 //! ```
 
+use super::output;
 use crate::model::{BookingKey, BookingResult};
 use crate::store::BookingStatus;
 use anyhow::Context;
@@ -67,14 +68,19 @@ pub async fn run(
             let key: BookingKey = key.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             if release {
                 backends.store.resolve_release(&key).await?;
-                println!(
-                    "released {key}: the next delivery or `waybill dlq replay` books it again"
-                );
+                output::line(&format!(
+                    "released {}: the next delivery or `waybill dlq replay` books it again",
+                    output::escape(&key.to_string())
+                ))?;
             } else {
                 let tracking = tracking.context("--tracking or --release is required")?;
                 let booked = booked_by_hand(config, tracking, courier_account)?;
                 backends.store.resolve_booked(&key, &booked).await?;
-                println!("resolved {key} as booked with {}", booked.tracking_number);
+                output::line(&format!(
+                    "resolved {} as booked with {}",
+                    output::escape(&key.to_string()),
+                    output::escape(&booked.tracking_number)
+                ))?;
             }
         }
     }
@@ -96,15 +102,15 @@ async fn list(
             .unwrap_or("-");
         let reference = b.reference.as_deref().unwrap_or("-");
         let reason = b.reason.as_deref().unwrap_or("");
-        println!(
-            "{}\t{}\t{}\t{}\t{}\t{}",
-            b.key,
+        let key = b.key.to_string();
+        output::line(&output::record([
+            key.as_str(),
             b.status.as_str(),
             reference,
             tracking,
-            b.updated_at,
-            reason
-        );
+            b.updated_at.as_str(),
+            reason,
+        ]))?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@
 //! waybill dlq replay dlq.shopify-orders:0:3      # or --pipeline shopify-orders
 //! ```
 
+use super::output;
 use crate::bus::dead_letter::{self, DeadLetter};
 use crate::bus::{Bus, TopicOffset};
 use crate::config::Config;
@@ -182,16 +183,16 @@ pub async fn run(
         DlqCommand::List { pipeline } => {
             for (name, topic) in dead_letter_topics(config, pipeline.as_deref())? {
                 for listed in letters(bus, &topic, PAGE).await? {
-                    println!("{}", list_line(&name, &listed));
+                    output::line(&list_line(&name, &listed))?;
                 }
             }
         }
         DlqCommand::Show { id } => {
-            println!("{}", serde_json::to_string_pretty(&show(bus, &id).await?)?);
+            output::line(&serde_json::to_string_pretty(&show(bus, &id).await?)?)?;
         }
         DlqCommand::Replay { id, pipeline } => {
             for line in replay(config, bus, id.as_deref(), pipeline.as_deref()).await? {
-                println!("{line}");
+                output::line(&output::escape(&line))?;
             }
         }
     }
@@ -202,16 +203,16 @@ pub async fn run(
 /// message, and `replayed` once the letter was replayed (else `-`).
 fn list_line(pipeline: &str, listed: &Listed) -> String {
     let d = &listed.letter;
-    format!(
-        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-        listed.id,
+    let message = one_line(d.message.as_deref().unwrap_or(""));
+    output::record([
+        listed.id.as_str(),
         d.pipeline.as_deref().unwrap_or(pipeline),
         d.class.map(|c| c.as_str()).unwrap_or("-"),
-        d.key,
+        d.key.as_str(),
         d.order_name.as_deref().unwrap_or("-"),
-        one_line(d.message.as_deref().unwrap_or("")),
+        message.as_str(),
         if listed.replayed { "replayed" } else { "-" },
-    )
+    ])
 }
 
 /// Everything about the dead letter `id`, as `waybill dlq show` prints it.

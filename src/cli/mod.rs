@@ -5,6 +5,7 @@
 
 pub mod bookings;
 pub mod dlq;
+pub mod output;
 pub mod run;
 pub mod simulate;
 pub mod test;

@@ -76,10 +76,12 @@ pub async fn run(config_path: &Path, args: SimulateArgs) -> anyhow::Result<i32> 
     })?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
-    println!(
-        "POST {endpoint} (topic {topic}, delivery id {delivery_id}) -> {} {}",
+    super::output::line(&format!(
+        "POST {} (topic {}, delivery id {delivery_id}) -> {} {}",
+        super::output::escape(&endpoint),
+        super::output::escape(&topic),
         status.as_u16(),
-        text.trim()
-    );
+        super::output::escape(text.trim())
+    ))?;
     Ok(if status.is_success() { 0 } else { 1 })
 }

@@ -8,6 +8,6 @@ pub fn run(config_path: &Path) -> anyhow::Result<i32> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let report = crate::mapping::run_tests(base);
-    println!("{report}");
+    super::output::line(&report.to_string())?;
     Ok(if report.failed() == 0 { 0 } else { 1 })
 }

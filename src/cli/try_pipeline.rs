@@ -79,7 +79,7 @@ pub fn run(config_path: &Path, args: TryArgs) -> anyhow::Result<i32> {
         "route": planned.route,
         "request": request,
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    super::output::line(&serde_json::to_string_pretty(&out)?)?;
     Ok(if planned.outcome.is_ok() { 0 } else { 1 })
 }
 
