@@ -51,8 +51,8 @@ async fn run(backend: &Backend, latency: Duration, orders: u64) -> f64 {
     let config = dir.path().join("waybill.yaml");
 
     // Enqueue every order with no pipeline running.
-    write_config(dir.path(), backend, port, &courier, "[]", 256);
-    let (stop, task) = start_waybill(&config).await;
+    write_config(dir.path(), backend, port, &courier, 256);
+    let (stop, task) = start_waybill(&config, Run::IngestOnly).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let url = format!("http://127.0.0.1:{port}/webhooks/shopify/shopify-main");
     load(&url, 32, Duration::from_secs(600), orders, |i| {
@@ -65,16 +65,8 @@ async fn run(backend: &Backend, latency: Duration, orders: u64) -> f64 {
     let _ = task.await;
 
     // Book them.
-    write_config(
-        dir.path(),
-        backend,
-        port,
-        &courier,
-        "[ \"pipelines/*.yaml\" ]",
-        256,
-    );
     let started = Instant::now();
-    let (stop, task) = start_waybill(&config).await;
+    let (stop, task) = start_waybill(&config, Run::All).await;
     let limit = Duration::from_secs(600);
     let mut first = None;
     while booked.load(Ordering::Relaxed) < orders && started.elapsed() < limit {

@@ -71,18 +71,11 @@ async fn main() {
     bare_runs.push(run(bare_url.clone(), duration).await);
     subjects.push(("checks only, no bus", rps, around(&bare_runs)));
     for backend in std::iter::once(Backend::Embedded).chain(kafka_backend()) {
-        // Subject: waybill with no pipelines, so only ingest runs.
+        // Subject: waybill with its pipelines left out, so only ingest runs.
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        write_config(
-            dir.path(),
-            &backend,
-            port,
-            "{ connector: sandbox }",
-            "[]",
-            256,
-        );
-        let (stop, task) = start_waybill(&dir.path().join("waybill.yaml")).await;
+        write_config(dir.path(), &backend, port, "{ connector: sandbox }", 256);
+        let (stop, task) = start_waybill(&dir.path().join("waybill.yaml"), Run::IngestOnly).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let rps = run(
             format!("http://127.0.0.1:{port}/webhooks/shopify/shopify-main"),

@@ -1,5 +1,7 @@
 //! Integration tests: one binary (one link of the whole crate), one module per area.
 
+#[path = "it/bodies.rs"]
+mod bodies;
 #[path = "it/cli_output.rs"]
 mod cli_output;
 #[path = "it/common.rs"]

@@ -92,6 +92,8 @@ pub struct Expr {
     compiled: minijinja::Expression<'static, 'static>,
     /// Attribute paths read, checked when an undefined value comes out.
     paths: Vec<String>,
+    /// The variables it reads (`event`, `order`, …), sorted.
+    variables: Vec<String>,
     /// Where the expression was written, for error messages.
     origin: (String, usize),
 }
@@ -109,10 +111,13 @@ impl Expr {
             .compile_expression_owned(source.to_string())
             .map_err(|e| format!("invalid expression `{source}`: {}", env::describe(&e)))?;
         let paths = env::checked_paths(compiled.undeclared_variables(true));
+        let mut variables: Vec<String> = compiled.undeclared_variables(false).into_iter().collect();
+        variables.sort();
         Ok(Expr {
             source: source.to_string(),
             compiled,
             paths,
+            variables,
             origin: ("<expression>".into(), 0),
         })
     }
@@ -125,6 +130,12 @@ impl Expr {
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Whether the expression reads no variable but those in `allowed`, so
+    /// a context holding only them gives the answer the full one would.
+    pub fn reads_only(&self, allowed: &[&str]) -> bool {
+        self.variables.iter().all(|v| allowed.contains(&v.as_str()))
     }
 
     fn error(&self, message: String) -> MappingError {

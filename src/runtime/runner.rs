@@ -228,12 +228,21 @@ impl Runner {
     }
 
     /// One attempt at a message. An in-flight slot is held only while a
-    /// courier request is out: that is what `max_in_flight` bounds.
+    /// courier request is out: that is what `max_in_flight` bounds. What
+    /// the headers settle is settled before the body is decoded: another
+    /// account's message, unreadable or not, is no concern of this pipeline.
     async fn attempt(&self, record: &Record, slots: &Slots) -> Result<(), Failure> {
         let event = Event::from_headers(&record.message.headers);
-        let order: serde_json::Value = serde_json::from_slice(&record.message.payload)
-            .map_err(|e| Failure::permanent("decode", format!("message body is not JSON: {e}")))?;
-        let plan = stages::plan(&self.pipeline, &self.config.accounts, &event, order).outcome?;
+        let plan = match stages::screen(&self.pipeline, &self.config.accounts, &event)? {
+            Some(skip) => skip,
+            None => {
+                let order: serde_json::Value = serde_json::from_slice(&record.message.payload)
+                    .map_err(|e| {
+                        Failure::permanent("decode", format!("message body is not JSON: {e}"))
+                    })?;
+                stages::plan(&self.pipeline, &self.config.accounts, &event, order).outcome?
+            }
+        };
         match plan {
             Plan::Skip { stage, reason } => {
                 tracing::debug!(pipeline = %self.pipeline.name, key = %record.message.key, reason, "skipped");

@@ -84,9 +84,63 @@ pub fn plan(
     planned
 }
 
+/// Judges what can be judged from the event alone, before its body is read:
+/// the input's account filter, then the leading `trigger` steps that read
+/// only `event` and `account`. `Some(skip)` when the pipeline does not take
+/// the event, so a body it would never use is never decoded, and a body
+/// that cannot be read fails only in the pipelines that take it.
+pub fn screen(
+    pipeline: &Pipeline,
+    accounts: &BTreeMap<String, Arc<Account>>,
+    event: &Event,
+) -> Result<Option<Plan>, Failure> {
+    if let Some(skip) = account_filter(pipeline, event) {
+        return Ok(Some(skip));
+    }
+    let mut ctx = None;
+    for step in &pipeline.steps {
+        let Step::Trigger(expr) = step else { break };
+        if !expr.reads_only(&["event", "account"]) {
+            break;
+        }
+        let ctx = ctx.get_or_insert_with(|| event_context(accounts, event));
+        if !trigger::matches(expr, ctx)? {
+            return Ok(Some(trigger_skip(expr)));
+        }
+    }
+    Ok(None)
+}
+
+/// A skip when the event's account is not one the pipeline's input takes.
+fn account_filter(pipeline: &Pipeline, event: &Event) -> Option<Plan> {
+    let admitted =
+        pipeline.accounts.is_empty() || pipeline.accounts.iter().any(|a| a == &event.account);
+    (!admitted).then(|| Plan::Skip {
+        stage: "input",
+        reason: format!(
+            "account `{}` is not an input of this pipeline",
+            event.account
+        ),
+    })
+}
+
+fn trigger_skip(expr: &crate::mapping::Expr) -> Plan {
+    Plan::Skip {
+        stage: "trigger",
+        reason: format!("trigger `{}` did not match", expr.source()),
+    }
+}
+
 /// What expressions and mappings see: `event`, `order` and `account`
 /// (its name and settings).
 fn context(accounts: &BTreeMap<String, Arc<Account>>, event: &Event, order: &Value) -> Context {
+    let mut ctx = event_context(accounts, event);
+    ctx.set("order", order);
+    ctx
+}
+
+/// [`context`] without the order: all a header-only trigger reads.
+fn event_context(accounts: &BTreeMap<String, Arc<Account>>, event: &Event) -> Context {
     let settings = accounts
         .get(&event.account)
         .map(|a| Value::Object(a.settings.clone()))
@@ -96,7 +150,6 @@ fn context(accounts: &BTreeMap<String, Arc<Account>>, event: &Event, order: &Val
         "event",
         &json!({ "topic": event.topic, "account": event.account, "source": event.source, "headers": event.headers }),
     );
-    ctx.set("order", order);
     ctx.set(
         "account",
         &json!({ "name": event.account, "settings": settings }),
@@ -111,24 +164,15 @@ fn run_steps(
     order: Value,
     planned: &mut Planned,
 ) -> Result<Plan, Failure> {
-    if !pipeline.accounts.is_empty() && !pipeline.accounts.iter().any(|a| a == &event.account) {
-        return Ok(Plan::Skip {
-            stage: "input",
-            reason: format!(
-                "account `{}` is not an input of this pipeline",
-                event.account
-            ),
-        });
+    if let Some(skip) = account_filter(pipeline, event) {
+        return Ok(skip);
     }
     let mut ctx = context(accounts, event, &order);
     for step in &pipeline.steps {
         match step {
             Step::Trigger(expr) => {
                 if !trigger::matches(expr, &ctx)? {
-                    return Ok(Plan::Skip {
-                        stage: "trigger",
-                        reason: format!("trigger `{}` did not match", expr.source()),
-                    });
+                    return Ok(trigger_skip(expr));
                 }
             }
             Step::Map(mapping) => {
@@ -168,4 +212,72 @@ fn run_steps(
     Ok(Plan::Emit {
         shipment: planned.shipment.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RetryPolicy;
+    use crate::mapping::Expr;
+
+    fn pipeline(accounts: &[&str], steps: Vec<Step>) -> Pipeline {
+        Pipeline {
+            name: "p".into(),
+            input: "orders.shop".into(),
+            accounts: accounts.iter().map(|a| a.to_string()).collect(),
+            steps,
+            output: None,
+            retry: RetryPolicy::default(),
+            dead_letter: "dlq.p".into(),
+            max_in_flight: 1,
+            file: "pipelines/p.yaml".into(),
+        }
+    }
+
+    fn trigger(source: &str) -> Step {
+        Step::Trigger(Expr::compile(source).unwrap())
+    }
+
+    fn event(account: &str, topic: &str) -> Event {
+        Event {
+            topic: topic.into(),
+            account: account.into(),
+            source: "shop".into(),
+            headers: Headers::new(),
+        }
+    }
+
+    fn stage(screened: Option<Plan>) -> Option<&'static str> {
+        match screened {
+            Some(Plan::Skip { stage, .. }) => Some(stage),
+            Some(other) => panic!("not a skip: {other:?}"),
+            None => None,
+        }
+    }
+
+    #[test]
+    fn screening_judges_the_account_filter_and_header_only_leading_triggers() {
+        let accounts = BTreeMap::new();
+        let screen = |p: &Pipeline, e: &Event| stage(screen(p, &accounts, e).unwrap());
+        let paid = trigger("event.topic == 'orders/paid'");
+        let p = pipeline(&["a"], vec![paid]);
+        assert_eq!(screen(&p, &event("b", "orders/paid")), Some("input"));
+        assert_eq!(screen(&p, &event("a", "orders/create")), Some("trigger"));
+        assert_eq!(screen(&p, &event("a", "orders/paid")), None);
+
+        // A trigger that reads the order needs the body; so does one after
+        // another step, which may fail first.
+        let reads_order = trigger("event.topic == 'orders/paid' and order.id");
+        let p = pipeline(&[], vec![reads_order]);
+        assert_eq!(screen(&p, &event("a", "orders/create")), None);
+        let after_validate = vec![
+            Step::Validate(vec![]),
+            trigger("event.topic == 'orders/paid'"),
+        ];
+        let p = pipeline(&[], after_validate);
+        assert_eq!(screen(&p, &event("a", "orders/create")), None);
+        let settings = trigger("account.name == 'a'");
+        let p = pipeline(&[], vec![settings]);
+        assert_eq!(screen(&p, &event("b", "orders/paid")), Some("trigger"));
+    }
 }

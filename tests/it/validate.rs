@@ -145,3 +145,41 @@ fn a_connector_mistake_is_reported_at_its_key() {
     );
     assert!(!out.contains("sandbox.yaml:1:1:"), "{out}");
 }
+
+#[test]
+fn a_pattern_matching_nothing_and_an_unconsumed_store_account_are_located() {
+    let dir = ConfigDir::new("{ connector: sandbox }");
+    dir.edit("waybill.yaml", |t| {
+        t.replace("\"pipelines/*.yaml\"", "\"pipelnes/*.yaml\"")
+    });
+    let (code, out) = validate(&dir.path());
+    assert_eq!(code, 1, "{out}");
+    let text = std::fs::read_to_string(dir.path()).expect("read");
+    let line_of = |what: &str| {
+        text.lines()
+            .position(|l| l.contains(what))
+            .map(|i| i + 1)
+            .expect("line")
+    };
+    let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let at = |line: usize, what: &str| {
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("waybill.yaml:{line}:")) && l.contains(what))
+    };
+    assert!(
+        at(
+            line_of("shopify-main:"),
+            "store account `shopify-main` is consumed by no pipeline"
+        ),
+        "{out}"
+    );
+    assert!(
+        at(
+            line_of("pipelnes"),
+            "no pipeline file matches `pipelnes/*.yaml`"
+        ),
+        "{out}"
+    );
+}

@@ -44,6 +44,7 @@ impl Compiler<'_> {
         file: &Path,
         base_dir: &Path,
         raw: &BTreeMap<String, Node>,
+        keys: &BTreeMap<&str, Position>,
     ) -> Accounts {
         let mut connectors = BTreeMap::new();
         let mut compiled = BTreeMap::new();
@@ -56,6 +57,10 @@ impl Compiler<'_> {
                 AccountRef {
                     connector,
                     connector_name,
+                    at: keys
+                        .get(name.as_str())
+                        .copied()
+                        .unwrap_or_else(|| node.position()),
                 },
             );
             if let Some(account) = account {
@@ -347,6 +352,9 @@ mod tests {
 
     const SHOP: &str = "name: shop\nkind: store\ncredentials:\n  webhook_secret: { type: string, secret: true, required: true, description: \"HMAC key\" }\n\
                         settings:\n  cod_gateways: { type: list, default: [] }\n";
+    /// A pipeline taking the store accounts of `SHOP`, so they are consumed.
+    const READER: &str =
+        "name: p\ninput: { topic: orders.shop }\nsteps:\n  - validate: { rules: [phone] }\n";
     const COURIER: &str = "name: courier\nkind: courier\ncredentials:\n  token: { type: string, secret: true, required: true, description: \"API token\" }\n\
                            base_url: https://courier.example/api\noperations:\n  book:\n    request: { method: POST, path: /book }\n    success: \"response.status == 200\"\n    extract: { tracking_number: \"$.tracking_number\" }\n";
 
@@ -397,6 +405,7 @@ mod tests {
             ),
             ("connectors/shop.yaml", SHOP),
             ("connectors/courier.yaml", COURIER),
+            ("pipelines/p.yaml", READER),
         ]);
         let problems = tree.problems();
         assert_positions(
@@ -427,6 +436,7 @@ mod tests {
                 "accounts:\n  a: { connector: shop, credentials: { webhook_secret: '${TOKEN}' } }\n",
             ),
             ("connectors/shop.yaml", SHOP),
+            ("pipelines/p.yaml", READER),
         ]);
         let config = tree.load().unwrap();
         let a = &config.accounts["a"];

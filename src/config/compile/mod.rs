@@ -12,6 +12,7 @@
 //! ```
 
 mod accounts;
+mod consumers;
 mod pipelines;
 mod settings;
 
@@ -22,6 +23,7 @@ use crate::connector::{Connector, ConnectorKind};
 use crate::diagnostic::{Diagnostics, Position};
 use crate::mapping::Mapping;
 use crate::yaml::{self, Located, Node, ReadError, Value};
+use pipelines::Patterns;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,6 +56,8 @@ struct AccountRef {
     connector: Option<Arc<Connector>>,
     /// The connector name as written, when it could be read.
     connector_name: Option<String>,
+    /// Where the account is named in the main file.
+    at: Position,
 }
 
 impl AccountRef {
@@ -174,8 +178,21 @@ impl Compiler<'_> {
         let (bus, kafka_at) = self.bus(path, &raw);
         let store = self.store(path, &raw, &base_dir, &data_dir, kafka_at);
         let http = self.http(path, &raw);
-        let accounts = self.accounts(path, &base_dir, &raw.accounts);
-        let pipelines = self.pipelines(path, &base_dir, raw.pipelines.as_deref(), &accounts);
+        let account_keys: BTreeMap<&str, Position> = node
+            .get("accounts")
+            .and_then(Node::entries)
+            .into_iter()
+            .flatten()
+            .map(|(key, _)| (key.name.as_str(), key.position()))
+            .collect();
+        let accounts = self.accounts(path, &base_dir, &raw.accounts, &account_keys);
+        let list_at = node
+            .get("pipelines")
+            .map_or(Position::START, Node::position);
+        let patterns = Patterns {
+            written: raw.pipelines.as_deref().map(|p| (p, list_at)),
+        };
+        let pipelines = self.pipelines(path, &base_dir, patterns, &accounts);
         Some(Config {
             path: path.to_path_buf(),
             base_dir,

@@ -1,6 +1,7 @@
 //! Pipeline files: found through the main file's patterns, each compiled on
 //! its own (steps, routes against the accounts, mappings, retry policy),
-//! then checked together: unique names, and inputs that something produces.
+//! then checked together: unique names, inputs that something produces, and
+//! store accounts that some pipeline consumes.
 //!
 //! ```yaml
 //! name: shopify-orders
@@ -12,6 +13,7 @@
 //! ```
 
 use super::accounts::Accounts;
+use super::consumers::{Reads, source_topic};
 use super::{AccountRef, Compiler, Reference};
 use crate::config::raw::{RawDuration, RawPipeline, RawRetry, RawRoute, RawRule, RawStep};
 use crate::config::{Pipeline, RetryPolicy, RouteRule, Step, ValidationRule};
@@ -25,6 +27,9 @@ use std::sync::Arc;
 
 const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 
+/// Where pipeline files are looked for when `pipelines:` is not written.
+const DEFAULT_PATTERN: &str = "pipelines/*.yaml";
+
 /// One pipeline file, read: what it produces whether or not it compiled,
 /// so other pipelines' inputs are checked against every file written.
 struct Read {
@@ -34,6 +39,15 @@ struct Read {
     input_at: Position,
     /// Its output and dead-letter topics.
     produces: Vec<String>,
+    /// What it reads, as written.
+    reads: Reads,
+}
+
+/// The main file's `pipelines:` as written: its patterns, and where the
+/// list is (`None` when the key is not written and the default applies).
+#[derive(Clone, Copy)]
+pub(super) struct Patterns<'a> {
+    pub written: Option<(&'a [Located<String>], Position)>,
 }
 
 impl Compiler<'_> {
@@ -41,18 +55,22 @@ impl Compiler<'_> {
         &mut self,
         file: &Path,
         base_dir: &Path,
-        patterns: Option<&[Located<String>]>,
+        patterns: Patterns<'_>,
         accounts: &Accounts,
     ) -> Vec<Arc<Pipeline>> {
         let mut produced = source_topics(&accounts.refs);
         let mut seen: BTreeMap<String, (PathBuf, usize)> = BTreeMap::new();
         let mut pipelines = Vec::new();
+        let mut reads = Vec::new();
+        let mut all_read = true;
         for (pipeline_file, from) in self.pipeline_files(file, base_dir, patterns) {
             let from = from.map(|at| Reference { file, at });
             let Some(read) = self.pipeline(&pipeline_file, from, base_dir, &accounts.refs) else {
+                all_read = false;
                 continue;
             };
             produced.extend(read.produces);
+            reads.push(read.reads);
             let Some(pipeline) = read.compiled else {
                 continue;
             };
@@ -74,6 +92,11 @@ impl Compiler<'_> {
         for (pipeline, input_at) in &pipelines {
             self.input_produced(pipeline, *input_at, &produced);
         }
+        // A file that could not be read may be the consumer: saying an
+        // account has none would then be wrong.
+        if all_read {
+            self.unconsumed_accounts(file, &accounts.refs, &reads, &produced);
+        }
         pipelines
             .into_iter()
             .map(|(pipeline, _)| Arc::new(pipeline))
@@ -81,21 +104,29 @@ impl Compiler<'_> {
     }
 
     /// The files the patterns name, each with where its pattern is written
-    /// (`None` for the default pattern, which is not written anywhere).
+    /// (`None` for the default pattern, which is not written anywhere). A
+    /// written pattern or list that names no file is an error: it would
+    /// validate and run nothing.
     fn pipeline_files(
         &mut self,
         file: &Path,
         base_dir: &Path,
-        patterns: Option<&[Located<String>]>,
+        patterns: Patterns<'_>,
     ) -> Vec<(PathBuf, Option<Position>)> {
         let default = [Located {
-            value: "pipelines/*.yaml".to_string(),
+            value: DEFAULT_PATTERN.to_string(),
             line: 0,
             column: 0,
         }];
-        let written = patterns.is_some();
+        let written = patterns.written.is_some();
+        if let Some(([], at)) = patterns.written {
+            let message = format!(
+                "`pipelines` is empty: list pipeline files or patterns relative to this file, e.g. `pipelines: [\"{DEFAULT_PATTERN}\"]`"
+            );
+            self.report(file, at, message);
+        }
         let mut files: Vec<(PathBuf, Option<Position>)> = Vec::new();
-        for pattern in patterns.unwrap_or(&default) {
+        for pattern in patterns.written.map_or(&default[..], |(p, _)| p) {
             let full = base_dir.join(&pattern.value);
             let is_glob = pattern.value.contains(['*', '?', '[']);
             let paths = match glob::glob(&full.to_string_lossy()) {
@@ -114,6 +145,13 @@ impl Compiler<'_> {
             matched.sort();
             if matched.is_empty() && !is_glob {
                 let message = format!("pipeline file not found: {}", full.display());
+                self.report(file, pattern.position(), message);
+            } else if matched.is_empty() && written {
+                let message = format!(
+                    "no pipeline file matches `{}` (looked for {}): write a pattern naming pipeline files relative to this file, e.g. `{DEFAULT_PATTERN}`, or remove it",
+                    pattern.value,
+                    full.display()
+                );
                 self.report(file, pattern.position(), message);
             }
             for m in matched {
@@ -174,6 +212,15 @@ impl Compiler<'_> {
         let output = raw.output.map(|o| o.topic.value);
         let produces = output.iter().chain([&dead_letter]).cloned().collect();
         let (name_at, input_at) = (raw.name.position(), raw.input.topic.position());
+        let reads = Reads {
+            pipeline: name.clone(),
+            topic: raw.input.topic.value.clone(),
+            accounts: raw
+                .input
+                .accounts
+                .as_ref()
+                .map(|a| a.iter().map(|a| a.value.clone()).collect()),
+        };
         let compiled = match steps {
             Some(steps) if clean && self.diagnostics.count() == before => Some(Pipeline {
                 name,
@@ -193,6 +240,7 @@ impl Compiler<'_> {
             name_at,
             input_at,
             produces,
+            reads,
         })
     }
 
@@ -482,16 +530,12 @@ fn source_topics(accounts: &BTreeMap<String, AccountRef>) -> BTreeSet<String> {
     accounts
         .values()
         .filter_map(|account| match &account.connector {
-            Some(c) if c.kind == ConnectorKind::Store => Some(
-                c.webhook
-                    .as_ref()
-                    .map_or(c.name.as_str(), |w| w.source.as_str())
-                    .to_string(),
-            ),
-            Some(_) => None,
-            None => account.connector_name.clone(),
+            Some(_) => source_topic(account),
+            None => account
+                .connector_name
+                .as_ref()
+                .map(|name| format!("orders.{name}")),
         })
-        .map(|source| format!("orders.{source}"))
         .collect()
 }
 
@@ -529,6 +573,7 @@ mod tests {
         let problems = tree.problems();
         let expected = [
             ("waybill.yaml", 1, 49),
+            ("waybill.yaml", 1, 73),
             ("pipelines/a.yaml", 2, 31),
             ("pipelines/a.yaml", 4, 5),
             ("pipelines/a.yaml", 6, 13),
@@ -540,8 +585,9 @@ mod tests {
         ];
         assert_positions(&problems, &expected);
         assert_mentions(&problems[0], "pipeline file not found");
-        assert_mentions(&problems[2], "`book` needs a `route`");
-        assert_mentions(&problems[4], "invalid duration `5 min`");
+        assert_mentions(&problems[1], "no pipeline file matches `more/*.yaml`");
+        assert_mentions(&problems[3], "`book` needs a `route`");
+        assert_mentions(&problems[5], "invalid duration `5 min`");
     }
 
     /// A pipeline consuming `input` and producing `output`, so that a
