@@ -82,10 +82,11 @@ pub struct RawHttp {
     pub listen: Option<SocketAddr>,
     /// Largest webhook body accepted; bigger ones get 413. Default 1048576 (1 MiB).
     pub max_body_bytes: Option<Located<usize>>,
-    /// Connections served at once; past it a new connection is answered 503
-    /// and closed at once, except that 16 more are kept for `/healthz`,
-    /// `/readyz` and `/metrics` (anything else on those gets 503). At least
-    /// 1. Default 1024.
+    /// Connections served at once. When all are taken, the one that has
+    /// waited longest without sending a byte is closed to make room for a
+    /// new one; failing that, 16 more are kept for `/healthz`, `/readyz` and
+    /// `/metrics` (anything else on those gets 503); past those a new
+    /// connection is answered 503 and closed at once. At least 1. Default 1024.
     pub max_connections: Option<Located<usize>>,
     /// How long a connection may take to send a request's head: counted from
     /// the end of its previous answer, or for its first request from its first

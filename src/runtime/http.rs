@@ -18,6 +18,11 @@
 //!   within `header_read_timeout` is closed; after that byte, and after each
 //!   answer on a kept-alive connection, the next request head must be
 //!   complete within `header_read_timeout` too (hyper's own timer);
+//! - when the connections are all taken, the one that has waited longest
+//!   without sending a byte is closed to make room for a new one. A client
+//!   sends its request as soon as it has connected, so idle connections
+//!   held open to fill the server give way first, and never keep a probe
+//!   or a store out;
 //! - request heads are capped at `max_header_bytes` (431 past it);
 //! - every request body is read within the body budget and deadline of
 //!   [`BodyBudget`].
@@ -32,11 +37,12 @@ use axum::Router;
 use axum::http::{Request, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 /// Connections kept, beyond `http.max_connections`, for probes: enough for
 /// an orchestrator's liveness and readiness checks and a metrics scraper
@@ -68,6 +74,67 @@ struct Shared {
     stop: watch::Receiver<bool>,
 }
 
+/// Slots for connections, and the connections in them that have sent
+/// nothing yet, oldest first: those give up their slot to a newcomer when
+/// none is free.
+struct Pool {
+    slots: Arc<Semaphore>,
+    size: usize,
+    idle: Mutex<BTreeMap<u64, Idle>>,
+}
+
+/// A connection waiting for its first byte, holding its slot here so that
+/// a newcomer can take it.
+struct Idle {
+    slot: OwnedSemaphorePermit,
+    evicted: Arc<Notify>,
+}
+
+impl Pool {
+    fn new(size: usize) -> Pool {
+        Pool {
+            slots: Arc::new(Semaphore::new(size)),
+            size,
+            idle: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// A free slot, or the slot of the connection idle the longest, which
+    /// is told to close.
+    fn admit(&self, metrics: &Metrics) -> Option<OwnedSemaphorePermit> {
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            return Some(slot);
+        }
+        let (_, oldest) = self.lock().pop_first()?;
+        oldest.evicted.notify_one();
+        ConnectionRefused {
+            reason: "evicted_idle",
+        }
+        .emit(metrics);
+        Some(oldest.slot)
+    }
+
+    /// Keeps connection `id`'s slot while it waits for its first byte.
+    fn wait(&self, id: u64, slot: OwnedSemaphorePermit, evicted: Arc<Notify>) {
+        self.lock().insert(id, Idle { slot, evicted });
+    }
+
+    /// Connection `id`'s slot back, unless a newcomer took it.
+    fn resume(&self, id: u64) -> Option<OwnedSemaphorePermit> {
+        self.lock().remove(&id).map(|idle| idle.slot)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Idle>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resolves once every slot is free again.
+    async fn closed(&self) {
+        let all = u32::try_from(self.size).unwrap_or(u32::MAX);
+        let _ = self.slots.acquire_many(all).await;
+    }
+}
+
 /// Serves `listener` until `stop` turns true, then stops accepting, lets
 /// each connection finish the request it is in, and returns once all have
 /// closed or `grace` has passed.
@@ -80,8 +147,8 @@ pub async fn serve(
     stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let regular = Arc::new(Semaphore::new(limits.max_connections));
-    let reserve = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
+    let regular = Arc::new(Pool::new(limits.max_connections));
+    let reserve = Arc::new(Pool::new(PROBE_CONNECTIONS));
     let shared = Arc::new(Shared {
         routers,
         limits,
@@ -90,7 +157,7 @@ pub async fn serve(
         stop: stop.clone(),
     });
     let mut stop = stop;
-    loop {
+    for id in 0u64.. {
         let stopping = async {
             let _ = stop.wait_for(|stop| *stop).await;
         };
@@ -105,28 +172,31 @@ pub async fn serve(
                 continue;
             }
         };
-        let (permit, probes_only) = match regular.clone().try_acquire_owned() {
-            Ok(permit) => (permit, false),
-            Err(_) => match reserve.clone().try_acquire_owned() {
-                Ok(permit) => (permit, true),
-                Err(_) => {
-                    refuse(&stream);
-                    ConnectionRefused {
-                        reason: "connection_limit",
-                    }
-                    .emit(&shared.metrics);
-                    continue;
-                }
-            },
+        let (pool, slot, probes_only) = if let Some(slot) = regular.admit(&shared.metrics) {
+            (regular.clone(), slot, false)
+        } else if let Some(slot) = reserve.admit(&shared.metrics) {
+            (reserve.clone(), slot, true)
+        } else {
+            refuse(&stream);
+            ConnectionRefused {
+                reason: "connection_limit",
+            }
+            .emit(&shared.metrics);
+            continue;
         };
-        tokio::spawn(connection(stream, permit, probes_only, shared.clone()));
+        let admitted = Admitted {
+            id,
+            pool,
+            slot,
+            probes_only,
+        };
+        tokio::spawn(connection(stream, admitted, shared.clone()));
     }
     // New connections now wait in the kernel's backlog, then are refused.
     drop(listener);
-    let all = u32::try_from(shared.limits.max_connections).unwrap_or(u32::MAX);
     let closed = async {
-        let _ = regular.acquire_many(all).await;
-        let _ = reserve.acquire_many(PROBE_CONNECTIONS as u32).await;
+        regular.closed().await;
+        reserve.closed().await;
     };
     if tokio::time::timeout(grace, closed).await.is_err() {
         tracing::warn!(
@@ -134,6 +204,14 @@ pub async fn serve(
             "HTTP connections still open after the shutdown grace; leaving them"
         );
     }
+}
+
+/// A connection let in, with its slot in `pool`.
+struct Admitted {
+    id: u64,
+    pool: Arc<Pool>,
+    slot: OwnedSemaphorePermit,
+    probes_only: bool,
 }
 
 /// Waits briefly after a failed accept: out of file descriptors, the
@@ -158,28 +236,20 @@ fn refuse(stream: &TcpStream) {
     let _ = stream.try_write(BUSY);
 }
 
-/// Serves one connection, holding `permit` until it closes.
-async fn connection(
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-    probes_only: bool,
-    shared: Arc<Shared>,
-) {
+/// Serves one connection, holding its slot until it closes.
+async fn connection(stream: TcpStream, admitted: Admitted, shared: Arc<Shared>) {
     let _open = ConnectionOpen::begin(&shared.metrics);
+    let Admitted {
+        id,
+        pool,
+        slot,
+        probes_only,
+    } = admitted;
+    let Some(_slot) = first_byte(&stream, id, &pool, slot, &shared).await else {
+        return;
+    };
     let mut stop = shared.stop.clone();
     let timeout = shared.limits.header_read_timeout;
-    // No HTTP buffers until there is something to read.
-    tokio::select! {
-        first = tokio::time::timeout(timeout, stream.readable()) => match first {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return,
-            Err(_) => {
-                ConnectionRefused { reason: "header_timeout" }.emit(&shared.metrics);
-                return;
-            }
-        },
-        _ = stop.wait_for(|stop| *stop) => return,
-    }
     let router = if probes_only {
         shared.routers.probes.clone()
     } else {
@@ -220,6 +290,49 @@ async fn connection(
             .emit(&shared.metrics);
         } else {
             tracing::trace!(%error, "HTTP connection ended with an error");
+        }
+    }
+}
+
+/// Waits, without HTTP buffers, for the connection's first byte, with its
+/// slot in the pool's idle set meanwhile; the slot back, or `None` when the
+/// connection is to close: nothing sent in time, evicted, or shutting down.
+async fn first_byte(
+    stream: &TcpStream,
+    id: u64,
+    pool: &Pool,
+    slot: OwnedSemaphorePermit,
+    shared: &Shared,
+) -> Option<OwnedSemaphorePermit> {
+    let evicted = Arc::new(Notify::new());
+    pool.wait(id, slot, evicted.clone());
+    let mut stop = shared.stop.clone();
+    let timeout = shared.limits.header_read_timeout;
+    // `readable()` may answer at once on a new socket; a peek waits for a
+    // byte that is really there, into one on the stack.
+    let first = async {
+        let mut byte = [0u8; 1];
+        stream.peek(&mut byte).await
+    };
+    let readable = tokio::select! {
+        first = tokio::time::timeout(timeout, first) => first,
+        () = evicted.notified() => return None,
+        _ = stop.wait_for(|stop| *stop) => {
+            pool.resume(id);
+            return None;
+        }
+    };
+    // Taken by a newcomer at the last moment: closed all the same.
+    let slot = pool.resume(id)?;
+    match readable {
+        Ok(Ok(n)) if n > 0 => Some(slot),
+        Ok(_) => None,
+        Err(_) => {
+            ConnectionRefused {
+                reason: "header_timeout",
+            }
+            .emit(&shared.metrics);
+            None
         }
     }
 }

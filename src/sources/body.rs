@@ -49,10 +49,11 @@ pub struct BodyBudget {
 }
 
 impl BodyBudget {
-    /// A budget of `bytes` (rounded down to whole KiB, at least one) and a
-    /// deadline of `timeout` from the request's head.
+    /// A budget of `bytes` (rounded up to whole KiB, so that a body of
+    /// `bytes` always fits it) and a deadline of `timeout` from the
+    /// request's head.
     pub fn new(bytes: usize, timeout: Duration) -> BodyBudget {
-        let units = usize::try_from(bytes as u64 / UNIT)
+        let units = usize::try_from((bytes as u64).div_ceil(UNIT))
             .unwrap_or(usize::MAX)
             .clamp(1, Semaphore::MAX_PERMITS);
         BodyBudget {
@@ -230,6 +231,13 @@ mod tests {
         assert_eq!(budget.available(), 4 * 1024, "given back when dropped");
         let mut third = budget.guard(stalled(&[b"abc"]), Some(2 * 1024));
         assert!(third.frame().await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_body_as_large_as_the_budget_fits_it() {
+        let budget = BodyBudget::new(1_000_000, Duration::from_secs(5));
+        let mut body = budget.guard(stalled(&[b"abc"]), Some(1_000_000));
+        assert!(body.frame().await.unwrap().is_ok());
     }
 
     #[tokio::test]

@@ -53,7 +53,9 @@ impl WebhookReceived<'_> {
 /// The HTTP server refused a connection, or closed it before serving it.
 pub struct ConnectionRefused {
     /// `connection_limit`: over `http.max_connections` and the probes'
-    /// reserve, answered 503 and closed at once; `probes_only`: a request
+    /// reserve, answered 503 and closed at once; `evicted_idle`: closed
+    /// before sending a byte, to make room for a newer connection when all
+    /// were taken; `probes_only`: a request
     /// other than `/healthz`, `/readyz` or `/metrics` on a connection of the
     /// reserve, answered 503; `header_timeout`: no request head within
     /// `http.header_read_timeout`, closed.

@@ -72,7 +72,7 @@ pub struct DuplicateLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
-    /// `connection_limit`, `probes_only` or `header_timeout`.
+    /// `connection_limit`, `evicted_idle`, `probes_only` or `header_timeout`.
     pub reason: String,
 }
 
@@ -193,8 +193,9 @@ impl Metrics {
                 &mut registry,
                 "http_connections_refused",
                 "HTTP connections the server refused or closed before serving them, by reason: \
-                 over http.max_connections, a request other than a probe on a connection kept \
-                 for probes, or a request head not sent within http.header_read_timeout",
+                 over http.max_connections, closed while idle to make room for a new one, a \
+                 request other than a probe on a connection kept for probes, or a request head \
+                 not sent within http.header_read_timeout",
                 Family::default(),
             ),
             open_connections: registered(

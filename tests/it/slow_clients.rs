@@ -1,6 +1,7 @@
 //! The HTTP server against slow, stalled, vanishing and too many clients:
-//! header and body timeouts, the connection cap and the probes' reserve,
-//! the body budget, and how a body that was not read whole is answered.
+//! header and body timeouts, the connection cap, idle connections giving
+//! way, the probes' reserve, the body budget, and how a body that was not
+//! read whole is answered.
 //! Raw TCP on loopback, so each test controls exactly what is sent.
 
 use crate::common::*;
@@ -169,16 +170,51 @@ async fn a_client_gone_before_its_body_is_counted_aborted_not_too_large() {
     app.stop().await;
 }
 
+/// A connection that has sent part of a request head, so it is no longer
+/// idle and keeps its slot.
+async fn half_a_head(app: &App) -> TcpStream {
+    let mut stream = connect(app).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .expect("half a head");
+    stream
+}
+
+#[tokio::test]
+async fn idle_connections_give_way_to_new_ones_when_the_server_is_full() {
+    let dir = dir_with_http("max_connections: 3, header_read_timeout: 60s");
+    let app = App::start(&dir).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(connect(&app).await);
+        // Accepted in this order, so the first is the oldest.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = sample("order-cod.json");
+    let answer = post_whole(&app, &body, "makes-room").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (_, closed) = read_until_closed(&mut idle[0], Duration::from_secs(10)).await;
+    assert!(closed, "the oldest idle connection made room");
+    metric_reaches(
+        &app,
+        "waybill_http_connections_refused_total{reason=\"evicted_idle\"}",
+        1,
+    )
+    .await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn past_max_connections_only_probes_are_served_then_none() {
     let dir = dir_with_http("max_connections: 3, header_read_timeout: 60s");
     let app = App::start(&dir).await;
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(connect(&app).await);
+        held.push(half_a_head(&app).await);
     }
-    // Connected clients are accepted in order; let the server count them.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Let the server read what they sent.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut probe = connect(&app).await;
     let answer = get(&mut probe, "/healthz").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -190,9 +226,9 @@ async fn past_max_connections_only_probes_are_served_then_none() {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     // The probes' reserve held too: refused at once.
     for _ in 0..16 {
-        held.push(connect(&app).await);
+        held.push(half_a_head(&app).await);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let mut refused = connect(&app).await;
     let (answer, closed) = read_until_closed(&mut refused, Duration::from_secs(10)).await;
