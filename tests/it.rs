@@ -10,6 +10,8 @@ mod common;
 mod crash;
 #[path = "it/dlq.rs"]
 mod dlq;
+#[path = "it/full_disk.rs"]
+mod full_disk;
 #[path = "it/golden.rs"]
 mod golden;
 #[path = "it/outage.rs"]
@@ -22,6 +24,8 @@ mod rules;
 mod scale;
 #[path = "it/simulate.rs"]
 mod simulate;
+#[path = "it/slow_clients.rs"]
+mod slow_clients;
 #[path = "it/try_pipeline.rs"]
 mod try_pipeline;
 #[path = "it/validate.rs"]

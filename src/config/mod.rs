@@ -67,6 +67,13 @@ pub struct StoreSettings {
 pub struct HttpSettings {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// Connections served at once, besides the few kept for probes.
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub body_read_timeout: Duration,
+    /// Bytes of request bodies held at once while they are read.
+    pub max_buffered_body_bytes: usize,
 }
 
 /// A compiled pipeline.

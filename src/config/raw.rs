@@ -82,6 +82,28 @@ pub struct RawHttp {
     pub listen: Option<SocketAddr>,
     /// Largest webhook body accepted; bigger ones get 413. Default 1048576 (1 MiB).
     pub max_body_bytes: Option<Located<usize>>,
+    /// Connections served at once. When all are taken, the one that has
+    /// waited longest without sending a byte is closed to make room for a
+    /// new one; failing that, 16 more are kept for `/healthz`, `/readyz` and
+    /// `/metrics` (anything else on those gets 503); past those a new
+    /// connection is answered 503 and closed at once. At least 1. Default 1024.
+    pub max_connections: Option<Located<usize>>,
+    /// How long a connection may take to send a request's head: counted from
+    /// the end of its previous answer, or for its first request from its first
+    /// byte (one that sends nothing is closed after this long as well). A
+    /// duration, e.g. `10s`; more than 0. Default `10s`.
+    pub header_read_timeout: Option<Located<RawDuration>>,
+    /// Largest request head (request line and headers); bigger ones get 431
+    /// and the connection is closed. At least 1024. Default 16384 (16 KiB).
+    pub max_header_bytes: Option<Located<usize>>,
+    /// How long a request's whole body may take to arrive, from its head;
+    /// a webhook whose body is late gets 408. More than 0. Default `10s`.
+    pub body_read_timeout: Option<Located<RawDuration>>,
+    /// Bytes of request bodies held in memory at once while they are read
+    /// (a body with a `Content-Length` reserves it before it is read); a
+    /// webhook past it gets 503 at once. At least `max_body_bytes`. Default
+    /// 16 × `max_body_bytes` (16 MiB).
+    pub max_buffered_body_bytes: Option<Located<usize>>,
 }
 
 /// One entry of `accounts:`.

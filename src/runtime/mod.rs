@@ -1,6 +1,7 @@
 //! Pipeline runner, HTTP server and shutdown: everything `waybill run` starts.
 
 mod feed;
+pub mod http;
 mod progress;
 pub mod runner;
 pub mod server;
@@ -11,6 +12,7 @@ use crate::config::{BusSettings, Config};
 use crate::connector::Engine;
 use crate::sinks::book::Booker;
 use crate::sources::Ingest;
+use crate::sources::body::BodyBudget;
 use crate::sources::enqueue::{self, Enqueue};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
@@ -157,21 +159,35 @@ pub async fn run_with(
         bus,
         store,
     };
-    let app = server::router(state, crate::connector::sandbox::router());
+    let metrics = state.ingest.metrics.clone();
+    let routers = http::Routers {
+        probes: server::probe_router(state.clone()),
+        app: server::router(state, crate::connector::sandbox::router()),
+    };
+    let limits = http::ConnectionLimits {
+        max_connections: config.http.max_connections,
+        header_read_timeout: config.http.header_read_timeout,
+        max_header_bytes: config.http.max_header_bytes,
+    };
+    let bodies = BodyBudget::new(
+        config.http.max_buffered_body_bytes,
+        config.http.body_read_timeout,
+    );
     tracing::info!(listen = %local, pipelines = config.pipelines.len(), data_dir = %config.data_dir.display(), "waybill is running");
-    let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let server = tokio::spawn(http::serve(
+        listener,
+        routers,
+        limits,
+        bodies,
+        metrics,
+        stop_rx.clone(),
+        SHUTDOWN_GRACE,
+    ));
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    if let Ok(Err(e)) = server.await {
-        tracing::warn!(error = %e, "HTTP server error at shutdown");
+    if let Err(e) = server.await {
+        tracing::warn!(error = %e, "HTTP server task failed at shutdown");
     }
     while pipelines.join_next().await.is_some() {}
     let _ = retention.await;

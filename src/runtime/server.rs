@@ -1,5 +1,6 @@
-//! The HTTP server: webhook endpoints, `/healthz`, `/readyz`, `/metrics` and
-//! the sandbox courier.
+//! The HTTP server's routes: webhook endpoints, `/healthz`, `/readyz`,
+//! `/metrics` and the sandbox courier. Its connections and their limits are
+//! in [`super::http`].
 //!
 //! ```yaml
 //! http: { listen: "127.0.0.1:8080", max_body_bytes: 1048576 }
@@ -9,6 +10,7 @@ use crate::bus::Bus;
 use crate::config::Config;
 use crate::sources::{Ingest, webhook};
 use crate::store::Store;
+use crate::telemetry::events::ConnectionRefused;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -34,7 +36,7 @@ pub fn router(state: AppState, sandbox: Router) -> Router {
         .route("/webhooks/{source}/{account}", post(store_webhook))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics_text))
         .with_state(state)
         .nest("/sandbox", sandbox)
 }
@@ -55,6 +57,31 @@ async fn store_webhook(
         state.config.http.max_body_bytes,
     )
     .await
+}
+
+/// What a connection kept for probes is served by (see
+/// [`super::http::PROBE_CONNECTIONS`]): the probes and metrics, and 503 for
+/// anything else, counted.
+pub fn probe_router(state: AppState) -> Router {
+    let metrics = state.ingest.metrics.clone();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+        .fallback(move || {
+            let metrics = metrics.clone();
+            async move {
+                ConnectionRefused {
+                    reason: "probes_only",
+                }
+                .emit(&metrics);
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server at its connection limit: only /healthz, /readyz and /metrics are served\n",
+                )
+            }
+        })
 }
 
 /// The server only listens once the bus and store are open.
@@ -86,7 +113,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics_text(State(state): State<AppState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,

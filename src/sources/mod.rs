@@ -1,14 +1,20 @@
 //! Sources: webhook ingest, generic over the store connectors' `webhook:` rules.
 //!
 //! Every webhook goes through the same steps (DESIGN §8), in this order:
-//! unknown account → 404; body too large → 413; bad signature → 401;
-//! unreadable body or missing headers → 400; delivery id seen → 200 (not
-//! re-enqueued); bus cannot take it → 503; otherwise the event is durably on
-//! the bus, its delivery id is recorded, and only then 200.
-//! [`webhook`] verifies and reads as the store connector declares; [`Ingest`]
-//! dedupes and enqueues through [`enqueue`]; [`delivery`] builds deliveries
-//! as a store would send them, for `waybill simulate`, tests and benchmarks.
+//! unknown account → 404; body too large → 413; body not read whole → 503
+//! when the bodies being read already fill `http.max_buffered_body_bytes`
+//! (outcome `busy`), 408 when it did not arrive within
+//! `http.body_read_timeout` (`timeout`), 400 when the client closed or broke
+//! the connection first (`aborted`); bad signature → 401; unreadable body or
+//! missing headers → 400; delivery id seen → 200 (not re-enqueued); bus
+//! cannot take it → 503; otherwise the event is durably on the bus, its
+//! delivery id is recorded, and only then 200.
+//! [`webhook`] verifies and reads as the store connector declares, within
+//! the limits [`body`] keeps; [`Ingest`] dedupes and enqueues through
+//! [`enqueue`]; [`delivery`] builds deliveries as a store would send them,
+//! for `waybill simulate`, tests and benchmarks.
 
+pub mod body;
 pub mod delivery;
 pub mod enqueue;
 pub mod webhook;

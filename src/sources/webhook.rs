@@ -10,13 +10,14 @@
 //!   order_id: "$.id"
 //! ```
 
+use super::body::BodyError;
 use super::{Incoming, Ingest};
 use crate::config::Account;
 use crate::connector::{
     Connector, OrderIdPath, SignatureAlgorithm, SignatureEncoding, SignatureSpec, WebhookSpec,
 };
 use crate::telemetry::events::WebhookReceived;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -123,6 +124,27 @@ impl Rejection {
         )
     }
 
+    /// Why a body could not be read, from the error its reading gave.
+    fn unread(error: axum::Error) -> Self {
+        match error.into_inner().downcast::<BodyError>().map(|e| *e) {
+            Ok(BodyError::Busy) => Rejection::new(
+                "busy",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many webhook bodies are being read at once (http.max_buffered_body_bytes); try again",
+            ),
+            Ok(BodyError::TimedOut(_)) => Rejection::new(
+                "timeout",
+                StatusCode::REQUEST_TIMEOUT,
+                "body not received within http.body_read_timeout",
+            ),
+            Ok(BodyError::Aborted(_)) | Err(_) => Rejection::new(
+                "aborted",
+                StatusCode::BAD_REQUEST,
+                "body cut short: the connection closed or failed before it was complete",
+            ),
+        }
+    }
+
     fn unauthorized(detail: impl Into<String>) -> Self {
         Rejection::new("unauthorized", StatusCode::UNAUTHORIZED, detail)
     }
@@ -173,12 +195,16 @@ async fn read(
 }
 
 /// The body, refused above `max_body_bytes` before it is read when the
-/// request says its length, and while it is read otherwise.
+/// request says its length, and while it is read otherwise. A body that
+/// cannot be read whole is told apart by why: too large (413), the server's
+/// body budget full (503), not received in time (408), or cut short by the
+/// client (400).
 async fn read_body(
     headers: &HeaderMap,
     body: Body,
     max_body_bytes: usize,
-) -> Result<axum::body::Bytes, Rejection> {
+) -> Result<Bytes, Rejection> {
+    use http_body_util::BodyExt;
     let declared_len = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -186,9 +212,29 @@ async fn read_body(
     if declared_len.is_some_and(|len| len > max_body_bytes as u64) {
         return Err(Rejection::too_large());
     }
-    axum::body::to_bytes(body, max_body_bytes)
-        .await
-        .map_err(|_| Rejection::too_large())
+    let mut body = body;
+    let mut chunks = Vec::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Rejection::unread)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        len += data.len();
+        if len > max_body_bytes {
+            return Err(Rejection::too_large());
+        }
+        chunks.push(data);
+    }
+    // A body usually arrives as one chunk, which needs no copy.
+    if chunks.len() == 1 {
+        return Ok(chunks.swap_remove(0));
+    }
+    let mut whole = Vec::with_capacity(len);
+    for chunk in chunks {
+        whole.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(whole))
 }
 
 fn check_signature(

@@ -3,7 +3,7 @@
 
 use super::{
     CourierAccountLabels, CourierLabels, CourierLatencyLabels, DeadLetterLabels, DuplicateLabels,
-    Metrics, PipelineLabels, RetryLabels, StageLabels, WebhookLabels,
+    Metrics, PipelineLabels, RefusalLabels, RetryLabels, StageLabels, WebhookLabels,
 };
 use crate::model::ErrorClass;
 use std::time::Duration;
@@ -13,7 +13,8 @@ pub struct WebhookReceived<'a> {
     pub source: &'a str,
     /// Account name from the config, or `unknown` (never the raw path value).
     pub account: &'a str,
-    /// accepted, duplicate, unknown_account, too_large, unauthorized, bad_request, unavailable
+    /// accepted, duplicate, unknown_account, too_large, busy, timeout, aborted,
+    /// unauthorized, bad_request, unavailable
     pub outcome: &'a str,
     pub status: u16,
     pub detail: &'a str,
@@ -46,6 +47,52 @@ impl WebhookReceived<'_> {
                 outcome: self.outcome.to_string(),
             })
             .inc();
+    }
+}
+
+/// The HTTP server refused a connection, or closed it before serving it.
+pub struct ConnectionRefused {
+    /// `connection_limit`: over `http.max_connections` and the probes'
+    /// reserve, answered 503 and closed at once; `evicted_idle`: closed
+    /// before sending a byte, to make room for a newer connection when all
+    /// were taken; `probes_only`: a request
+    /// other than `/healthz`, `/readyz` or `/metrics` on a connection of the
+    /// reserve, answered 503; `header_timeout`: no request head within
+    /// `http.header_read_timeout`, closed.
+    pub reason: &'static str,
+}
+
+impl ConnectionRefused {
+    pub fn emit(self, metrics: &Metrics) {
+        // Debug only: a flood would otherwise flood the log as well; the
+        // counter shows it.
+        tracing::debug!(reason = self.reason, "HTTP connection refused");
+        metrics
+            .connections_refused
+            .get_or_create(&RefusalLabels {
+                reason: self.reason.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// An HTTP connection is open for as long as this lives.
+pub struct ConnectionOpen {
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl ConnectionOpen {
+    pub fn begin(metrics: &std::sync::Arc<Metrics>) -> ConnectionOpen {
+        metrics.open_connections.inc();
+        ConnectionOpen {
+            metrics: metrics.clone(),
+        }
+    }
+}
+
+impl Drop for ConnectionOpen {
+    fn drop(&mut self) {
+        self.metrics.open_connections.dec();
     }
 }
 

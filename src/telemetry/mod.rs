@@ -71,6 +71,12 @@ pub struct DuplicateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `connection_limit`, `evicted_idle`, `probes_only` or `header_timeout`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PipelineLabels {
     pub pipeline: String,
 }
@@ -102,6 +108,8 @@ pub struct Metrics {
     pub duplicates: Family<DuplicateLabels, Counter>,
     pub order_to_booking: Family<PipelineLabels, Histogram, fn() -> Histogram>,
     pub in_flight: Family<PipelineLabels, Gauge>,
+    pub connections_refused: Family<RefusalLabels, Counter>,
+    pub open_connections: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -180,6 +188,21 @@ impl Metrics {
                 "in_flight_messages",
                 "Messages being worked on per pipeline",
                 Family::default(),
+            ),
+            connections_refused: registered(
+                &mut registry,
+                "http_connections_refused",
+                "HTTP connections the server refused or closed before serving them, by reason: \
+                 over http.max_connections, closed while idle to make room for a new one, a \
+                 request other than a probe on a connection kept for probes, or a request head \
+                 not sent within http.header_read_timeout",
+                Family::default(),
+            ),
+            open_connections: registered(
+                &mut registry,
+                "http_open_connections",
+                "HTTP connections open now",
+                Gauge::default(),
             ),
             registry,
         }

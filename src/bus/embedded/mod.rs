@@ -37,7 +37,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
-use writer::{Delivery, Queues, WriteOp, run_writer};
+use writer::{Delivery, LastCommit, Queues, WriteOp, run_writer};
 
 /// Name of the database file under the data directory.
 pub const DATABASE_FILE: &str = "waybill.db";
@@ -96,6 +96,8 @@ struct Inner {
     stop: watch::Sender<bool>,
     /// Answered (by dropping) once the writer has closed its connection.
     stopped: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    /// Whether the writer's last commit failed, for [`Bus::check`].
+    last_commit: Arc<LastCommit>,
 }
 
 impl EmbeddedBus {
@@ -109,6 +111,8 @@ impl EmbeddedBus {
         let (appended_tx, appended) = watch::channel(0);
         let (stop, stopping) = watch::channel(false);
         let (stopped_tx, stopped) = oneshot::channel();
+        let last_commit = Arc::new(LastCommit::default());
+        let last = last_commit.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -125,7 +129,7 @@ impl EmbeddedBus {
                     jobs,
                     stop: stopping,
                 };
-                runtime.block_on(run_writer(db, queues, appended_tx));
+                runtime.block_on(run_writer(db, queues, appended_tx, last));
                 drop(stopped_tx);
             })
             .map_err(|e| BusError::io("cannot start the bus writer", e))?;
@@ -137,6 +141,7 @@ impl EmbeddedBus {
                 recheck,
                 stop,
                 stopped: tokio::sync::Mutex::new(Some(stopped)),
+                last_commit,
             }),
         })
     }
@@ -285,9 +290,19 @@ impl Bus for EmbeddedBus {
         EmbeddedBus::close(self).await;
     }
 
+    /// Not ready while the writer's last commit failed (a full disk fails
+    /// every commit, so every webhook would get 503). Cheap while writes
+    /// succeed: a flag. After a failure, each check commits one small write
+    /// of its own through the writer, so readiness returns once the disk
+    /// takes writes again, even if no webhook comes to try.
     async fn check(&self) -> Result<(), BusError> {
         if self.inner.writer.is_closed() {
             return Err(BusError::Closed);
+        }
+        if self.inner.last_commit.failure().is_some() {
+            let (done, answer) = oneshot::channel();
+            self.send(WriteOp::Probe { done }).await?;
+            answer.await.map_err(|_| BusError::Closed)??;
         }
         sqlx::query("SELECT 1")
             .execute(&self.inner.pools.write)

@@ -32,6 +32,28 @@ pub(super) enum WriteOp {
         next_offset: i64,
         done: oneshot::Sender<Result<(), BusError>>,
     },
+    /// Rewrites the probe row: whether the database takes a write.
+    Probe {
+        done: oneshot::Sender<Result<(), BusError>>,
+    },
+}
+
+/// What the writer's last commit left: the error of one that failed, kept
+/// until a commit with bus operations in it succeeds. Readiness reads it: a
+/// full disk fails every commit, and the bus should not call itself ready
+/// meanwhile.
+#[derive(Debug, Default)]
+pub(super) struct LastCommit(std::sync::Mutex<Option<Arc<rusqlite::Error>>>);
+
+impl LastCommit {
+    fn record(&self, failure: Option<Arc<rusqlite::Error>>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = failure;
+    }
+
+    /// The error of the last commit, if it failed.
+    pub(super) fn failure(&self) -> Option<Arc<rusqlite::Error>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// A webhook delivery id, recorded in the store's `webhook_deliveries`.
@@ -56,6 +78,7 @@ pub(super) async fn run_writer(
     db: rusqlite::Connection,
     mut queues: Queues,
     appended: watch::Sender<u64>,
+    last: Arc<LastCommit>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut work = Vec::new();
@@ -79,7 +102,12 @@ pub(super) async fn run_writer(
         if batch.is_empty() && work.is_empty() {
             continue;
         }
-        let outcome = write_batch(&db, &mut batch, &mut work);
+        let outcome = write_batch(&db, &mut batch, &mut work).map_err(Arc::new);
+        // A commit of store jobs alone may have changed nothing, so only
+        // one with bus operations in it proves that writes succeed again.
+        if outcome.is_err() || !batch.is_empty() {
+            last.record(outcome.as_ref().err().cloned());
+        }
         let committed = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
         for job in work.drain(..) {
             job.finish(committed.clone());
@@ -108,7 +136,7 @@ fn take_waiting(queues: &mut Queues, batch: &mut Vec<WriteOp>, work: &mut Vec<Bo
 /// anything was appended.
 fn answer(
     batch: impl Iterator<Item = WriteOp>,
-    outcome: Result<Vec<Option<i64>>, rusqlite::Error>,
+    outcome: Result<Vec<Option<i64>>, Arc<rusqlite::Error>>,
 ) -> bool {
     // A caller that gave up waiting no longer needs its answer, so failed
     // sends on `done` are ignored.
@@ -121,7 +149,7 @@ fn answer(
                         any_appended |= offset.is_some();
                         let _ = done.send(Ok(offset));
                     }
-                    WriteOp::Commit { done, .. } => {
+                    WriteOp::Commit { done, .. } | WriteOp::Probe { done } => {
                         let _ = done.send(Ok(()));
                     }
                 }
@@ -129,13 +157,12 @@ fn answer(
             any_appended
         }
         Err(error) => {
-            let error = Arc::new(error);
             for op in batch {
                 match op {
                     WriteOp::Append { done, .. } => {
                         let _ = done.send(Err(BusError::writer(&error)));
                     }
-                    WriteOp::Commit { done, .. } => {
+                    WriteOp::Commit { done, .. } | WriteOp::Probe { done } => {
                         let _ = done.send(Err(BusError::writer(&error)));
                     }
                 }
@@ -193,7 +220,30 @@ fn append_all(
     let (offsets, appends) = assign_offsets(batch, &kept, next)?;
     store_commits(db, batch, now)?;
     insert_rows(db, batch, &offsets, appends, now)?;
+    write_probes(db, batch, now)?;
     Ok(offsets)
+}
+
+/// Bytes a probe makes room for: about one commit of webhooks.
+const PROBE_BYTES: i64 = 64 * 1024;
+
+/// Rewrites the probe row once if the batch holds a probe: with
+/// [`PROBE_BYTES`] of padding, cleared again before the commit.
+fn write_probes(
+    db: &rusqlite::Connection,
+    batch: &[WriteOp],
+    now: &str,
+) -> Result<(), rusqlite::Error> {
+    if batch.iter().any(|op| matches!(op, WriteOp::Probe { .. })) {
+        db.prepare_cached(
+            "INSERT INTO bus_write_probe (id, written_at, padding) VALUES (1, ?1, zeroblob(?2)) \
+             ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at, padding = excluded.padding",
+        )?
+        .execute(params![now, PROBE_BYTES])?;
+        db.prepare_cached("UPDATE bus_write_probe SET padding = NULL WHERE id = 1")?
+            .execute([])?;
+    }
+    Ok(())
 }
 
 /// Records the delivery ids of the batch's appends; answers, position for
@@ -316,7 +366,7 @@ fn insert_rows(
             payload,
             ..
         } => Some((key.as_str(), headers.as_str(), payload.as_slice())),
-        WriteOp::Commit { .. } => None,
+        WriteOp::Commit { .. } | WriteOp::Probe { .. } => None,
     };
     for (topic, positions) in appends {
         let size = |position| message(position).map_or(0, |(_, _, payload)| payload.len());
@@ -416,6 +466,69 @@ mod tests {
         .unwrap();
         assert_eq!(ids, ["also kept", "kept"]);
         assert_eq!(bus.read("orders", 0, 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_makes_the_bus_unready_until_a_write_succeeds_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, store) = super::super::open_embedded(dir.path()).await.unwrap();
+        bus.publish("orders", message_of(b"first")).await.unwrap();
+        bus.check().await.expect("ready while commits succeed");
+        // A file that may not grow is a full disk to SQLite.
+        let writer = store.jobs().unwrap();
+        let cap = |pages: &'static str| {
+            writer.run(move |db| {
+                let pages: i64 = if pages == "now" {
+                    db.query_row("PRAGMA page_count", [], |row| row.get(0))?
+                } else {
+                    1_073_741_823
+                };
+                db.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                    .map(Some)
+            })
+        };
+        cap("now").await.unwrap();
+        let mut failed = false;
+        for _ in 0..100 {
+            if bus
+                .publish("orders", message_of(&[7; 64 * 1024]))
+                .await
+                .is_err()
+            {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "the capped file filled up");
+        let unready = bus
+            .check()
+            .await
+            .expect_err("not ready while the disk is full");
+        assert!(unready.to_string().contains("full"), "{unready}");
+        assert!(bus.check().await.is_err(), "the probe fails as well");
+        // Room again: the next check's own write succeeds, with no append to try.
+        cap("unlimited").await.unwrap();
+        assert!(
+            bus.inner.last_commit.failure().is_some(),
+            "a commit of jobs alone proves nothing"
+        );
+        bus.check().await.expect("ready once a write succeeds");
+        let probes: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM bus_write_probe WHERE padding IS NULL")
+                .fetch_one(&bus.inner.pools.read)
+                .await
+                .unwrap();
+        assert_eq!(probes, 1, "the check wrote, and cleared, its probe");
+        bus.publish("orders", message_of(b"after")).await.unwrap();
+        bus.check().await.expect("still ready");
+    }
+
+    fn message_of(payload: &[u8]) -> crate::model::Message {
+        crate::model::Message {
+            key: "k".into(),
+            headers: Default::default(),
+            payload: payload.to_vec(),
+        }
     }
 
     #[tokio::test]

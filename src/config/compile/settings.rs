@@ -4,18 +4,35 @@
 //! ```yaml
 //! bus: { kind: kafka, brokers: "kafka:9092" }
 //! store: { url: "postgres://waybill@postgres/waybill" }   # Kafka needs a shared store
-//! http: { listen: "0.0.0.0:8080", max_body_bytes: 1048576 }
+//! http: { listen: "0.0.0.0:8080", max_body_bytes: 1048576, max_connections: 1024,
+//!         header_read_timeout: 10s, body_read_timeout: 10s }
 //! ```
 
 use super::Compiler;
-use crate::config::raw::{BusKind, RawConfig};
+use crate::config::raw::{BusKind, RawConfig, RawDuration};
 use crate::config::{BusSettings, HttpSettings, StoreSettings};
 use crate::diagnostic::Position;
+use crate::yaml::Located;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::time::Duration;
 
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 const DEFAULT_LISTEN_PORT: u16 = 8080;
+/// Far above what one instance serves behind a load balancer, and a bound
+/// that keeps idle connections (about 1 KiB each before their first byte)
+/// from adding up.
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The connection count is waited for as one semaphore request at shutdown.
+const MAX_CONNECTIONS_CEILING: usize = 1 << 20;
+/// Stores send heads of 1–2 KiB; 16 KiB leaves room and bounds what a
+/// connection holds before its handler runs.
+const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Stores give up on an answer after 5 s and retry later; 10 s still lets a
+/// 1 MiB body arrive at 100 KiB/s, and frees a stalled sender's share soon.
+const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bodies of the largest size that may be read at once by default.
+const DEFAULT_BUFFERED_BODIES: usize = 16;
 
 impl Compiler<'_> {
     /// The bus, and where Kafka was chosen (for the shared-store check).
@@ -129,17 +146,96 @@ impl Compiler<'_> {
         let listen = http
             .and_then(|h| h.listen)
             .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_LISTEN_PORT)));
-        let max_body_bytes = match http.and_then(|h| h.max_body_bytes.as_ref()) {
-            Some(m) if m.value == 0 => {
-                self.report(file, m.position(), "`max_body_bytes` must be at least 1");
-                DEFAULT_MAX_BODY_BYTES
-            }
-            Some(m) => m.value,
-            None => DEFAULT_MAX_BODY_BYTES,
-        };
+        let max_body_bytes = self.at_least(
+            file,
+            http.and_then(|h| h.max_body_bytes.as_ref()),
+            ("max_body_bytes", 1),
+            DEFAULT_MAX_BODY_BYTES,
+        );
+        let max_connections = self.at_least(
+            file,
+            http.and_then(|h| h.max_connections.as_ref()),
+            ("max_connections", 1),
+            DEFAULT_MAX_CONNECTIONS,
+        );
+        if let Some(m) = http.and_then(|h| h.max_connections.as_ref())
+            && m.value > MAX_CONNECTIONS_CEILING
+        {
+            self.report(
+                file,
+                m.position(),
+                format!("`max_connections` must be at most {MAX_CONNECTIONS_CEILING}"),
+            );
+        }
+        let max_header_bytes = self.at_least(
+            file,
+            http.and_then(|h| h.max_header_bytes.as_ref()),
+            ("max_header_bytes", 1024),
+            DEFAULT_MAX_HEADER_BYTES,
+        );
+        let default_buffered = max_body_bytes.saturating_mul(DEFAULT_BUFFERED_BODIES);
+        let max_buffered_body_bytes = self.at_least(
+            file,
+            http.and_then(|h| h.max_buffered_body_bytes.as_ref()),
+            ("max_buffered_body_bytes", max_body_bytes),
+            default_buffered,
+        );
         HttpSettings {
             listen,
             max_body_bytes,
+            max_connections,
+            header_read_timeout: self.timeout(
+                file,
+                http.and_then(|h| h.header_read_timeout.as_ref()),
+                "header_read_timeout",
+            ),
+            max_header_bytes,
+            body_read_timeout: self.timeout(
+                file,
+                http.and_then(|h| h.body_read_timeout.as_ref()),
+                "body_read_timeout",
+            ),
+            max_buffered_body_bytes,
+        }
+    }
+
+    /// A written count of at least `least` (reported otherwise), or `default`.
+    fn at_least(
+        &mut self,
+        file: &Path,
+        written: Option<&Located<usize>>,
+        (key, least): (&str, usize),
+        default: usize,
+    ) -> usize {
+        match written {
+            Some(m) if m.value < least => {
+                let why = if key == "max_buffered_body_bytes" {
+                    format!("`{key}` must be at least `max_body_bytes` ({least})")
+                } else {
+                    format!("`{key}` must be at least {least}")
+                };
+                self.report(file, m.position(), why);
+                default.max(least)
+            }
+            Some(m) => m.value,
+            None => default,
+        }
+    }
+
+    /// A written timeout longer than zero (reported otherwise), or the default.
+    fn timeout(
+        &mut self,
+        file: &Path,
+        written: Option<&Located<RawDuration>>,
+        key: &str,
+    ) -> Duration {
+        match written {
+            Some(d) if d.value.0.is_zero() => {
+                self.report(file, d.position(), format!("`{key}` must be longer than 0"));
+                DEFAULT_HTTP_TIMEOUT
+            }
+            Some(d) => d.value.0,
+            None => DEFAULT_HTTP_TIMEOUT,
         }
     }
 }
@@ -195,6 +291,56 @@ mod tests {
         );
         assert_eq!(config.store.url, "postgres://db/w");
         assert_eq!(config.http.max_body_bytes, 10);
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_bounds() {
+        let config = Tree::waybill("accounts: {}\n").load().unwrap();
+        let http = &config.http;
+        assert_eq!(http.max_connections, 1024);
+        assert_eq!(http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(http.max_header_bytes, 16 * 1024);
+        assert_eq!(http.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(http.max_buffered_body_bytes, 16 * 1024 * 1024);
+
+        let tree = Tree::waybill(
+            "http: { max_body_bytes: 1000, max_connections: 8, header_read_timeout: 200ms, \
+             max_header_bytes: 2048, body_read_timeout: 1s }\n",
+        );
+        let http = tree.load().unwrap().http;
+        assert_eq!(http.max_connections, 8);
+        assert_eq!(http.header_read_timeout, Duration::from_millis(200));
+        assert_eq!(http.max_header_bytes, 2048);
+        assert_eq!(http.body_read_timeout, Duration::from_secs(1));
+        assert_eq!(
+            http.max_buffered_body_bytes, 16_000,
+            "16 bodies of the largest size"
+        );
+
+        let tree = Tree::waybill(
+            "http:\n  max_connections: 0\n  header_read_timeout: 0s\n  max_header_bytes: 100\n  \
+             body_read_timeout: 0ms\n  max_body_bytes: 4096\n  max_buffered_body_bytes: 4095\n",
+        );
+        let problems = tree.problems();
+        assert_positions(
+            &problems,
+            &[
+                ("waybill.yaml", 2, 20),
+                ("waybill.yaml", 3, 24),
+                ("waybill.yaml", 4, 21),
+                ("waybill.yaml", 5, 22),
+                ("waybill.yaml", 7, 28),
+            ],
+        );
+        let text: Vec<&str> = problems.iter().map(|p| p.3.as_str()).collect();
+        assert!(
+            text.contains(&"`max_buffered_body_bytes` must be at least `max_body_bytes` (4096)"),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&"`header_read_timeout` must be longer than 0"),
+            "{text:?}"
+        );
     }
 
     #[test]
