@@ -53,14 +53,7 @@ async fn main() {
 /// The shipped `waybill.yaml` and the trees it names, listening on `port`,
 /// with `pipelines` as its pipeline globs.
 fn shipped_config(dir: &Path, port: u16, pipelines: &str) {
-    write_config(
-        dir,
-        &Backend::Embedded,
-        port,
-        "{ connector: sandbox }",
-        pipelines,
-        64,
-    );
+    write_config(dir, &Backend::Embedded, port, "{ connector: sandbox }", 64);
     let shipped = std::fs::read_to_string(repo().join("waybill.yaml")).expect("waybill.yaml");
     let yaml = shipped
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
