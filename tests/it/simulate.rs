@@ -25,10 +25,26 @@ webhook:
   order_id: \"$.order.number\"
 ";
 
-/// Adds the acme connector and an `acme-main` account whose signing key is
-/// [`ACME_SECRET`] to the tree.
+/// A pipeline that consumes acme's orders, so the account is not refused as
+/// consumed by nothing; its trigger holds every order back, since no mapping
+/// for acme exists.
+const ACME_PIPELINE: &str = "\
+name: acme-orders
+input: { topic: orders.acme, accounts: [acme-main] }
+steps:
+  - trigger: \"false\"
+dead_letter: { topic: dlq.acme-orders }
+";
+
+/// Adds the acme connector, a pipeline for it and an `acme-main` account
+/// whose signing key is [`ACME_SECRET`] to the tree.
 fn with_acme(dir: &ConfigDir) -> std::path::PathBuf {
     std::fs::write(dir.dir.path().join("connectors/acme.yaml"), ACME).expect("connector");
+    std::fs::write(
+        dir.dir.path().join("pipelines/acme-orders.yaml"),
+        ACME_PIPELINE,
+    )
+    .expect("pipeline");
     let text = std::fs::read_to_string(dir.path()).expect("config");
     let account = format!(
         "accounts:\n  acme-main: {{ connector: acme, credentials: {{ signing_key: \"{ACME_SECRET}\" }} }}\n"
