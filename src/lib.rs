@@ -22,8 +22,9 @@
 //! - [`telemetry`]: metrics registry and named events.
 //! - [`cli`]: one file per subcommand.
 //!
-//! Below all of them: [`diagnostic`] (located problems with "did you mean") and [`clock`]
-//! (time helpers), which import nothing from the crate, and [`yaml`], the one positioned-YAML
+//! Below all of them: [`diagnostic`] (located problems with "did you mean"), [`clock`]
+//! (time helpers) and [`redact`] (secrets masked in every encoding), which import nothing
+//! from the crate, and [`yaml`], the one positioned-YAML
 //! reader, which imports only `diagnostic`.
 //! `config` compiles mappings and connectors, so `mapping` and `connector` never import `config`.
 
@@ -35,6 +36,7 @@ pub mod connector;
 pub mod diagnostic;
 pub mod mapping;
 pub mod model;
+pub mod redact;
 pub mod runtime;
 pub mod sinks;
 pub mod sources;

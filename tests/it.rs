@@ -18,6 +18,8 @@ mod golden;
 mod outage;
 #[path = "it/postex.rs"]
 mod postex;
+#[path = "it/redaction.rs"]
+mod redaction;
 #[path = "it/rules.rs"]
 mod rules;
 #[path = "it/scale.rs"]

@@ -7,10 +7,11 @@
 //!   courier-main: { connector: postex, credentials: { token: "${POSTEX_TOKEN}" } }
 //! ```
 
+use crate::redact::Secrets;
 use std::collections::BTreeMap;
 
 /// One store or courier account.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Account {
     pub name: String,
     /// Connector name, e.g. `shopify`, `postex`, `sandbox`.
@@ -22,5 +23,18 @@ pub struct Account {
     /// Overrides the connector's `base_url`.
     pub base_url: Option<String>,
     /// Credential values the connector marks secret: never logged, redacted.
-    pub secrets: Vec<String>,
+    pub secrets: Secrets,
+}
+
+/// Credential names only: a `{:?}` of an account must not print its values.
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("name", &self.name)
+            .field("connector", &self.connector)
+            .field("credentials", &self.credentials.keys().collect::<Vec<_>>())
+            .field("settings", &self.settings)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
 }

@@ -18,9 +18,10 @@ use super::Account;
 use super::classify::{default_class, parse_retry_after, send_error_class};
 use super::pacing::Pacing;
 use super::target::{build_url, resolve_base};
-use super::{Connector, Operation, PreparedRequest, redact_text};
+use super::{Connector, Operation, PreparedRequest};
 use crate::mapping::render_str;
 use crate::model::{BookingResult, ErrorClass, Exchange, Failure};
+use crate::redact::Secrets;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -237,11 +238,11 @@ fn stage_of(operation: &str) -> &'static str {
 struct Failing<'a> {
     stage: &'static str,
     shown: Value,
-    secrets: &'a [String],
+    secrets: &'a Secrets,
 }
 
 impl<'a> Failing<'a> {
-    fn new(stage: &'static str, request: &PreparedRequest, secrets: &'a [String]) -> Self {
+    fn new(stage: &'static str, request: &PreparedRequest, secrets: &'a Secrets) -> Self {
         Failing {
             stage,
             shown: request.redacted(),
@@ -256,13 +257,16 @@ impl<'a> Failing<'a> {
         status: Option<u16>,
         response: Option<String>,
     ) -> Failure {
-        Failure::new(self.stage, class, redact_text(&message, self.secrets)).with_exchange(
-            Exchange {
-                status,
-                request: Some(self.shown.clone()),
-                response,
-            },
+        Failure::new(
+            self.stage,
+            class,
+            self.secrets.redact(&message).into_owned(),
         )
+        .with_exchange(Exchange {
+            status,
+            request: Some(self.shown.clone()),
+            response,
+        })
     }
 }
 
@@ -390,7 +394,7 @@ fn failure_message(
     judged: &Value,
     text: &str,
     truncated: bool,
-    secrets: &[String],
+    secrets: &Secrets,
 ) -> String {
     let status = &judged["response"]["status"];
     let mut message = format!("{operation}: HTTP {status}");
@@ -398,7 +402,7 @@ fn failure_message(
         Some(said) => message.push_str(&format!(": {said}")),
         None if truncated => message.push_str(&format!(": answer over {MAX_RESPONSE_BYTES} bytes")),
         None if !text.trim().is_empty() => {
-            let shown_text = redact_text(text.trim(), secrets);
+            let shown_text = secrets.redact(text.trim());
             message.push_str(&format!(": {}", truncate(&shown_text, 200)));
         }
         None => {}
@@ -442,8 +446,8 @@ fn courier_message(op: &Operation, judged: &Value) -> Option<String> {
 }
 
 /// Redacts before truncating, so that no part of a secret survives a cut.
-fn keep(text: &str, secrets: &[String]) -> String {
-    truncate(&redact_text(text, secrets), KEPT_RESPONSE_BYTES).to_string()
+fn keep(text: &str, secrets: &Secrets) -> String {
+    truncate(&secrets.redact(text), KEPT_RESPONSE_BYTES).to_string()
 }
 
 /// At most `max` bytes of `text`, cut on a character boundary.
@@ -499,7 +503,7 @@ mod tests {
             credentials: [("token".to_string(), TOKEN.to_string())].into(),
             settings: Map::new(),
             base_url: Some(base_url.into()),
-            secrets: vec![TOKEN.into()],
+            secrets: Secrets::new([TOKEN]),
         }
     }
 
@@ -800,7 +804,7 @@ mod tests {
             credentials: BTreeMap::new(),
             settings: Map::new(),
             base_url: None,
-            secrets: Vec::new(),
+            secrets: Secrets::default(),
         };
         let engine = Engine::new(Engine::client().unwrap(), self_base);
         let mut numbers = Vec::new();

@@ -47,6 +47,7 @@ pub use definition::{
 };
 pub use engine::{Engine, OperationOutput};
 
+use crate::redact::Secrets;
 use serde_json::Value;
 
 /// A request ready to send, as `waybill try` shows it.
@@ -57,7 +58,7 @@ pub struct PreparedRequest {
     pub headers: Vec<(String, String)>,
     pub body: Option<Value>,
     /// Values to redact wherever this request is shown.
-    pub secrets: Vec<String>,
+    pub secrets: Secrets,
 }
 
 impl PreparedRequest {
@@ -74,39 +75,8 @@ impl PreparedRequest {
             "headers": headers,
             "body": self.body.clone().unwrap_or(Value::Null),
         });
-        redact_value(&mut shown, &self.secrets);
+        self.secrets.redact_value(&mut shown);
         shown
-    }
-}
-
-/// Replaces every secret, as written or percent-encoded, in `text`.
-pub fn redact_text(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_string();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        let form_encoded: String =
-            url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-        for form in [secret.clone(), form_encoded, percent_encode_segment(secret)] {
-            out = out.replace(&form, "***");
-        }
-    }
-    out
-}
-
-fn redact_value(value: &mut Value, secrets: &[String]) {
-    match value {
-        Value::String(text) => *text = redact_text(text, secrets),
-        Value::Array(items) => items
-            .iter_mut()
-            .for_each(|item| redact_value(item, secrets)),
-        Value::Object(fields) => {
-            // Keys can carry data too (a body keyed by a secret is odd, but possible).
-            let taken = std::mem::take(fields);
-            for (key, mut item) in taken {
-                redact_value(&mut item, secrets);
-                fields.insert(redact_text(&key, secrets), item);
-            }
-        }
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 

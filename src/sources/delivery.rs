@@ -118,7 +118,7 @@ mod tests {
                 .collect(),
             settings: serde_json::Map::new(),
             base_url: None,
-            secrets: Vec::new(),
+            secrets: crate::redact::Secrets::default(),
         }
     }
 

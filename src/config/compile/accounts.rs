@@ -11,6 +11,7 @@ use super::{AccountRef, Compiler};
 use crate::config::raw::RawAccount;
 use crate::connector::{Account, Connector, FieldSpec, FieldType};
 use crate::diagnostic::{Position, alternatives};
+use crate::redact::Secrets;
 use crate::yaml::{self, Key, Located, Node, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -288,14 +289,15 @@ impl Compiler<'_> {
 }
 
 /// Credential values the connector marks secret, to be redacted wherever shown.
-fn secrets(connector: &Connector, credentials: &Values) -> Vec<String> {
-    connector
-        .credentials
-        .iter()
-        .filter(|(_, spec)| spec.secret)
-        .filter_map(|(field, _)| credentials.get(field))
-        .filter_map(|v| v.as_str().filter(|s| !s.is_empty()).map(str::to_string))
-        .collect()
+fn secrets(connector: &Connector, credentials: &Values) -> Secrets {
+    Secrets::new(
+        connector
+            .credentials
+            .iter()
+            .filter(|(_, spec)| spec.secret)
+            .filter_map(|(field, _)| credentials.get(field))
+            .filter_map(|v| v.as_str().map(str::to_string)),
+    )
 }
 
 /// The value as JSON of the declared type; `None` when it does not fit.
@@ -441,7 +443,7 @@ mod tests {
         let config = tree.load().unwrap();
         let a = &config.accounts["a"];
         assert_eq!(a.credentials["webhook_secret"], "t0k#n: x");
-        assert_eq!(a.secrets, vec!["t0k#n: x".to_string()]);
+        assert_eq!(a.secrets, crate::redact::Secrets::new(["t0k#n: x"]));
         assert_eq!(a.settings["cod_gateways"], serde_json::json!([]));
         assert!(config.connectors.contains_key("shop"));
     }
