@@ -4,10 +4,12 @@
 mod failure;
 mod shipment;
 mod status;
+pub mod tracking;
 
 pub use failure::{Exchange, Failure};
 pub use shipment::{Item, Recipient, Shipment};
 pub use status::Status;
+pub use tracking::{TrackingEvent, Via};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
