@@ -117,11 +117,16 @@ fn dead_letter_topics(
     config: &Config,
     pipeline: Option<&str>,
 ) -> anyhow::Result<Vec<(String, String)>> {
+    let tracking = (
+        crate::runtime::tracker::NAME.to_string(),
+        crate::runtime::tracker::DEAD_LETTER_TOPIC.to_string(),
+    );
     let chosen: Vec<(String, String)> = config
         .pipelines
         .iter()
-        .filter(|p| pipeline.is_none_or(|name| p.name == name))
         .map(|p| (p.name.clone(), p.dead_letter.clone()))
+        .chain(std::iter::once(tracking))
+        .filter(|(name, _)| pipeline.is_none_or(|wanted| name == wanted))
         .collect();
     if chosen.is_empty()
         && let Some(name) = pipeline

@@ -7,6 +7,7 @@ pub mod bookings;
 pub mod dlq;
 pub mod output;
 pub mod run;
+pub mod shipments;
 pub mod simulate;
 pub mod test;
 pub mod try_pipeline;
@@ -51,6 +52,9 @@ pub enum Command {
     /// Inspect bookings and resolve review items.
     #[command(subcommand)]
     Bookings(bookings::BookingsCommand),
+    /// Where every booked parcel is: list, show with history, correct.
+    #[command(subcommand)]
+    Shipments(shipments::ShipmentsCommand),
     /// Send a signed store webhook to a running waybill, as the store's connector declares.
     Simulate(simulate::SimulateArgs),
 }
@@ -79,6 +83,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Dlq(cmd) => with_backends(config, async |c, b| dlq::run(c, b, cmd).await).await,
         Command::Bookings(cmd) => {
             with_backends(config, async |c, b| bookings::run(c, b, cmd).await).await
+        }
+        Command::Shipments(cmd) => {
+            with_backends(config, async |_, b| shipments::run(b, cmd).await).await
         }
         Command::Simulate(args) => simulate::run(config, args).await,
     }

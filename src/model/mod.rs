@@ -5,6 +5,7 @@ mod failure;
 mod shipment;
 mod status;
 pub mod tracking;
+pub mod transition;
 
 pub use failure::{Exchange, Failure};
 pub use shipment::{Item, Recipient, Shipment};

@@ -5,6 +5,7 @@ pub mod http;
 mod progress;
 pub mod runner;
 pub mod server;
+pub mod tracker;
 
 use crate::bus::embedded::EmbeddedBus;
 use crate::bus::{Bus, BusError};
@@ -14,7 +15,7 @@ use crate::sinks::book::Booker;
 use crate::sources::Ingest;
 use crate::sources::body::BodyBudget;
 use crate::sources::enqueue::{self, Enqueue};
-use crate::store::{Store, StoreError};
+use crate::store::{ShipmentStore, Store, StoreError};
 use crate::telemetry::Metrics;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -59,6 +60,8 @@ pub enum RunError {
 pub struct Backends {
     pub bus: Arc<dyn Bus>,
     pub store: Arc<dyn Store>,
+    /// The same store: shipments and their history.
+    pub shipments: Arc<dyn ShipmentStore>,
     /// The embedded bus when it shares its database with the store: webhook
     /// append and delivery-id record are then one transaction.
     pub embedded: Option<EmbeddedBus>,
@@ -73,13 +76,15 @@ pub async fn open_backends(config: &Config) -> Result<Backends, RunError> {
                 let store = crate::store::sql::SqlStore::connect(&config.store.url).await?;
                 return Ok(Backends {
                     bus: Arc::new(bus),
-                    store: Arc::new(store),
+                    store: Arc::new(store.clone()),
+                    shipments: Arc::new(store),
                     embedded: None,
                 });
             }
             Ok(Backends {
                 bus: Arc::new(bus.clone()),
-                store: Arc::new(store),
+                store: Arc::new(store.clone()),
+                shipments: Arc::new(store),
                 embedded: Some(bus),
             })
         }
@@ -99,7 +104,8 @@ pub async fn open_backends(config: &Config) -> Result<Backends, RunError> {
             let store = crate::store::sql::SqlStore::connect(&config.store.url).await?;
             Ok(Backends {
                 bus: Arc::new(bus),
-                store: Arc::new(store),
+                store: Arc::new(store.clone()),
+                shipments: Arc::new(store),
                 embedded: None,
             })
         }
@@ -138,6 +144,7 @@ pub async fn run_with(
     let Backends {
         bus,
         store,
+        shipments,
         embedded,
     } = backends;
     let metrics = Arc::new(Metrics::new());
@@ -148,6 +155,13 @@ pub async fn run_with(
     let booker = booker(&config, &store, &metrics, local)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut pipelines = spawn_pipelines(&config, &bus, &booker, &metrics, &stop_rx);
+    let tracker = Arc::new(tracker::Tracker {
+        config: config.clone(),
+        bus: bus.clone(),
+        store: shipments.clone(),
+        metrics: metrics.clone(),
+    });
+    let mut tracking = tracker.spawn(&stop_rx);
     let retention = tokio::spawn(retention(embedded.clone(), store.clone(), stop_rx.clone()));
     let ingest = Ingest {
         enqueue: enqueuer(bus.clone(), store.clone(), embedded),
@@ -190,6 +204,7 @@ pub async fn run_with(
         tracing::warn!(error = %e, "HTTP server task failed at shutdown");
     }
     while pipelines.join_next().await.is_some() {}
+    while tracking.join_next().await.is_some() {}
     let _ = retention.await;
     tracing::info!("stopped");
     Ok(())

@@ -46,6 +46,10 @@ pub enum RowError {
     Extracted(#[source] serde_json::Error),
     #[error("booking {0} is booked without a result")]
     BookedWithoutResult(String),
+    #[error("unknown shipment status `{0}`")]
+    ShipmentStatus(String),
+    #[error("unknown history `{0}`")]
+    History(String),
 }
 
 impl StoreError {

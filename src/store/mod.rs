@@ -5,12 +5,14 @@
 //! PostgreSQL; backend-specific SQL stays behind [`Store`].
 
 mod error;
+pub mod shipments;
 pub mod sql;
 pub(crate) mod sqlite;
 #[cfg(test)]
 mod test_support;
 
 pub use error::{RowError, StoreError};
+pub use shipments::ShipmentStore;
 
 use crate::model::{BookingKey, BookingResult};
 use async_trait::async_trait;

@@ -2,8 +2,9 @@
 //! matching metric together.
 
 use super::{
-    CourierAccountLabels, CourierLabels, CourierLatencyLabels, DeadLetterLabels, DuplicateLabels,
-    Metrics, PipelineLabels, RefusalLabels, RetryLabels, StageLabels, WebhookLabels,
+    CourierAccountLabels, CourierLabels, CourierLatencyLabels, CourierOnlyLabels, DeadLetterLabels,
+    DeliveryLabels, DuplicateLabels, Metrics, PipelineLabels, RefusalLabels, RetryLabels,
+    StageLabels, StatusEventLabels, WebhookLabels,
 };
 use crate::model::ErrorClass;
 use std::time::Duration;
@@ -318,5 +319,86 @@ impl ShipmentBooked<'_> {
                 })
                 .observe(elapsed.as_secs_f64());
         }
+    }
+}
+
+/// A courier status event reached its shipment (or found none).
+pub struct StatusEventRecorded<'a> {
+    pub courier: &'a str,
+    pub account: &'a str,
+    pub tracking_number: &'a str,
+    pub via: &'a str,
+    /// applied, stale, duplicate, unknown or not_found
+    pub outcome: &'a str,
+    pub raw: &'a str,
+    /// The canonical status the raw string maps to.
+    pub status: &'a str,
+}
+
+impl StatusEventRecorded<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        match self.outcome {
+            "unknown" | "not_found" => tracing::warn!(
+                courier = self.courier,
+                account = self.account,
+                tracking_number = self.tracking_number,
+                via = self.via,
+                outcome = self.outcome,
+                raw = self.raw,
+                "status event moved nothing"
+            ),
+            _ => tracing::info!(
+                courier = self.courier,
+                account = self.account,
+                tracking_number = self.tracking_number,
+                via = self.via,
+                outcome = self.outcome,
+                raw = self.raw,
+                status = self.status,
+                "status event recorded"
+            ),
+        }
+        metrics
+            .status_events
+            .get_or_create(&StatusEventLabels {
+                courier: self.courier.to_string(),
+                via: self.via.to_string(),
+                outcome: self.outcome.to_string(),
+            })
+            .inc();
+        if self.outcome == "unknown" {
+            metrics
+                .unknown_statuses
+                .get_or_create(&CourierOnlyLabels {
+                    courier: self.courier.to_string(),
+                })
+                .inc();
+        }
+    }
+}
+
+/// A shipment reached `delivered`.
+pub struct ShipmentDelivered<'a> {
+    pub courier: &'a str,
+    pub source: &'a str,
+    /// From booking to the delivery event.
+    pub took: Duration,
+}
+
+impl ShipmentDelivered<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        tracing::debug!(
+            courier = self.courier,
+            source = self.source,
+            seconds = self.took.as_secs(),
+            "shipment delivered"
+        );
+        metrics
+            .delivery_time
+            .get_or_create(&DeliveryLabels {
+                courier: self.courier.to_string(),
+                source: self.source.to_string(),
+            })
+            .observe(self.took.as_secs_f64());
     }
 }

@@ -81,6 +81,34 @@ pub struct PipelineLabels {
     pub pipeline: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusEventLabels {
+    pub courier: String,
+    /// `booking`, `callback`, `poll` or `store`.
+    pub via: String,
+    /// `applied`, `stale`, `duplicate`, `unknown` or `not_found`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CourierOnlyLabels {
+    pub courier: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShipmentLabels {
+    pub courier: String,
+    /// A canonical status (DESIGN §9).
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub courier: String,
+    /// The store source the order came from: delivery time by channel.
+    pub source: String,
+}
+
 /// Registers `metric` under `name` and keeps a handle on it.
 fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
     registry.register(name, help, metric.clone());
@@ -93,6 +121,11 @@ fn latency_histogram() -> Histogram {
 
 fn order_to_booking_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.05, 2.0, 16))
+}
+
+/// From a minute to about three months.
+fn delivery_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(60.0, 2.0, 18))
 }
 
 /// Every metric waybill exports.
@@ -110,6 +143,10 @@ pub struct Metrics {
     pub in_flight: Family<PipelineLabels, Gauge>,
     pub connections_refused: Family<RefusalLabels, Counter>,
     pub open_connections: Gauge,
+    pub status_events: Family<StatusEventLabels, Counter>,
+    pub unknown_statuses: Family<CourierOnlyLabels, Counter>,
+    pub shipments: Family<ShipmentLabels, Gauge>,
+    pub delivery_time: Family<DeliveryLabels, Histogram, fn() -> Histogram>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -203,6 +240,31 @@ impl Metrics {
                 "http_open_connections",
                 "HTTP connections open now",
                 Gauge::default(),
+            ),
+            status_events: registered(
+                &mut registry,
+                "status_events",
+                "Courier status events by courier, how they came (booking, callback, poll, store) \
+                 and what they did to their shipment",
+                Family::default(),
+            ),
+            unknown_statuses: registered(
+                &mut registry,
+                "unknown_statuses",
+                "Raw courier statuses no status table matched, by courier (see `waybill statuses unknown`)",
+                Family::default(),
+            ),
+            shipments: registered(
+                &mut registry,
+                "shipments",
+                "Shipments by courier and canonical status",
+                Family::default(),
+            ),
+            delivery_time: registered(
+                &mut registry,
+                "delivery_seconds",
+                "Time from booking to delivery, by courier and store source",
+                Family::new_with_constructor(delivery_histogram as fn() -> Histogram),
             ),
             registry,
         }

@@ -11,9 +11,13 @@
 //! their rows decoded in `rows`; `bookings` and `deliveries` run them, and
 //! `writer` hands the frequent booking changes to the embedded bus writer.
 
+use super::shipments::{
+    Applied, HistoryEntry, NewShipment, ShipmentFilter, ShipmentRecord, ShipmentStore, StatusEvent,
+    UnknownStatus,
+};
 use super::sqlite::{self, Jobs, SqlitePools};
 use super::{AuditEntry, Booking, BookingStatus, Claim, Reservation, Store, StoreError};
-use crate::model::{BookingKey, BookingResult};
+use crate::model::{BookingKey, BookingResult, Status};
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
@@ -64,6 +68,7 @@ mod bookings;
 mod deliveries;
 mod queries;
 mod rows;
+mod shipments;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -230,5 +235,61 @@ impl Store for SqlStore {
             sqlx::query("SELECT 1").execute(pool).await.map_err(db)?;
             Ok(())
         })
+    }
+}
+
+#[async_trait]
+impl ShipmentStore for SqlStore {
+    async fn create_shipment(&self, new: &NewShipment) -> Result<bool, StoreError> {
+        shipments::create(self, new).await
+    }
+
+    async fn apply_status(&self, event: &StatusEvent) -> Result<Applied, StoreError> {
+        shipments::apply(self, event).await
+    }
+
+    async fn mark_published(&self, id: i64) -> Result<(), StoreError> {
+        shipments::mark_published(self, id).await
+    }
+
+    async fn correct_shipment(
+        &self,
+        key: &BookingKey,
+        status: Status,
+        reason: &str,
+    ) -> Result<Option<HistoryEntry>, StoreError> {
+        shipments::correct(self, key, status, reason).await
+    }
+
+    async fn shipments(&self, filter: &ShipmentFilter) -> Result<Vec<ShipmentRecord>, StoreError> {
+        shipments::list(self, filter).await
+    }
+
+    async fn find_shipments(&self, needle: &str) -> Result<Vec<ShipmentRecord>, StoreError> {
+        shipments::find(self, needle).await
+    }
+
+    async fn shipment_by_tracking(
+        &self,
+        courier_account: &str,
+        tracking_number: &str,
+    ) -> Result<Option<ShipmentRecord>, StoreError> {
+        shipments::by_tracking(self, courier_account, tracking_number).await
+    }
+
+    async fn history(&self, key: &BookingKey) -> Result<Vec<HistoryEntry>, StoreError> {
+        shipments::history(self, key).await
+    }
+
+    async fn record_unknown(&self, courier: &str, raw: &str, at: &str) -> Result<(), StoreError> {
+        shipments::record_unknown(self, courier, raw, at).await
+    }
+
+    async fn unknown_statuses(&self) -> Result<Vec<UnknownStatus>, StoreError> {
+        shipments::unknown(self).await
+    }
+
+    async fn shipment_counts(&self) -> Result<Vec<(String, Status, i64)>, StoreError> {
+        shipments::counts(self).await
     }
 }
