@@ -47,11 +47,11 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// Parses `500ms`, `60s`, `30m`, `1h`: a whole number and a unit.
+/// Parses `500ms`, `60s`, `30m`, `1h`, `45d`: a whole number and a unit.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let invalid = || {
         format!(
-            "invalid duration `{text}`: expected a whole number and a unit (ms, s, m, h), e.g. `500ms`, `60s`, `30m`, `1h`"
+            "invalid duration `{text}`: expected a whole number and a unit (ms, s, m, h, d), e.g. `500ms`, `60s`, `30m`, `1h`, `45d`"
         )
     };
     let text = text.trim();
@@ -65,6 +65,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return Err(invalid()),
     };
     number

@@ -59,3 +59,8 @@ CREATE TABLE unknown_statuses (
     last_seen TEXT NOT NULL,
     PRIMARY KEY (courier, raw)
 );
+
+CREATE TABLE scheduler_runs (
+    owner  TEXT NOT NULL PRIMARY KEY,
+    ran_at TEXT NOT NULL
+);

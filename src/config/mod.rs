@@ -44,6 +44,31 @@ pub struct Config {
     pub accounts: BTreeMap<String, Arc<Account>>,
     pub connectors: BTreeMap<String, Arc<Connector>>,
     pub pipelines: Vec<Arc<Pipeline>>,
+    /// The top-level `sync:`, defaults filled in.
+    pub sync: SyncSettings,
+    /// The effective `sync:` of every courier account that is polled (its
+    /// connector declares `track`), overrides applied.
+    pub polled_accounts: BTreeMap<String, SyncSettings>,
+}
+
+/// How the scheduler polls couriers' `track` operations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncSettings {
+    pub interval: Duration,
+    pub max_interval: Duration,
+    pub max_age: Duration,
+    pub max_in_flight: usize,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            interval: Duration::from_secs(15 * 60),
+            max_interval: Duration::from_secs(6 * 3600),
+            max_age: Duration::from_secs(45 * 86_400),
+            max_in_flight: 32,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

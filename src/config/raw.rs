@@ -39,6 +39,29 @@ pub struct RawConfig {
     pub accounts: BTreeMap<String, Node>,
     /// Glob patterns of pipeline files, relative to this file. Default `["pipelines/*.yaml"]`.
     pub pipelines: Option<Vec<Located<String>>>,
+    /// How the scheduler polls couriers' `track` operations; each courier
+    /// account may override any key under its own `sync:`.
+    pub sync: Option<Node>,
+}
+
+/// `sync:`, at the top level or in a courier account.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    /// Wait after a booking, and after a poll that found a new status,
+    /// before asking again. Default `15m`.
+    pub interval: Option<Located<RawDuration>>,
+    /// The wait doubles after each poll that found nothing new, up to this.
+    /// At least `interval`. Default `6h`.
+    pub max_interval: Option<Located<RawDuration>>,
+    /// A shipment still not delivered, returned or cancelled this long after
+    /// booking stops being polled: it becomes `exception` (sub-status
+    /// `tracking_expired`) with a review dead letter. More than `interval`.
+    /// Default `45d`.
+    pub max_age: Option<Located<RawDuration>>,
+    /// Polls in flight at once (for the whole scheduler at the top level,
+    /// for the account in an account). At least 1. Default 32.
+    pub max_in_flight: Option<Located<usize>>,
 }
 
 /// `bus:`.
@@ -118,6 +141,9 @@ pub struct RawAccount {
     pub settings: Option<Node>,
     /// Overrides the connector's `base_url` (e.g. a courier's staging API).
     pub base_url: Option<Located<String>>,
+    /// Overrides keys of the top-level `sync:` for this courier account
+    /// (read as a [`RawSync`]).
+    pub sync: Option<Node>,
 }
 
 /// A pipeline file.

@@ -82,8 +82,31 @@ pub struct ShipmentRecord {
     pub last_event_at: Option<String>,
     pub updated_at: String,
     pub next_poll_at: Option<String>,
+    /// The scheduler's current wait between polls, in milliseconds.
+    pub poll_interval_ms: Option<i64>,
     pub cod_amount: Option<String>,
     pub cod_currency: Option<String>,
+}
+
+/// A lease on due shipments, taken by one scheduler.
+#[derive(Debug, Clone, Copy)]
+pub struct DueLease<'a> {
+    pub now: &'a str,
+    pub owner: &'a str,
+    /// Until when the leased shipments are the owner's.
+    pub until: &'a str,
+    pub limit: usize,
+}
+
+/// How one courier account's tracking stands, for `waybill sync status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncOverview {
+    pub courier_account: String,
+    /// Shipments still polled (not terminal).
+    pub tracked: i64,
+    pub due: i64,
+    /// The earliest `next_poll_at` that has passed.
+    pub oldest_due: Option<String>,
 }
 
 /// One status event, normalised, as it is applied.
@@ -200,4 +223,37 @@ pub trait ShipmentStore: Send + Sync + 'static {
 
     /// Shipments per courier and status, for the `waybill_shipments` gauge.
     async fn shipment_counts(&self) -> Result<Vec<(String, Status, i64)>, StoreError>;
+
+    /// Leases up to `lease.limit` shipments whose next poll is due and that
+    /// nobody holds, earliest due first. The cost grows with the number
+    /// due, not with the number stored; on PostgreSQL a row another
+    /// instance is leasing is skipped (`FOR UPDATE SKIP LOCKED`).
+    async fn lease_due(&self, lease: DueLease<'_>) -> Result<Vec<ShipmentRecord>, StoreError>;
+
+    /// Ends `owner`'s lease on a polled shipment: next poll at
+    /// `next_poll_at` (`None`: never again), after `interval_ms`.
+    async fn finish_poll(
+        &self,
+        key: &BookingKey,
+        owner: &str,
+        next_poll_at: Option<&str>,
+        interval_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// A shipment tracked for longer than `max_age`: `exception`,
+    /// sub-status `tracking_expired`, never polled again.
+    async fn expire_shipment(
+        &self,
+        key: &BookingKey,
+        reason: &str,
+    ) -> Result<Option<HistoryEntry>, StoreError>;
+
+    /// Per courier account: shipments tracked, due at `now`, oldest due.
+    async fn sync_overview(&self, now: &str) -> Result<Vec<SyncOverview>, StoreError>;
+
+    /// Notes that `owner`'s scheduler ran at `at`.
+    async fn note_scheduler_run(&self, owner: &str, at: &str) -> Result<(), StoreError>;
+
+    /// When each scheduler last ran, latest first.
+    async fn scheduler_runs(&self) -> Result<Vec<(String, String)>, StoreError>;
 }

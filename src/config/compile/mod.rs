@@ -15,6 +15,7 @@ mod accounts;
 mod consumers;
 mod pipelines;
 mod settings;
+mod sync;
 
 use super::interpolate::{Lookup, interpolate_node};
 use super::raw::RawConfig;
@@ -193,6 +194,8 @@ impl Compiler<'_> {
             written: raw.pipelines.as_deref().map(|p| (p, list_at)),
         };
         let pipelines = self.pipelines(path, &base_dir, patterns, &accounts);
+        let (sync, polled_accounts) =
+            self.sync(path, raw.sync.as_ref(), &raw.accounts, &accounts.connectors);
         Some(Config {
             path: path.to_path_buf(),
             base_dir,
@@ -203,6 +206,8 @@ impl Compiler<'_> {
             accounts: accounts.compiled,
             connectors: accounts.connectors,
             pipelines,
+            sync,
+            polled_accounts,
         })
     }
 }

@@ -12,8 +12,8 @@
 //! `writer` hands the frequent booking changes to the embedded bus writer.
 
 use super::shipments::{
-    Applied, HistoryEntry, NewShipment, ShipmentFilter, ShipmentRecord, ShipmentStore, StatusEvent,
-    UnknownStatus,
+    Applied, DueLease, HistoryEntry, NewShipment, ShipmentFilter, ShipmentRecord, ShipmentStore,
+    StatusEvent, SyncOverview, UnknownStatus,
 };
 use super::sqlite::{self, Jobs, SqlitePools};
 use super::{AuditEntry, Booking, BookingStatus, Claim, Reservation, Store, StoreError};
@@ -258,7 +258,57 @@ impl ShipmentStore for SqlStore {
         status: Status,
         reason: &str,
     ) -> Result<Option<HistoryEntry>, StoreError> {
-        shipments::correct(self, key, status, reason).await
+        let forced = shipments::Forced {
+            status,
+            sub_status: None,
+            raw: format!("corrected: {reason}"),
+            reason,
+            via: crate::model::Via::Store,
+            stop_polling: false,
+        };
+        shipments::force(self, key, forced).await
+    }
+
+    async fn lease_due(&self, lease: DueLease<'_>) -> Result<Vec<ShipmentRecord>, StoreError> {
+        shipments::lease_due(self, lease).await
+    }
+
+    async fn finish_poll(
+        &self,
+        key: &BookingKey,
+        owner: &str,
+        next_poll_at: Option<&str>,
+        interval_ms: i64,
+    ) -> Result<(), StoreError> {
+        shipments::finish_poll(self, key, owner, next_poll_at, interval_ms).await
+    }
+
+    async fn expire_shipment(
+        &self,
+        key: &BookingKey,
+        reason: &str,
+    ) -> Result<Option<HistoryEntry>, StoreError> {
+        let forced = shipments::Forced {
+            status: Status::Exception,
+            sub_status: Some("tracking_expired"),
+            raw: "tracking expired".to_string(),
+            reason,
+            via: crate::model::Via::Poll,
+            stop_polling: true,
+        };
+        shipments::force(self, key, forced).await
+    }
+
+    async fn sync_overview(&self, now: &str) -> Result<Vec<SyncOverview>, StoreError> {
+        shipments::sync_overview(self, now).await
+    }
+
+    async fn note_scheduler_run(&self, owner: &str, at: &str) -> Result<(), StoreError> {
+        shipments::note_run(self, owner, at).await
+    }
+
+    async fn scheduler_runs(&self) -> Result<Vec<(String, String)>, StoreError> {
+        shipments::runs(self).await
     }
 
     async fn shipments(&self, filter: &ShipmentFilter) -> Result<Vec<ShipmentRecord>, StoreError> {

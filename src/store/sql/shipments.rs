@@ -9,8 +9,8 @@ use crate::clock::now_timestamp;
 use crate::model::transition::may_move;
 use crate::model::{BookingKey, Status, Via};
 use crate::store::shipments::{
-    Applied, HistoryEntry, NewShipment, Outcome, ShipmentFilter, ShipmentRecord, StatusEvent,
-    UnknownStatus,
+    Applied, DueLease, HistoryEntry, NewShipment, Outcome, ShipmentFilter, ShipmentRecord,
+    StatusEvent, SyncOverview, UnknownStatus,
 };
 use crate::store::{RowError, StoreError};
 
@@ -21,7 +21,7 @@ macro_rules! shipment_columns {
     () => {
         "source, account, order_id, sequence, order_key, reference, courier, courier_account, \
          tracking_number, status, sub_status, raw_status, reason, booked_at, last_event_at, \
-         updated_at, next_poll_at, cod_amount, cod_currency, version"
+         updated_at, next_poll_at, poll_interval_ms, cod_amount, cod_currency, version"
     };
 }
 
@@ -89,8 +89,44 @@ const SELECT_HISTORY: &str = concat!(
 const SELECT_SAME_TIME: &str = "SELECT raw FROM shipment_history WHERE booking_key = $1 AND event_time = $2 \
      AND outcome IN ('applied', 'stale')";
 
+/// A terminal status is never polled again, nor is a shipment whose
+/// tracking was given up (`$9`).
 const MOVE_SHIPMENT: &str = "UPDATE shipments SET status = $2, sub_status = $3, raw_status = $4, reason = $5, \
-     last_event_at = $6, updated_at = $7, version = version + 1 WHERE booking_key = $1 AND version = $8";
+     last_event_at = $6, updated_at = $7, version = version + 1, \
+     next_poll_at = CASE WHEN $2 IN ('delivered', 'returned', 'cancelled') OR $9 THEN NULL ELSE next_poll_at END \
+     WHERE booking_key = $1 AND version = $8";
+
+/// Due shipments nobody holds, earliest first; `$5` is the backend's
+/// row-locking clause.
+macro_rules! lease_due {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE shipments SET lease_owner = $1, lease_until = $2 WHERE booking_key IN (\
+             SELECT booking_key FROM shipments WHERE next_poll_at IS NOT NULL AND next_poll_at <= $3 \
+             AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_poll_at LIMIT $4",
+            $lock,
+            ") RETURNING ",
+            shipment_columns!()
+        )
+    };
+}
+
+const LEASE_DUE_SQLITE: &str = lease_due!("");
+const LEASE_DUE_POSTGRES: &str = lease_due!(" FOR UPDATE SKIP LOCKED");
+
+const FINISH_POLL: &str = "UPDATE shipments SET next_poll_at = CASE WHEN status IN ('delivered', 'returned', 'cancelled') \
+     THEN NULL ELSE $3 END, poll_interval_ms = $4, lease_owner = NULL, lease_until = NULL \
+     WHERE booking_key = $1 AND lease_owner = $2";
+
+const SYNC_OVERVIEW: &str = "SELECT courier_account, COUNT(*), \
+     SUM(CASE WHEN next_poll_at <= $1 THEN 1 ELSE 0 END), \
+     MIN(CASE WHEN next_poll_at <= $1 THEN next_poll_at END) \
+     FROM shipments WHERE next_poll_at IS NOT NULL GROUP BY courier_account ORDER BY courier_account";
+
+const NOTE_RUN: &str = "INSERT INTO scheduler_runs (owner, ran_at) VALUES ($1, $2) \
+     ON CONFLICT (owner) DO UPDATE SET ran_at = excluded.ran_at";
+
+const SELECT_RUNS: &str = "SELECT owner, ran_at FROM scheduler_runs ORDER BY ran_at DESC";
 
 const MARK_PUBLISHED: &str = "UPDATE shipment_history SET published_at = $2 WHERE id = $1";
 
@@ -121,6 +157,7 @@ struct ShipmentRow {
     last_event_at: Option<String>,
     updated_at: String,
     next_poll_at: Option<String>,
+    poll_interval_ms: Option<i64>,
     cod_amount: Option<String>,
     cod_currency: Option<String>,
     version: i64,
@@ -176,6 +213,7 @@ impl ShipmentRow {
             last_event_at: self.last_event_at,
             updated_at: self.updated_at,
             next_poll_at: self.next_poll_at,
+            poll_interval_ms: self.poll_interval_ms,
             cod_amount: self.cod_amount,
             cod_currency: self.cod_currency,
         };
@@ -386,6 +424,7 @@ async fn apply_once(store: &SqlStore, event: &StatusEvent) -> Result<Option<Appl
                 .bind(&at)
                 .bind(&now)
                 .bind(version)
+                .bind(false)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?
@@ -410,11 +449,23 @@ async fn apply_once(store: &SqlStore, event: &StatusEvent) -> Result<Option<Appl
     })
 }
 
-pub(super) async fn correct(
+/// A status set by waybill itself rather than a courier's event.
+pub(super) struct Forced<'a> {
+    pub status: Status,
+    pub sub_status: Option<&'a str>,
+    pub raw: String,
+    pub reason: &'a str,
+    pub via: Via,
+    /// Never poll the shipment again.
+    pub stop_polling: bool,
+}
+
+/// Moves the shipment of `key` as `forced` says, whatever its status, with
+/// a history row; `None` when there is no such shipment.
+pub(super) async fn force(
     store: &SqlStore,
     key: &BookingKey,
-    to: Status,
-    reason: &str,
+    forced: Forced<'_>,
 ) -> Result<Option<HistoryEntry>, StoreError> {
     let text = key.to_string();
     for _ in 0..APPLY_ATTEMPTS {
@@ -427,30 +478,37 @@ pub(super) async fn correct(
         let (current, version) = row.record()?;
         let now = now_timestamp();
         let event = StatusEvent {
-            event_id: format!("correction-{}", uuid::Uuid::new_v4()),
+            event_id: format!("{}-{}", forced.via.as_str(), uuid::Uuid::new_v4()),
             courier_account: current.courier_account.clone(),
             tracking_number: current.tracking_number.clone(),
-            raw: format!("corrected: {reason}"),
+            raw: forced.raw.clone(),
             code: None,
-            status: to,
-            sub_status: current.sub_status.clone().filter(|_| to == current.status),
-            reason: Some(reason.to_string()),
+            status: forced.status,
+            sub_status: forced.sub_status.map(str::to_string),
+            reason: Some(forced.reason.to_string()),
             event_time: Some(now.clone()),
             received_at: now.clone(),
-            via: Via::Store,
+            via: forced.via,
         };
+        // A later courier event still orders after this one.
+        let at = current
+            .last_event_at
+            .clone()
+            .filter(|at| at.as_str() > now.as_str())
+            .unwrap_or_else(|| now.clone());
         let previous = Some(current.status.as_str().to_string());
         let done = with_write_pool!(store, pool => {
             let mut tx = pool.begin().await.map_err(db)?;
             let moved = sqlx::query(MOVE_SHIPMENT)
                 .bind(&text)
-                .bind(to.as_str())
+                .bind(forced.status.as_str())
                 .bind(&event.sub_status)
                 .bind(&event.raw)
                 .bind(&event.reason)
-                .bind(current.last_event_at.as_ref().filter(|at| at.as_str() > now.as_str()).unwrap_or(&now))
+                .bind(&at)
                 .bind(&now)
                 .bind(version)
+                .bind(forced.stop_polling)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?
@@ -472,6 +530,83 @@ pub(super) async fn correct(
         }
     }
     Err(StoreError::Contended(text))
+}
+
+pub(super) async fn lease_due(
+    store: &SqlStore,
+    lease: DueLease<'_>,
+) -> Result<Vec<ShipmentRecord>, StoreError> {
+    let limit = i64::try_from(lease.limit).unwrap_or(i64::MAX);
+    let rows: Vec<ShipmentRow> = match &store.backend {
+        Backend::Sqlite { write, .. } => sqlx::query_as(LEASE_DUE_SQLITE)
+            .bind(lease.owner)
+            .bind(lease.until)
+            .bind(lease.now)
+            .bind(limit)
+            .fetch_all(write)
+            .await
+            .map_err(db)?,
+        Backend::Postgres(pool) => sqlx::query_as(LEASE_DUE_POSTGRES)
+            .bind(lease.owner)
+            .bind(lease.until)
+            .bind(lease.now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .map_err(db)?,
+    };
+    records(rows)
+}
+
+pub(super) async fn finish_poll(
+    store: &SqlStore,
+    key: &BookingKey,
+    owner: &str,
+    next_poll_at: Option<&str>,
+    interval_ms: i64,
+) -> Result<(), StoreError> {
+    with_write_pool!(store, pool => {
+        sqlx::query(FINISH_POLL)
+            .bind(key.to_string())
+            .bind(owner)
+            .bind(next_poll_at)
+            .bind(interval_ms)
+            .execute(pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    })
+}
+
+pub(super) async fn sync_overview(
+    store: &SqlStore,
+    now: &str,
+) -> Result<Vec<SyncOverview>, StoreError> {
+    let rows: Vec<(String, i64, Option<i64>, Option<String>)> = with_read_pool!(store, pool => {
+        sqlx::query_as(SYNC_OVERVIEW).bind(now).fetch_all(pool).await.map_err(db)?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(courier_account, tracked, due, oldest_due)| SyncOverview {
+            courier_account,
+            tracked,
+            due: due.unwrap_or(0),
+            oldest_due,
+        })
+        .collect())
+}
+
+pub(super) async fn note_run(store: &SqlStore, owner: &str, at: &str) -> Result<(), StoreError> {
+    with_write_pool!(store, pool => {
+        sqlx::query(NOTE_RUN).bind(owner).bind(at).execute(pool).await.map_err(db)?;
+        Ok(())
+    })
+}
+
+pub(super) async fn runs(store: &SqlStore) -> Result<Vec<(String, String)>, StoreError> {
+    with_read_pool!(store, pool => {
+        sqlx::query_as(SELECT_RUNS).fetch_all(pool).await.map_err(db)
+    })
 }
 
 pub(super) async fn mark_published(store: &SqlStore, id: i64) -> Result<(), StoreError> {
