@@ -26,6 +26,8 @@ mod scale;
 mod simulate;
 #[path = "it/slow_clients.rs"]
 mod slow_clients;
+#[path = "it/statuses.rs"]
+mod statuses;
 #[path = "it/try_pipeline.rs"]
 mod try_pipeline;
 #[path = "it/validate.rs"]

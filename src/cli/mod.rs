@@ -8,6 +8,7 @@ pub mod dlq;
 pub mod output;
 pub mod run;
 pub mod simulate;
+pub mod statuses;
 pub mod test;
 pub mod try_pipeline;
 pub mod validate;
@@ -53,6 +54,9 @@ pub enum Command {
     Bookings(bookings::BookingsCommand),
     /// Send a signed store webhook to a running waybill, as the store's connector declares.
     Simulate(simulate::SimulateArgs),
+    /// See how couriers' raw statuses map onto the canonical vocabulary.
+    #[command(subcommand)]
+    Statuses(statuses::StatusesCommand),
 }
 
 /// Sets up logging; `RUST_LOG` overrides the default level.
@@ -81,6 +85,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             with_backends(config, async |c, b| bookings::run(c, b, cmd).await).await
         }
         Command::Simulate(args) => simulate::run(config, args).await,
+        Command::Statuses(cmd) => statuses::run(config, cmd),
     }
 }
 
