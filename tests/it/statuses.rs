@@ -239,3 +239,40 @@ fn statuses_map_ends_quietly_when_its_reader_has_gone() {
     assert!(output.status.success(), "{output:?}");
     assert!(output.stderr.is_empty(), "{output:?}");
 }
+
+#[test]
+fn validate_reports_each_status_mistake_at_its_line() {
+    let dir = ConfigDir::new("{ connector: sandbox }");
+    dir.edit("connectors/sandbox.yaml", |t| {
+        t.replace(
+            "    \"cancelled\": cancelled\n",
+            "    \"cancelled\": cancelled\n    \"Lost\": misplaced\n    \" Delivered \": delivered\n  rules:\n    - { regex: \"^held (?P<reason>.+\", status: on_hold }\n",
+        )
+    });
+    let text = std::fs::read_to_string(dir.dir.path().join("connectors/sandbox.yaml")).unwrap();
+    let line_of = |what: &str| 1 + text.lines().position(|l| l.contains(what)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .args(["validate", "--config"])
+        .arg(dir.path())
+        .output()
+        .expect("run waybill");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let out = String::from_utf8_lossy(&output.stdout);
+    // Beside the account naming the connector as having errors.
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("connectors/sandbox.yaml:"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for (what, says) in [
+        ("misplaced", "expected one of: draft, booked, picked_up"),
+        (" Delivered ", "` Delivered ` and `delivered` (line"),
+        ("^held", "is not a valid regex"),
+    ] {
+        let at = format!("connectors/sandbox.yaml:{}:", line_of(what));
+        assert!(
+            lines.iter().any(|l| l.contains(&at) && l.contains(says)),
+            "no `{says}` at {at} in {out}"
+        );
+    }
+}
