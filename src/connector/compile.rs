@@ -1052,11 +1052,9 @@ webhook:
         );
         let problem = only_problem(&text);
         assert_eq!((problem.line, problem.column), (6, 14), "{problem:#?}");
-        assert!(
-            problem.message.contains("is not a valid regex")
-                && problem.message.contains("unclosed group"),
-            "{}",
-            problem.message
+        assert_eq!(
+            problem.message,
+            "`(?P<reason>unclosed` is not a valid regex: unclosed group"
         );
         assert_only_problem(
             &with_statuses("  rules:\n    - { regex: x, status: exception, reason: y }\n"),

@@ -130,7 +130,7 @@ impl StatusTable {
         let regex = regex::RegexBuilder::new(pattern)
             .case_insensitive(true)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| regex_problem(&e))?;
         self.rules.push(Rule { regex, entry });
         Ok(())
     }
@@ -165,6 +165,21 @@ impl StatusTable {
             reason: None,
             matched_by: MatchedBy::Nothing,
         })
+    }
+}
+
+/// The regex crate's message on one line: a syntax error is written over
+/// several (the pattern, a caret under the fault, then `error: …`), which
+/// would break the one-problem-per-line output of `validate`.
+fn regex_problem(error: &regex::Error) -> String {
+    let text = error.to_string();
+    match text
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+    {
+        Some(what) => what.to_string(),
+        None => collapse_whitespace(&text),
     }
 }
 
@@ -285,7 +300,10 @@ mod tests {
         assert_eq!(found.reason.as_deref(), Some("Incorrect Address"));
         let found = table.lookup("UNDELIVERED");
         assert_eq!((found.status, found.reason), (Status::Exception, None));
-        assert!(table.add_rule("(unclosed", entry(Status::Booked)).is_err());
+        assert_eq!(
+            table.add_rule("(unclosed", entry(Status::Booked)),
+            Err("unclosed group".to_string())
+        );
     }
 
     #[test]
