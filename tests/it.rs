@@ -28,6 +28,8 @@ mod scale;
 mod simulate;
 #[path = "it/slow_clients.rs"]
 mod slow_clients;
+#[path = "it/statuses.rs"]
+mod statuses;
 #[path = "it/tracking.rs"]
 mod tracking;
 #[path = "it/try_pipeline.rs"]

@@ -9,6 +9,7 @@ pub mod output;
 pub mod run;
 pub mod shipments;
 pub mod simulate;
+pub mod statuses;
 pub mod test;
 pub mod try_pipeline;
 pub mod validate;
@@ -57,6 +58,9 @@ pub enum Command {
     Shipments(shipments::ShipmentsCommand),
     /// Send a signed store webhook to a running waybill, as the store's connector declares.
     Simulate(simulate::SimulateArgs),
+    /// See how couriers' raw statuses map onto the canonical vocabulary.
+    #[command(subcommand)]
+    Statuses(statuses::StatusesCommand),
 }
 
 /// Sets up logging; `RUST_LOG` overrides the default level.
@@ -88,6 +92,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             with_backends(config, async |_, b| shipments::run(b, cmd).await).await
         }
         Command::Simulate(args) => simulate::run(config, args).await,
+        Command::Statuses(cmd) => statuses::run(config, cmd),
     }
 }
 

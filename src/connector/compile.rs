@@ -23,7 +23,7 @@ use super::raw::{
     RawConnector, RawField, RawFieldType, RawKind, RawOperation, RawOperations, RawRate,
     RawRequest, RawSignature, RawStatusEntry, RawStatuses, RawWebhook,
 };
-use super::statuses::{StatusMatch, StatusTable};
+use super::statuses::{StatusEntry, StatusTable};
 use crate::clock::parse_duration;
 use crate::diagnostic::{Diagnostic, Diagnostics, Position};
 use crate::mapping::{Expr, Mapping, Template};
@@ -583,23 +583,46 @@ impl Compiler<'_> {
     fn statuses(&mut self, node: Located<RawStatuses>) -> StatusTable {
         let raw = node.value;
         let mut table = StatusTable::new(raw.unknown.unwrap_or(Status::Unknown));
-        for (key, entry) in raw.table {
+        // In the order written, so a repeat is reported at the later key
+        // and names the earlier one.
+        let mut entries: Vec<(String, Located<RawStatusEntry>)> = raw.table.into_iter().collect();
+        entries.sort_by_key(|(_, entry)| entry.position());
+        let mut lines = BTreeMap::new();
+        for (key, entry) in entries {
             let at = entry.position();
             let found = match entry.value {
-                RawStatusEntry::Plain(status) => StatusMatch {
+                RawStatusEntry::Plain(status) => StatusEntry {
                     status,
                     sub_status: None,
                 },
-                RawStatusEntry::Detailed(detail) => StatusMatch {
+                RawStatusEntry::Detailed(detail) => StatusEntry {
                     status: detail.status,
                     sub_status: detail.sub_status,
                 },
             };
-            if let Err(first) = table.insert(&key, found) {
-                let message = format!(
-                    "status `{key}` and `{first}` are the same once trimmed and lowercased"
-                );
-                self.report(at, message);
+            match table.insert(&key, found) {
+                Ok(()) => {
+                    lines.insert(key, at.line);
+                }
+                Err(first) => {
+                    let line = lines.get(&first).copied().unwrap_or_default();
+                    let message = format!(
+                        "status `{key}` and `{first}` (line {line}) are the same once trimmed, \
+                         whitespace-collapsed and lowercased: keep one"
+                    );
+                    self.report(at, message);
+                }
+            }
+        }
+        for rule in raw.rules {
+            let rule = rule.value;
+            let entry = StatusEntry {
+                status: rule.status,
+                sub_status: rule.sub_status,
+            };
+            if let Err(e) = table.add_rule(&rule.regex.value, entry) {
+                let message = format!("`{}` is not a valid regex: {e}", rule.regex.value);
+                self.report(rule.regex.position(), message);
             }
         }
         table
@@ -951,5 +974,110 @@ webhook:
         let found = only_problem(text);
         assert_eq!((found.line, found.column), (9, 25), "{found:#?}");
         assert!(found.message.contains("request template"), "{found:#?}");
+    }
+
+    /// A store connector (no operations needed) with `statuses` as written.
+    fn with_statuses(statuses: &str) -> String {
+        format!("name: c\nkind: store\nstatuses:\n{statuses}")
+    }
+
+    const VOCABULARY: &str = "draft, booked, picked_up, in_transit, out_for_delivery, \
+         delivery_failed, on_hold, delivered, returning, returned, cancelled, exception, unknown";
+
+    #[test]
+    fn a_status_outside_the_vocabulary_is_refused_with_the_valid_names() {
+        for (statuses, line, column) in [
+            ("  table:\n    \"Booked\": bookd\n", 5, 15),
+            (
+                "  table:\n    \"Booked\": booked\n    \"Lost\": { status: lost, sub_status: x }\n",
+                6,
+                23,
+            ),
+            (
+                "  rules:\n    - { regex: \"^lost\", status: lost }\n",
+                5,
+                33,
+            ),
+            ("  table: {}\n  unknown: nope\n", 5, 12),
+        ] {
+            let problem = only_problem(&with_statuses(statuses));
+            assert_eq!(
+                (problem.line, problem.column),
+                (line, column),
+                "{problem:#?}"
+            );
+            assert!(
+                problem.message.contains(VOCABULARY),
+                "{statuses}: {}",
+                problem.message
+            );
+        }
+        let problem = only_problem(&with_statuses("  table:\n    \"Booked\": bookd\n"));
+        assert!(
+            problem.message.contains("`bookd` (did you mean `booked`?)"),
+            "{}",
+            problem.message
+        );
+    }
+
+    #[test]
+    fn keys_that_collide_once_normalised_name_each_other() {
+        let text = with_statuses(
+            "  table:\n    \"Unbooked\": booked\n    \"Delivered\": delivered\n    \" UnBooked \": booked\n    \"Attempt Made:*\": delivery_failed\n    \"attempt  made: *\": delivery_failed\n",
+        );
+        let diagnostics = parse(&text).unwrap_err();
+        let found: Vec<(usize, &str)> = diagnostics
+            .iter()
+            .map(|d| (d.line, d.message.as_str()))
+            .collect();
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert_eq!(found[0].0, 7, "{found:#?}");
+        assert!(
+            found[0].1.contains("` UnBooked ` and `Unbooked` (line 5)"),
+            "{found:#?}"
+        );
+        assert_eq!(found[1].0, 9, "{found:#?}");
+        assert!(
+            found[1]
+                .1
+                .contains("`attempt  made: *` and `Attempt Made:*` (line 8)"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_regex_is_reported_at_it_with_the_regex_error() {
+        let text = with_statuses(
+            "  rules:\n    - { regex: \"^fine$\", status: exception }\n    - regex: \"(?P<reason>unclosed\"\n      status: exception\n",
+        );
+        let problem = only_problem(&text);
+        assert_eq!((problem.line, problem.column), (6, 14), "{problem:#?}");
+        assert_eq!(
+            problem.message,
+            "`(?P<reason>unclosed` is not a valid regex: unclosed group"
+        );
+        assert_only_problem(
+            &with_statuses("  rules:\n    - { regex: x, status: exception, reason: y }\n"),
+            5,
+            "unknown key `reason`",
+        );
+    }
+
+    #[test]
+    fn rules_follow_the_table_in_the_order_written() {
+        let text = with_statuses(
+            "  table: { \"Undelivered\": delivery_failed }\n  rules:\n    - { regex: \"^undelivered due to (?P<reason>.+)$\", status: delivery_failed, sub_status: address_issue }\n    - { regex: \"returned to shipper\", status: returned }\n",
+        );
+        let table = parse(&text).unwrap().statuses.unwrap();
+        let found = table.lookup("UNDELIVERED  due to Incorrect Address");
+        assert_eq!(found.status, Status::DeliveryFailed);
+        assert_eq!(found.sub_status.as_deref(), Some("address_issue"));
+        assert_eq!(found.reason.as_deref(), Some("Incorrect Address"));
+        assert_eq!(table.lookup("undelivered").sub_status, None);
+        assert_eq!(
+            table.lookup("Parcel Returned to Shipper on Monday").status,
+            Status::Returned
+        );
+        assert!(table.lookup("Returned").is_unmatched());
     }
 }

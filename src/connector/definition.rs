@@ -18,7 +18,7 @@
 //!   signature: { header: X-Shopify-Hmac-Sha256, algorithm: hmac-sha256, encoding: base64, secret: webhook_secret }
 //! ```
 
-pub use super::statuses::{StatusMatch, StatusTable};
+pub use super::statuses::{MatchedBy, StatusEntry, StatusMatch, StatusTable};
 
 use crate::mapping::{Expr, Mapping, Template};
 use crate::model::ErrorClass;
@@ -88,6 +88,15 @@ impl Connector {
 
     pub fn operation(&self, operation: &str) -> Option<&Operation> {
         self.operations.get(operation)
+    }
+
+    /// What the courier's raw status `raw` means; `unknown` when the
+    /// connector declares no `statuses` or none of them recognises it.
+    pub fn status_of(&self, raw: &str) -> StatusMatch {
+        match &self.statuses {
+            Some(table) => table.lookup(raw),
+            None => StatusTable::new(crate::model::Status::Unknown).lookup(raw),
+        }
     }
 }
 

@@ -41,9 +41,9 @@ pub mod target;
 
 pub use account::Account;
 pub use definition::{
-    CallbackSpec, Connector, ConnectorKind, FieldSpec, FieldType, Operation, OrderIdPath,
-    RateLimit, SignatureAlgorithm, SignatureEncoding, SignatureSpec, StatusMatch, StatusTable,
-    WebhookSpec,
+    CallbackSpec, Connector, ConnectorKind, FieldSpec, FieldType, MatchedBy, Operation,
+    OrderIdPath, RateLimit, SignatureAlgorithm, SignatureEncoding, SignatureSpec, StatusEntry,
+    StatusMatch, StatusTable, WebhookSpec,
 };
 pub use engine::{Engine, OperationOutput};
 

@@ -211,24 +211,54 @@ pub struct RawCallback {
     pub signature: Option<Located<RawSignature>>,
 }
 
-/// `statuses:`.
+/// `statuses:`. A raw status is tried against the exact keys of `table`,
+/// then its `*` prefixes, then `rules`, and is otherwise `unknown`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStatuses {
-    /// Required. Raw status → canonical status, or `{ status, sub_status }`.
-    /// Keys match trimmed, whitespace-collapsed, case-insensitive; a key
-    /// ending in `*` matches by prefix.
+    /// Raw status → canonical status, or `{ status, sub_status }`. Keys
+    /// match trimmed, whitespace-collapsed, case-insensitive, so two keys
+    /// that differ only so are an error; a key ending in `*` matches by
+    /// prefix (the longest first) and what follows is the `reason`.
+    /// Default none.
+    #[serde(default)]
     pub table: BTreeMap<String, Located<RawStatusEntry>>,
-    /// Status of anything not in the table. Default `unknown`.
+    /// Regex rules for couriers whose statuses are free text, tried in
+    /// order after the table. Default none.
+    #[serde(default)]
+    pub rules: Vec<Located<RawStatusRule>>,
+    /// Status of anything neither the table nor a rule recognises. Default `unknown`.
     pub unknown: Option<Status>,
 }
 
 /// One entry of `statuses.table`: a status, or a status with a sub-status.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawStatusEntry {
     Plain(Status),
     Detailed(RawStatusDetail),
+}
+
+/// Read by hand rather than `untagged`, which would answer a misspelt
+/// status or key with "did not match any variant" instead of naming it.
+impl<'de> Deserialize<'de> for RawStatusEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{self, IntoDeserializer, MapAccess, Visitor};
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = RawStatusEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a canonical status, or `{ status, sub_status }`")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<RawStatusEntry, E> {
+                Status::deserialize(name.into_deserializer()).map(RawStatusEntry::Plain)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawStatusEntry, A::Error> {
+                RawStatusDetail::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawStatusEntry::Detailed)
+            }
+        }
+        deserializer.deserialize_any(EntryVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +267,21 @@ pub struct RawStatusDetail {
     /// Required. The canonical status.
     pub status: Status,
     /// Free-form detail kept beside it, e.g. `awaiting_pickup`. Default none.
+    pub sub_status: Option<String>,
+}
+
+/// One rule of `statuses.rules`:
+/// `{ regex: "^undelivered due to (?P<reason>.+)$", status: delivery_failed, sub_status: address_issue }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatusRule {
+    /// Required. A regex (Rust `regex` syntax) searched in the raw status,
+    /// trimmed and whitespace-collapsed, ignoring case; anchor it with `^…$`
+    /// to match the whole. A capture named `reason` becomes the reason.
+    pub regex: Located<String>,
+    /// Required. The canonical status.
+    pub status: Status,
+    /// Free-form detail kept beside it. Default none.
     pub sub_status: Option<String>,
 }
 

@@ -278,13 +278,13 @@ impl Tracker {
                 format!("no courier connector `{}` in this config", raw.connector),
             ))
         })?;
-        let found = connector
-            .statuses
-            .as_ref()
-            .map(|table| table.lookup(&raw.raw_status));
-        let (status, sub_status) = match found {
-            Some(found) => (found.status, found.sub_status),
-            None => (Status::Unknown, None),
+        let found = connector.status_of(&raw.raw_status);
+        // A table may give unmatched strings another status than `unknown`;
+        // they still move nothing, and are counted so the table gets fixed.
+        let status = if found.is_unmatched() {
+            Status::Unknown
+        } else {
+            found.status
         };
         let event_time = raw
             .event_time
@@ -298,8 +298,8 @@ impl Tracker {
             raw: raw.raw_status.clone(),
             code: raw.code.clone(),
             status,
-            sub_status,
-            reason: raw.reason.clone(),
+            sub_status: found.sub_status,
+            reason: raw.reason.clone().or(found.reason),
             event_time,
             received_at: store_time(&raw.received_at, "received_at")?,
             via: raw.via,
