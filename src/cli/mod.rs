@@ -92,7 +92,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             with_backends(config, async |_, b| shipments::run(b, cmd).await).await
         }
         Command::Simulate(args) => simulate::run(config, args).await,
-        Command::Statuses(cmd) => statuses::run(config, cmd),
+        Command::Statuses(cmd) => statuses::run(config, cmd).await,
     }
 }
 

@@ -29,15 +29,33 @@ pub enum StatusesCommand {
         /// The raw status exactly as the courier sends it.
         raw: String,
     },
+    /// Raw statuses no table matched: one line per courier and raw string,
+    /// with how often and when last seen. Add them to the courier's table.
+    Unknown,
 }
 
 /// Runs a `statuses` subcommand; returns the exit code.
-pub fn run(config: &Path, command: StatusesCommand) -> anyhow::Result<i32> {
+pub async fn run(config: &Path, command: StatusesCommand) -> anyhow::Result<i32> {
     match command {
         StatusesCommand::Map { courier, raw } => {
             let config = super::load_config(config)?;
             output::line(&map(&config, &courier, &raw)?)?;
             Ok(0)
+        }
+        StatusesCommand::Unknown => {
+            super::with_backends(config, async |_, backends| {
+                for unknown in backends.shipments.unknown_statuses().await? {
+                    let count = unknown.count.to_string();
+                    output::line(&output::record([
+                        unknown.courier.as_str(),
+                        unknown.raw.as_str(),
+                        count.as_str(),
+                        unknown.last_seen.as_str(),
+                    ]))?;
+                }
+                Ok(0)
+            })
+            .await
         }
     }
 }

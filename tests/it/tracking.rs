@@ -206,6 +206,16 @@ async fn status_events_move_a_shipment_forward_only_and_are_published() {
     assert_eq!(shown["key"], shipment.key.to_string());
     assert_eq!(shown["history"].as_array().map(Vec::len), Some(8));
     assert_eq!(shown["history"][4]["outcome"], "duplicate");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .args(["statuses", "unknown", "--config"])
+        .arg(dir.path())
+        .output()
+        .expect("run waybill");
+    assert!(output.status.success(), "{output:?}");
+    let listed = String::from_utf8_lossy(&output.stdout);
+    let fields: Vec<&str> = listed.trim_end().split('\t').collect();
+    assert_eq!(fields[..3], ["sandbox", "teleported", "1"], "{listed}");
 }
 
 #[tokio::test]
