@@ -4,6 +4,7 @@ mod feed;
 pub mod http;
 mod progress;
 pub mod runner;
+pub mod scheduler;
 pub mod server;
 pub mod tracker;
 
@@ -162,6 +163,16 @@ pub async fn run_with(
         metrics: metrics.clone(),
     });
     let mut tracking = tracker.spawn(&stop_rx);
+    let scheduler = Arc::new(scheduler::Scheduler::new(
+        config.clone(),
+        bus.clone(),
+        shipments.clone(),
+        booker.engine.clone(),
+        metrics.clone(),
+        booker.owner.clone(),
+    ));
+    let scheduler_state = scheduler.state.clone();
+    tracking.spawn(scheduler.run(stop_rx.clone()));
     let retention = tokio::spawn(retention(embedded.clone(), store.clone(), stop_rx.clone()));
     let ingest = Ingest {
         enqueue: enqueuer(bus.clone(), store.clone(), embedded),
@@ -172,6 +183,7 @@ pub async fn run_with(
         ingest,
         bus,
         store,
+        scheduler: scheduler_state,
     };
     let metrics = state.ingest.metrics.clone();
     let routers = http::Routers {

@@ -28,6 +28,8 @@ pub struct AppState {
     /// Checked by `/readyz`.
     pub bus: Arc<dyn Bus>,
     pub store: Arc<dyn Store>,
+    /// Reported in `/readyz`'s body; its status code stays the bus's and store's.
+    pub scheduler: Arc<std::sync::Mutex<super::scheduler::SchedulerState>>,
 }
 
 /// Builds the router; `sandbox` is the sandbox courier's router.
@@ -102,14 +104,31 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(Err(e)) => problems.push(format!("store: {e}")),
         Err(_) => problems.push("store: no answer within 2s".to_string()),
     }
+    let scheduler = scheduler_line(&state);
     if problems.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
+        (StatusCode::OK, format!("ready\n{scheduler}")).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", problems.join("; ")),
+            format!("not ready: {}\n{scheduler}", problems.join("; ")),
         )
             .into_response()
+    }
+}
+
+/// `scheduler: …`, one line: when the tracking scheduler last ran, how many
+/// polls it has out, and what went wrong last, if anything.
+fn scheduler_line(state: &AppState) -> String {
+    let Ok(scheduler) = state.scheduler.lock() else {
+        return "scheduler: unknown\n".to_string();
+    };
+    match (&scheduler.last_run, &scheduler.last_error) {
+        (None, _) => "scheduler: not run yet\n".to_string(),
+        (Some(at), None) => format!(
+            "scheduler: last ran {at}, {} polls in flight\n",
+            scheduler.in_flight
+        ),
+        (Some(at), Some(error)) => format!("scheduler: last ran {at}, failing: {error}\n"),
     }
 }
 

@@ -47,10 +47,6 @@ pub const NAME: &str = "tracking";
 /// How long a store or bus outage is waited out between tries.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
-/// How long after booking a shipment is first polled, until the
-/// scheduler's own settings say otherwise.
-const FIRST_POLL_AFTER: Duration = Duration::from_secs(15 * 60);
-
 /// What a topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Feed {
@@ -479,14 +475,10 @@ fn new_shipment(record: &Record, config: &Config) -> Option<NewShipment> {
             .unwrap_or(1),
     };
     let booked_at = now_timestamp();
-    let tracks = config
-        .connectors
-        .get(&courier)
-        .is_some_and(|c| c.has_operation("track"));
-    let next_poll_at = tracks.then(|| {
+    let next_poll_at = config.polled_accounts.get(&courier_account).map(|sync| {
         timestamp(crate::clock::later(
             OffsetDateTime::now_utc(),
-            FIRST_POLL_AFTER,
+            sync.interval,
         ))
     });
     let cod = shipment["cod_amount"]

@@ -3,8 +3,8 @@
 
 use super::{
     CourierAccountLabels, CourierLabels, CourierLatencyLabels, CourierOnlyLabels, DeadLetterLabels,
-    DeliveryLabels, DuplicateLabels, Metrics, PipelineLabels, RefusalLabels, RetryLabels,
-    StageLabels, StatusEventLabels, WebhookLabels,
+    DeliveryLabels, DuplicateLabels, Metrics, PipelineLabels, PollLabels, RefusalLabels,
+    RetryLabels, StageLabels, StatusEventLabels, WebhookLabels,
 };
 use crate::model::ErrorClass;
 use std::time::Duration;
@@ -400,5 +400,43 @@ impl ShipmentDelivered<'_> {
                 source: self.source.to_string(),
             })
             .observe(self.took.as_secs_f64());
+    }
+}
+
+/// The scheduler asked a courier's `track` operation about one shipment.
+pub struct TrackingPolled<'a> {
+    pub courier: &'a str,
+    pub account: &'a str,
+    /// `ok`, or the failure's class (retryable, ambiguous, permanent, needs_review).
+    pub outcome: &'a str,
+    /// What failed, when something did.
+    pub detail: &'a str,
+}
+
+impl TrackingPolled<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        if self.outcome == "ok" {
+            tracing::debug!(
+                courier = self.courier,
+                account = self.account,
+                "tracking polled"
+            );
+        } else {
+            tracing::warn!(
+                courier = self.courier,
+                account = self.account,
+                outcome = self.outcome,
+                detail = self.detail,
+                "tracking poll failed; polling again next interval"
+            );
+        }
+        metrics
+            .tracking_polls
+            .get_or_create(&PollLabels {
+                courier: self.courier.to_string(),
+                account: self.account.to_string(),
+                outcome: self.outcome.to_string(),
+            })
+            .inc();
     }
 }

@@ -91,6 +91,14 @@ pub struct StatusEventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PollLabels {
+    pub courier: String,
+    pub account: String,
+    /// `ok`, or the failure's class.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CourierOnlyLabels {
     pub courier: String,
 }
@@ -147,6 +155,8 @@ pub struct Metrics {
     pub unknown_statuses: Family<CourierOnlyLabels, Counter>,
     pub shipments: Family<ShipmentLabels, Gauge>,
     pub delivery_time: Family<DeliveryLabels, Histogram, fn() -> Histogram>,
+    pub tracking_polls: Family<PollLabels, Counter>,
+    pub sync_lag: Family<CourierOnlyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -265,6 +275,18 @@ impl Metrics {
                 "delivery_seconds",
                 "Time from booking to delivery, by courier and store source",
                 Family::new_with_constructor(delivery_histogram as fn() -> Histogram),
+            ),
+            tracking_polls: registered(
+                &mut registry,
+                "tracking_polls",
+                "Polls of couriers' track operations, by courier, account and outcome",
+                Family::default(),
+            ),
+            sync_lag: registered(
+                &mut registry,
+                "tracking_sync_lag_seconds",
+                "How long the most overdue shipment of each courier has waited for its poll",
+                Family::default(),
             ),
             registry,
         }
