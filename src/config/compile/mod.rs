@@ -366,7 +366,8 @@ mod tests {
                 "bus: { kind: '${S}' }\nstore: { url: '${S}' }\n\
                  http: { max_body_bytes: '${S}', max_connections: '${N}', header_read_timeout: '${S}' }\n\
                  accounts:\n  a: { connector: '${S}' }\n\
-                 pipelines: ['pipelines/*.yaml', '${S}', 'more/${S}*']\n",
+                 pipelines: ['pipelines/*.yaml', '${S}', 'more/${S}*']\n\
+                 sync: { interval: '${D}', max_interval: 1s }\n",
             ),
             (
                 "pipelines/p.yaml",
@@ -384,13 +385,14 @@ mod tests {
         let env = |name: &str| match name {
             "S" => Some(SECRET.to_string()),
             "N" => Some(NUMBER.to_string()),
+            "D" => Some("7243s".to_string()),
             _ => None,
         };
         let diagnostics =
             load_with(&tree.dir.path().join("waybill.yaml"), &env).expect_err("expected problems");
         let all: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
         let all = all.join("\n");
-        for leaked in [SECRET, "ZQX", "secret+91a7c3", NUMBER, "73311"] {
+        for leaked in [SECRET, "ZQX", "secret+91a7c3", NUMBER, "73311", "7243"] {
             assert!(!all.contains(leaked), "`{leaked}` shown:\n{all}");
         }
         let at = |line: usize| -> Vec<&Diagnostic> {
@@ -409,6 +411,7 @@ mod tests {
         assert!(quoted(&at(3), "${N}"), "{all}"); // a negative count
         assert!(quoted(&at(5), "${S}"), "{all}"); // the connector
         assert!(all.contains("${S}*"), "{all}"); // a pattern
+        assert!(quoted(&at(7), "${D}") || all.contains("(${D})"), "{all}"); // a duration compared
         let in_pipeline = diagnostics
             .iter()
             .filter(|d| d.file.ends_with("p.yaml") && d.message.contains("${S}"))
