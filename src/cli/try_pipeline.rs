@@ -46,8 +46,9 @@ pub fn run(config_path: &Path, args: TryArgs) -> anyhow::Result<i32> {
         })?;
     let body = std::fs::read(&args.input)
         .with_context(|| format!("cannot read {}", args.input.display()))?;
-    let order: Value = serde_json::from_slice(&body)
-        .with_context(|| format!("{} is not JSON", args.input.display()))?;
+    // Read as ingest and the runner read it: a repeated member name is refused.
+    let order: Value = crate::sources::json::parse(&body)
+        .with_context(|| format!("{} is not strict JSON", args.input.display()))?;
     let account = args
         .account
         .or_else(|| pipeline.accounts.first().cloned())

@@ -92,6 +92,9 @@ pub fn interpolate_node(
         match interpolate(s, lookup) {
             Ok(None) => {}
             Ok(Some(value)) => {
+                // Kept so that diagnostics quote the text as written: the
+                // expansion may be a secret.
+                n.text = Some(s.clone());
                 n.value = Value::Str(value);
                 n.interpolated = true;
             }

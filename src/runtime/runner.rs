@@ -16,6 +16,7 @@ use crate::model::{
     BookingKey, ErrorClass, Failure, Message, Record, SCHEMA_VERSION, Shipment, header,
 };
 use crate::sinks::book::{Booked, Booker, Slots};
+use crate::sources::json::{self, JsonError};
 use crate::stages::{self, Event, Plan};
 use crate::telemetry::events::{DeadLettered, RetryScheduled, ShipmentBooked, StageProcessed};
 use crate::telemetry::{Metrics, PipelineLabels};
@@ -236,10 +237,7 @@ impl Runner {
         let plan = match stages::screen(&self.pipeline, &self.config.accounts, &event)? {
             Some(skip) => skip,
             None => {
-                let order: serde_json::Value = serde_json::from_slice(&record.message.payload)
-                    .map_err(|e| {
-                        Failure::permanent("decode", format!("message body is not JSON: {e}"))
-                    })?;
+                let order = decode(&record.message.payload)?;
                 stages::plan(&self.pipeline, &self.config.accounts, &event, order).outcome?
             }
         };
@@ -478,6 +476,19 @@ impl Dispatch {
     }
 }
 
+/// The message body as JSON, read as ingest reads it. A body naming a
+/// member twice could be booked under another order id than its key's, so
+/// it is refused for good, whichever way it reached the bus.
+fn decode(payload: &[u8]) -> Result<serde_json::Value, Failure> {
+    json::parse(payload).map_err(|e| {
+        let why = match e {
+            JsonError::DuplicateKey { .. } => format!("message body refused: {e}"),
+            JsonError::Invalid(e) => format!("message body is not JSON: {e}"),
+        };
+        Failure::permanent("decode", why)
+    })
+}
+
 fn since_received(record: &Record) -> Option<Duration> {
     let at = record.message.headers.get(header::RECEIVED_AT)?;
     let at =
@@ -504,5 +515,27 @@ mod tests {
             ErrorClass::Retryable
         );
         assert_eq!(bus_failure("output", refused).class, ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn a_body_naming_a_member_twice_is_a_permanent_decode_failure_saying_why() {
+        for body in [
+            &br#"{"id":9100013,"name":"x","id":9100014}"#[..],
+            br#"{"id":1,"shipping_address":{"city":"a","city":"b"}}"#,
+        ] {
+            let failure = decode(body).unwrap_err();
+            assert_eq!(
+                (failure.stage, failure.class),
+                ("decode", ErrorClass::Permanent)
+            );
+            assert!(
+                failure.message.contains("appears twice"),
+                "{}",
+                failure.message
+            );
+        }
+        let failure = decode(b"{\"id\": 1, not json").unwrap_err();
+        assert!(failure.message.contains("not JSON"), "{}", failure.message);
+        assert_eq!(decode(br#"{"id":1}"#).unwrap()["id"], 1);
     }
 }

@@ -6,7 +6,8 @@
 //! (outcome `busy`), 408 when it did not arrive within
 //! `http.body_read_timeout` (`timeout`), 400 when the client closed or broke
 //! the connection first (`aborted`); bad signature → 401; unreadable body or
-//! missing headers → 400; delivery id seen → 200 (not re-enqueued); bus
+//! missing headers → 400 (`bad_request`), and a body that names a member
+//! twice in one object, at any depth, → 400 (`duplicate_keys`, see [`json`]); delivery id seen → 200 (not re-enqueued); bus
 //! cannot take it → 503; otherwise the event is durably on the bus, its
 //! delivery id is recorded, and only then 200.
 //! [`webhook`] verifies and reads as the store connector declares, within
@@ -17,6 +18,7 @@
 pub mod body;
 pub mod delivery;
 pub mod enqueue;
+pub mod json;
 pub mod webhook;
 
 use crate::clock::now_rfc3339;

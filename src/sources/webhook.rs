@@ -11,6 +11,7 @@
 //! ```
 
 use super::body::BodyError;
+use super::json::{self, JsonError};
 use super::{Incoming, Ingest};
 use crate::config::Account;
 use crate::connector::{
@@ -108,7 +109,7 @@ pub async fn receive(
 
 /// Why a delivery was refused before it reached ingest.
 #[derive(Debug)]
-struct Rejection {
+pub struct Rejection {
     /// The metric's outcome label.
     outcome: &'static str,
     status: StatusCode,
@@ -153,6 +154,20 @@ impl Rejection {
         Rejection::new("bad_request", StatusCode::BAD_REQUEST, detail)
     }
 
+    /// A body that is not strict JSON. One naming a member twice is counted
+    /// apart: a store's own serializer never writes one, so each is worth
+    /// seeing on its own.
+    fn unreadable(what: &str, error: JsonError) -> Self {
+        match error {
+            JsonError::DuplicateKey { .. } => Rejection::new(
+                "duplicate_keys",
+                StatusCode::BAD_REQUEST,
+                format!("body refused: {error}"),
+            ),
+            JsonError::Invalid(e) => Rejection::bad_request(format!("{what}: {e}")),
+        }
+    }
+
     fn new(outcome: &'static str, status: StatusCode, detail: impl Into<String>) -> Self {
         Rejection {
             outcome,
@@ -178,7 +193,7 @@ async fn read(
     let topic = named_header(headers, &spec.topic_header).map_err(Rejection::bad_request)?;
     let delivery_id =
         named_header(headers, &spec.delivery_id_header).map_err(Rejection::bad_request)?;
-    let order_id = order_id(&body, &spec.order_id).map_err(Rejection::bad_request)?;
+    let order_id = order_id(&body, &spec.order_id)?;
     let delivery_id = if delivery_id.is_empty() {
         format!("{topic}:{order_id}:{}", body_digest(&body))
     } else {
@@ -282,29 +297,26 @@ fn body_digest(body: &[u8]) -> String {
 }
 
 /// The order id at `path` in `body`, as exact text (ids exceed 2^53, so
-/// never through f64); an error when the body is not one JSON value or
-/// holds no usable id.
-pub fn order_id(body: &[u8], path: &OrderIdPath) -> Result<String, String> {
+/// never through f64); refused when the body is not one JSON value, names
+/// a member twice in one object at any depth (the pipeline must read the
+/// same id ingest keyed it by), or holds no usable id.
+pub fn order_id(body: &[u8], path: &OrderIdPath) -> Result<String, Rejection> {
     // `serde_json` does not check the UTF-8 of strings it skips, and the
     // pipeline would refuse such a body later; refusing it here answers 400.
-    if let Err(e) = std::str::from_utf8(body) {
-        return Err(format!(
+    let text = std::str::from_utf8(body).map_err(|e| {
+        Rejection::bad_request(format!(
             "body is not UTF-8 JSON: invalid byte at {}",
             e.valid_up_to()
-        ));
-    }
+        ))
+    })?;
     let found = match path {
-        // The usual `$.id`: skim the body for one member without building it.
-        OrderIdPath::Member(name) => {
-            let mut de = serde_json::Deserializer::from_slice(body);
-            let found = serde::de::DeserializeSeed::deserialize(FieldSeed(name), &mut de)
-                .and_then(|found| de.end().map(|()| found))
-                .map_err(|e| format!("body is not a JSON object: {e}"))?;
-            found.unwrap_or(Value::Null)
-        }
+        // The usual `$.id`: one member built, the rest only checked.
+        OrderIdPath::Member(name) => json::member(text, name)
+            .map_err(|e| Rejection::unreadable("body is not a JSON object", e))?
+            .unwrap_or(Value::Null),
         OrderIdPath::Path(path) => {
-            let value: Value =
-                serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+            let value =
+                json::parse(body).map_err(|e| Rejection::unreadable("body is not JSON", e))?;
             path.query(&value)
                 .exactly_one()
                 .cloned()
@@ -314,65 +326,7 @@ pub fn order_id(body: &[u8], path: &OrderIdPath) -> Result<String, String> {
     match found {
         Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
         Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-        _ => Err("body has no usable order id".into()),
-    }
-}
-
-/// Reads one field of a JSON object, skipping (but still checking) the rest.
-struct FieldSeed<'a>(&'a str);
-
-impl<'de> serde::de::DeserializeSeed<'de> for FieldSeed<'_> {
-    type Value = Option<Value>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for FieldSeed<'_> {
-    type Value = Option<Value>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
-        while let Some(named) = map.next_key_seed(NameIs(self.0))? {
-            if named && found.is_none() {
-                found = Some(map.next_value::<Value>()?);
-            } else {
-                map.next_value::<serde::de::IgnoredAny>()?;
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// Whether a member name is the one wanted, compared where it lies in the
-/// body: a name read into a `String` would allocate for every member.
-struct NameIs<'a>(&'a str);
-
-impl<'de> serde::de::DeserializeSeed<'de> for NameIs<'_> {
-    type Value = bool;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for NameIs<'_> {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a member name")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<bool, E> {
-        Ok(name == self.0)
+        _ => Err(Rejection::bad_request("body has no usable order id")),
     }
 }
 
@@ -440,10 +394,21 @@ mod tests {
             order_id(br#"{"id":" g\u0037 "}"#, &path("$.id")).unwrap(),
             "g7"
         );
-        assert_eq!(
-            order_id(br#"{"\u0069d":7,"id":8}"#, &path("$.id")).unwrap(),
-            "7"
-        );
+        for (body, id) in [
+            (&br#"{"\u0069d":7,"id":8}"#[..], "$.id"),
+            (br#"{"id":9100013,"x":1,"id":9100014}"#, "$.id"),
+            (br#"{"id":1,"a":{"b":[{"c":1,"c":2}]}}"#, "$.id"),
+            (br#"{"order":{"id":1,"x":{"y":1,"y":1}}}"#, "$.order.id"),
+        ] {
+            let refused = order_id(body, &path(id)).unwrap_err();
+            assert_eq!(
+                (refused.outcome, refused.status),
+                ("duplicate_keys", StatusCode::BAD_REQUEST),
+                "{refused:?}"
+            );
+        }
+        let unreadable = order_id(br#"{"id":1,"x":[}"#, &path("$.id")).unwrap_err();
+        assert_eq!(unreadable.outcome, "bad_request");
         assert!(
             order_id(b"{\"id\":1,\"x\":\"\xff\"}", &path("$.id")).is_err(),
             "a skipped string is still UTF-8"

@@ -15,7 +15,7 @@ pub struct WebhookReceived<'a> {
     /// Account name from the config, or `unknown` (never the raw path value).
     pub account: &'a str,
     /// accepted, duplicate, unknown_account, too_large, busy, timeout, aborted,
-    /// unauthorized, bad_request, unavailable
+    /// unauthorized, bad_request, duplicate_keys, unavailable
     pub outcome: &'a str,
     pub status: u16,
     pub detail: &'a str,

@@ -66,11 +66,30 @@ pub struct Located<T> {
     pub value: T,
     pub line: usize,
     pub column: usize,
+    /// The text as written when the value came from `${VAR}` substitution.
+    pub written: Option<String>,
 }
 
 impl<T> Located<T> {
     pub fn position(&self) -> Position {
         Position::new(self.line, self.column)
+    }
+}
+
+impl Located<String> {
+    /// The value as a diagnostic may quote it: as written, so a `${VAR}`
+    /// is shown as `${VAR}` and never as what it expanded to.
+    pub fn shown(&self) -> &str {
+        self.written.as_deref().unwrap_or(&self.value)
+    }
+
+    /// `message`, which may quote the value (an error from a parser given
+    /// it), with the value quoted as written.
+    pub fn quote_as_written(&self, message: &str) -> String {
+        match &self.written {
+            Some(written) => super::quote_as_written(message, &self.value, written),
+            None => message.to_string(),
+        }
     }
 }
 
@@ -142,6 +161,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
             value,
             line: parts.line,
             column: parts.column,
+            written: parts.text.filter(|_| parts.interpolated),
         })
     }
 }
@@ -201,8 +221,26 @@ struct NodeDeserializer<'a> {
 }
 
 impl<'a> NodeDeserializer<'a> {
+    /// Pins an error not pinned yet to this node; one about a value from
+    /// `${VAR}` substitution quotes it as written.
     fn pin<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
-        result.map_err(|e| e.pin(self.node.line, self.node.column, &self.path))
+        result.map_err(|e| {
+            let e = match self.node.substituted() {
+                Some((value, written)) if e.line == 0 => e.quoting_as_written(value, written),
+                _ => e,
+            };
+            e.pin(self.node.line, self.node.column, &self.path)
+        })
+    }
+
+    /// `seed` read from this node, with whatever error it makes pinned here,
+    /// including one a `Deserialize` impl makes after reading the value.
+    fn read<'de, S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, Error> {
+        let at = NodeDeserializer {
+            node: self.node,
+            path: self.path.clone(),
+        };
+        at.pin(seed.deserialize(self))
     }
 
     fn child(&self, node: &'a Node, seg: Seg) -> NodeDeserializer<'a> {
@@ -459,9 +497,7 @@ impl<'de> de::SeqAccess<'de> for SeqAccess<'_, '_> {
         seed: T,
     ) -> Result<Option<T::Value>, Error> {
         match self.items.next() {
-            Some((i, node)) => seed
-                .deserialize(self.de.child(node, Seg::Index(i)))
-                .map(Some),
+            Some((i, node)) => self.de.child(node, Seg::Index(i)).read(seed).map(Some),
             None => Ok(None),
         }
     }
@@ -493,9 +529,7 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_, '_> {
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
         match self.value.take() {
-            Some((key, value)) => {
-                seed.deserialize(self.de.child(value, Seg::Key(key.name.clone())))
-            }
+            Some((key, value)) => self.de.child(value, Seg::Key(key.name.clone())).read(seed),
             None => Err(de::Error::custom("value requested before key")),
         }
     }
@@ -536,7 +570,7 @@ impl<'de> de::VariantAccess<'de> for NodeDeserializer<'_> {
     }
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Error> {
-        seed.deserialize(self)
+        self.read(seed)
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, Error> {

@@ -29,6 +29,15 @@ pub(super) enum Kind {
         expected: &'static [&'static str],
     },
     MissingField(&'static str),
+    /// serde's `invalid type` / `invalid value`, kept in parts so that a
+    /// value from `${VAR}` substitution can be quoted as written.
+    Invalid {
+        /// `type` or `value`.
+        what: &'static str,
+        /// What was found, e.g. `string "x"`.
+        unexpected: String,
+        expected: String,
+    },
 }
 
 impl Error {
@@ -44,6 +53,29 @@ impl Error {
 
     pub fn position(&self) -> Position {
         Position::new(self.line, self.column)
+    }
+
+    /// The error with `value`, which came from `${VAR}` substitution, quoted
+    /// as `written` instead: the expansion may be a secret.
+    pub(super) fn quoting_as_written(mut self, value: &str, written: &str) -> Self {
+        self.kind = match self.kind {
+            Kind::Message(m) => Kind::Message(quote_as_written(&m, value, written)),
+            Kind::UnknownVariant { expected, .. } => Kind::UnknownVariant {
+                variant: written.to_string(),
+                expected,
+            },
+            Kind::Invalid {
+                what,
+                unexpected,
+                expected,
+            } => Kind::Invalid {
+                what,
+                unexpected: format!("`{written}` ({})", found_kind(&unexpected)),
+                expected,
+            },
+            kind @ (Kind::UnknownField { .. } | Kind::MissingField(_)) => kind,
+        };
+        self
     }
 
     pub(super) fn pin(mut self, line: usize, column: usize, path: &[Seg]) -> Self {
@@ -75,11 +107,70 @@ impl fmt::Display for Error {
                 write!(f, "; expected one of: {}", expected.join(", "))
             }
             Kind::MissingField(field) => write!(f, "missing key `{field}`"),
+            Kind::Invalid {
+                what,
+                unexpected,
+                expected,
+            } => write!(f, "invalid {what}: {unexpected}, expected {expected}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl Error {
+    fn invalid(
+        what: &'static str,
+        unexpected: de::Unexpected<'_>,
+        expected: &dyn de::Expected,
+    ) -> Self {
+        Error {
+            line: 0,
+            column: 0,
+            path: Vec::new(),
+            kind: Kind::Invalid {
+                what,
+                unexpected: unexpected.to_string(),
+                expected: expected.to_string(),
+            },
+        }
+    }
+}
+
+/// What kind of value serde's rendering of an unexpected value names,
+/// without the value: `string "x"` is `a string`.
+fn found_kind(unexpected: &str) -> &'static str {
+    let kinds = [
+        ("boolean", "a bool"),
+        ("integer", "an integer"),
+        ("floating point", "a number"),
+        ("string", "a string"),
+        ("character", "a string"),
+    ];
+    kinds
+        .iter()
+        .find(|(prefix, _)| unexpected.starts_with(prefix))
+        .map_or("a value", |(_, kind)| kind)
+}
+
+/// `message` with every occurrence of `value` (which came from `${VAR}`
+/// substitution) replaced by `written`, the text before substitution: the
+/// one way a diagnostic quotes such a value, so a secret never reaches it.
+/// A value of one or two characters is replaced only where it is quoted,
+/// so as not to rewrite the words of the message around it.
+pub fn quote_as_written(message: &str, value: &str, written: &str) -> String {
+    if value.is_empty() {
+        return message.to_string();
+    }
+    // serde quotes a string in its `Debug` form, escapes included.
+    let message = message.replace(&format!("{value:?}"), &format!("{written:?}"));
+    if value.chars().count() > 2 {
+        return message.replace(value, written);
+    }
+    ["`", "\"", "'"].iter().fold(message, |m, q| {
+        m.replace(&format!("{q}{value}{q}"), &format!("{q}{written}{q}"))
+    })
+}
 
 impl de::Error for Error {
     fn custom<T: fmt::Display>(msg: T) -> Self {
@@ -111,6 +202,12 @@ impl de::Error for Error {
                 expected,
             },
         }
+    }
+    fn invalid_type(unexpected: de::Unexpected<'_>, expected: &dyn de::Expected) -> Self {
+        Error::invalid("type", unexpected, expected)
+    }
+    fn invalid_value(unexpected: de::Unexpected<'_>, expected: &dyn de::Expected) -> Self {
+        Error::invalid("value", unexpected, expected)
     }
     fn missing_field(field: &'static str) -> Self {
         Error {

@@ -16,7 +16,7 @@ pub mod error;
 pub mod tree;
 
 pub use de::{Located, from_node, parse_lenient};
-pub use error::Error;
+pub use error::{Error, quote_as_written};
 pub use tree::{Key, Node, Seg, Value, parse};
 
 use std::path::{Path, PathBuf};

@@ -18,11 +18,13 @@ pub struct Node {
     pub line: usize,
     pub column: usize,
     pub value: Value,
-    /// Source text of a plain scalar that YAML read as a bool or number, so
-    /// `name: 123` or `token: yes` can still be read as strings.
+    /// Source text where it differs from the value: a plain scalar that YAML
+    /// read as a bool or number, so `name: 123` or `token: yes` can still be
+    /// read as strings; or a string before `${VAR}` substitution, so a
+    /// diagnostic can quote it without the (possibly secret) expansion.
     pub text: Option<String>,
     /// The string came from `${VAR}` substitution, so it may be read as a
-    /// number or bool where one is expected.
+    /// number or bool where one is expected, and is quoted as written.
     pub interpolated: bool,
 }
 
@@ -135,6 +137,15 @@ impl Node {
             Value::UInt(u) => Some(self.text.clone().unwrap_or_else(|| u.to_string())),
             Value::Float(f) => Some(self.text.clone().unwrap_or_else(|| f.to_string())),
             Value::Null | Value::Seq(_) | Value::Map(_) => None,
+        }
+    }
+
+    /// The value this string was substituted to and the text it was written
+    /// as, when it came from `${VAR}` substitution.
+    pub fn substituted(&self) -> Option<(&str, &str)> {
+        match (&self.value, &self.text) {
+            (Value::Str(value), Some(written)) if self.interpolated => Some((value, written)),
+            _ => None,
         }
     }
 

@@ -95,3 +95,83 @@ async fn an_unreadable_body_is_dead_lettered_only_by_the_pipeline_taking_its_acc
     assert!(other.is_empty(), "{:?}", other[0].message.headers);
     app.stop().await;
 }
+
+/// The COD sample as JSON text with `id` 9100013, and with `member` (a
+/// `"name":value` pair) written again just inside the object that
+/// `opening` (e.g. `{` or `"shipping_address":{`) starts, after its own.
+fn with_member_twice(opening: &str, member: &str) -> Vec<u8> {
+    let order = order_with("order-cod.json", |o| o["id"] = serde_json::json!(9100013));
+    let text = String::from_utf8(order).expect("utf-8");
+    assert!(text.contains(opening), "{opening} in {text}");
+    let text = if opening == "{" {
+        // At the end of the top-level object, as the probe sent it.
+        format!("{},{member}}}", text.strip_suffix('}').expect("object"))
+    } else {
+        text.replacen(opening, &format!("{opening}{member},"), 1)
+    };
+    assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
+    text.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_naming_a_member_twice_at_any_depth_is_refused_at_ingest_and_counted() {
+    let dir = ConfigDir::new("{ connector: sandbox }");
+    let app = App::start(&dir).await;
+    let bodies = [
+        with_member_twice("{", "\"id\":9100014"),
+        with_member_twice("\"shipping_address\":{", "\"city\":\"Lahore\""),
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        let (status, text) = app
+            .shopify(body, "orders/paid", &format!("twice-{i}"))
+            .await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("appears twice"), "{text}");
+    }
+    metric(
+        &app,
+        "waybill_webhooks_received_total{source=\"shopify\",account=\"shopify-main\",outcome=\"duplicate_keys\"} 2",
+    )
+    .await;
+    let enqueued = app
+        .backends
+        .bus
+        .read("orders.shopify", 0, 10_000)
+        .await
+        .unwrap_or_default();
+    assert!(enqueued.is_empty(), "{:?}", enqueued[0].message.key);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_naming_a_member_twice_on_the_bus_is_dead_lettered_not_booked() {
+    let dir = ConfigDir::new("{ connector: sandbox }");
+    let app = App::start(&dir).await;
+    let bus = app.backends.bus.clone();
+    let key = "shopify-main:9100013";
+    for body in [
+        with_member_twice("{", "\"id\":9100014"),
+        with_member_twice("\"shipping_address\":{", "\"city\":\"Lahore\""),
+    ] {
+        bus.publish("orders.shopify", store_event("shopify-main", key, &body))
+            .await
+            .expect("publish");
+    }
+    let dead = eventually(Duration::from_secs(30), "two dead letters", || async {
+        let dead = dead_letters(&app, "shopify-orders").await;
+        (dead.len() == 2).then_some(dead)
+    })
+    .await;
+    for letter in &dead {
+        let headers = &letter.message.headers;
+        assert_eq!(headers[header::ERROR_STAGE], "decode");
+        assert_eq!(headers[header::ERROR_CLASS], "permanent");
+        assert!(
+            headers[header::ERROR_MESSAGE].contains("appears twice"),
+            "{headers:?}"
+        );
+    }
+    let metrics = app.metrics().await;
+    assert!(!metrics.contains("stage=\"book\""), "{metrics}");
+    app.stop().await;
+}

@@ -183,3 +183,47 @@ fn a_pattern_matching_nothing_and_an_unconsumed_store_account_are_located() {
         "{out}"
     );
 }
+
+#[test]
+fn a_substituted_value_is_shown_as_written_never_expanded() {
+    const WRITTEN_SECRET: &str = "ZQX-shopsecret-91a7c3";
+    let dir = ConfigDir::new("{ connector: \"${WB_COURIER}\" }");
+    dir.edit("waybill.yaml", |t| {
+        t.replace(
+            "http: { listen: \"127.0.0.1:0\" }",
+            "http: { listen: \"127.0.0.1:0\", max_body_bytes: \"${WB_SECRET}\", body_read_timeout: \"${WB_SECRET}\" }",
+        )
+        .replace(
+            &format!("webhook_secret: \"{SECRET}\""),
+            "webhook_secret: \"${WB_SECRET}\"",
+        )
+    });
+    dir.edit("pipelines/shopify-orders.yaml", |t| {
+        t.replace("rules: [phone,", "rules: [\"${WB_SECRET}\",")
+            .replace("max_in_flight: 64", "max_in_flight: \"${WB_SECRET}\"")
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .arg("validate")
+        .arg("--config")
+        .arg(dir.path())
+        .env("WB_SECRET", WRITTEN_SECRET)
+        .env("WB_COURIER", format!("courier-{WRITTEN_SECRET}"))
+        .output()
+        .expect("run waybill");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!text.contains("shopsecret"), "{text}");
+    let shown = |what: &str| {
+        text.lines()
+            .any(|l| l.contains(what) && l.contains("`${WB_SECRET}`"))
+    };
+    assert!(shown("waybill.yaml:"), "{text}");
+    assert!(shown("shopify-orders.yaml:"), "{text}");
+    assert!(text.contains("unknown connector `${WB_COURIER}`"), "{text}");
+    let lines = text.lines().filter(|l| l.contains("${WB_SECRET}")).count();
+    assert!(lines >= 4, "{text}");
+}

@@ -52,7 +52,12 @@ impl Compiler<'_> {
         let mut refs = BTreeMap::new();
         for (name, node) in raw {
             let (account, connector) = self.account(file, base_dir, name, node, &mut connectors);
-            let connector_name = node.get("connector").and_then(Node::scalar_text);
+            // One from `${VAR}` substitution is left out: its topic would be
+            // listed in messages, and it may be a secret.
+            let connector_name = node
+                .get("connector")
+                .filter(|n| !n.interpolated)
+                .and_then(Node::scalar_text);
             refs.insert(
                 name.clone(),
                 AccountRef {
@@ -106,9 +111,9 @@ impl Compiler<'_> {
             let available: Vec<&str> = available.iter().map(String::as_str).collect();
             let message = format!(
                 "unknown connector `{}`{}",
-                name.value,
+                name.shown(),
                 alternatives(
-                    &name.value,
+                    name.shown(),
                     &available,
                     &format!("no connector files found in {}", dir.display()),
                     "available"

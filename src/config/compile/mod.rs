@@ -134,7 +134,7 @@ impl Compiler<'_> {
             Err(diagnostics) => {
                 let message = format!(
                     "{what} `{}` has errors (listed under {})",
-                    name.value,
+                    name.shown(),
                     full.display()
                 );
                 self.report(file, name.position(), message);
@@ -352,6 +352,75 @@ mod tests {
         );
         let tree = Tree::new(&[]);
         assert_positions(&tree.problems(), &[("waybill.yaml", 0, 0)]);
+    }
+
+    /// A value from `${VAR}` substitution, wherever a diagnostic quotes it,
+    /// is quoted as written: the expansion may be a secret.
+    #[test]
+    fn substituted_values_are_quoted_as_written_in_every_diagnostic() {
+        const SECRET: &str = "ZQX-shop/secret+91a7c3";
+        const NUMBER: &str = "-73311";
+        let tree = Tree::new(&[
+            (
+                "waybill.yaml",
+                "bus: { kind: '${S}' }\nstore: { url: '${S}' }\n\
+                 http: { max_body_bytes: '${S}', max_connections: '${N}', header_read_timeout: '${S}' }\n\
+                 accounts:\n  a: { connector: '${S}' }\n\
+                 pipelines: ['pipelines/*.yaml', '${S}', 'more/${S}*']\n\
+                 sync: { interval: '${D}', max_interval: 1s }\n",
+            ),
+            (
+                "pipelines/p.yaml",
+                "name: '${S}'\ninput: { topic: '${S}', accounts: ['${S}'] }\nsteps:\n  \
+                 - trigger: '${S} +'\n  - map: '${S}'\n  - validate: { rules: ['${S}'] }\n  \
+                 - route: [ { to: '${S}' } ]\n  - book: {}\n\
+                 retry: { max_attempts: '${N}', initial: '${S}' }\nmax_in_flight: '${S}'\n",
+            ),
+            (
+                "pipelines/q.yaml",
+                "name: 'q-${N}'\ninput: { topic: 'x.${S}' }\nsteps:\n  - validate: { rules: [phone] }\n\
+                 output: { topic: '${S}' }\n",
+            ),
+        ]);
+        let env = |name: &str| match name {
+            "S" => Some(SECRET.to_string()),
+            "N" => Some(NUMBER.to_string()),
+            "D" => Some("7243s".to_string()),
+            _ => None,
+        };
+        let diagnostics =
+            load_with(&tree.dir.path().join("waybill.yaml"), &env).expect_err("expected problems");
+        let all: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        let all = all.join("\n");
+        for leaked in [SECRET, "ZQX", "secret+91a7c3", NUMBER, "73311", "7243"] {
+            assert!(!all.contains(leaked), "`{leaked}` shown:\n{all}");
+        }
+        let at = |line: usize| -> Vec<&Diagnostic> {
+            diagnostics
+                .iter()
+                .filter(|d| d.line == line && d.file.ends_with("waybill.yaml"))
+                .collect()
+        };
+        let quoted = |d: &[&Diagnostic], written: &str| {
+            d.iter()
+                .any(|d| d.message.contains(&format!("`{written}`")))
+        };
+        assert!(quoted(&at(1), "${S}"), "{all}"); // an enum value
+        assert!(quoted(&at(2), "${S}"), "{all}"); // the store url
+        assert!(quoted(&at(3), "${S}"), "{all}"); // a number, a duration
+        assert!(quoted(&at(3), "${N}"), "{all}"); // a negative count
+        assert!(quoted(&at(5), "${S}"), "{all}"); // the connector
+        assert!(all.contains("${S}*"), "{all}"); // a pattern
+        assert!(quoted(&at(7), "${D}") || all.contains("(${D})"), "{all}"); // a duration compared
+        let in_pipeline = diagnostics
+            .iter()
+            .filter(|d| d.file.ends_with("p.yaml") && d.message.contains("${S}"))
+            .count();
+        assert!(in_pipeline >= 6, "{all}");
+        assert!(
+            all.contains("`x.${S}`") && all.contains(" dlq.${S},"),
+            "{all}"
+        );
     }
 
     #[test]

@@ -39,6 +39,9 @@ struct Read {
     input_at: Position,
     /// Its output and dead-letter topics.
     produces: Vec<String>,
+    /// Topics it names that came from `${VAR}` substitution, each with the
+    /// text messages show instead: (topic, as written).
+    shown_topics: Vec<(String, String)>,
     /// What it reads, as written.
     reads: Reads,
 }
@@ -59,6 +62,7 @@ impl Compiler<'_> {
         accounts: &Accounts,
     ) -> Vec<Arc<Pipeline>> {
         let mut produced = source_topics(&accounts.refs);
+        let mut shown_topics = BTreeMap::new();
         let mut seen: BTreeMap<String, (PathBuf, usize)> = BTreeMap::new();
         let mut pipelines = Vec::new();
         let mut reads = Vec::new();
@@ -70,14 +74,15 @@ impl Compiler<'_> {
                 continue;
             };
             produced.extend(read.produces);
+            shown_topics.extend(read.shown_topics);
+            let shown_name = read.reads.pipeline.clone();
             reads.push(read.reads);
             let Some(pipeline) = read.compiled else {
                 continue;
             };
             if let Some((other, line)) = seen.get(&pipeline.name) {
                 let message = format!(
-                    "duplicate pipeline name `{}` (also used at {}:{line})",
-                    pipeline.name,
+                    "duplicate pipeline name `{shown_name}` (also used at {}:{line})",
                     other.display()
                 );
                 self.report(&pipeline_file, read.name_at, message);
@@ -90,7 +95,7 @@ impl Compiler<'_> {
             pipelines.push((pipeline, read.input_at));
         }
         for (pipeline, input_at) in &pipelines {
-            self.input_produced(pipeline, *input_at, &produced);
+            self.input_produced(pipeline, *input_at, &produced, &shown_topics);
         }
         // A file that could not be read may be the consumer: saying an
         // account has none would then be wrong.
@@ -117,6 +122,7 @@ impl Compiler<'_> {
             value: DEFAULT_PATTERN.to_string(),
             line: 0,
             column: 0,
+            written: None,
         }];
         let written = patterns.written.is_some();
         if let Some(([], at)) = patterns.written {
@@ -128,12 +134,14 @@ impl Compiler<'_> {
         let mut files: Vec<(PathBuf, Option<Position>)> = Vec::new();
         for pattern in patterns.written.map_or(&default[..], |(p, _)| p) {
             let full = base_dir.join(&pattern.value);
+            // What messages show: the pattern as written, never expanded.
+            let shown = base_dir.join(pattern.shown());
             let is_glob = pattern.value.contains(['*', '?', '[']);
             let paths = match glob::glob(&full.to_string_lossy()) {
                 Ok(paths) => paths,
                 Err(e) => {
                     let message =
-                        format!("invalid pipeline pattern `{}`: {}", pattern.value, e.msg);
+                        format!("invalid pipeline pattern `{}`: {}", pattern.shown(), e.msg);
                     self.report(file, pattern.position(), message);
                     continue;
                 }
@@ -144,13 +152,13 @@ impl Compiler<'_> {
                 .collect();
             matched.sort();
             if matched.is_empty() && !is_glob {
-                let message = format!("pipeline file not found: {}", full.display());
+                let message = format!("pipeline file not found: {}", shown.display());
                 self.report(file, pattern.position(), message);
             } else if matched.is_empty() && written {
                 let message = format!(
                     "no pipeline file matches `{}` (looked for {}): write a pattern naming pipeline files relative to this file, e.g. `{DEFAULT_PATTERN}`, or remove it",
-                    pattern.value,
-                    full.display()
+                    pattern.shown(),
+                    shown.display()
                 );
                 self.report(file, pattern.position(), message);
             }
@@ -166,16 +174,24 @@ impl Compiler<'_> {
     /// A pipeline's input must be something a source or a pipeline produces:
     /// otherwise it validates and then sits idle. Topic prefixes (Kafka's
     /// `topic_prefix`) are added by the bus, so names here are unprefixed.
-    fn input_produced(&mut self, pipeline: &Pipeline, at: Position, produced: &BTreeSet<String>) {
+    fn input_produced(
+        &mut self,
+        pipeline: &Pipeline,
+        at: Position,
+        produced: &BTreeSet<String>,
+        shown: &BTreeMap<String, String>,
+    ) {
         if produced.contains(&pipeline.input) {
             return;
         }
+        let show = |topic: &str| shown.get(topic).map_or(topic, String::as_str).to_string();
+        let produced: Vec<String> = produced.iter().map(|t| show(t)).collect();
         let produced: Vec<&str> = produced.iter().map(String::as_str).collect();
+        let input = show(&pipeline.input);
         let message = format!(
-            "no source or pipeline produces `{}`{}",
-            pipeline.input,
+            "no source or pipeline produces `{input}`{}",
             alternatives(
-                &pipeline.input,
+                &input,
                 &produced,
                 "nothing produces any topic: add a store account",
                 "produced"
@@ -206,6 +222,7 @@ impl Compiler<'_> {
         let steps = self.steps(file, base_dir, &node, &raw.steps, accounts);
         let retry = self.retry(file, raw.retry.as_ref());
         let max_in_flight = self.max_in_flight(file, raw.max_in_flight.as_ref());
+        let shown_topics = shown_topics(&raw);
         let dead_letter = raw
             .dead_letter
             .map_or_else(|| format!("dlq.{name}"), |d| d.topic.value);
@@ -213,7 +230,7 @@ impl Compiler<'_> {
         let produces = output.iter().chain([&dead_letter]).cloned().collect();
         let (name_at, input_at) = (raw.name.position(), raw.input.topic.position());
         let reads = Reads {
-            pipeline: name.clone(),
+            pipeline: raw.name.shown().to_string(),
             topic: raw.input.topic.value.clone(),
             accounts: raw
                 .input
@@ -240,6 +257,7 @@ impl Compiler<'_> {
             name_at,
             input_at,
             produces,
+            shown_topics,
             reads,
         })
     }
@@ -253,7 +271,7 @@ impl Compiler<'_> {
         if !valid {
             let message = format!(
                 "invalid pipeline name `{}`: use letters, digits, `-`, `_` and `.`",
-                name.value
+                name.shown()
             );
             self.report(file, name.position(), message);
         }
@@ -280,7 +298,7 @@ impl Compiler<'_> {
                 .and_then(AccountRef::kind)
             {
                 Some(ConnectorKind::Courier) => {
-                    self.report(file, account.position(), format!("account `{}` is a courier account; `input.accounts` lists store accounts", account.value));
+                    self.report(file, account.position(), format!("account `{}` is a courier account; `input.accounts` lists store accounts", account.shown()));
                 }
                 _ => input_accounts.push(account.value.clone()),
             }
@@ -374,9 +392,9 @@ impl Compiler<'_> {
             let names: Vec<&str> = accounts.keys().map(String::as_str).collect();
             let message = format!(
                 "unknown account `{}`{}",
-                name.value,
+                name.shown(),
                 alternatives(
-                    &name.value,
+                    name.shown(),
                     &names,
                     "no accounts are defined in the main config file",
                     "defined accounts"
@@ -439,13 +457,14 @@ impl Compiler<'_> {
         if connector.kind == ConnectorKind::Store {
             let message = format!(
                 "account `{}` is a store account; `route.to` must name a courier account",
-                to.value
+                to.shown()
             );
             self.report(file, to.position(), message);
         } else if !connector.has_operation("book") {
             let message = format!(
                 "account `{}` uses connector `{}`, which has no `book` operation",
-                to.value, connector.name
+                to.shown(),
+                connector.name
             );
             self.report(file, to.position(), message);
         }
@@ -487,7 +506,7 @@ impl Compiler<'_> {
                 self.report(
                     file,
                     source.position(),
-                    format!("invalid {what} expression: {e}"),
+                    format!("invalid {what} expression: {}", source.quote_as_written(&e)),
                 );
                 None
             }
@@ -512,7 +531,7 @@ impl Compiler<'_> {
         } else {
             let message = format!(
                 "mapping file not found: {} (paths are relative to the main config file)",
-                full.display()
+                base_dir.join(path.shown()).display()
             );
             self.report(file, path.position(), message);
             None
@@ -536,6 +555,30 @@ fn source_topics(accounts: &BTreeMap<String, AccountRef>) -> BTreeSet<String> {
                 .as_ref()
                 .map(|name| format!("orders.{name}")),
         })
+        .collect()
+}
+
+/// The topics a pipeline names that came from `${VAR}` substitution, with
+/// the text messages show instead; the default dead-letter topic is the
+/// name's, and is shown as the name is.
+fn shown_topics(raw: &RawPipeline) -> Vec<(String, String)> {
+    let dead_letter = match &raw.dead_letter {
+        Some(d) => (d.topic.value.clone(), d.topic.shown().to_string()),
+        None => (
+            format!("dlq.{}", raw.name.value),
+            format!("dlq.{}", raw.name.shown()),
+        ),
+    };
+    let written = [
+        Some(&raw.input.topic),
+        raw.output.as_ref().map(|o| &o.topic),
+    ];
+    written
+        .into_iter()
+        .flatten()
+        .map(|t| (t.value.clone(), t.shown().to_string()))
+        .chain([dead_letter])
+        .filter(|(value, shown)| value != shown)
         .collect()
 }
 

@@ -114,7 +114,7 @@ impl Compiler<'_> {
             Some(url) => {
                 let known = ["sqlite://", "postgres://", "postgresql://"];
                 if !known.iter().any(|scheme| url.value.starts_with(scheme)) {
-                    self.report(file, url.position(), format!("store url `{}` is not supported: expected `sqlite://PATH` or `postgres://…`", url.value));
+                    self.report(file, url.position(), format!("store url `{}` is not supported: expected `sqlite://PATH` or `postgres://…`", url.shown()));
                 }
                 // The embedded bus keeps the store in its own database, so
                 // that append and dedupe are one transaction (DESIGN §8): a

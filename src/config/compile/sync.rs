@@ -93,9 +93,9 @@ impl Compiler<'_> {
                 file,
                 at(&raw.max_interval),
                 format!(
-                    "`max_interval` ({}s) must be at least `interval` ({}s)",
-                    settings.max_interval.as_secs(),
-                    settings.interval.as_secs()
+                    "`max_interval` ({}) must be at least `interval` ({})",
+                    shown(&raw.max_interval, settings.max_interval),
+                    shown(&raw.interval, settings.interval)
                 ),
             );
         }
@@ -117,6 +117,15 @@ impl Compiler<'_> {
         }
         settings
     }
+}
+
+/// A duration as a message shows it: as written when it came from `${VAR}`
+/// substitution (never expanded), in seconds otherwise.
+fn shown(written: &Option<Located<RawDuration>>, value: Duration) -> String {
+    written
+        .as_ref()
+        .and_then(|d| d.written.clone())
+        .unwrap_or_else(|| format!("{}s", value.as_secs()))
 }
 
 /// Whether the scheduler polls accounts of `connector`.
