@@ -16,6 +16,8 @@ mod full_disk;
 mod golden;
 #[path = "it/outage.rs"]
 mod outage;
+#[path = "it/polling.rs"]
+mod polling;
 #[path = "it/postex.rs"]
 mod postex;
 #[path = "it/redaction.rs"]

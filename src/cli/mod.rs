@@ -10,6 +10,7 @@ pub mod run;
 pub mod shipments;
 pub mod simulate;
 pub mod statuses;
+pub mod sync;
 pub mod test;
 pub mod try_pipeline;
 pub mod validate;
@@ -56,6 +57,9 @@ pub enum Command {
     /// Where every booked parcel is: list, show with history, correct.
     #[command(subcommand)]
     Shipments(shipments::ShipmentsCommand),
+    /// How the tracking scheduler stands.
+    #[command(subcommand)]
+    Sync(sync::SyncCommand),
     /// Send a signed store webhook to a running waybill, as the store's connector declares.
     Simulate(simulate::SimulateArgs),
     /// See how couriers' raw statuses map onto the canonical vocabulary.
@@ -91,6 +95,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Shipments(cmd) => {
             with_backends(config, async |_, b| shipments::run(b, cmd).await).await
         }
+        Command::Sync(cmd) => with_backends(config, async |c, b| sync::run(c, b, cmd).await).await,
         Command::Simulate(args) => simulate::run(config, args).await,
         Command::Statuses(cmd) => statuses::run(config, cmd).await,
     }

@@ -124,7 +124,7 @@ impl Scheduler {
                 _ = stop.wait_for(|stop| *stop) => break,
             }
             while polls.try_join_next().is_some() {}
-            if ticks % GAUGES_EVERY == 0 {
+            if ticks.is_multiple_of(GAUGES_EVERY) {
                 self.refresh_gauges().await;
             }
             ticks += 1;

@@ -1,0 +1,140 @@
+//! The scheduler alone moves a shipment: a PostEx booking (a `wiremock`
+//! courier) whose track-order answers a scripted sequence reaches
+//! `delivered` by polling, each status applied once, a repeated answer
+//! backing the next poll off; after `delivered` it is never polled again.
+
+use crate::common::*;
+use std::process::Command;
+use std::time::Duration;
+use waybill::store::shipments::{Outcome, ShipmentFilter};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn tracked(status: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "statusCode": "200",
+        "statusMessage": "SUCCESSFULLY OPERATED",
+        "dist": { "trackingNumber": "CX-POLL-1", "transactionStatus": status }
+    }))
+}
+
+#[tokio::test]
+async fn polling_alone_takes_a_booking_to_delivered() {
+    let courier = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/order/v3/create-order"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(postex_ok("CX-POLL-1")))
+        .mount(&courier)
+        .await;
+    let track = || path("/order/v1/track-order/CX-POLL-1");
+    for (status, times) in [
+        ("Picked By PostEx", 1),
+        ("PostEx WareHouse", 2),
+        ("Out For Delivery", 1),
+    ] {
+        Mock::given(method("GET"))
+            .and(track())
+            .respond_with(tracked(status))
+            .up_to_n_times(times)
+            .mount(&courier)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(track())
+        .respond_with(tracked("Delivered"))
+        .mount(&courier)
+        .await;
+    let dir = ConfigDir::with_extra(
+        &format!(
+            "{{ connector: postex, credentials: {{ token: \"tok-secret\" }}, base_url: \"{}\" }}",
+            courier.uri()
+        ),
+        "sync: { interval: 1s, max_interval: 2s, max_age: 1h }\n",
+    );
+    let app = App::start(&dir).await;
+    let order = order_with("order-cod.json", |o| {
+        o["id"] = serde_json::json!(9_600_000_001u64)
+    });
+    assert_eq!(app.shopify(&order, "orders/paid", "poll-1").await.0, 200);
+    let shipment = eventually(Duration::from_secs(60), "delivered by polling", || async {
+        let all = app
+            .backends
+            .shipments
+            .shipments(&ShipmentFilter {
+                limit: 10,
+                ..ShipmentFilter::default()
+            })
+            .await
+            .ok()?;
+        all.into_iter()
+            .find(|s| s.tracking_number == "CX-POLL-1" && s.status.as_str() == "delivered")
+    })
+    .await;
+    assert_eq!(
+        shipment.next_poll_at, None,
+        "a delivered parcel is not polled"
+    );
+    let history = app
+        .backends
+        .shipments
+        .history(&shipment.key)
+        .await
+        .expect("history");
+    let applied: Vec<&str> = history
+        .iter()
+        .filter(|h| h.outcome == Outcome::Applied)
+        .map(|h| h.status.as_str())
+        .collect();
+    assert_eq!(
+        applied,
+        [
+            "booked",
+            "picked_up",
+            "in_transit",
+            "out_for_delivery",
+            "delivered"
+        ],
+        "{history:#?}"
+    );
+    assert_eq!(
+        history
+            .iter()
+            .filter(|h| h.outcome == Outcome::Duplicate)
+            .count(),
+        1,
+        "the repeated answer moved nothing"
+    );
+    assert!(history.iter().skip(1).all(|h| h.via.as_str() == "poll"));
+    let polls_before = courier.received_requests().await.map_or(0, |r| r.len());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let polls_after = courier.received_requests().await.map_or(0, |r| r.len());
+    assert_eq!(polls_before, polls_after, "no poll after delivered");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(
+            "waybill_tracking_polls_total{courier=\"postex\",account=\"courier-main\",outcome=\"ok\"} 5"
+        ),
+        "{metrics}"
+    );
+    let ready = reqwest::get(app.url("/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+    let body = ready.text().await.expect("body");
+    assert!(body.contains("scheduler: last ran"), "{body}");
+    app.stop().await;
+
+    let output = Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .args(["sync", "status", "--config"])
+        .arg(dir.path())
+        .output()
+        .expect("run waybill");
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains("courier-main\tpostex\t0\t0\t-"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("no scheduler is running") || printed.contains("scheduler last ran"),
+        "{printed}"
+    );
+}
