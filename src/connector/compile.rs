@@ -312,6 +312,7 @@ impl Compiler<'_> {
         let declared = [
             ("book", raw.book),
             ("track", raw.track),
+            ("track_many", raw.track_many),
             ("cancel", raw.cancel),
             ("lookup", raw.lookup),
         ];
@@ -361,6 +362,7 @@ impl Compiler<'_> {
             .as_ref()
             .and_then(|source| self.expr(source, "error_message"));
         let timeout = self.timeout(raw.timeout.as_ref());
+        let (each, max_batch) = self.batch(name, at, &raw);
         if self.diagnostics.count() != before {
             return None;
         }
@@ -381,7 +383,65 @@ impl Compiler<'_> {
             status_classes,
             error_message,
             timeout,
+            each,
+            max_batch,
         })
+    }
+
+    /// `each` and `max_batch`: required on `track_many`, refused elsewhere.
+    fn batch(
+        &mut self,
+        name: &str,
+        at: Position,
+        raw: &RawOperation,
+    ) -> (Option<JsonPath>, Option<usize>) {
+        if name != "track_many" {
+            for (key, written) in [
+                ("each", raw.each.as_ref().map(|e| e.position())),
+                ("max_batch", raw.max_batch.as_ref().map(|m| m.position())),
+            ] {
+                if let Some(position) = written {
+                    self.report(
+                        position,
+                        format!("`{key}` belongs to `track_many` only; remove it from `{name}`"),
+                    );
+                }
+            }
+            return (None, None);
+        }
+        for needed in ["tracking_number", "status"] {
+            if !raw.extract.contains_key(needed) {
+                self.report(at, format!("`track_many` must extract `{needed}` from each item (e.g. `extract: {{ tracking_number: \"$.trackingNumber\", status: \"$.status\" }}`)"));
+            }
+        }
+        let each = match &raw.each {
+            Some(source) => match JsonPath::parse(&source.value) {
+                Ok(parsed) => Some(parsed),
+                Err(err) => {
+                    self.report(
+                        source.position(),
+                        format!("`each` is not a JSONPath: {err}"),
+                    );
+                    None
+                }
+            },
+            None => {
+                self.report(at, "`track_many` needs `each`: the JSONPath of the answer's items, e.g. `each: \"$.dist[*]\"`");
+                None
+            }
+        };
+        let max_batch = match &raw.max_batch {
+            Some(m) if m.value == 0 => {
+                self.report(m.position(), "`max_batch` must be at least 1");
+                None
+            }
+            Some(m) => Some(m.value),
+            None => {
+                self.report(at, "`track_many` needs `max_batch`: the most tracking numbers one request may carry");
+                None
+            }
+        };
+        (each, max_batch)
     }
 
     fn method(&mut self, method: &Located<String>) -> Option<reqwest::Method> {

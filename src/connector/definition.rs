@@ -68,7 +68,7 @@ pub struct Connector {
     /// Default base URL; an account's `base_url` overrides it. `waybill:`
     /// stands for waybill's own HTTP server (the sandbox courier).
     pub base_url: Option<String>,
-    /// Declared operations by name (`book`, `track`, `cancel`, `lookup`).
+    /// Declared operations by name (`book`, `track`, `track_many`, `cancel`, `lookup`).
     pub operations: BTreeMap<String, Operation>,
     /// How a store signs and names its webhooks (stores only).
     pub webhook: Option<WebhookSpec>,
@@ -130,6 +130,10 @@ pub struct Operation {
     /// Expression giving the courier's own error text, e.g. `body.statusMessage`.
     pub error_message: Option<Expr>,
     pub timeout: Duration,
+    /// `track_many`: the answer's items, each read with `extract`.
+    pub each: Option<JsonPath>,
+    /// `track_many`: most tracking numbers per request.
+    pub max_batch: Option<usize>,
 }
 
 /// `errors: [{when, class}]`.

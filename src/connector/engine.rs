@@ -41,6 +41,8 @@ pub struct OperationOutput {
     pub body: Value,
     /// Values found by the operation's `extract` rules; absent when not found.
     pub extracted: BTreeMap<String, Value>,
+    /// For an operation with `each`: the `extract` values of each item.
+    pub items: Vec<BTreeMap<String, Value>>,
 }
 
 /// Executes connector operations over HTTP.
@@ -227,7 +229,7 @@ impl Engine {
 fn stage_of(operation: &str) -> &'static str {
     match operation {
         "book" => "book",
-        "track" => "track",
+        "track" | "track_many" => "track",
         "cancel" => "cancel",
         "lookup" => "lookup",
         _ => "connector",
@@ -351,10 +353,19 @@ impl Answer {
         let judged = json!({ "response": { "status": status, "headers": self.headers }, "body": body, "text": text });
         if op.success.eval_bool(&judged).unwrap_or(false) {
             let extracted = extract(op, &body);
+            let items = match &op.each {
+                Some(each) => each
+                    .query(&body)
+                    .iter()
+                    .map(|item| extract(op, item))
+                    .collect(),
+                None => Vec::new(),
+            };
             return Ok(OperationOutput {
                 status,
                 body,
                 extracted,
+                items,
             });
         }
         let class = op

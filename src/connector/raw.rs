@@ -102,8 +102,15 @@ pub enum RawFieldType {
 pub struct RawOperations {
     /// Books a shipment; must extract `tracking_number`.
     pub book: Option<Located<RawOperation>>,
-    /// Reads a shipment's current status.
+    /// Reads a shipment's current status: `extract` names `status` (the raw
+    /// status), and optionally `code`, `reason` and `event_time` (RFC 3339).
     pub track: Option<Located<RawOperation>>,
+    /// Reads many shipments' statuses in one request; the scheduler uses it
+    /// instead of `track` when declared. Its templates see
+    /// `tracking_numbers` (a list of at most `max_batch`); `each` selects
+    /// the answer's one item per shipment, and `extract` is read from each
+    /// item and must name `tracking_number` and `status`.
+    pub track_many: Option<Located<RawOperation>>,
     /// Cancels a booking.
     pub cancel: Option<Located<RawOperation>>,
     /// Finds a booking by our reference, after an ambiguous outcome.
@@ -135,6 +142,11 @@ pub struct RawOperation {
     pub error_message: Option<Located<String>>,
     /// How long to wait for the answer, e.g. `10s`. Default `30s`.
     pub timeout: Option<Located<String>>,
+    /// `track_many` only, required: JSONPath to the answer's items, one per
+    /// shipment, e.g. `$.dist[*]`.
+    pub each: Option<Located<String>>,
+    /// `track_many` only, required: most tracking numbers per request.
+    pub max_batch: Option<Located<usize>>,
 }
 
 /// `request:`.

@@ -14,6 +14,8 @@
 //! A connector's `track` names what it found with `extract`: `status`
 //! (required: the raw status), and optionally `code`, `reason` and
 //! `event_time` (RFC 3339; anything else is replaced by the poll's time).
+//! A connector that declares `track_many` is asked about up to its
+//! `max_batch` shipments of one account per request instead.
 //!
 //! ```yaml
 //! sync: { interval: 15m, max_interval: 6h, max_age: 45d, max_in_flight: 32 }
@@ -32,12 +34,12 @@ use crate::store::shipments::{DueLease, ShipmentRecord};
 use crate::telemetry::events::TrackingPolled;
 use crate::telemetry::{CourierOnlyLabels, Metrics, ShipmentLabels};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// How often due shipments are looked for.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -214,17 +216,56 @@ impl Scheduler {
             .lease_due(lease)
             .await
             .map_err(|e| format!("store: {e}"))?;
-        for shipment in due {
+        for batch in self.batches(due) {
             let Ok(permit) = self.all.clone().acquire_owned().await else {
                 break;
             };
             let scheduler = self.clone();
             polls.spawn(async move {
-                scheduler.poll_one(shipment).await;
+                match batch {
+                    Batch::One(shipment) => scheduler.poll_one(shipment).await,
+                    Batch::Many(shipments) => scheduler.poll_many(shipments).await,
+                }
                 drop(permit);
             });
         }
         Ok(())
+    }
+
+    /// Due shipments as requests: one per shipment, or, for an account
+    /// whose connector declares `track_many`, up to its `max_batch` per
+    /// request.
+    fn batches(&self, due: Vec<ShipmentRecord>) -> Vec<Batch> {
+        let mut batches = Vec::new();
+        let mut grouped: HashMap<String, Vec<ShipmentRecord>> = HashMap::new();
+        for shipment in due {
+            let batch_size = self
+                .connector_of(&shipment.courier_account)
+                .and_then(|(connector, _)| connector.operation("track_many"))
+                .and_then(|op| op.max_batch);
+            match batch_size {
+                Some(_) => grouped
+                    .entry(shipment.courier_account.clone())
+                    .or_default()
+                    .push(shipment),
+                None => batches.push(Batch::One(shipment)),
+            }
+        }
+        for (account, shipments) in grouped {
+            let size = self
+                .connector_of(&account)
+                .and_then(|(connector, _)| connector.operation("track_many"))
+                .and_then(|op| op.max_batch)
+                .unwrap_or(1)
+                .max(1);
+            let mut rest = shipments;
+            while !rest.is_empty() {
+                let tail = rest.split_off(rest.len().min(size));
+                batches.push(Batch::Many(rest));
+                rest = tail;
+            }
+        }
+        batches
     }
 
     /// The longest `track` timeout of a polled account's connector, plus a margin.
@@ -234,7 +275,10 @@ impl Scheduler {
             .polled_accounts
             .keys()
             .filter_map(|name| self.connector_of(name))
-            .filter_map(|(connector, _)| connector.operation("track"))
+            .flat_map(|(connector, _)| {
+                ["track", "track_many"].map(|name| connector.operation(name))
+            })
+            .flatten()
             .map(|op| op.timeout)
             .max()
             .unwrap_or_default();
@@ -247,13 +291,30 @@ impl Scheduler {
         Some((connector, account))
     }
 
+    /// The account's settings, connector and account, or `None` when the
+    /// account is no longer polled.
+    fn polled(&self, name: &str) -> Option<(&SyncSettings, &Arc<Connector>, &Arc<Account>)> {
+        let sync = self.config.polled_accounts.get(name)?;
+        let (connector, account) = self.connector_of(name)?;
+        Some((sync, connector, account))
+    }
+
+    /// Waits for a slot of the account's own and its rate limit.
+    async fn slot(&self, connector: &Connector, account: &Account) -> Option<OwnedSemaphorePermit> {
+        let slot = match self.per_account.get(&account.name) {
+            Some(slots) => slots.clone().acquire_owned().await.ok(),
+            None => None,
+        };
+        let wait = self.engine.pace(connector, account);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        slot
+    }
+
     /// Polls one leased shipment (or expires it) and sets its next poll.
     async fn poll_one(&self, shipment: ShipmentRecord) {
-        let name = shipment.courier_account.clone();
-        let (Some(sync), Some((connector, account))) = (
-            self.config.polled_accounts.get(&name),
-            self.connector_of(&name),
-        ) else {
+        let Some((sync, connector, account)) = self.polled(&shipment.courier_account) else {
             // No longer polled (the account went, or lost `track`): stop.
             self.finish(&shipment, None, 0).await;
             return;
@@ -262,22 +323,71 @@ impl Scheduler {
             self.expire(&shipment, sync).await;
             return;
         }
-        let _slot = match self.per_account.get(&name) {
-            Some(slots) => slots.clone().acquire_owned().await.ok(),
-            None => None,
-        };
-        let wait = self.engine.pace(connector, account);
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+        let _slot = self.slot(connector, account).await;
         let polled = self.track(connector, account, &shipment).await;
+        self.settle(connector, sync, &shipment, polled).await;
+    }
+
+    /// Polls several shipments of one account in one `track_many` request.
+    async fn poll_many(&self, shipments: Vec<ShipmentRecord>) {
+        let Some(name) = shipments.first().map(|s| s.courier_account.clone()) else {
+            return;
+        };
+        let Some((sync, connector, account)) = self.polled(&name) else {
+            for shipment in &shipments {
+                self.finish(shipment, None, 0).await;
+            }
+            return;
+        };
+        let mut live = Vec::with_capacity(shipments.len());
+        for shipment in shipments {
+            if expired(&shipment, sync) {
+                self.expire(&shipment, sync).await;
+            } else {
+                live.push(shipment);
+            }
+        }
+        if live.is_empty() {
+            return;
+        }
+        let _slot = self.slot(connector, account).await;
+        let answered = self.track_many(connector, account, &live).await;
+        for shipment in &live {
+            let polled = match &answered {
+                Ok(items) => items
+                    .get(&shipment.tracking_number)
+                    .cloned()
+                    .ok_or_else(|| {
+                        Failure::new(
+                            "track",
+                            ErrorClass::Retryable,
+                            format!(
+                                "track_many: the answer has no item for {}",
+                                shipment.tracking_number
+                            ),
+                        )
+                    }),
+                Err(failure) => Err(failure.clone()),
+            };
+            self.settle(connector, sync, shipment, polled).await;
+        }
+    }
+
+    /// Counts a poll, publishes what it found and sets the next poll.
+    async fn settle(
+        &self,
+        connector: &Connector,
+        sync: &SyncSettings,
+        shipment: &ShipmentRecord,
+        polled: Result<TrackingEvent, Failure>,
+    ) {
         let outcome = match &polled {
             Ok(_) => "ok",
             Err(failure) => failure.class.as_str(),
         };
         TrackingPolled {
             courier: &connector.name,
-            account: &name,
+            account: &shipment.courier_account,
             outcome,
             detail: polled.as_ref().err().map_or("", |f| f.message.as_str()),
         }
@@ -295,13 +405,13 @@ impl Scheduler {
             }
             Err(_) => false,
         };
-        let interval = next_interval(&shipment, sync, changed);
+        let interval = next_interval(shipment, sync, changed);
         let next = timestamp(later(OffsetDateTime::now_utc(), interval));
-        self.finish(&shipment, Some(&next), interval.as_millis() as i64)
+        self.finish(shipment, Some(&next), interval.as_millis() as i64)
             .await;
     }
 
-    /// Asks the courier; the event its answer makes.
+    /// Asks the courier about one shipment; the event its answer makes.
     async fn track(
         &self,
         connector: &Connector,
@@ -326,34 +436,46 @@ impl Scheduler {
             .engine
             .execute(connector, "track", account, request)
             .await?;
-        let text = |name: &str| {
-            output.extracted.get(name).and_then(|v| match v {
-                Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            })
-        };
-        let raw_status = text("status").ok_or_else(|| {
-            Failure::permanent(
-                "track",
-                format!(
-                    "track: the answer has no status where connector `{}` extracts `status`",
-                    connector.name
-                ),
-            )
-        })?;
-        let now = now_rfc3339();
-        Ok(TrackingEvent {
-            connector: connector.name.clone(),
-            account: account.name.clone(),
-            tracking_number: shipment.tracking_number.clone(),
-            raw_status,
-            code: text("code"),
-            event_time: text("event_time").filter(|t| OffsetDateTime::parse(t, &Rfc3339).is_ok()),
-            reason: text("reason"),
-            via: Via::Poll,
-            received_at: now,
-        })
+        event_of(
+            connector,
+            account,
+            &shipment.tracking_number,
+            &output.extracted,
+        )
+    }
+
+    /// Asks the courier about several shipments at once: the event of each
+    /// tracking number its answer has an item for.
+    async fn track_many(
+        &self,
+        connector: &Connector,
+        account: &Account,
+        shipments: &[ShipmentRecord],
+    ) -> Result<HashMap<String, TrackingEvent>, Failure> {
+        let numbers: Vec<Value> = shipments
+            .iter()
+            .map(|s| Value::String(s.tracking_number.clone()))
+            .collect();
+        let mut vars = Map::new();
+        vars.insert("tracking_numbers".into(), Value::Array(numbers));
+        let ctx = Engine::context(account, vars);
+        let request = self
+            .engine
+            .prepare(connector, "track_many", account, &ctx)?;
+        let output = self
+            .engine
+            .execute(connector, "track_many", account, request)
+            .await?;
+        let mut found = HashMap::new();
+        for item in &output.items {
+            let Some(number) = text_of(item, "tracking_number") else {
+                continue;
+            };
+            if let Ok(event) = event_of(connector, account, &number, item) {
+                found.insert(number, event);
+            }
+        }
+        Ok(found)
     }
 
     async fn publish(&self, event: &TrackingEvent) -> Result<(), crate::bus::BusError> {
@@ -433,6 +555,52 @@ impl Scheduler {
             tracing::warn!(key = %shipment.key, error = %e, "cannot write the expiry's dead letter");
         }
     }
+}
+
+/// One request's worth of due shipments.
+enum Batch {
+    One(ShipmentRecord),
+    /// Of one account whose connector declares `track_many`.
+    Many(Vec<ShipmentRecord>),
+}
+
+/// A text value `extract` found under `name`.
+fn text_of(extracted: &BTreeMap<String, Value>, name: &str) -> Option<String> {
+    extracted.get(name).and_then(|v| match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// The event a `track` answer (or one `track_many` item) makes.
+fn event_of(
+    connector: &Connector,
+    account: &Account,
+    tracking_number: &str,
+    extracted: &BTreeMap<String, Value>,
+) -> Result<TrackingEvent, Failure> {
+    let raw_status = text_of(extracted, "status").ok_or_else(|| {
+        Failure::permanent(
+            "track",
+            format!(
+                "track: the answer has no status where connector `{}` extracts `status`",
+                connector.name
+            ),
+        )
+    })?;
+    Ok(TrackingEvent {
+        connector: connector.name.clone(),
+        account: account.name.clone(),
+        tracking_number: tracking_number.to_string(),
+        raw_status,
+        code: text_of(extracted, "code"),
+        event_time: text_of(extracted, "event_time")
+            .filter(|t| OffsetDateTime::parse(t, &Rfc3339).is_ok()),
+        reason: text_of(extracted, "reason"),
+        via: Via::Poll,
+        received_at: now_rfc3339(),
+    })
 }
 
 /// Whether the shipment was booked longer than `max_age` ago.

@@ -138,3 +138,104 @@ async fn polling_alone_takes_a_booking_to_delivered() {
         "{printed}"
     );
 }
+
+/// A courier that books `BX-<n>` and answers a bulk track for the tracking
+/// numbers in `?cns=`, recording how many each request asked about.
+#[derive(Clone, Default)]
+struct Bulk {
+    booked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl wiremock::Respond for Bulk {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        if request.url.path() == "/book" {
+            let n = self
+                .booked
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({ "tracking_number": format!("BX-{n}") }));
+        }
+        let cns: Vec<String> = request
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "cns")
+            .map(|(_, v)| v.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
+        self.asked.lock().expect("lock").push(cns.len());
+        let items: Vec<serde_json::Value> = cns
+            .iter()
+            .map(|cn| serde_json::json!({ "cn": cn, "state": "done" }))
+            .collect();
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({ "items": items }))
+    }
+}
+
+const BULKEX: &str = "\
+name: bulkex
+kind: courier
+description: \"A made-up courier that tracks in bulk\"
+base_url: http://127.0.0.1:9
+operations:
+  book:
+    request: { method: POST, path: /book, body: mappings/sandbox/book.yaml }
+    success: \"response.status == 200\"
+    extract: { tracking_number: \"$.tracking_number\" }
+  track_many:
+    request: { method: GET, path: /track, query: { cns: \"{{ tracking_numbers | join(',') }}\" } }
+    success: \"response.status == 200\"
+    each: \"$.items[*]\"
+    max_batch: 2
+    extract: { tracking_number: \"$.cn\", status: \"$.state\" }
+statuses:
+  table: { \"moving\": in_transit, \"done\": delivered }
+";
+
+#[tokio::test]
+async fn track_many_asks_about_up_to_max_batch_shipments_per_request() {
+    let bulk = Bulk::default();
+    let courier = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(bulk.clone())
+        .mount(&courier)
+        .await;
+    let dir = ConfigDir::with_extra(
+        &format!("{{ connector: bulkex, base_url: \"{}\" }}", courier.uri()),
+        "sync: { interval: 2s, max_interval: 4s, max_age: 1h }\n",
+    );
+    std::fs::write(dir.dir.path().join("connectors/bulkex.yaml"), BULKEX).expect("connector");
+    let app = App::start(&dir).await;
+    for i in 0..3u64 {
+        let order = order_with("order-cod.json", |o| {
+            o["id"] = serde_json::json!(9_600_000_100u64 + i)
+        });
+        assert_eq!(
+            app.shopify(&order, "orders/paid", &format!("bulk-{i}"))
+                .await
+                .0,
+            200
+        );
+    }
+    eventually(Duration::from_secs(60), "three delivered", || async {
+        let delivered = app
+            .backends
+            .shipments
+            .shipments(&ShipmentFilter {
+                status: waybill::model::Status::Delivered.into(),
+                limit: 10,
+                ..ShipmentFilter::default()
+            })
+            .await
+            .ok()?;
+        (delivered.len() == 3).then_some(())
+    })
+    .await;
+    let asked = bulk.asked.lock().expect("lock").clone();
+    assert!(asked.iter().all(|&n| (1..=2).contains(&n)), "{asked:?}");
+    assert_eq!(
+        asked.iter().sum::<usize>(),
+        3,
+        "each shipment asked about once: {asked:?}"
+    );
+    app.stop().await;
+}

@@ -39,7 +39,7 @@ impl Compiler<'_> {
             {
                 let why = match connector.kind {
                     ConnectorKind::Courier => format!(
-                        "account `{name}`: connector `{}` declares no `track` operation, so there is nothing to poll; remove `sync:`",
+                        "account `{name}`: connector `{}` declares no `track` or `track_many` operation, so there is nothing to poll; remove `sync:`",
                         connector.name
                     ),
                     _ => format!(
@@ -130,5 +130,6 @@ fn shown(written: &Option<Located<RawDuration>>, value: Duration) -> String {
 
 /// Whether the scheduler polls accounts of `connector`.
 fn polled(connector: &Connector) -> bool {
-    connector.kind == ConnectorKind::Courier && connector.has_operation("track")
+    connector.kind == ConnectorKind::Courier
+        && (connector.has_operation("track") || connector.has_operation("track_many"))
 }
