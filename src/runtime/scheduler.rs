@@ -223,7 +223,7 @@ impl Scheduler {
             let scheduler = self.clone();
             polls.spawn(async move {
                 match batch {
-                    Batch::One(shipment) => scheduler.poll_one(shipment).await,
+                    Batch::One(shipment) => scheduler.poll_one(*shipment).await,
                     Batch::Many(shipments) => scheduler.poll_many(shipments).await,
                 }
                 drop(permit);
@@ -248,7 +248,7 @@ impl Scheduler {
                     .entry(shipment.courier_account.clone())
                     .or_default()
                     .push(shipment),
-                None => batches.push(Batch::One(shipment)),
+                None => batches.push(Batch::One(Box::new(shipment))),
             }
         }
         for (account, shipments) in grouped {
@@ -559,7 +559,7 @@ impl Scheduler {
 
 /// One request's worth of due shipments.
 enum Batch {
-    One(ShipmentRecord),
+    One(Box<ShipmentRecord>),
     /// Of one account whose connector declares `track_many`.
     Many(Vec<ShipmentRecord>),
 }
