@@ -239,3 +239,102 @@ async fn track_many_asks_about_up_to_max_batch_shipments_per_request() {
     );
     app.stop().await;
 }
+
+/// A PostEx stand-in: books `CX-<n>` and answers every track the same,
+/// noting when each tracking number was asked about.
+#[derive(Clone, Default)]
+struct Steady {
+    booked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    polled: std::sync::Arc<std::sync::Mutex<Vec<(String, std::time::Instant)>>>,
+}
+
+impl wiremock::Respond for Steady {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let path = request.url.path();
+        if path.ends_with("/create-order") {
+            let n = self
+                .booked
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return ResponseTemplate::new(200).set_body_json(postex_ok(&format!("CX-{n}")));
+        }
+        let number = path.rsplit('/').next().unwrap_or_default().to_string();
+        self.polled
+            .lock()
+            .expect("lock")
+            .push((number.clone(), std::time::Instant::now()));
+        tracked("Picked By PostEx")
+    }
+}
+
+#[tokio::test]
+async fn two_instances_poll_each_shipment_once_per_interval() {
+    if !matches!(backend(), Backend::Kafka { .. }) {
+        eprintln!("skipped: needs WAYBILL_TEST_BACKEND=kafka (two instances share one store)");
+        return;
+    }
+    let steady = Steady::default();
+    let courier = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(steady.clone())
+        .mount(&courier)
+        .await;
+    let dir = ConfigDir::with_extra(
+        &format!(
+            "{{ connector: postex, credentials: {{ token: \"tok-secret\" }}, base_url: \"{}\" }}",
+            courier.uri()
+        ),
+        "sync: { interval: 2s, max_interval: 2s, max_age: 1h }\n",
+    );
+    let a = App::start(&dir).await;
+    let b = App::start(&dir).await;
+    let orders = 20u64;
+    for i in 0..orders {
+        let order = order_with("order-cod.json", |o| {
+            o["id"] = serde_json::json!(9_600_000_200u64 + i)
+        });
+        let app = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            app.shopify(&order, "orders/paid", &format!("twin-{i}"))
+                .await
+                .0,
+            200
+        );
+    }
+    eventually(Duration::from_secs(60), "every order booked", || async {
+        let all = a
+            .backends
+            .shipments
+            .shipments(&ShipmentFilter {
+                limit: 100,
+                ..ShipmentFilter::default()
+            })
+            .await
+            .ok()?;
+        (all.len() == orders as usize).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    a.stop().await;
+    b.stop().await;
+    let polled = steady.polled.lock().expect("lock").clone();
+    let mut by_number: std::collections::HashMap<String, Vec<std::time::Instant>> =
+        Default::default();
+    for (number, at) in polled {
+        by_number.entry(number).or_default().push(at);
+    }
+    assert_eq!(
+        by_number.len(),
+        orders as usize,
+        "every shipment was polled"
+    );
+    for (number, mut times) in by_number {
+        times.sort();
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= Duration::from_millis(1_800),
+                "{number} polled twice within {gap:?}: {times:?}"
+            );
+        }
+    }
+}
