@@ -130,7 +130,7 @@ impl Scheduler {
                 self.refresh_gauges().await;
             }
             ticks += 1;
-            match self.tick(&mut polls).await {
+            match self.tick(&mut polls, &stop).await {
                 Ok(()) => self.note(None),
                 Err(why) => {
                     tracing::warn!(error = %why, "scheduler tick failed; trying again next tick");
@@ -192,44 +192,67 @@ impl Scheduler {
     }
 
     /// Leases what is due, as many as there are free slots, and starts
-    /// their polls.
-    async fn tick(self: &Arc<Self>, polls: &mut tokio::task::JoinSet<()>) -> Result<(), String> {
-        let now_at = OffsetDateTime::now_utc();
-        let now = timestamp(now_at);
+    /// their polls; while leases come back full (more is due than slots),
+    /// leases again as slots free up rather than waiting for the next tick.
+    async fn tick(
+        self: &Arc<Self>,
+        polls: &mut tokio::task::JoinSet<()>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(), String> {
         self.store
-            .note_scheduler_run(&self.owner, &now)
+            .note_scheduler_run(&self.owner, &timestamp(OffsetDateTime::now_utc()))
             .await
             .map_err(|e| format!("store: {e}"))?;
-        let free = self.all.available_permits();
-        if free == 0 {
-            return Ok(());
-        }
-        let until = timestamp(later(now_at, self.lease_length()));
-        let lease = DueLease {
-            now: &now,
-            owner: &self.owner,
-            until: &until,
-            limit: free,
-        };
-        let due = self
-            .store
-            .lease_due(lease)
-            .await
-            .map_err(|e| format!("store: {e}"))?;
-        for batch in self.batches(due) {
-            let Ok(permit) = self.all.clone().acquire_owned().await else {
-                break;
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let free = self.free_slots().await;
+            let now_at = OffsetDateTime::now_utc();
+            let now = timestamp(now_at);
+            let until = timestamp(later(now_at, self.lease_length()));
+            let lease = DueLease {
+                now: &now,
+                owner: &self.owner,
+                until: &until,
+                limit: free,
             };
-            let scheduler = self.clone();
-            polls.spawn(async move {
-                match batch {
-                    Batch::One(shipment) => scheduler.poll_one(*shipment).await,
-                    Batch::Many(shipments) => scheduler.poll_many(shipments).await,
-                }
-                drop(permit);
-            });
+            let due = self
+                .store
+                .lease_due(lease)
+                .await
+                .map_err(|e| format!("store: {e}"))?;
+            let full = due.len() == free;
+            for batch in self.batches(due) {
+                let Ok(permit) = self.all.clone().acquire_owned().await else {
+                    return Ok(());
+                };
+                let scheduler = self.clone();
+                polls.spawn(async move {
+                    match batch {
+                        Batch::One(shipment) => scheduler.poll_one(*shipment).await,
+                        Batch::Many(shipments) => scheduler.poll_many(shipments).await,
+                    }
+                    drop(permit);
+                });
+            }
+            while polls.try_join_next().is_some() {}
+            if !full {
+                return Ok(());
+            }
         }
-        Ok(())
+    }
+
+    /// Waits until at least one poll slot is free, then a moment more so
+    /// that slots freeing together are leased in one statement.
+    async fn free_slots(&self) -> usize {
+        if self.all.available_permits() == 0 {
+            if let Ok(permit) = self.all.acquire().await {
+                drop(permit);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.all.available_permits().max(1)
     }
 
     /// Due shipments as requests: one per shipment, or, for an account
