@@ -97,6 +97,12 @@ fn create_database(admin_url: &str, name: &str) {
     admin(admin_url, format!("CREATE DATABASE {name}"));
 }
 
+/// Creates database `name` on the PostgreSQL `server` (`postgres://host:port`).
+#[allow(dead_code)]
+pub fn create_database_at(server: &str, name: &str) {
+    create_database(&format!("{server}/postgres"), name);
+}
+
 /// Runs one statement on a thread of its own, outside the harness's runtime.
 fn admin(admin_url: &str, statement: String) {
     use sqlx::Connection;
