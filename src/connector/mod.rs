@@ -41,9 +41,9 @@ pub mod target;
 
 pub use account::Account;
 pub use definition::{
-    CallbackSpec, Connector, ConnectorKind, FieldSpec, FieldType, Operation, OrderIdPath,
-    RateLimit, SignatureAlgorithm, SignatureEncoding, SignatureSpec, StatusMatch, StatusTable,
-    WebhookSpec,
+    CALLBACK_SECRET, CallbackSpec, CallbackVerify, Connector, ConnectorKind, EventTime, FieldSpec,
+    FieldType, Operation, OrderIdPath, RateLimit, SignatureAlgorithm, SignatureEncoding,
+    SignatureSpec, StatusMatch, StatusTable, TimeFormat, WebhookSpec,
 };
 pub use engine::{Engine, OperationOutput};
 
