@@ -129,6 +129,39 @@ pub fn path(spec: &CallbackSpec, connector: &str, account: &str, secret: &str) -
     }
 }
 
+/// A callback as the courier sends it: its path (and query) relative to
+/// waybill's base URL, and its headers, with the secret or signature where
+/// `spec` wants it, and the delivery id where it names a header for one.
+pub fn outgoing(
+    spec: &CallbackSpec,
+    connector: &str,
+    account: &str,
+    secret: &str,
+    body: &[u8],
+    delivery_id: &str,
+) -> (String, Vec<(String, String)>) {
+    let mut target = path(spec, connector, account, secret);
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    match &spec.verify {
+        CallbackVerify::PathSecret => {}
+        CallbackVerify::QuerySecret(name) => {
+            let query: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair(name, secret)
+                .finish();
+            target = format!("{target}?{query}");
+        }
+        CallbackVerify::HeaderSecret(name) => headers.push((name.clone(), secret.to_string())),
+        CallbackVerify::Signature(signature) => headers.push((
+            signature.header.clone(),
+            super::webhook::sign(signature, secret.as_bytes(), body),
+        )),
+    }
+    if let Some(name) = &spec.delivery_id_header {
+        headers.push((name.clone(), delivery_id.to_string()));
+    }
+    (target, headers)
+}
+
 /// Answers one callback in the order the module documents.
 pub async fn receive(
     ingest: &Ingest,

@@ -346,3 +346,84 @@ async fn a_bus_that_cannot_take_the_event_is_a_503_and_an_account_without_a_secr
         "{metrics}"
     );
 }
+
+/// Books one COD order on the sandbox with `step: 200ms` and waits for its
+/// moves on `tracking.sandbox`: they must be `expected`, in order, and then
+/// stop; `track` must agree with the last.
+async fn sandbox_moves(note: &str, expected: &[&str]) {
+    let dir = ConfigDir::new("{ connector: sandbox, settings: { step: 200ms } }");
+    let app = App::start(&dir).await;
+    let order = order_with("order-cod.json", |o| o["note"] = serde_json::json!(note));
+    assert_eq!(app.shopify(&order, "orders/create", "w-1").await.0, 200);
+    let found = eventually(
+        std::time::Duration::from_secs(30),
+        "the parcel's moves on tracking.sandbox",
+        || async {
+            let found = events(&app, "tracking.sandbox").await;
+            (found.len() >= expected.len()).then_some(found)
+        },
+    )
+    .await;
+    let tracking = found[0].1.tracking_number.clone();
+    assert!(tracking.starts_with("SBX-"), "{tracking}");
+    let statuses: Vec<&str> = found.iter().map(|(_, e)| e.raw_status.as_str()).collect();
+    assert_eq!(statuses, expected);
+    let mut times = Vec::new();
+    for (record, event) in &found {
+        assert_eq!(record.message.key, format!("courier-main:{tracking}"));
+        assert_eq!(event.tracking_number, tracking);
+        assert_eq!(event.via, Via::Callback);
+        assert!(event.code.is_some(), "{event:?}");
+        times.push(event.event_time.clone().expect("the sandbox says when"));
+    }
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    // The route is over: nothing more comes.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(events(&app, "tracking.sandbox").await.len(), expected.len());
+    let tracked: serde_json::Value = app
+        .http
+        .get(app.url(&format!("/sandbox/track/{tracking}")))
+        .header("X-Sandbox-Account", "courier-main")
+        .send()
+        .await
+        .expect("track")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(tracked["status"], expected[expected.len() - 1], "{tracked}");
+    assert_eq!(
+        tracked["history"].as_array().map(Vec::len),
+        Some(expected.len() + 1)
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(&metric_line("sandbox", "accepted", expected.len() as u32)),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_sandbox_parcel_posts_each_move_until_delivered() {
+    sandbox_moves(
+        "Please call before delivery",
+        &["picked up", "in transit", "out for delivery", "delivered"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_sandbox_return_fails_delivery_and_comes_back() {
+    sandbox_moves(
+        "Leave at the gate. sandbox:return",
+        &[
+            "picked up",
+            "in transit",
+            "out for delivery",
+            "delivery failed",
+            "returning",
+            "returned",
+        ],
+    )
+    .await;
+}
