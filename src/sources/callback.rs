@@ -499,7 +499,7 @@ impl EventTime {
             _ => return Err("the event time is a list or object".into()),
         };
         if let Ok(t) = OffsetDateTime::parse(&text, &Rfc3339) {
-            return in_range(t.to_offset(time::UtcOffset::UTC), &text);
+            return in_range(t, &text);
         }
         let parsed = match &self.format {
             TimeFormat::Rfc3339 => None,
@@ -519,7 +519,7 @@ impl EventTime {
             }
         };
         match parsed {
-            Some(t) => in_range(t.to_offset(time::UtcOffset::UTC), &text),
+            Some(t) => in_range(t, &text),
             None => Err(format!(
                 "event time `{}` does not match the connector's `time_format`",
                 shorten(&text)
@@ -528,12 +528,12 @@ impl EventTime {
     }
 }
 
-/// Times stored as text need four-digit years.
+/// `t` in UTC, which stored times need with a four-digit year; moving an
+/// extreme time to UTC may leave the range `time` can hold at all.
 fn in_range(t: OffsetDateTime, text: &str) -> Result<Option<OffsetDateTime>, String> {
-    if (0..=9999).contains(&t.year()) {
-        Ok(Some(t))
-    } else {
-        Err(format!("event time `{}` is out of range", shorten(text)))
+    match t.checked_to_offset(time::UtcOffset::UTC) {
+        Some(utc) if (0..=9999).contains(&utc.year()) => Ok(Some(utc)),
+        _ => Err(format!("event time `{}` is out of range", shorten(text))),
     }
 }
 
@@ -733,6 +733,55 @@ mod tests {
         assert!(utc(&millis, serde_json::json!(i64::MIN)).is_err());
         assert!(utc(&EventTime::default(), "2026-05-12 14:03:11".into()).is_err());
         assert!(utc(&EventTime::default(), "+99999-01-01T00:00:00Z".into()).is_err());
+    }
+
+    #[test]
+    fn hostile_bodies_are_refused_or_read_never_panic() {
+        let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let connector = Connector::load(&repo.join("connectors/sandbox.yaml")).unwrap();
+        let spec = connector.callback.as_ref().unwrap();
+        let account = Account {
+            name: "courier-main".into(),
+            connector: "sandbox".into(),
+            credentials: BTreeMap::new(),
+            settings: serde_json::Map::new(),
+            base_url: None,
+            secrets: crate::redact::Secrets::default(),
+        };
+        let target = Target {
+            account: &account,
+            connector: &connector,
+            spec,
+            secret: "s",
+        };
+        let long = "x".repeat(300);
+        let bodies = [
+            "null".to_string(),
+            "1e999999".to_string(),
+            r#"{"events": 7}"#.to_string(),
+            r#"{"events": [1, "a", null, [], {}]}"#.to_string(),
+            r#"{"events": [{"tracking_number": [1], "status": "x"}]}"#.to_string(),
+            format!(r#"{{"events": [{{"tracking_number": "{long}", "status": "x"}}]}}"#),
+            r#"{"events": [{"tracking_number": 1e300, "status": 1, "time": 1e300}]}"#.to_string(),
+            r#"{"events": [{"tracking_number": "T", "status": "x", "time": "9999-12-31T23:59:59-23:59"}]}"#
+                .to_string(),
+            format!(r#"{{"events": [{{"tracking_number": "T", "status": "x", "time": "{long}"}}]}}"#),
+        ];
+        for body in &bodies {
+            // Refused or read; what matters is that it answers.
+            let _ = events(body.as_bytes(), target, "2026-01-01T00:00:00.000000Z");
+        }
+        let read = events(
+            br#"{"events": [{"tracking_number": 42, "status": true, "code": 3}]}"#,
+            target,
+            "2026-01-01T00:00:00.000000Z",
+        )
+        .unwrap();
+        assert_eq!(read[0].tracking_number, "42");
+        assert_eq!(read[0].raw_status, "true");
+        assert_eq!(read[0].code.as_deref(), Some("3"));
+        let too_long = format!(r#"{{"events": [{{"tracking_number": "{long}", "status": "x"}}]}}"#);
+        assert!(events(too_long.as_bytes(), target, "").is_err());
     }
 
     #[test]

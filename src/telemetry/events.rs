@@ -57,8 +57,10 @@ pub struct CallbackReceived<'a> {
     pub connector: &'a str,
     /// Account name from the config, or `unknown`.
     pub account: &'a str,
-    /// accepted, duplicate, unknown_account, not_enabled, too_large, busy,
-    /// timeout, aborted, unauthorized, bad_request, unavailable
+    /// accepted, duplicate, unknown_account, not_enabled (the account has no
+    /// secret to check against), not_found (a path secret the connector does
+    /// not take), too_large, busy, timeout, aborted, unauthorized,
+    /// bad_request, unavailable
     pub outcome: &'a str,
     pub status: u16,
     /// Events the body held (0 when it was refused before being read).
