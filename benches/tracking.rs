@@ -103,11 +103,16 @@ async fn lease_ticks(store: &dyn ShipmentStore, ticks: usize) -> (Duration, Dura
 
 async fn due() {
     let postgres = std::env::args().any(|a| a == "--postgres");
-    println!("| stored and due | backend | fill | lease one tick (mean of 50) | worst | RSS after |");
+    println!(
+        "| stored and due | backend | fill | lease one tick (mean of 50) | worst | RSS after |"
+    );
     println!("| --- | --- | --- | --- | --- | --- |");
     for n in [10_000i64, 100_000, 1_000_000] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("waybill.db").display());
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("waybill.db").display()
+        );
         let store = waybill::store::sql::SqlStore::connect(&url)
             .await
             .expect("store");
@@ -230,7 +235,10 @@ async fn sync() {
     )
     .expect("config");
     // Migrate, then fill, before waybill starts.
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("data/waybill.db").display());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("data/waybill.db").display()
+    );
     std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
     let store = waybill::store::sql::SqlStore::connect(&url)
         .await

@@ -2,6 +2,8 @@
 
 #[path = "it/bodies.rs"]
 mod bodies;
+#[path = "it/callbacks.rs"]
+mod callbacks;
 #[path = "it/cli_output.rs"]
 mod cli_output;
 #[path = "it/common.rs"]

@@ -16,12 +16,13 @@
 //! ```
 
 use super::definition::{
-    CallbackSpec, Connector, ConnectorKind, DEFAULT_TIMEOUT, ErrorRule, FieldSpec, FieldType,
-    Operation, OrderIdPath, RateLimit, SignatureSpec, WebhookSpec,
+    CALLBACK_SECRET, CallbackSpec, CallbackVerify, Connector, ConnectorKind, DEFAULT_TIMEOUT,
+    ErrorRule, EventTime, FieldSpec, FieldType, Operation, OrderIdPath, RateLimit, SignatureSpec,
+    TimeFormat, WebhookSpec,
 };
 use super::raw::{
-    RawConnector, RawField, RawFieldType, RawKind, RawOperation, RawOperations, RawRate,
-    RawRequest, RawSignature, RawStatusEntry, RawStatuses, RawWebhook,
+    RawCallback, RawConnector, RawField, RawFieldType, RawKind, RawOperation, RawOperations,
+    RawRate, RawRequest, RawSignature, RawStatusEntry, RawStatuses, RawWebhook,
 };
 use super::statuses::{StatusEntry, StatusTable};
 use crate::clock::parse_duration;
@@ -169,10 +170,18 @@ impl Compiler<'_> {
                 "`webhook` describes store deliveries; couriers use `callback`",
             );
         }
-        let callback = raw.callback.map(|callback| CallbackSpec {
-            path_secret: callback.path_secret,
-            signature: callback.signature.map(|s| self.signature(s, &credentials)),
-        });
+        let callback = raw
+            .callback
+            .and_then(|callback| self.callback(callback, &credentials));
+        if callback.is_some()
+            && kind == Some(ConnectorKind::Store)
+            && let Some(at) = self.key("callback")
+        {
+            self.report(
+                at,
+                "`callback` describes courier status events; stores use `webhook`",
+            );
+        }
         let statuses = raw.statuses.map(|statuses| self.statuses(statuses));
         let rate_limit = raw
             .rate_limit
@@ -611,8 +620,16 @@ impl Compiler<'_> {
         node: Located<RawSignature>,
         credentials: &BTreeMap<String, FieldSpec>,
     ) -> SignatureSpec {
+        self.signature_of(&node, credentials)
+    }
+
+    fn signature_of(
+        &mut self,
+        node: &Located<RawSignature>,
+        credentials: &BTreeMap<String, FieldSpec>,
+    ) -> SignatureSpec {
         let at = node.position();
-        let raw = node.value;
+        let raw = &node.value;
         let secret = &raw.secret;
         match credentials.get(secret) {
             None => {
@@ -633,11 +650,157 @@ impl Compiler<'_> {
             self.report(at, format!("`{}` is not a valid header name", raw.header));
         }
         SignatureSpec {
-            header: raw.header,
+            header: raw.header.clone(),
             algorithm: raw.algorithm,
             encoding: raw.encoding,
-            secret: raw.secret,
+            secret: raw.secret.clone(),
         }
+    }
+
+    /// `callback:`; `None` when anything in it is wrong (all reported).
+    fn callback(
+        &mut self,
+        node: Located<RawCallback>,
+        credentials: &BTreeMap<String, FieldSpec>,
+    ) -> Option<CallbackSpec> {
+        let before = self.diagnostics.count();
+        let at = node.position();
+        let raw = node.value;
+        let verify = self.callback_verify(at, &raw, credentials);
+        if let Some(header) = &raw.delivery_id_header {
+            self.header_name(header);
+        }
+        let events = raw
+            .events
+            .as_ref()
+            .and_then(|p| self.json_path(p, "events"));
+        let tracking_number = self.json_path(&raw.tracking_number, "tracking_number");
+        let status = self.json_path(&raw.status, "status");
+        let mut optional = |path: &Option<Located<String>>, what: &str| {
+            path.as_ref().and_then(|p| self.json_path(p, what))
+        };
+        let code = optional(&raw.code, "code");
+        let event_time = optional(&raw.event_time, "event_time");
+        let reason = optional(&raw.reason, "reason");
+        let time = self.event_time(&raw);
+        if self.diagnostics.count() != before {
+            return None;
+        }
+        Some(CallbackSpec {
+            verify: verify?,
+            delivery_id_header: raw.delivery_id_header.map(|h| h.value),
+            events,
+            tracking_number: tracking_number?,
+            status: status?,
+            code,
+            event_time,
+            reason,
+            time,
+        })
+    }
+
+    /// Exactly one way of verifying a callback, and the credential it needs.
+    fn callback_verify(
+        &mut self,
+        at: Position,
+        raw: &RawCallback,
+        credentials: &BTreeMap<String, FieldSpec>,
+    ) -> Option<CallbackVerify> {
+        let mut ways = Vec::new();
+        if raw.path_secret {
+            ways.push(CallbackVerify::PathSecret);
+        }
+        if let Some(name) = &raw.query_secret {
+            if name.value.trim().is_empty() {
+                self.report(
+                    name.position(),
+                    "`query_secret` must name a query parameter",
+                );
+            }
+            ways.push(CallbackVerify::QuerySecret(name.value.clone()));
+        }
+        if let Some(name) = &raw.header_secret {
+            self.header_name(name);
+            ways.push(CallbackVerify::HeaderSecret(name.value.clone()));
+        }
+        if let Some(signature) = &raw.signature {
+            let spec = self.signature_of(signature, credentials);
+            ways.push(CallbackVerify::Signature(spec));
+        }
+        if ways.len() != 1 {
+            // Unverified callbacks would let anyone move shipments.
+            let message = format!(
+                "`callback` must declare exactly one of `path_secret: true`, `query_secret`, \
+                 `header_secret` or `signature` (found {})",
+                ways.len()
+            );
+            self.report(at, message);
+            return None;
+        }
+        let verify = ways.pop()?;
+        if !matches!(verify, CallbackVerify::Signature(_)) {
+            match credentials.get(CALLBACK_SECRET) {
+                None => self.report(
+                    at,
+                    format!(
+                        "`callback` compares a secret with credential `{CALLBACK_SECRET}`, which \
+                         the connector's `credentials` must declare (`{CALLBACK_SECRET}: {{ type: string, secret: true }}`)"
+                    ),
+                ),
+                Some(spec) if !spec.secret => self.report(
+                    at,
+                    format!("credential `{CALLBACK_SECRET}` verifies callbacks, so it must be `secret: true`"),
+                ),
+                Some(_) => {}
+            }
+        }
+        Some(verify)
+    }
+
+    fn header_name(&mut self, name: &Located<String>) {
+        if reqwest::header::HeaderName::from_bytes(name.value.as_bytes()).is_err() {
+            self.report(
+                name.position(),
+                format!("`{}` is not a valid header name", name.value),
+            );
+        }
+    }
+
+    fn json_path(&mut self, path: &Located<String>, what: &str) -> Option<JsonPath> {
+        match JsonPath::parse(&path.value) {
+            Ok(parsed) => Some(parsed),
+            Err(err) => {
+                self.report(
+                    path.position(),
+                    format!("`callback.{what}` is not a JSONPath: {err}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `time_format` and `time_zone`.
+    fn event_time(&mut self, raw: &RawCallback) -> EventTime {
+        let mut time = EventTime::default();
+        if let Some(format) = &raw.time_format {
+            match parse_time_format(&format.value) {
+                Ok(parsed) => time.format = parsed,
+                Err(message) => self.report(format.position(), message),
+            }
+        }
+        if let Some(zone) = &raw.time_zone {
+            match parse_zone(&zone.value) {
+                Some(offset) => time.zone = offset,
+                None => self.report(
+                    zone.position(),
+                    format!(
+                        "`time_zone` `{}` is not a UTC offset such as `+05:00`, `-03:30` or `UTC`",
+                        zone.value
+                    ),
+                ),
+            }
+        }
+        time
     }
 
     fn statuses(&mut self, node: Located<RawStatuses>) -> StatusTable {
@@ -721,10 +884,41 @@ impl Compiler<'_> {
     }
 }
 
+/// `rfc3339`, `unix`, `unix_ms` or a `time` format description.
+fn parse_time_format(text: &str) -> Result<TimeFormat, String> {
+    match text.trim() {
+        "rfc3339" => Ok(TimeFormat::Rfc3339),
+        "unix" => Ok(TimeFormat::Unix),
+        "unix_ms" => Ok(TimeFormat::UnixMillis),
+        pattern => time::format_description::parse_owned::<2>(pattern)
+            .map(TimeFormat::Pattern)
+            .map_err(|e| {
+                format!(
+                    "`time_format` `{text}` is not `rfc3339`, `unix`, `unix_ms` or a format such as \
+                     `[year]-[month]-[day] [hour]:[minute]:[second]`: {e}"
+                )
+            }),
+    }
+}
+
+/// `UTC`, `Z` or `±HH:MM`.
+fn parse_zone(text: &str) -> Option<time::UtcOffset> {
+    let text = text.trim();
+    if matches!(text, "UTC" | "utc" | "Z" | "z") {
+        return Some(time::UtcOffset::UTC);
+    }
+    let format = time::macros::format_description!(
+        version = 2,
+        "[offset_hour sign:mandatory]:[offset_minute]"
+    );
+    time::UtcOffset::parse(text, &format).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::definition::{SignatureAlgorithm, SignatureEncoding};
     use super::*;
+    use crate::connector::EventTime;
     use std::time::Duration;
 
     fn repo() -> PathBuf {
@@ -917,6 +1111,168 @@ webhook:
   signature: { header: X-Sig, algorithm: hmac-sha256, encoding: hex, secret: nope }
 ";
         assert_only_problem(text, 7, "`nope` is not a declared credential");
+    }
+
+    fn courier_with_callback(credentials: &str, callback: &str) -> String {
+        format!(
+            "name: c\nkind: courier\ncredentials:\n{credentials}base_url: https://c.example\n\
+             operations:\n  book:\n    request: {{ method: POST, path: /b }}\n    success: 'true'\n    \
+             extract: {{ tracking_number: $.cn }}\ncallback:\n{callback}"
+        )
+    }
+
+    const SECRET_FIELD: &str = "  callback_secret: { type: string, secret: true }\n";
+    const PATHS: &str = "  tracking_number: $.cn\n  status: $.status\n";
+
+    #[test]
+    fn the_shipped_callbacks_compile() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("mappings/postex")).unwrap();
+        std::fs::write(
+            dir.path().join("mappings/postex/book.yaml"),
+            "\"{{ shipment }}\"\n",
+        )
+        .unwrap();
+        let postex =
+            Connector::load_with_base(&repo().join("connectors/postex.yaml"), dir.path()).unwrap();
+        let callback = postex.callback.unwrap();
+        assert_eq!(callback.verify, CallbackVerify::PathSecret);
+        assert_eq!(callback.secret_credential(), CALLBACK_SECRET);
+        assert!(postex.credentials[CALLBACK_SECRET].secret);
+        assert!(!postex.credentials[CALLBACK_SECRET].required);
+        assert_eq!(
+            callback.time.zone,
+            time::UtcOffset::from_hms(5, 0, 0).unwrap()
+        );
+        assert!(callback.events.is_none());
+        let sandbox = Connector::load(&repo().join("connectors/sandbox.yaml")).unwrap();
+        let callback = sandbox.callback.unwrap();
+        assert!(matches!(callback.verify, CallbackVerify::Signature(_)));
+        assert!(callback.events.is_some());
+        assert_eq!(
+            callback.delivery_id_header.as_deref(),
+            Some("X-Sandbox-Delivery")
+        );
+    }
+
+    #[test]
+    fn a_callback_rule_reads_every_way_of_verifying() {
+        for (way, expected) in [
+            (
+                "  query_secret: token\n",
+                CallbackVerify::QuerySecret("token".into()),
+            ),
+            (
+                "  header_secret: X-Token\n",
+                CallbackVerify::HeaderSecret("X-Token".into()),
+            ),
+        ] {
+            let text = courier_with_callback(SECRET_FIELD, &format!("{way}{PATHS}"));
+            let callback = parse(&text).unwrap().callback.unwrap();
+            assert_eq!(callback.verify, expected);
+            assert_eq!(callback.time, EventTime::default());
+        }
+        let signed = courier_with_callback(
+            "  key: { type: string, secret: true }\n",
+            &format!(
+                "  signature: {{ header: X-Sig, algorithm: hmac-sha256, encoding: hex, secret: key }}\n{PATHS}"
+            ),
+        );
+        assert_eq!(
+            parse(&signed)
+                .unwrap()
+                .callback
+                .unwrap()
+                .secret_credential(),
+            "key"
+        );
+        let unix = courier_with_callback(
+            SECRET_FIELD,
+            &format!("  path_secret: true\n{PATHS}  time_format: unix_ms\n  time_zone: UTC\n"),
+        );
+        assert_eq!(
+            parse(&unix).unwrap().callback.unwrap().time.format,
+            TimeFormat::UnixMillis
+        );
+    }
+
+    #[test]
+    fn callback_mistakes_are_reported_where_they_are_written() {
+        let secret = SECRET_FIELD;
+        let cases = [
+            (secret, PATHS.to_string(), 12, "exactly one of"),
+            (
+                secret,
+                format!("  path_secret: true\n  header_secret: X-T\n{PATHS}"),
+                12,
+                "found 2",
+            ),
+            (
+                "",
+                format!("  path_secret: true\n{PATHS}"),
+                11,
+                "must declare (`callback_secret",
+            ),
+            (
+                "  callback_secret: { type: string }\n",
+                format!("  path_secret: true\n{PATHS}"),
+                12,
+                "must be `secret: true`",
+            ),
+            (
+                secret,
+                "  path_secret: true\n  tracking_number: \"$.[\"\n  status: $.s\n".to_string(),
+                13,
+                "`callback.tracking_number` is not a JSONPath",
+            ),
+            (
+                secret,
+                format!("  path_secret: true\n{PATHS}  time_format: \"[yr]\"\n"),
+                15,
+                "`time_format`",
+            ),
+            (
+                secret,
+                format!("  path_secret: true\n{PATHS}  time_zone: Asia/Karachi\n"),
+                15,
+                "not a UTC offset",
+            ),
+            (
+                secret,
+                format!("  path_secret: true\n{PATHS}  delivery_id_header: \"bad header\"\n"),
+                15,
+                "not a valid header name",
+            ),
+            (
+                secret,
+                "  path_secret: true\n  status: $.s\n".to_string(),
+                12,
+                "missing key `tracking_number`",
+            ),
+            (
+                secret,
+                format!("  path_secret: true\n{PATHS}  colour: blue\n"),
+                15,
+                "colour",
+            ),
+        ];
+        for (credentials, callback, line, mention) in cases {
+            let text = courier_with_callback(credentials, &callback);
+            let problem = only_problem(&text);
+            assert!(
+                problem.message.contains(mention),
+                "{text}\n{}",
+                problem.message
+            );
+            assert_eq!(problem.line, line, "{text}\n{}", problem.message);
+        }
+        assert_only_problem(
+            &format!(
+                "name: s\nkind: store\ncredentials:\n{SECRET_FIELD}callback:\n  path_secret: true\n{PATHS}"
+            ),
+            5,
+            "stores use `webhook`",
+        );
     }
 
     #[test]

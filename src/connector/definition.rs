@@ -16,6 +16,10 @@
 //! webhook:
 //!   source: shopify
 //!   signature: { header: X-Shopify-Hmac-Sha256, algorithm: hmac-sha256, encoding: base64, secret: webhook_secret }
+//! callback:
+//!   path_secret: true
+//!   tracking_number: "$.trackingNumber"
+//!   status: "$.orderStatus"
 //! ```
 
 pub use super::statuses::{MatchedBy, StatusEntry, StatusMatch, StatusTable};
@@ -211,12 +215,77 @@ pub enum SignatureEncoding {
     Hex,
 }
 
-/// How a courier's status callbacks are authenticated.
+/// The credential the path, query and header secrets of callbacks are
+/// compared with.
+pub const CALLBACK_SECRET: &str = "callback_secret";
+
+/// How a courier's status callbacks are verified and read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallbackSpec {
-    /// The callback URL carries a secret path segment.
-    pub path_secret: bool,
-    pub signature: Option<SignatureSpec>,
+    pub verify: CallbackVerify,
+    /// Header carrying the courier's delivery id, for deduplication.
+    pub delivery_id_header: Option<String>,
+    /// Where the body lists its events; `None`: the body is one event.
+    pub events: Option<JsonPath>,
+    pub tracking_number: JsonPath,
+    pub status: JsonPath,
+    pub code: Option<JsonPath>,
+    pub event_time: Option<JsonPath>,
+    pub reason: Option<JsonPath>,
+    /// How the event time is written, and its zone when it names none.
+    pub time: EventTime,
+}
+
+impl CallbackSpec {
+    /// The credential a request is checked against.
+    pub fn secret_credential(&self) -> &str {
+        match &self.verify {
+            CallbackVerify::Signature(signature) => &signature.secret,
+            _ => CALLBACK_SECRET,
+        }
+    }
+}
+
+/// How a callback request proves it comes from the courier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackVerify {
+    /// `/callbacks/<connector>/<account>/<callback_secret>`.
+    PathSecret,
+    /// `?<name>=<callback_secret>`.
+    QuerySecret(String),
+    /// Header `<name>: <callback_secret>`.
+    HeaderSecret(String),
+    /// An HMAC of the raw body.
+    Signature(SignatureSpec),
+}
+
+/// How a courier writes its event times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTime {
+    pub format: TimeFormat,
+    /// The offset of times that name none.
+    pub zone: time::UtcOffset,
+}
+
+impl Default for EventTime {
+    fn default() -> EventTime {
+        EventTime {
+            format: TimeFormat::Rfc3339,
+            zone: time::UtcOffset::UTC,
+        }
+    }
+}
+
+/// `time_format:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimeFormat {
+    Rfc3339,
+    /// Seconds since the epoch, as a number or text.
+    Unix,
+    /// Milliseconds since the epoch, as a number or text.
+    UnixMillis,
+    /// A `time` format description, parsed once at load.
+    Pattern(time::format_description::OwnedFormatItem),
 }
 
 /// At most `requests` per `per`, for each account.

@@ -41,9 +41,9 @@ pub mod target;
 
 pub use account::Account;
 pub use definition::{
-    CallbackSpec, Connector, ConnectorKind, FieldSpec, FieldType, MatchedBy, Operation,
-    OrderIdPath, RateLimit, SignatureAlgorithm, SignatureEncoding, SignatureSpec, StatusEntry,
-    StatusMatch, StatusTable, WebhookSpec,
+    CALLBACK_SECRET, CallbackSpec, CallbackVerify, Connector, ConnectorKind, EventTime, FieldSpec,
+    FieldType, MatchedBy, Operation, OrderIdPath, RateLimit, SignatureAlgorithm, SignatureEncoding,
+    SignatureSpec, StatusEntry, StatusMatch, StatusTable, TimeFormat, WebhookSpec,
 };
 pub use engine::{Engine, OperationOutput};
 

@@ -48,8 +48,9 @@ pub struct RawConnector {
     pub operations: Option<RawOperations>,
     /// How a store signs and names its webhook deliveries (stores only). Default none.
     pub webhook: Option<Located<RawWebhook>>,
-    /// How a courier's status callbacks are authenticated. Default none.
-    pub callback: Option<RawCallback>,
+    /// How a courier's status callbacks are authenticated and read (couriers
+    /// only). Default none: the connector takes no callbacks.
+    pub callback: Option<Located<RawCallback>>,
     /// The courier's raw status strings → canonical statuses. Default none.
     pub statuses: Option<Located<RawStatuses>>,
     /// `rate_limit: { per_account: { requests: 10, per: 1s } }`, where a
@@ -212,15 +213,66 @@ pub struct RawSignature {
     pub secret: String,
 }
 
-/// `callback:`.
+/// `callback:`: status events a courier posts to
+/// `/callbacks/<connector>/<account>`.
+///
+/// ```yaml
+/// callback:
+///   path_secret: true               # POST /callbacks/postex/<account>/<callback_secret>
+///   events: "$.events[*]"           # optional: the body is one event when absent
+///   tracking_number: "$.trackingNumber"
+///   status: "$.orderStatus"
+///   event_time: "$.statusUpdateDatetime"
+///   time_format: "[year]-[month]-[day] [hour]:[minute]:[second]"
+///   time_zone: "+05:00"
+/// ```
+///
+/// Exactly one of `path_secret`, `query_secret`, `header_secret` and
+/// `signature` says how a request is verified; the first three compare a
+/// value of the request with the account's `callback_secret` credential,
+/// which the credential schema must declare `secret: true`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCallback {
-    /// The callback URL carries a secret path segment. Default `false`.
+    /// The secret is the URL's last path segment:
+    /// `/callbacks/<connector>/<account>/<secret>`. Default `false`.
     #[serde(default)]
     pub path_secret: bool,
-    /// How callbacks are signed, when the courier signs them. Default none.
+    /// The query parameter carrying the secret, e.g. `token` for
+    /// `?token=<secret>`. Default none.
+    pub query_secret: Option<Located<String>>,
+    /// The header carrying the secret, e.g. `X-Callback-Token`. Default none.
+    pub header_secret: Option<Located<String>>,
+    /// An HMAC of the raw body, as webhook signatures are declared; its
+    /// `secret` names the credential keyed with (`callback_secret` by
+    /// convention). Default none.
     pub signature: Option<Located<RawSignature>>,
+    /// Header carrying the courier's delivery id, for deduplication. Default
+    /// none, and when a request lacks it: the SHA-256 of the body stands in.
+    pub delivery_id_header: Option<Located<String>>,
+    /// JSONPath of the list of events in the body, e.g. `$.events[*]`; the
+    /// other paths are then read from each event. Default none: the whole
+    /// body is one event.
+    pub events: Option<Located<String>>,
+    /// Required. JSONPath of the tracking number in an event.
+    pub tracking_number: Located<String>,
+    /// Required. JSONPath of the courier's raw status string in an event.
+    pub status: Located<String>,
+    /// JSONPath of the courier's status code, where it sends one. Default none.
+    pub code: Option<Located<String>>,
+    /// JSONPath of when the event happened. Default none: the receipt time
+    /// then orders the event.
+    pub event_time: Option<Located<String>>,
+    /// JSONPath of the reason (an attempt's cause, a hold's). Default none.
+    pub reason: Option<Located<String>>,
+    /// How `event_time` is written: `rfc3339`, `unix` (seconds), `unix_ms`,
+    /// or a `time` format description such as
+    /// `"[year]-[month]-[day] [hour]:[minute]:[second]"`. An RFC 3339 time
+    /// is accepted whatever the format says. Default `rfc3339`.
+    pub time_format: Option<Located<String>>,
+    /// The UTC offset of times written without one, e.g. `"+05:00"`
+    /// (couriers of one country use one fixed zone). Default `"+00:00"`.
+    pub time_zone: Option<Located<String>>,
 }
 
 /// `statuses:`. A raw status is tried against the exact keys of `table`,

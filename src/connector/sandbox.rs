@@ -1,79 +1,397 @@
 //! The `sandbox` courier, served by waybill itself under `/sandbox/…`, so the
 //! whole loop can be seen on a fresh machine without a courier account.
 //!
-//! `POST /sandbox/book` takes a JSON shipment and answers
-//! `{"tracking_number": "SBX-…", "reference": …}`; the same `reference` always
-//! gets the same tracking number, so a replay never shows a duplicate.
+//! - `POST /sandbox/book` takes a JSON shipment and answers
+//!   `{"tracking_number": "SBX-…", "reference": …, "status": "booked"}`; the
+//!   same `reference` always gets the same tracking number, so a replay
+//!   never shows a duplicate.
+//! - The parcel then moves one step every `step` (an account setting,
+//!   default `10s`): booked → picked up → in transit → out for delivery →
+//!   delivered. A shipment whose notes contain `sandbox:return` fails
+//!   delivery instead and goes back: … → out for delivery → delivery failed
+//!   → returning → returned. Each move is posted as a callback to waybill's
+//!   own `/callbacks/sandbox/<account>`, verified as the connector's
+//!   `callback:` declares (signed with the account's `callback_secret`).
+//! - `GET /sandbox/track/<tracking number>` answers where the parcel is now,
+//!   with its history so far.
+//!
+//! Where a parcel is depends only on its booking time, the step and the
+//! clock: the tracking number carries the booking time and whether the
+//! parcel goes back, so `track` answers rightly after a restart too. Moves
+//! that fell due while waybill was down are not posted again; the scheduled
+//! `track` finds them.
 //!
 //! ```yaml
 //! accounts:
-//!   courier-main: { connector: sandbox }
+//!   courier-main: { connector: sandbox, settings: { step: 10s } }
 //! ```
 
+use super::{Account, CallbackSpec, Connector};
+use crate::clock::{parse_duration, timestamp};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::sync::watch;
 
-/// The sandbox courier's in-memory bookings.
+/// The connector name whose accounts the sandbox serves.
+pub const CONNECTOR: &str = "sandbox";
+
+/// Header naming the account a booking or track request is for; the
+/// connector file sends it (`{{ account.name }}`).
+pub const ACCOUNT_HEADER: &str = "x-sandbox-account";
+
+/// What notes ask for a parcel that is refused and returned.
+pub const RETURN_MARK: &str = "sandbox:return";
+
+/// The step when an account sets none (or one that is not a duration).
+pub const DEFAULT_STEP: Duration = Duration::from_secs(10);
+
+/// Steps shorter than this are taken as this: a zero step would post every
+/// move at once, out of any order a courier keeps.
+const MIN_STEP: Duration = Duration::from_millis(10);
+
+/// Steps longer than this are taken as this, so times stay in range.
+const MAX_STEP: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Tries of each callback before it is left to polling.
+const CALLBACK_ATTEMPTS: u32 = 5;
+
+/// One place on a parcel's route: the raw status (as the connector's
+/// status table knows it), its code, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Move {
+    status: &'static str,
+    code: &'static str,
+    reason: Option<&'static str>,
+}
+
+const fn step(status: &'static str, code: &'static str) -> Move {
+    Move {
+        status,
+        code,
+        reason: None,
+    }
+}
+
+const DELIVERED: &[Move] = &[
+    step("booked", "BK"),
+    step("picked up", "PU"),
+    step("in transit", "IT"),
+    step("out for delivery", "OD"),
+    step("delivered", "DL"),
+];
+
+const RETURNED: &[Move] = &[
+    step("booked", "BK"),
+    step("picked up", "PU"),
+    step("in transit", "IT"),
+    step("out for delivery", "OD"),
+    Move {
+        status: "delivery failed",
+        code: "DF",
+        reason: Some("consignee refused the parcel"),
+    },
+    step("returning", "RT"),
+    step("returned", "RD"),
+];
+
+/// A booked parcel: everything its route and times follow from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Parcel {
+    /// Booking time, milliseconds since the epoch.
+    booked_ms: i64,
+    returns: bool,
+    /// Tells apart parcels booked in the same millisecond.
+    salt: u32,
+}
+
+impl Parcel {
+    fn new(returns: bool) -> Parcel {
+        let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        Parcel {
+            booked_ms: i64::try_from(now).unwrap_or(0),
+            returns,
+            salt: uuid::Uuid::new_v4().as_u128() as u32 & 0xFF_FFFF,
+        }
+    }
+
+    /// `SBX-` + `D` (delivered) or `R` (returned) + the booking time in 11
+    /// hex digits + 6 of salt.
+    fn tracking_number(&self) -> String {
+        let route = if self.returns { 'R' } else { 'D' };
+        format!("SBX-{route}{:011X}{:06X}", self.booked_ms, self.salt)
+    }
+
+    fn parse(tracking_number: &str) -> Option<Parcel> {
+        let rest = tracking_number.strip_prefix("SBX-")?;
+        if rest.len() != 18 || !rest.is_ascii() {
+            return None;
+        }
+        let returns = match &rest[..1] {
+            "D" => false,
+            "R" => true,
+            _ => return None,
+        };
+        Some(Parcel {
+            returns,
+            booked_ms: i64::from_str_radix(&rest[1..12], 16).ok()?,
+            salt: u32::from_str_radix(&rest[12..], 16).ok()?,
+        })
+    }
+
+    fn route(&self) -> &'static [Move] {
+        if self.returns { RETURNED } else { DELIVERED }
+    }
+
+    /// When move `n` happens, milliseconds since the epoch.
+    fn due_ms(&self, n: usize, step: Duration) -> i64 {
+        let offset = (n as i64).saturating_mul(step.as_millis() as i64);
+        self.booked_ms.saturating_add(offset)
+    }
+
+    /// How many moves have happened by `now_ms` beyond the booking.
+    fn moves_by(&self, now_ms: i64, step: Duration) -> usize {
+        let elapsed = now_ms.saturating_sub(self.booked_ms).max(0);
+        let steps = elapsed / (step.as_millis() as i64).max(1);
+        usize::try_from(steps)
+            .unwrap_or(usize::MAX)
+            .min(self.route().len() - 1)
+    }
+
+    /// Move `n` as the courier reports it.
+    fn event(&self, tracking_number: &str, n: usize, step: Duration) -> Value {
+        let place = self.route()[n];
+        json!({
+            "tracking_number": tracking_number,
+            "status": place.status,
+            "code": place.code,
+            "time": time_text(self.due_ms(n, step)),
+            "reason": place.reason,
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+fn time_text(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map(timestamp)
+        .unwrap_or_default()
+}
+
+/// An account's `step` setting, within bounds.
+fn step_of(account: Option<&Account>) -> Duration {
+    let Some(text) = account.and_then(|a| a.settings.get("step")?.as_str()) else {
+        return DEFAULT_STEP;
+    };
+    match parse_duration(text) {
+        Ok(step) => step.clamp(MIN_STEP, MAX_STEP),
+        Err(e) => {
+            tracing::warn!(error = %e, "sandbox step is not a duration; using 10s");
+            DEFAULT_STEP
+        }
+    }
+}
+
+/// The sandbox courier's in-memory bookings, and what moves its parcels.
 #[derive(Debug, Clone, Default)]
 pub struct Sandbox {
     /// Reference → tracking number.
     bookings: Arc<Mutex<HashMap<String, String>>>,
+    /// `None`: parcels do not post their moves (the sandbox alone, in tests).
+    moves: Option<Arc<Moves>>,
 }
 
 impl Sandbox {
+    /// A sandbox whose parcels post no callbacks.
     pub fn new() -> Self {
         Sandbox::default()
+    }
+
+    /// A sandbox whose parcels post their moves as `moves` says.
+    pub fn moving(moves: Moves) -> Self {
+        Sandbox {
+            bookings: Arc::default(),
+            moves: Some(Arc::new(moves)),
+        }
     }
 
     /// Routes relative to where the HTTP server mounts them (`/sandbox`).
     pub fn router(&self) -> Router {
         Router::new()
             .route("/book", post(book))
+            .route("/track/{tracking_number}", get(track))
             .with_state(self.clone())
     }
 
     /// Distinct bookings made so far.
     pub fn bookings(&self) -> usize {
-        self.bookings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.lock().len()
     }
 
     /// The tracking number booked for `reference`, if any.
     pub fn tracking_number(&self, reference: &str) -> Option<String> {
-        self.bookings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(reference)
-            .cloned()
+        self.lock().get(reference).cloned()
     }
 
-    fn book(&self, reference: &str) -> String {
-        let mut bookings = self.bookings.lock().unwrap_or_else(PoisonError::into_inner);
-        bookings
-            .entry(reference.to_string())
-            .or_insert_with(|| {
-                let id = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
-                format!("SBX-{}", &id[..12])
-            })
-            .clone()
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.bookings.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The reference's tracking number, and whether it was booked just now.
+    fn book(&self, reference: &str, returns: bool) -> (String, bool) {
+        let mut bookings = self.lock();
+        if let Some(known) = bookings.get(reference) {
+            return (known.clone(), false);
+        }
+        let tracking_number = Parcel::new(returns).tracking_number();
+        bookings.insert(reference.to_string(), tracking_number.clone());
+        (tracking_number, true)
+    }
+
+    fn account(&self, headers: &HeaderMap) -> Option<Arc<Account>> {
+        let name = headers.get(ACCOUNT_HEADER)?.to_str().ok()?;
+        self.moves.as_ref()?.accounts.get(name).cloned()
     }
 }
 
-/// The sandbox routes with fresh state, for `Router::nest("/sandbox", router())`.
+/// The sandbox routes with fresh state and no callbacks, for
+/// `Router::nest("/sandbox", router())`.
 pub fn router() -> Router {
     Sandbox::new().router()
 }
 
-async fn book(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
+/// Where and how parcels post their moves: waybill's own callback endpoint.
+#[derive(Debug)]
+pub struct Moves {
+    /// waybill's own base URL, e.g. `http://127.0.0.1:8080`.
+    base_url: String,
+    http: reqwest::Client,
+    /// The sandbox connector's callback rules, which the posts follow.
+    callback: CallbackSpec,
+    /// The sandbox accounts of the config, by name.
+    accounts: BTreeMap<String, Arc<Account>>,
+    /// Parcels stop moving when it turns true.
+    stop: watch::Receiver<bool>,
+}
+
+impl Moves {
+    /// Moves for the sandbox accounts among `accounts`; `None` when the
+    /// sandbox connector is not loaded or takes no callbacks.
+    pub fn new(
+        connectors: &BTreeMap<String, Arc<Connector>>,
+        accounts: &BTreeMap<String, Arc<Account>>,
+        base_url: String,
+        http: reqwest::Client,
+        stop: watch::Receiver<bool>,
+    ) -> Option<Moves> {
+        let callback = connectors.get(CONNECTOR)?.callback.clone()?;
+        let accounts = accounts
+            .iter()
+            .filter(|(_, account)| account.connector == CONNECTOR)
+            .map(|(name, account)| (name.clone(), account.clone()))
+            .collect();
+        Some(Moves {
+            base_url,
+            http,
+            callback,
+            accounts,
+            stop,
+        })
+    }
+
+    /// Moves a parcel just booked for `account` along its route.
+    fn start(self: &Arc<Self>, account: Arc<Account>, tracking_number: String) {
+        let Some(parcel) = Parcel::parse(&tracking_number) else {
+            return;
+        };
+        let moves = self.clone();
+        tokio::spawn(async move { moves.carry(&account, &tracking_number, parcel).await });
+    }
+
+    async fn carry(&self, account: &Account, tracking_number: &str, parcel: Parcel) {
+        let step = step_of(Some(account));
+        for n in 1..parcel.route().len() {
+            let wait = parcel.due_ms(n, step).saturating_sub(now_ms()).max(0);
+            if !self.wait(Duration::from_millis(wait as u64)).await {
+                return;
+            }
+            let body = json!({ "events": [parcel.event(tracking_number, n, step)] });
+            let delivery_id = format!("{tracking_number}:{n}");
+            if !self.post(account, &body, &delivery_id).await {
+                return;
+            }
+        }
+    }
+
+    /// Sleeps for `wait`; false when told to stop first.
+    async fn wait(&self, wait: Duration) -> bool {
+        let mut stop = self.stop.clone();
+        if *stop.borrow() {
+            return false;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => true,
+            _ = stop.wait_for(|stop| *stop) => false,
+        }
+    }
+
+    /// Posts one callback, retrying what may pass; false when stopping.
+    async fn post(&self, account: &Account, body: &Value, delivery_id: &str) -> bool {
+        let secret = account
+            .credentials
+            .get(self.callback.secret_credential())
+            .map_or("", String::as_str);
+        // Serialising a JSON value cannot fail.
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let (path, headers) = crate::sources::callback::outgoing(
+            &self.callback,
+            CONNECTOR,
+            &account.name,
+            secret,
+            &bytes,
+            delivery_id,
+        );
+        let url = format!("{}{path}", self.base_url);
+        for attempt in 0..CALLBACK_ATTEMPTS {
+            let mut request = self
+                .http
+                .post(&url)
+                .body(bytes.clone())
+                .timeout(Duration::from_secs(10));
+            for (name, value) in &headers {
+                request = request.header(name.as_str(), value.as_str());
+            }
+            let answer = request.send().await.map(|r| r.status());
+            match answer {
+                Ok(status) if status.is_success() => return true,
+                // Refused for good (a secret changed, say): polling will see it.
+                Ok(status) if status.is_client_error() && status.as_u16() != 408 => {
+                    tracing::warn!(account = %account.name, delivery_id, status = status.as_u16(), "sandbox callback refused");
+                    return true;
+                }
+                _ => {}
+            }
+            if !self.wait(Duration::from_millis(200 << attempt)).await {
+                return false;
+            }
+        }
+        tracing::warn!(account = %account.name, delivery_id, "sandbox callback not taken; left to polling");
+        true
+    }
+}
+
+async fn book(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
     let shipment: Value = match serde_json::from_slice(&body) {
         Ok(shipment) => shipment,
         Err(err) => return bad_request(format!("the body is not JSON: {err}")),
@@ -83,12 +401,46 @@ async fn book(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
         Some(Value::Number(number)) => number.to_string(),
         _ => return bad_request("the shipment needs a non-empty `reference`".into()),
     };
-    let tracking_number = sandbox.book(&reference);
+    let returns = shipment
+        .get("notes")
+        .and_then(Value::as_str)
+        .is_some_and(|notes| notes.to_ascii_lowercase().contains(RETURN_MARK));
+    let (tracking_number, new) = sandbox.book(&reference, returns);
+    if new && let (Some(moves), Some(account)) = (&sandbox.moves, sandbox.account(&headers)) {
+        moves.start(account, tracking_number.clone());
+    }
     (
         StatusCode::OK,
-        axum::Json(json!({ "tracking_number": tracking_number, "reference": reference })),
+        axum::Json(json!({
+            "tracking_number": tracking_number,
+            "reference": reference,
+            "status": "booked",
+        })),
     )
         .into_response()
+}
+
+/// Where the parcel is now, and every move so far.
+async fn track(
+    State(sandbox): State<Sandbox>,
+    Path(tracking_number): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(parcel) = Parcel::parse(&tracking_number) else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "error": "no such sandbox tracking number" })),
+        )
+            .into_response();
+    };
+    let step = step_of(sandbox.account(&headers).as_deref());
+    let now = parcel.moves_by(now_ms(), step);
+    let history: Vec<Value> = (0..=now)
+        .map(|n| parcel.event(&tracking_number, n, step))
+        .collect();
+    let mut answer = history[now].clone();
+    answer["history"] = Value::Array(history);
+    (StatusCode::OK, axum::Json(answer)).into_response()
 }
 
 fn bad_request(message: String) -> Response {
@@ -130,7 +482,7 @@ pub(crate) mod tests {
         let (status, first) = call(&sandbox, r##"{"reference": "#1001", "order_id": "1"}"##).await;
         assert_eq!(status, StatusCode::OK);
         let tracking = first["tracking_number"].as_str().unwrap().to_string();
-        assert!(tracking.starts_with("SBX-"));
+        assert!(tracking.starts_with("SBX-D"), "{tracking}");
         assert_eq!(first["reference"], "#1001");
         let (_, again) = call(&sandbox, r##"{"reference": "#1001"}"##).await;
         assert_eq!(again["tracking_number"], tracking.as_str());
@@ -138,6 +490,17 @@ pub(crate) mod tests {
         assert_ne!(other["tracking_number"], tracking.as_str());
         assert_eq!(sandbox.bookings(), 2);
         assert_eq!(sandbox.tracking_number("#1001"), Some(tracking));
+        let (_, back) = call(
+            &sandbox,
+            r##"{"reference": "#1003", "notes": "Call first. SANDBOX:RETURN"}"##,
+        )
+        .await;
+        assert!(
+            back["tracking_number"]
+                .as_str()
+                .unwrap()
+                .starts_with("SBX-R")
+        );
     }
 
     #[tokio::test]
@@ -154,5 +517,91 @@ pub(crate) mod tests {
             assert!(answer["error"].as_str().unwrap().len() > 5);
         }
         assert_eq!(sandbox.bookings(), 0);
+    }
+
+    #[test]
+    fn a_parcel_is_where_its_booking_time_and_step_put_it() {
+        let step = Duration::from_secs(10);
+        let parcel = Parcel {
+            booked_ms: 1_778_576_591_000,
+            returns: false,
+            salt: 0xABCDEF,
+        };
+        let tracking = parcel.tracking_number();
+        assert_eq!(Parcel::parse(&tracking), Some(parcel), "{tracking}");
+        for bad in [
+            "SBX-1",
+            "CX-D19E1B1B5D18ABCDEF",
+            "SBX-X19E1B1B5D18ABCDEF",
+            "SBX-D19E1B1B5D18ABCDEG",
+            "SBX-D19E1B1B5D18ABCDÉ",
+        ] {
+            assert_eq!(Parcel::parse(bad), None, "{bad}");
+        }
+        let at = |seconds: i64| parcel.moves_by(parcel.booked_ms + seconds * 1000, step);
+        assert_eq!(
+            [at(-5), at(0), at(9), at(10), at(35), at(40), at(1_000_000)],
+            [0, 0, 0, 1, 3, 4, 4]
+        );
+        assert_eq!(parcel.event(&tracking, 4, step)["status"], "delivered");
+        assert_eq!(
+            parcel.event(&tracking, 1, step)["time"],
+            time_text(parcel.booked_ms + 10_000)
+        );
+        let back = Parcel {
+            returns: true,
+            ..parcel
+        };
+        let route: Vec<&str> = back.route().iter().map(|m| m.status).collect();
+        assert_eq!(
+            route,
+            [
+                "booked",
+                "picked up",
+                "in transit",
+                "out for delivery",
+                "delivery failed",
+                "returning",
+                "returned"
+            ]
+        );
+        assert_eq!(back.moves_by(i64::MAX, step), 6);
+        assert_eq!(
+            Parcel {
+                booked_ms: i64::MAX,
+                ..parcel
+            }
+            .due_ms(6, MAX_STEP),
+            i64::MAX
+        );
+    }
+
+    #[tokio::test]
+    async fn track_answers_the_current_move_and_the_history() {
+        let sandbox = Sandbox::new();
+        let base = serve(&sandbox).await;
+        let http = reqwest::Client::new();
+        let parcel = Parcel {
+            booked_ms: now_ms() - 25_000,
+            returns: true,
+            salt: 1,
+        };
+        let answer: Value = http
+            .get(format!("{base}/sandbox/track/{}", parcel.tracking_number()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["status"], "in transit", "{answer}");
+        assert_eq!(answer["code"], "IT");
+        assert_eq!(answer["history"].as_array().unwrap().len(), 3);
+        let unknown = http
+            .get(format!("{base}/sandbox/track/CX-1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unknown.status().as_u16(), 404);
     }
 }

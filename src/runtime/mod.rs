@@ -12,6 +12,7 @@ use crate::bus::embedded::EmbeddedBus;
 use crate::bus::{Bus, BusError};
 use crate::config::{BusSettings, Config};
 use crate::connector::Engine;
+use crate::connector::sandbox::{Moves, Sandbox};
 use crate::sinks::book::Booker;
 use crate::sources::Ingest;
 use crate::sources::body::BodyBudget;
@@ -153,8 +154,10 @@ pub async fn run_with(
         addr: config.http.listen,
         error,
     })?;
-    let booker = booker(&config, &store, &metrics, local)?;
+    let self_base = self_base(local);
+    let booker = booker(&config, &store, &metrics, &self_base)?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let sandbox = sandbox(&config, self_base, &stop_rx)?;
     let mut pipelines = spawn_pipelines(&config, &bus, &booker, &metrics, &stop_rx);
     let tracker = Arc::new(tracker::Tracker {
         config: config.clone(),
@@ -188,7 +191,7 @@ pub async fn run_with(
     let metrics = state.ingest.metrics.clone();
     let routers = http::Routers {
         probes: server::probe_router(state.clone()),
-        app: server::router(state, crate::connector::sandbox::router()),
+        app: server::router(state, sandbox.router()),
     };
     let limits = http::ConnectionLimits {
         max_connections: config.http.max_connections,
@@ -222,21 +225,45 @@ pub async fn run_with(
     Ok(())
 }
 
-/// The booker, its engine reaching waybill's own server (the sandbox
-/// courier) at `local`.
-fn booker(
-    config: &Arc<Config>,
-    store: &Arc<dyn Store>,
-    metrics: &Arc<Metrics>,
-    local: SocketAddr,
-) -> Result<Arc<Booker>, RunError> {
+/// waybill's own base URL, as it reaches itself (the sandbox courier, and
+/// the sandbox's callbacks) from the address it listens on.
+fn self_base(local: SocketAddr) -> String {
     let self_host = if local.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], local.port()))
     } else {
         local
     };
+    format!("http://{self_host}")
+}
+
+/// The sandbox courier, its parcels posting their moves to `self_base`
+/// until `stop`.
+fn sandbox(
+    config: &Config,
+    self_base: String,
+    stop: &watch::Receiver<bool>,
+) -> Result<Sandbox, RunError> {
     let http = Engine::client().map_err(|e| RunError::Http(e.to_string()))?;
-    let engine = Engine::new(http, format!("http://{self_host}"));
+    let moves = Moves::new(
+        &config.connectors,
+        &config.accounts,
+        self_base,
+        http,
+        stop.clone(),
+    );
+    Ok(moves.map_or_else(Sandbox::new, Sandbox::moving))
+}
+
+/// The booker, its engine reaching waybill's own server (the sandbox
+/// courier) at `self_base`.
+fn booker(
+    config: &Arc<Config>,
+    store: &Arc<dyn Store>,
+    metrics: &Arc<Metrics>,
+    self_base: &str,
+) -> Result<Arc<Booker>, RunError> {
+    let http = Engine::client().map_err(|e| RunError::Http(e.to_string()))?;
+    let engine = Engine::new(http, self_base.to_string());
     // Reservations of one machine have one owner; instances sharing a store
     // must tell theirs apart.
     let owner = match config.bus {

@@ -1,4 +1,4 @@
-//! The HTTP server's routes: webhook endpoints, `/healthz`, `/readyz`,
+//! The HTTP server's routes: webhook and courier callback endpoints, `/healthz`, `/readyz`,
 //! `/metrics` and the sandbox courier. Its connections and their limits are
 //! in [`super::http`].
 //!
@@ -8,12 +8,12 @@
 
 use crate::bus::Bus;
 use crate::config::Config;
-use crate::sources::{Ingest, webhook};
+use crate::sources::{Ingest, callback, webhook};
 use crate::store::Store;
 use crate::telemetry::events::ConnectionRefused;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -36,6 +36,11 @@ pub struct AppState {
 pub fn router(state: AppState, sandbox: Router) -> Router {
     Router::new()
         .route("/webhooks/{source}/{account}", post(store_webhook))
+        .route("/callbacks/{connector}/{account}", post(courier_callback))
+        .route(
+            "/callbacks/{connector}/{account}/{secret}",
+            post(courier_callback_with_secret),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -55,6 +60,67 @@ async fn store_webhook(
         &state.ingest,
         target,
         &headers,
+        body,
+        state.config.http.max_body_bytes,
+    )
+    .await
+}
+
+async fn courier_callback(
+    State(state): State<AppState>,
+    Path((connector, account)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let path = CallbackPath {
+        connector,
+        account,
+        secret: None,
+    };
+    callback_to(&state, path, query, &headers, body).await
+}
+
+async fn courier_callback_with_secret(
+    State(state): State<AppState>,
+    Path((connector, account, secret)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let path = CallbackPath {
+        connector,
+        account,
+        secret: Some(secret),
+    };
+    callback_to(&state, path, query, &headers, body).await
+}
+
+/// The values of a callback URL's path.
+struct CallbackPath {
+    connector: String,
+    account: String,
+    secret: Option<String>,
+}
+
+async fn callback_to(
+    state: &AppState,
+    path: CallbackPath,
+    query: Option<String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let account = state.config.accounts.get(&path.account).map(|a| a.as_ref());
+    let target = callback::resolve(&path.connector, account, &state.config.connectors);
+    let request = callback::Request {
+        path_secret: path.secret.as_deref(),
+        query: query.as_deref(),
+        headers,
+    };
+    callback::receive(
+        &state.ingest,
+        target,
+        request,
         body,
         state.config.http.max_body_bytes,
     )

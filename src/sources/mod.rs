@@ -1,4 +1,6 @@
-//! Sources: webhook ingest, generic over the store connectors' `webhook:` rules.
+//! Sources: webhook ingest, generic over the store connectors' `webhook:`
+//! rules, and courier status callbacks ([`callback`]), generic over the
+//! courier connectors' `callback:` rules.
 //!
 //! Every webhook goes through the same steps (DESIGN §8), in this order:
 //! unknown account → 404; body too large → 413; body not read whole → 503
@@ -16,6 +18,7 @@
 //! for `waybill simulate`, tests and benchmarks.
 
 pub mod body;
+pub mod callback;
 pub mod delivery;
 pub mod enqueue;
 pub mod json;

@@ -107,17 +107,17 @@ pub async fn receive(
     }
 }
 
-/// Why a delivery was refused before it reached ingest.
+/// Why a delivery (or a courier callback) was refused before it reached ingest.
 #[derive(Debug)]
 pub struct Rejection {
     /// The metric's outcome label.
-    outcome: &'static str,
-    status: StatusCode,
-    detail: String,
+    pub(super) outcome: &'static str,
+    pub(super) status: StatusCode,
+    pub(super) detail: String,
 }
 
 impl Rejection {
-    fn too_large() -> Self {
+    pub(super) fn too_large() -> Self {
         Rejection::new(
             "too_large",
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -126,7 +126,7 @@ impl Rejection {
     }
 
     /// Why a body could not be read, from the error its reading gave.
-    fn unread(error: axum::Error) -> Self {
+    pub(super) fn unread(error: axum::Error) -> Self {
         match error.into_inner().downcast::<BodyError>().map(|e| *e) {
             Ok(BodyError::Busy) => Rejection::new(
                 "busy",
@@ -146,11 +146,11 @@ impl Rejection {
         }
     }
 
-    fn unauthorized(detail: impl Into<String>) -> Self {
+    pub(super) fn unauthorized(detail: impl Into<String>) -> Self {
         Rejection::new("unauthorized", StatusCode::UNAUTHORIZED, detail)
     }
 
-    fn bad_request(detail: impl Into<String>) -> Self {
+    pub(super) fn bad_request(detail: impl Into<String>) -> Self {
         Rejection::new("bad_request", StatusCode::BAD_REQUEST, detail)
     }
 
@@ -168,7 +168,11 @@ impl Rejection {
         }
     }
 
-    fn new(outcome: &'static str, status: StatusCode, detail: impl Into<String>) -> Self {
+    pub(super) fn new(
+        outcome: &'static str,
+        status: StatusCode,
+        detail: impl Into<String>,
+    ) -> Self {
         Rejection {
             outcome,
             status,
@@ -214,7 +218,7 @@ async fn read(
 /// cannot be read whole is told apart by why: too large (413), the server's
 /// body budget full (503), not received in time (408), or cut short by the
 /// client (400).
-async fn read_body(
+pub(super) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     max_body_bytes: usize,

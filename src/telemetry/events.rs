@@ -2,9 +2,9 @@
 //! matching metric together.
 
 use super::{
-    CourierAccountLabels, CourierLabels, CourierLatencyLabels, CourierOnlyLabels, DeadLetterLabels,
-    DeliveryLabels, DuplicateLabels, Metrics, PipelineLabels, PollLabels, RefusalLabels,
-    RetryLabels, StageLabels, StatusEventLabels, WebhookLabels,
+    CallbackLabels, CourierAccountLabels, CourierLabels, CourierLatencyLabels, CourierOnlyLabels,
+    DeadLetterLabels, DeliveryLabels, DuplicateLabels, Metrics, PipelineLabels, PollLabels,
+    RefusalLabels, RetryLabels, StageLabels, StatusEventLabels, WebhookLabels,
 };
 use crate::model::ErrorClass;
 use std::time::Duration;
@@ -44,6 +44,54 @@ impl WebhookReceived<'_> {
             .webhooks
             .get_or_create(&WebhookLabels {
                 source: self.source.to_string(),
+                account: self.account.to_string(),
+                outcome: self.outcome.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// A courier status callback was answered.
+pub struct CallbackReceived<'a> {
+    /// Courier connector, or `unknown` (never the raw path value).
+    pub connector: &'a str,
+    /// Account name from the config, or `unknown`.
+    pub account: &'a str,
+    /// accepted, duplicate, unknown_account, not_enabled (the account has no
+    /// secret to check against), not_found (a path secret the connector does
+    /// not take), too_large, busy, timeout, aborted, unauthorized,
+    /// bad_request, unavailable
+    pub outcome: &'a str,
+    pub status: u16,
+    /// Events the body held (0 when it was refused before being read).
+    pub events: usize,
+    pub detail: &'a str,
+}
+
+impl CallbackReceived<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        if self.status >= 400 {
+            tracing::warn!(
+                connector = self.connector,
+                account = self.account,
+                outcome = self.outcome,
+                status = self.status,
+                detail = self.detail,
+                "callback rejected"
+            );
+        } else {
+            tracing::debug!(
+                connector = self.connector,
+                account = self.account,
+                outcome = self.outcome,
+                events = self.events,
+                "callback received"
+            );
+        }
+        metrics
+            .callbacks
+            .get_or_create(&CallbackLabels {
+                connector: self.connector.to_string(),
                 account: self.account.to_string(),
                 outcome: self.outcome.to_string(),
             })

@@ -23,6 +23,14 @@ pub struct WebhookLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallbackLabels {
+    /// Courier connector, or `unknown` (never the raw path value).
+    pub connector: String,
+    pub account: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabels {
     pub pipeline: String,
     pub stage: String,
@@ -140,6 +148,7 @@ fn delivery_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     pub webhooks: Family<WebhookLabels, Counter>,
+    pub callbacks: Family<CallbackLabels, Counter>,
     pub events: Family<StageLabels, Counter>,
     pub courier_requests: Family<CourierLabels, Counter>,
     pub courier_latency: Family<CourierLatencyLabels, Histogram, fn() -> Histogram>,
@@ -180,6 +189,12 @@ impl Metrics {
                 &mut registry,
                 "webhooks_received",
                 "Store webhooks received, by outcome",
+                Family::default(),
+            ),
+            callbacks: registered(
+                &mut registry,
+                "callbacks_received",
+                "Courier status callbacks received, by connector, account and outcome",
                 Family::default(),
             ),
             events: registered(
