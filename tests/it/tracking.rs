@@ -241,3 +241,84 @@ async fn an_event_for_a_parcel_never_booked_is_a_review_dead_letter() {
     assert!(letters[0].message.headers["waybill-error-message"].contains("SBX-NEVER-BOOKED"));
     app.stop().await;
 }
+
+/// Books one order on a sandbox that moves every 200 ms and waits for its
+/// shipment to reach `end` through the sandbox's own signed callbacks.
+async fn sandbox_journey(order_id: u64, notes: Option<&str>, end: &str) -> Vec<(String, String)> {
+    let dir = ConfigDir::new("{ connector: sandbox, settings: { step: 200ms } }");
+    let app = App::start(&dir).await;
+    let order = order_with("order-cod.json", |o| {
+        o["id"] = serde_json::json!(order_id);
+        if let Some(notes) = notes {
+            o["note"] = serde_json::json!(notes);
+        }
+    });
+    assert_eq!(
+        app.shopify(&order, "orders/paid", &format!("journey-{order_id}"))
+            .await
+            .0,
+        200
+    );
+    let shipment = eventually(Duration::from_secs(60), end, || async {
+        let all = app
+            .backends
+            .shipments
+            .shipments(&ShipmentFilter {
+                limit: 10,
+                ..ShipmentFilter::default()
+            })
+            .await
+            .ok()?;
+        all.into_iter().find(|s| s.status.as_str() == end)
+    })
+    .await;
+    let history = app
+        .backends
+        .shipments
+        .history(&shipment.key)
+        .await
+        .expect("history");
+    app.stop().await;
+    history
+        .iter()
+        .filter(|h| h.outcome == Outcome::Applied)
+        .map(|h| (h.status.as_str().to_string(), h.via.as_str().to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sandbox_parcel_moves_to_delivered_by_its_callbacks() {
+    let applied = sandbox_journey(9_500_000_010, None, "delivered").await;
+    let statuses: Vec<&str> = applied.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        statuses,
+        [
+            "booked",
+            "picked_up",
+            "in_transit",
+            "out_for_delivery",
+            "delivered"
+        ]
+    );
+    assert!(
+        applied[1..].iter().all(|(_, via)| via == "callback"),
+        "{applied:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_sandbox_return_order_comes_back_returned() {
+    let applied = sandbox_journey(
+        9_500_000_011,
+        Some("Leave at the gate. sandbox:return"),
+        "returned",
+    )
+    .await;
+    let statuses: Vec<&str> = applied.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(statuses.last(), Some(&"returned"), "{applied:?}");
+    assert!(
+        statuses.contains(&"delivery_failed") && statuses.contains(&"returning"),
+        "{applied:?}"
+    );
+    assert!(!statuses.contains(&"delivered"), "{applied:?}");
+}
