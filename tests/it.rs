@@ -36,6 +36,8 @@ mod slow_clients;
 mod statuses;
 #[path = "it/tracking.rs"]
 mod tracking;
+#[path = "it/tracking_crash.rs"]
+mod tracking_crash;
 #[path = "it/try_pipeline.rs"]
 mod try_pipeline;
 #[path = "it/validate.rs"]
