@@ -5,8 +5,12 @@
 //! checks (signature, order id, JSON) and answers without the bus, to show
 //! what storing costs apart from checking.
 //!
+//! With `--callbacks`, courier status callbacks too: PostEx-shaped events
+//! (a path secret, one event per body) into waybill, against the bare
+//! handler taking the same bodies.
+//!
 //! ```sh
-//! cargo bench --bench ingest -- --seconds 10 --connections 64 [--kafka HOST:PORT] [--sample order-cod.json]
+//! cargo bench --bench ingest -- --seconds 10 --connections 64 [--kafka HOST:PORT] [--sample order-cod.json] [--callbacks]
 //! ```
 
 mod support;
@@ -88,6 +92,15 @@ async fn main() {
         bare_runs.push(run(bare_url.clone(), duration).await);
         subjects.push((backend.label(), rps, around(&bare_runs)));
     }
+    if std::env::args().any(|a| a == "--callbacks") {
+        let (rps, bare) = callbacks(&bare_url, connections, duration).await;
+        bare_runs.push(bare);
+        subjects.push((
+            "courier callbacks, embedded (against bare on the same bodies)",
+            rps,
+            bare,
+        ));
+    }
     println!(
         "ingest: {sample}, bodies of {size} bytes on average, {connections} connections, {seconds} s per run"
     );
@@ -134,4 +147,45 @@ async fn check_only(headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
         (true, Ok(_)) => StatusCode::OK,
         _ => StatusCode::BAD_REQUEST,
     }
+}
+
+/// PostEx callbacks into waybill on the embedded default, with its
+/// pipelines left out (so nothing consumes them), then the bare handler on
+/// the same bodies: (waybill req/s, bare req/s).
+async fn callbacks(bare_url: &str, connections: usize, duration: Duration) -> (f64, f64) {
+    const SECRET: &str = "bench-callback-secret";
+    let body = |i: u64| {
+        serde_json::to_vec(&serde_json::json!({
+            "trackingNumber": format!("CX-{i}"),
+            "orderReferenceNumber": format!("#{i}"),
+            "statusUpdateDatetime": "2026-12-01 10:00:00",
+            "orderStatus": "Picked By PostEx",
+        }))
+        .unwrap_or_default()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    write_config(
+        dir.path(),
+        &Backend::Embedded,
+        port,
+        &format!(
+            "{{ connector: postex, credentials: {{ token: \"t\", callback_secret: \"{SECRET}\" }} }}"
+        ),
+        256,
+    );
+    let (stop, task) = start_waybill(&dir.path().join("waybill.yaml"), Run::IngestOnly).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = format!("http://127.0.0.1:{port}/callbacks/postex/courier-main/{SECRET}");
+    let rps = load(&url, connections, duration, 10_000_000, move |i| {
+        (body(i), Vec::new())
+    })
+    .await;
+    let _ = stop.send(());
+    let _ = task.await;
+    let bare = load(bare_url, connections, duration, 10_000_000, move |i| {
+        (body(i), Vec::new())
+    })
+    .await;
+    (rps, bare)
 }

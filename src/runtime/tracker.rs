@@ -99,6 +99,11 @@ impl Tracker {
                 feeds.push((output.clone(), Feed::Bookings));
             }
         }
+        // Without a booking pipeline there are no shipments to move: courier
+        // events wait on their topics until one is configured.
+        if feeds.is_empty() {
+            return feeds;
+        }
         for account in self.config.accounts.values() {
             let courier = self
                 .config
