@@ -25,6 +25,14 @@ pub fn tracking_key(account: &str, tracking_number: &str) -> String {
     format!("{account}:{tracking_number}")
 }
 
+/// Whether two raw statuses are the same words, whatever their case and
+/// spacing: a courier repeating itself.
+pub fn same_raw_status(a: &str, b: &str) -> bool {
+    a.split_whitespace()
+        .map(str::to_lowercase)
+        .eq(b.split_whitespace().map(str::to_lowercase))
+}
+
 /// How a status event reached waybill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -420,7 +420,7 @@ impl Scheduler {
                 let same = shipment
                     .raw_status
                     .as_deref()
-                    .is_some_and(|before| same_words(before, &event.raw_status));
+                    .is_some_and(|before| tracking::same_raw_status(before, &event.raw_status));
                 if let Err(e) = self.publish(event).await {
                     tracing::warn!(error = %e, "cannot publish a polled status; polling again next interval");
                 }
@@ -643,10 +643,4 @@ fn next_interval(shipment: &ShipmentRecord, sync: &SyncSettings, changed: bool) 
         .map(Duration::from_millis)
         .unwrap_or(sync.interval);
     (last.max(sync.interval) * 2).min(sync.max_interval)
-}
-
-fn same_words(a: &str, b: &str) -> bool {
-    a.split_whitespace()
-        .map(str::to_lowercase)
-        .eq(b.split_whitespace().map(str::to_lowercase))
 }

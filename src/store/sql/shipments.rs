@@ -6,6 +6,7 @@
 
 use super::{Backend, SqlStore, db};
 use crate::clock::now_timestamp;
+use crate::model::tracking::same_raw_status;
 use crate::model::transition::may_move;
 use crate::model::{BookingKey, Status, Via};
 use crate::store::shipments::{
@@ -251,21 +252,13 @@ fn records(rows: Vec<ShipmentRow>) -> Result<Vec<ShipmentRecord>, StoreError> {
         .collect()
 }
 
-/// Whether two raw statuses are the same words, whatever their case and
-/// spacing.
-fn same_words(a: &str, b: &str) -> bool {
-    a.split_whitespace()
-        .map(str::to_lowercase)
-        .eq(b.split_whitespace().map(str::to_lowercase))
-}
-
 /// What the event should do to a shipment that is `current`, given the
 /// raw strings of its earlier events at the same time.
 fn decide(current: &ShipmentRecord, event: &StatusEvent, same_time: &[String]) -> Outcome {
     if event.status == Status::Unknown {
         return Outcome::Unknown;
     }
-    let same_raw = |raw: &str| same_words(raw, &event.raw);
+    let same_raw = |raw: &str| same_raw_status(raw, &event.raw);
     let repeated = match &event.event_time {
         Some(_) => same_time.iter().any(|raw| same_raw(raw)),
         // Without a time, only the status it already stands at repeats.
@@ -301,6 +294,23 @@ macro_rules! bind_history {
             .bind($event.via.as_str())
             .bind($outcome.as_str())
             .bind($previous)
+    };
+}
+
+/// Binds [`MOVE_SHIPMENT`]'s `$1`–`$9`: the shipment moves to `$event`'s
+/// status, its latest event at `$at`, changed `$now`, from `$version`.
+macro_rules! bind_move {
+    ($query:expr, $key:expr, $event:expr, ($at:expr, $now:expr), $version:expr, $stop:expr) => {
+        $query
+            .bind($key)
+            .bind($event.status.as_str())
+            .bind(&$event.sub_status)
+            .bind(&$event.raw)
+            .bind(&$event.reason)
+            .bind($at)
+            .bind($now)
+            .bind($version)
+            .bind($stop)
     };
 }
 
@@ -415,16 +425,7 @@ async fn apply_once(store: &SqlStore, event: &StatusEvent) -> Result<Option<Appl
         if outcome == Outcome::Applied {
             let at = event.event_time.clone().unwrap_or_else(|| event.received_at.clone());
             let now = now_timestamp();
-            let moved = sqlx::query(MOVE_SHIPMENT)
-                .bind(&key)
-                .bind(event.status.as_str())
-                .bind(&event.sub_status)
-                .bind(&event.raw)
-                .bind(&event.reason)
-                .bind(&at)
-                .bind(&now)
-                .bind(version)
-                .bind(false)
+            let moved = bind_move!(sqlx::query(MOVE_SHIPMENT), &key, event, (&at, &now), version, false)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?
@@ -499,16 +500,7 @@ pub(super) async fn force(
         let previous = Some(current.status.as_str().to_string());
         let done = with_write_pool!(store, pool => {
             let mut tx = pool.begin().await.map_err(db)?;
-            let moved = sqlx::query(MOVE_SHIPMENT)
-                .bind(&text)
-                .bind(forced.status.as_str())
-                .bind(&event.sub_status)
-                .bind(&event.raw)
-                .bind(&event.reason)
-                .bind(&at)
-                .bind(&now)
-                .bind(version)
-                .bind(forced.stop_polling)
+            let moved = bind_move!(sqlx::query(MOVE_SHIPMENT), &text, event, (&at, &now), version, forced.stop_polling)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?
@@ -537,24 +529,20 @@ pub(super) async fn lease_due(
     lease: DueLease<'_>,
 ) -> Result<Vec<ShipmentRecord>, StoreError> {
     let limit = i64::try_from(lease.limit).unwrap_or(i64::MAX);
-    let rows: Vec<ShipmentRow> = match &store.backend {
-        Backend::Sqlite { write, .. } => sqlx::query_as(LEASE_DUE_SQLITE)
-            .bind(lease.owner)
-            .bind(lease.until)
-            .bind(lease.now)
-            .bind(limit)
-            .fetch_all(write)
-            .await
-            .map_err(db)?,
-        Backend::Postgres(pool) => sqlx::query_as(LEASE_DUE_POSTGRES)
+    let statement = match &store.backend {
+        Backend::Sqlite { .. } => LEASE_DUE_SQLITE,
+        Backend::Postgres(_) => LEASE_DUE_POSTGRES,
+    };
+    let rows: Vec<ShipmentRow> = with_write_pool!(store, pool => {
+        sqlx::query_as(statement)
             .bind(lease.owner)
             .bind(lease.until)
             .bind(lease.now)
             .bind(limit)
             .fetch_all(pool)
             .await
-            .map_err(db)?,
-    };
+            .map_err(db)?
+    });
     records(rows)
 }
 
