@@ -54,7 +54,7 @@ pub struct RawConnector {
     /// The courier's raw status strings → canonical statuses. Default none.
     pub statuses: Option<Located<RawStatuses>>,
     /// `rate_limit: { per_account: { requests: 10, per: 1s } }`, where a
-    /// courier documents one: bookings wait for a slot before they are sent.
+    /// courier documents one: bookings and tracking polls wait for a slot before they are sent.
     /// Default none (no limit).
     pub rate_limit: Option<RawRateLimit>,
 }
