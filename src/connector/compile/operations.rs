@@ -1,0 +1,316 @@
+//! Operations of a connector (`book`, `track`, `track_many`, `cancel`,
+//! `lookup`): request templates, success rule, extraction, error classes
+//! and timeouts, each checked where it is written.
+//!
+//! ```yaml
+//! operations:
+//!   track:
+//!     request: { method: GET, path: "/track/{{ tracking_number }}" }
+//!     success: "response.status == 200"
+//!     extract: { status: "$.status" }
+//! ```
+
+use crate::clock::parse_duration;
+use crate::connector::definition::{DEFAULT_TIMEOUT, ErrorRule, Operation};
+use crate::connector::raw::{RawOperation, RawOperations, RawRequest};
+use crate::diagnostic::Position;
+use crate::mapping::{Expr, Mapping, Template};
+use crate::model::ErrorClass;
+use crate::yaml::{self, Located, ReadError};
+use serde_json_path::JsonPath;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::Compiler;
+
+/// Methods an operation may use.
+const METHODS: [reqwest::Method; 5] = [
+    reqwest::Method::GET,
+    reqwest::Method::POST,
+    reqwest::Method::PUT,
+    reqwest::Method::PATCH,
+    reqwest::Method::DELETE,
+];
+
+impl Compiler<'_> {
+    pub(super) fn operations(&mut self, raw: RawOperations) -> BTreeMap<String, Operation> {
+        let declared = [
+            ("book", raw.book),
+            ("track", raw.track),
+            ("track_many", raw.track_many),
+            ("cancel", raw.cancel),
+            ("lookup", raw.lookup),
+        ];
+        let mut operations = BTreeMap::new();
+        for (name, node) in declared {
+            if let Some(operation) = node.and_then(|node| self.operation(name, node)) {
+                operations.insert(name.to_string(), operation);
+            }
+        }
+        operations
+    }
+
+    /// One operation, or `None` when anything in it is wrong (all reported).
+    pub(super) fn operation(
+        &mut self,
+        name: &str,
+        node: Located<RawOperation>,
+    ) -> Option<Operation> {
+        let before = self.diagnostics.count();
+        let at = node.position();
+        let raw = node.value;
+        let method = self.method(&raw.request.method);
+        if let Err(message) = crate::connector::target::check_path_template(&raw.request.path.value)
+        {
+            self.report(raw.request.path.position(), message);
+        }
+        let body = raw
+            .request
+            .body
+            .as_ref()
+            .and_then(|body| self.mapping(body));
+        let templates = self.request_templates(&raw.request);
+        let success = self.expr(&raw.success, "success");
+        let extract = self.extract(&raw.extract);
+        if name == "book" && !raw.extract.contains_key("tracking_number") {
+            self.report(at, "`book` must extract `tracking_number` (e.g. `extract: { tracking_number: \"$.tracking_number\" }`)");
+        }
+        let errors = raw
+            .errors
+            .iter()
+            .filter_map(|rule| {
+                let when = self.expr(&rule.when, "errors.when")?;
+                Some(ErrorRule {
+                    when,
+                    class: rule.class,
+                })
+            })
+            .collect();
+        let status_classes = self.status_classes(&raw.status_classes);
+        let error_message = raw
+            .error_message
+            .as_ref()
+            .and_then(|source| self.expr(source, "error_message"));
+        let timeout = self.timeout(raw.timeout.as_ref());
+        let (each, max_batch) = self.batch(name, at, &raw);
+        if self.diagnostics.count() != before {
+            return None;
+        }
+        let values = |pairs: BTreeMap<String, Located<String>>| {
+            pairs.into_iter().map(|(k, v)| (k, v.value)).collect()
+        };
+        Some(Operation {
+            name: name.to_string(),
+            method: method?,
+            path: raw.request.path.value,
+            headers: values(raw.request.headers),
+            query: values(raw.request.query),
+            body,
+            templates,
+            success: success?,
+            extract,
+            errors,
+            status_classes,
+            error_message,
+            timeout,
+            each,
+            max_batch,
+        })
+    }
+
+    /// `each` and `max_batch`: required on `track_many`, refused elsewhere.
+    pub(super) fn batch(
+        &mut self,
+        name: &str,
+        at: Position,
+        raw: &RawOperation,
+    ) -> (Option<JsonPath>, Option<usize>) {
+        if name != "track_many" {
+            for (key, written) in [
+                ("each", raw.each.as_ref().map(|e| e.position())),
+                ("max_batch", raw.max_batch.as_ref().map(|m| m.position())),
+            ] {
+                if let Some(position) = written {
+                    self.report(
+                        position,
+                        format!("`{key}` belongs to `track_many` only; remove it from `{name}`"),
+                    );
+                }
+            }
+            return (None, None);
+        }
+        for needed in ["tracking_number", "status"] {
+            if !raw.extract.contains_key(needed) {
+                self.report(at, format!("`track_many` must extract `{needed}` from each item (e.g. `extract: {{ tracking_number: \"$.trackingNumber\", status: \"$.status\" }}`)"));
+            }
+        }
+        let each = match &raw.each {
+            Some(source) => match JsonPath::parse(&source.value) {
+                Ok(parsed) => Some(parsed),
+                Err(err) => {
+                    self.report(
+                        source.position(),
+                        format!("`each` is not a JSONPath: {err}"),
+                    );
+                    None
+                }
+            },
+            None => {
+                self.report(at, "`track_many` needs `each`: the JSONPath of the answer's items, e.g. `each: \"$.dist[*]\"`");
+                None
+            }
+        };
+        let max_batch = match &raw.max_batch {
+            Some(m) if m.value == 0 => {
+                self.report(m.position(), "`max_batch` must be at least 1");
+                None
+            }
+            Some(m) => Some(m.value),
+            None => {
+                self.report(at, "`track_many` needs `max_batch`: the most tracking numbers one request may carry");
+                None
+            }
+        };
+        (each, max_batch)
+    }
+
+    pub(super) fn method(&mut self, method: &Located<String>) -> Option<reqwest::Method> {
+        let parsed = reqwest::Method::from_bytes(method.value.to_ascii_uppercase().as_bytes())
+            .ok()
+            .filter(|m| METHODS.contains(m));
+        if parsed.is_none() {
+            let message = format!(
+                "unknown method `{}` (expected GET, POST, PUT, PATCH or DELETE)",
+                method.value
+            );
+            self.report(method.position(), message);
+        }
+        parsed
+    }
+
+    /// The path's templated segments and the header and query values,
+    /// compiled once and keyed by their source text.
+    pub(super) fn request_templates(&mut self, request: &RawRequest) -> BTreeMap<String, Template> {
+        let path = &request.path;
+        let segments = path
+            .value
+            .split('/')
+            .filter(|segment| crate::connector::target::is_template(segment))
+            .map(|segment| (segment, path.position()));
+        let values = request
+            .headers
+            .values()
+            .chain(request.query.values())
+            .map(|value| (value.value.as_str(), value.position()));
+        let mut templates = BTreeMap::new();
+        for (source, at) in segments.chain(values) {
+            match Template::compile(source) {
+                Ok(template) => {
+                    templates.insert(source.to_string(), template);
+                }
+                Err(err) => self.report(at, format!("request template `{source}`: {err}")),
+            }
+        }
+        templates
+    }
+
+    pub(super) fn extract(
+        &mut self,
+        raw: &BTreeMap<String, Located<String>>,
+    ) -> BTreeMap<String, JsonPath> {
+        let mut extract = BTreeMap::new();
+        for (field, path) in raw {
+            match JsonPath::parse(&path.value) {
+                Ok(parsed) => {
+                    extract.insert(field.clone(), parsed);
+                }
+                Err(err) => self.report(
+                    path.position(),
+                    format!("`extract.{field}` is not a JSONPath: {err}"),
+                ),
+            }
+        }
+        extract
+    }
+
+    pub(super) fn status_classes(
+        &mut self,
+        raw: &BTreeMap<String, Located<ErrorClass>>,
+    ) -> BTreeMap<u16, ErrorClass> {
+        let mut classes = BTreeMap::new();
+        for (code, class) in raw {
+            match code.parse::<u16>() {
+                Ok(status) if (100..=599).contains(&status) => {
+                    classes.insert(status, class.value);
+                }
+                _ => self.report(
+                    class.position(),
+                    format!("`status_classes` key `{code}` is not an HTTP status (100-599)"),
+                ),
+            }
+        }
+        classes
+    }
+
+    pub(super) fn timeout(&mut self, raw: Option<&Located<String>>) -> std::time::Duration {
+        let Some(text) = raw else {
+            return DEFAULT_TIMEOUT;
+        };
+        match parse_duration(&text.value) {
+            Ok(timeout) if !timeout.is_zero() => timeout,
+            _ => {
+                let message = format!(
+                    "timeout `{}` is not a duration such as `500ms`, `30s` or `2m`",
+                    text.value
+                );
+                self.report(text.position(), message);
+                DEFAULT_TIMEOUT
+            }
+        }
+    }
+
+    pub(super) fn expr(&mut self, source: &Located<String>, what: &str) -> Option<Expr> {
+        match Expr::compile(&source.value) {
+            Ok(expr) => Some(expr),
+            Err(err) => {
+                self.report(
+                    source.position(),
+                    format!("`{what}` is not a valid expression: {err}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// The body mapping; a file that is missing or cannot be read is
+    /// reported where it is named.
+    pub(super) fn mapping(&mut self, body: &Located<String>) -> Option<Arc<Mapping>> {
+        let path: PathBuf = self.base_dir.join(&body.value);
+        if !path.is_file() {
+            let message = format!(
+                "mapping file `{}` not found (paths are relative to {})",
+                body.value,
+                self.base_dir.display()
+            );
+            self.report(body.position(), message);
+            return None;
+        }
+        let compiled = match yaml::read(&path) {
+            Ok(tree) => Mapping::compile(&path, &tree),
+            Err(ReadError::Syntax(e)) => Err(vec![super::syntax_error(&path, &e)]),
+            Err(ReadError::Io { source, .. }) => {
+                let message = format!("mapping file `{}` cannot be read: {source}", body.value);
+                self.report(body.position(), message);
+                return None;
+            }
+        };
+        match compiled {
+            Ok(mapping) => Some(Arc::new(mapping)),
+            Err(diagnostics) => {
+                self.diagnostics.extend(diagnostics);
+                None
+            }
+        }
+    }
+}
