@@ -549,3 +549,16 @@ pub async fn wait_healthy(http: &reqwest::Client, base: &str) {
     })
     .await;
 }
+
+/// Every shipment of `app`'s store (up to 1,000), most recently changed
+/// first; `None` while the store cannot answer.
+pub async fn all_shipments(app: &App) -> Option<Vec<waybill::store::shipments::ShipmentRecord>> {
+    app.backends
+        .shipments
+        .shipments(&waybill::store::shipments::ShipmentFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .ok()
+}

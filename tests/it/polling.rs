@@ -57,15 +57,7 @@ async fn polling_alone_takes_a_booking_to_delivered() {
     });
     assert_eq!(app.shopify(&order, "orders/paid", "poll-1").await.0, 200);
     let shipment = eventually(Duration::from_secs(60), "delivered by polling", || async {
-        let all = app
-            .backends
-            .shipments
-            .shipments(&ShipmentFilter {
-                limit: 10,
-                ..ShipmentFilter::default()
-            })
-            .await
-            .ok()?;
+        let all = all_shipments(&app).await?;
         all.into_iter()
             .find(|s| s.tracking_number == "CX-POLL-1" && s.status.as_str() == "delivered")
     })
@@ -301,15 +293,7 @@ async fn two_instances_poll_each_shipment_once_per_interval() {
         );
     }
     eventually(Duration::from_secs(60), "every order booked", || async {
-        let all = a
-            .backends
-            .shipments
-            .shipments(&ShipmentFilter {
-                limit: 100,
-                ..ShipmentFilter::default()
-            })
-            .await
-            .ok()?;
+        let all = all_shipments(&a).await?;
         (all.len() == orders as usize).then_some(())
     })
     .await;

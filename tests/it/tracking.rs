@@ -8,7 +8,7 @@ use crate::common::*;
 use std::process::Command;
 use std::time::Duration;
 use waybill::model::{Message, TrackingEvent, Via, header, tracking};
-use waybill::store::shipments::{Outcome, ShipmentFilter, ShipmentRecord};
+use waybill::store::shipments::{Outcome, ShipmentRecord};
 
 async fn booked_shipment(app: &App, order_id: u64) -> ShipmentRecord {
     let order = order_with("order-cod.json", |o| o["id"] = serde_json::json!(order_id));
@@ -22,15 +22,7 @@ async fn booked_shipment(app: &App, order_id: u64) -> ShipmentRecord {
         Duration::from_secs(60),
         "the shipment of the booking",
         || async {
-            let all = app
-                .backends
-                .shipments
-                .shipments(&ShipmentFilter {
-                    limit: 100,
-                    ..ShipmentFilter::default()
-                })
-                .await
-                .ok()?;
+            let all = all_shipments(app).await?;
             all.into_iter()
                 .find(|s| s.key.order_id == order_id.to_string())
         },
@@ -260,15 +252,7 @@ async fn sandbox_journey(order_id: u64, notes: Option<&str>, end: &str) -> Vec<(
         200
     );
     let shipment = eventually(Duration::from_secs(60), end, || async {
-        let all = app
-            .backends
-            .shipments
-            .shipments(&ShipmentFilter {
-                limit: 10,
-                ..ShipmentFilter::default()
-            })
-            .await
-            .ok()?;
+        let all = all_shipments(&app).await?;
         all.into_iter().find(|s| s.status.as_str() == end)
     })
     .await;
