@@ -119,44 +119,40 @@ async fn due() {
             "sqlite://{}?mode=rwc",
             dir.path().join("waybill.db").display()
         );
-        let store = waybill::store::sql::SqlStore::connect(&url)
-            .await
-            .expect("store");
-        let started = Instant::now();
-        fill_sqlite(&url, n).await;
-        let fill = started.elapsed();
-        let (mean, worst) = lease_ticks(&store, 50).await;
-        println!(
-            "| {n} | SQLite | {:.1} s | {:.2} ms | {:.2} ms | {:.0} MB |",
-            fill.as_secs_f64(),
-            mean.as_secs_f64() * 1e3,
-            worst.as_secs_f64() * 1e3,
-            rss_mb()
-        );
-        store.close().await;
+        measure(n, "SQLite", &url).await;
         if postgres {
             let backend = postgres_backend();
             let Backend::Kafka { store_url, .. } = &backend else {
                 unreachable!("a PostgreSQL database")
             };
-            let store = waybill::store::sql::SqlStore::connect(store_url)
-                .await
-                .expect("store");
-            let started = Instant::now();
-            fill_postgres(store_url, n).await;
-            let fill = started.elapsed();
-            let (mean, worst) = lease_ticks(&store, 50).await;
-            println!(
-                "| {n} | PostgreSQL | {:.1} s | {:.2} ms | {:.2} ms | {:.0} MB |",
-                fill.as_secs_f64(),
-                mean.as_secs_f64() * 1e3,
-                worst.as_secs_f64() * 1e3,
-                rss_mb()
-            );
-            store.close().await;
+            measure(n, "PostgreSQL", store_url).await;
             drop_backend(&backend);
         }
     }
+}
+
+/// Fills the store at `url` with `n` due shipments and prints one row:
+/// the fill's time, one tick's lease (mean and worst of 50) and RSS.
+async fn measure(n: i64, label: &str, url: &str) {
+    let store = waybill::store::sql::SqlStore::connect(url)
+        .await
+        .expect("store");
+    let started = Instant::now();
+    if url.starts_with("sqlite:") {
+        fill_sqlite(url, n).await;
+    } else {
+        fill_postgres(url, n).await;
+    }
+    let fill = started.elapsed();
+    let (mean, worst) = lease_ticks(&store, 50).await;
+    println!(
+        "| {n} | {label} | {:.1} s | {:.2} ms | {:.2} ms | {:.0} MB |",
+        fill.as_secs_f64(),
+        mean.as_secs_f64() * 1e3,
+        worst.as_secs_f64() * 1e3,
+        rss_mb()
+    );
+    store.close().await;
 }
 
 /// A fresh PostgreSQL database (the Kafka side is unused here).
