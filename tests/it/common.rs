@@ -562,3 +562,22 @@ pub async fn all_shipments(app: &App) -> Option<Vec<waybill::store::shipments::S
         .await
         .ok()
 }
+
+/// A PostEx courier account on `base_url` (a `wiremock` server's URI).
+pub fn postex_at(base_url: &str) -> String {
+    format!(
+        "{{ connector: postex, credentials: {{ token: \"tok-secret\" }}, base_url: \"{base_url}\" }}"
+    )
+}
+
+/// Runs `waybill ARGS --config <the tree>`, asserting it succeeds; its stdout.
+pub fn waybill_cli(dir: &ConfigDir, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .args(args)
+        .arg("--config")
+        .arg(dir.path())
+        .output()
+        .expect("run waybill");
+    assert!(output.status.success(), "waybill {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

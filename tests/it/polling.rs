@@ -4,7 +4,6 @@
 //! backing the next poll off; after `delivered` it is never polled again.
 
 use crate::common::*;
-use std::process::Command;
 use std::time::Duration;
 use waybill::store::shipments::{Outcome, ShipmentFilter};
 use wiremock::matchers::{method, path};
@@ -45,10 +44,7 @@ async fn polling_alone_takes_a_booking_to_delivered() {
         .mount(&courier)
         .await;
     let dir = ConfigDir::with_extra(
-        &format!(
-            "{{ connector: postex, credentials: {{ token: \"tok-secret\" }}, base_url: \"{}\" }}",
-            courier.uri()
-        ),
+        &postex_at(&courier.uri()),
         "sync: { interval: 1s, max_interval: 2s, max_age: 1h }\n",
     );
     let app = App::start(&dir).await;
@@ -114,13 +110,7 @@ async fn polling_alone_takes_a_booking_to_delivered() {
     assert!(body.contains("scheduler: last ran"), "{body}");
     app.stop().await;
 
-    let output = Command::new(env!("CARGO_BIN_EXE_waybill"))
-        .args(["sync", "status", "--config"])
-        .arg(dir.path())
-        .output()
-        .expect("run waybill");
-    assert!(output.status.success(), "{output:?}");
-    let printed = String::from_utf8_lossy(&output.stdout);
+    let printed = waybill_cli(&dir, &["sync", "status"]);
     assert!(
         printed.contains("courier-main\tpostex\t0\t0\t-"),
         "{printed}"
@@ -271,10 +261,7 @@ async fn two_instances_poll_each_shipment_once_per_interval() {
         .mount(&courier)
         .await;
     let dir = ConfigDir::with_extra(
-        &format!(
-            "{{ connector: postex, credentials: {{ token: \"tok-secret\" }}, base_url: \"{}\" }}",
-            courier.uri()
-        ),
+        &postex_at(&courier.uri()),
         "sync: { interval: 2s, max_interval: 2s, max_age: 1h }\n",
     );
     let a = App::start(&dir).await;

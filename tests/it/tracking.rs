@@ -5,7 +5,6 @@
 //! out on `shipments.status` keyed by the order.
 
 use crate::common::*;
-use std::process::Command;
 use std::time::Duration;
 use waybill::model::{Message, TrackingEvent, Via, header, tracking};
 use waybill::store::shipments::{Outcome, ShipmentRecord};
@@ -180,32 +179,23 @@ async fn status_events_move_a_shipment_forward_only_and_are_published() {
     );
     app.stop().await;
 
-    let output = Command::new(env!("CARGO_BIN_EXE_waybill"))
-        .args([
+    let printed = waybill_cli(
+        &dir,
+        &[
             "shipments",
             "show",
             &shipment.tracking_number,
             "--format",
             "json",
-            "--config",
-        ])
-        .arg(dir.path())
-        .output()
-        .expect("run waybill");
-    assert!(output.status.success(), "{output:?}");
-    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+        ],
+    );
+    let shown: serde_json::Value = serde_json::from_str(&printed).expect("one JSON object");
     assert_eq!(shown["status"], "delivered");
     assert_eq!(shown["key"], shipment.key.to_string());
     assert_eq!(shown["history"].as_array().map(Vec::len), Some(8));
     assert_eq!(shown["history"][4]["outcome"], "duplicate");
 
-    let output = Command::new(env!("CARGO_BIN_EXE_waybill"))
-        .args(["statuses", "unknown", "--config"])
-        .arg(dir.path())
-        .output()
-        .expect("run waybill");
-    assert!(output.status.success(), "{output:?}");
-    let listed = String::from_utf8_lossy(&output.stdout);
+    let listed = waybill_cli(&dir, &["statuses", "unknown"]);
     let fields: Vec<&str> = listed.trim_end().split('\t').collect();
     assert_eq!(fields[..3], ["sandbox", "teleported", "1"], "{listed}");
 }
