@@ -76,6 +76,11 @@ pub struct Scheduler {
     all: Arc<Semaphore>,
     /// Bounds each account's polls (its own `sync.max_in_flight`).
     per_account: HashMap<String, Arc<Semaphore>>,
+    /// `max_batch` of each polled account whose connector declares `track_many`.
+    batch_sizes: HashMap<String, usize>,
+    /// How long a lease lasts: the longest `track`/`track_many` timeout of
+    /// a polled account's connector, plus a margin.
+    lease: Duration,
 }
 
 impl Scheduler {
@@ -98,6 +103,29 @@ impl Scheduler {
                 )
             })
             .collect();
+        let connectors: Vec<(&String, &Connector)> = config
+            .polled_accounts
+            .keys()
+            .filter_map(|name| {
+                let account = config.accounts.get(name)?;
+                Some((name, config.connectors.get(&account.connector)?.as_ref()))
+            })
+            .collect();
+        let batch_sizes = connectors
+            .iter()
+            .filter_map(|(name, connector)| {
+                let size = connector.operation("track_many")?.max_batch?;
+                Some(((*name).clone(), size.max(1)))
+            })
+            .collect();
+        let lease = connectors
+            .iter()
+            .flat_map(|(_, connector)| ["track", "track_many"].map(|op| connector.operation(op)))
+            .flatten()
+            .map(|op| op.timeout)
+            .max()
+            .unwrap_or_default()
+            + LEASE_MARGIN;
         Scheduler {
             config,
             bus,
@@ -108,6 +136,8 @@ impl Scheduler {
             state: Arc::new(Mutex::new(SchedulerState::default())),
             all,
             per_account,
+            batch_sizes,
+            lease,
         }
     }
 
@@ -210,7 +240,7 @@ impl Scheduler {
             let free = self.free_slots().await;
             let now_at = OffsetDateTime::now_utc();
             let now = timestamp(now_at);
-            let until = timestamp(later(now_at, self.lease_length()));
+            let until = timestamp(later(now_at, self.lease));
             let lease = DueLease {
                 now: &now,
                 owner: &self.owner,
@@ -262,50 +292,24 @@ impl Scheduler {
         let mut batches = Vec::new();
         let mut grouped: HashMap<String, Vec<ShipmentRecord>> = HashMap::new();
         for shipment in due {
-            let batch_size = self
-                .connector_of(&shipment.courier_account)
-                .and_then(|(connector, _)| connector.operation("track_many"))
-                .and_then(|op| op.max_batch);
-            match batch_size {
-                Some(_) => grouped
+            if self.batch_sizes.contains_key(&shipment.courier_account) {
+                grouped
                     .entry(shipment.courier_account.clone())
                     .or_default()
-                    .push(shipment),
-                None => batches.push(Batch::One(Box::new(shipment))),
+                    .push(shipment);
+            } else {
+                batches.push(Batch::One(Box::new(shipment)));
             }
         }
         for (account, shipments) in grouped {
-            let size = self
-                .connector_of(&account)
-                .and_then(|(connector, _)| connector.operation("track_many"))
-                .and_then(|op| op.max_batch)
-                .unwrap_or(1)
-                .max(1);
-            let mut rest = shipments;
-            while !rest.is_empty() {
-                let tail = rest.split_off(rest.len().min(size));
-                batches.push(Batch::Many(rest));
-                rest = tail;
-            }
+            let size = self.batch_sizes.get(&account).copied().unwrap_or(1);
+            batches.extend(
+                shipments
+                    .chunks(size)
+                    .map(|chunk| Batch::Many(chunk.to_vec())),
+            );
         }
         batches
-    }
-
-    /// The longest `track` timeout of a polled account's connector, plus a margin.
-    fn lease_length(&self) -> Duration {
-        let longest = self
-            .config
-            .polled_accounts
-            .keys()
-            .filter_map(|name| self.connector_of(name))
-            .flat_map(|(connector, _)| {
-                ["track", "track_many"].map(|name| connector.operation(name))
-            })
-            .flatten()
-            .map(|op| op.timeout)
-            .max()
-            .unwrap_or_default();
-        longest + LEASE_MARGIN
     }
 
     fn connector_of(&self, account: &str) -> Option<(&Arc<Connector>, &Arc<Account>)> {
