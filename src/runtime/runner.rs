@@ -10,15 +10,19 @@ use super::feed;
 use super::progress::Progress;
 use crate::bus::dead_letter::{self, DeadLetterContext};
 use crate::bus::{Bus, BusError};
-use crate::clock::now_rfc3339;
+use crate::clock::{now_rfc3339, now_timestamp, timestamp};
 use crate::config::{Config, Pipeline};
 use crate::model::{
-    BookingKey, ErrorClass, Failure, Message, Record, SCHEMA_VERSION, Shipment, header,
+    BookingKey, ErrorClass, Failure, Message, Record, SCHEMA_VERSION, Shipment, Status, Via, header,
 };
 use crate::sinks::book::{Booked, Booker, Slots};
 use crate::sources::json::{self, JsonError};
 use crate::stages::{self, Event, Plan};
-use crate::telemetry::events::{DeadLettered, RetryScheduled, ShipmentBooked, StageProcessed};
+use crate::store::ShipmentStore;
+use crate::store::shipments::NewShipment;
+use crate::telemetry::events::{
+    DeadLettered, RetryScheduled, ShipmentBooked, StageProcessed, StatusEventRecorded,
+};
 use crate::telemetry::{Metrics, PipelineLabels};
 use backon::BackoffBuilder;
 use serde_json::json;
@@ -53,6 +57,8 @@ pub struct Runner {
     pub config: Arc<Config>,
     pub bus: Arc<dyn Bus>,
     pub booker: Arc<Booker>,
+    /// Where every booking starts its shipment.
+    pub shipments: Arc<dyn ShipmentStore>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -298,11 +304,16 @@ impl Runner {
             }
             .emit(&self.metrics);
         }
-        if let Some(topic) = &self.pipeline.output
-            && self
-                .publishes(event, shipment, &booked, &message_id)
-                .await?
+        if !self
+            .publishes(event, shipment, &booked, &message_id)
+            .await?
         {
+            self.processed("book", "replayed");
+            return Ok(());
+        }
+        self.start_shipment(record, event, shipment, route, &booked)
+            .await?;
+        if let Some(topic) = &self.pipeline.output {
             let payload = json!({
                 "source": event.source,
                 "account": event.account,
@@ -320,9 +331,72 @@ impl Runner {
         Ok(())
     }
 
-    /// Whether a booking is this message's to publish: a new one is; a replay
-    /// is only when this message made the booking (a redelivery after a crash
-    /// between booking and publishing), never for a later event of the order.
+    /// Records the booking's shipment, `booked`, before the booking is
+    /// announced: a courier may call back as soon as it has answered, and its
+    /// first event must find the shipment. Idempotent, so a redelivery after a
+    /// crash here records it once.
+    async fn start_shipment(
+        &self,
+        record: &Record,
+        event: &Event,
+        shipment: &Shipment,
+        route: &str,
+        booked: &Booked,
+    ) -> Result<(), Failure> {
+        let key = BookingKey {
+            source: event.source.clone(),
+            account: event.account.clone(),
+            order_id: shipment.order_id.clone(),
+            sequence: shipment.sequence,
+        };
+        let next_poll_at = self.config.polled_accounts.get(route).map(|sync| {
+            timestamp(crate::clock::later(
+                time::OffsetDateTime::now_utc(),
+                sync.interval,
+            ))
+        });
+        let cod = (shipment.cod_amount > rust_decimal::Decimal::ZERO)
+            .then(|| shipment.cod_amount.to_string());
+        let new = NewShipment {
+            event_id: format!("booking:{key}"),
+            key,
+            order_key: record.message.key.clone(),
+            reference: Some(shipment.reference.clone()).filter(|r| !r.is_empty()),
+            courier: booked.result.courier.clone(),
+            courier_account: route.to_string(),
+            tracking_number: booked.result.tracking_number.clone(),
+            booked_at: now_timestamp(),
+            next_poll_at,
+            cod_currency: cod.as_ref().and(shipment.currency.clone()),
+            cod_amount: cod,
+        };
+        let created = self.shipments.create_shipment(&new).await.map_err(|e| {
+            let class = if e.is_transient() {
+                ErrorClass::Retryable
+            } else {
+                ErrorClass::Permanent
+            };
+            Failure::new("track", class, format!("recording the shipment: {e}"))
+        })?;
+        if created {
+            StatusEventRecorded {
+                courier: &new.courier,
+                account: &new.courier_account,
+                tracking_number: &new.tracking_number,
+                via: Via::Booking.as_str(),
+                outcome: "applied",
+                raw: "",
+                status: Status::Booked.as_str(),
+            }
+            .emit(&self.metrics);
+        }
+        Ok(())
+    }
+
+    /// Whether a booking is this message's to record and publish: a new one
+    /// is; a replay is only when this message made the booking (a redelivery
+    /// after a crash between booking and publishing), never for a later event
+    /// of the order.
     async fn publishes(
         &self,
         event: &Event,

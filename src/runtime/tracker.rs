@@ -1,12 +1,14 @@
-//! The tracker: bookings become shipments, and courier status events
-//! (callbacks and polls, on `tracking.<connector>`) are normalised by the
-//! courier connector's status table and applied to them. Every applied
+//! The tracker: courier status events (callbacks and polls, on
+//! `tracking.<connector>`) are normalised by the courier connector's status
+//! table and applied to the shipments bookings started. Every applied
 //! change goes out on `shipments.status`, keyed by the order's key.
 //!
-//! It reads every topic a booking pipeline publishes to and the tracking
-//! topic of every courier connector an account uses, each in consumer group
-//! `waybill.tracking.<topic>`, one record at a time (status events are a few
-//! store statements; order within a parcel is the topic's key order).
+//! It reads the tracking topic of every courier connector an account uses,
+//! each in consumer group `waybill.tracking.<topic>`, one record at a time
+//! (status events are a few store statements; order within a parcel is the
+//! topic's key order). The runner records a booking's shipment before the
+//! booking is announced, so an event can only miss its shipment when the
+//! parcel was never booked through waybill.
 //! A history row is unique per bus message, so a redelivered message is
 //! recognised; a change recorded but not yet published (a crash between the
 //! two) is published when its message comes again.
@@ -21,10 +23,9 @@ use crate::bus::{Bus, BusError};
 use crate::clock::{now_rfc3339, now_timestamp, timestamp};
 use crate::config::{Config, Step};
 use crate::model::{
-    BookingKey, ErrorClass, Failure, Message, Record, SCHEMA_VERSION, Status, TrackingEvent, Via,
-    header, tracking,
+    ErrorClass, Failure, Message, Record, SCHEMA_VERSION, Status, TrackingEvent, header, tracking,
 };
-use crate::store::shipments::{Applied, HistoryEntry, NewShipment, ShipmentRecord, StatusEvent};
+use crate::store::shipments::{Applied, HistoryEntry, ShipmentRecord, StatusEvent};
 use crate::store::{ShipmentStore, StoreError};
 use crate::telemetry::Metrics;
 use crate::telemetry::events::{DeadLettered, ShipmentDelivered, StatusEventRecorded};
@@ -46,15 +47,6 @@ pub const NAME: &str = "tracking";
 
 /// How long a store or bus outage is waited out between tries.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
-
-/// What a topic carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Feed {
-    /// A booking pipeline's output.
-    Bookings,
-    /// A courier connector's status events.
-    Events,
-}
 
 pub struct Tracker {
     pub config: Arc<Config>,
@@ -88,20 +80,17 @@ impl From<BusError> for Trouble {
 }
 
 impl Tracker {
-    /// The topics read: booking outputs, then courier tracking topics.
-    fn feeds(&self) -> Vec<(String, Feed)> {
-        let mut feeds: Vec<(String, Feed)> = Vec::new();
-        for pipeline in &self.config.pipelines {
-            let books = pipeline.steps.iter().any(|s| matches!(s, Step::Book));
-            if let (true, Some(output)) = (books, &pipeline.output)
-                && !feeds.iter().any(|(t, _)| t == output)
-            {
-                feeds.push((output.clone(), Feed::Bookings));
-            }
-        }
-        // Without a booking pipeline there are no shipments to move: courier
-        // events wait on their topics until one is configured.
-        if feeds.is_empty() {
+    /// The tracking topic of every courier connector an account uses.
+    /// Without a booking pipeline there are no shipments to move: courier
+    /// events wait on their topics until one is configured.
+    fn feeds(&self) -> Vec<String> {
+        let books = self
+            .config
+            .pipelines
+            .iter()
+            .any(|pipeline| pipeline.steps.iter().any(|s| matches!(s, Step::Book)));
+        let mut feeds: Vec<String> = Vec::new();
+        if !books {
             return feeds;
         }
         for account in self.config.accounts.values() {
@@ -111,8 +100,8 @@ impl Tracker {
                 .get(&account.connector)
                 .is_some_and(|c| c.statuses.is_some());
             let topic = tracking::tracking_topic(&account.connector);
-            if courier && !feeds.iter().any(|(t, _)| *t == topic) {
-                feeds.push((topic, Feed::Events));
+            if courier && !feeds.contains(&topic) {
+                feeds.push(topic);
             }
         }
         feeds
@@ -121,11 +110,11 @@ impl Tracker {
     /// Reads every feed until `stop` turns true.
     pub fn spawn(self: Arc<Self>, stop: &watch::Receiver<bool>) -> tokio::task::JoinSet<()> {
         let mut tasks = tokio::task::JoinSet::new();
-        for (topic, feed) in self.feeds() {
+        for topic in self.feeds() {
             let tracker = self.clone();
             let stop = stop.clone();
             tasks.spawn(async move {
-                if let Err(e) = tracker.read(&topic, feed, stop).await {
+                if let Err(e) = tracker.read(&topic, stop).await {
                     tracing::error!(topic = %topic, error = %e, "tracker stopped reading");
                 }
             });
@@ -133,12 +122,7 @@ impl Tracker {
         tasks
     }
 
-    async fn read(
-        &self,
-        topic: &str,
-        feed: Feed,
-        mut stop: watch::Receiver<bool>,
-    ) -> Result<(), BusError> {
+    async fn read(&self, topic: &str, mut stop: watch::Receiver<bool>) -> Result<(), BusError> {
         let group = format!("waybill.{NAME}.{topic}");
         let mut consumer = self.bus.subscribe(topic, &group).await?;
         loop {
@@ -156,7 +140,7 @@ impl Tracker {
             };
             let mut done: Vec<(i32, i64)> = Vec::new();
             for record in &batch {
-                if !self.settle(record, feed, &mut stop).await {
+                if !self.settle(record, &mut stop).await {
                     break;
                 }
                 match done.iter_mut().find(|(p, _)| *p == record.partition) {
@@ -177,13 +161,9 @@ impl Tracker {
 
     /// Handles one record until it is done or dead-lettered; false when
     /// stopping first.
-    async fn settle(&self, record: &Record, feed: Feed, stop: &mut watch::Receiver<bool>) -> bool {
+    async fn settle(&self, record: &Record, stop: &mut watch::Receiver<bool>) -> bool {
         loop {
-            let handled = match feed {
-                Feed::Bookings => self.booking(record).await,
-                Feed::Events => self.event(record).await,
-            };
-            match handled {
+            match self.event(record).await {
                 Ok(()) => return true,
                 Err(Trouble::Never(failure)) => {
                     if self.dead_letter(record, &failure, stop).await {
@@ -200,27 +180,6 @@ impl Tracker {
                 }
             }
         }
-    }
-
-    /// A booking message: its shipment, `booked`.
-    async fn booking(&self, record: &Record) -> Result<(), Trouble> {
-        let Some(new) = new_shipment(record, &self.config) else {
-            // Not a booking (an `Emit` output, say): nothing to track.
-            return Ok(());
-        };
-        if self.store.create_shipment(&new).await? {
-            StatusEventRecorded {
-                courier: &new.courier,
-                account: &new.courier_account,
-                tracking_number: &new.tracking_number,
-                via: Via::Booking.as_str(),
-                outcome: "applied",
-                raw: "",
-                status: Status::Booked.as_str(),
-            }
-            .emit(&self.metrics);
-        }
-        Ok(())
     }
 
     /// A courier status event: normalised, applied, published.
@@ -458,50 +417,5 @@ pub fn status_change(shipment: &ShipmentRecord, entry: &HistoryEntry) -> Value {
         "event_time": entry.event_time,
         "previous_status": entry.previous,
         "via": entry.via,
-    })
-}
-
-/// The shipment a booking message announces, or `None` when the message
-/// is not a booking.
-fn new_shipment(record: &Record, config: &Config) -> Option<NewShipment> {
-    let payload: Value = serde_json::from_slice(&record.message.payload).ok()?;
-    let text = |value: &Value| value.as_str().map(str::to_string);
-    let tracking_number = text(&payload["tracking_number"])?;
-    let courier = text(&payload["courier"])?;
-    let courier_account = text(&payload["courier_account"])?;
-    let shipment = &payload["shipment"];
-    let key = BookingKey {
-        source: text(&payload["source"])?,
-        account: text(&payload["account"])?,
-        order_id: text(&payload["order_id"])?,
-        sequence: shipment["sequence"]
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(1),
-    };
-    let booked_at = now_timestamp();
-    let next_poll_at = config.polled_accounts.get(&courier_account).map(|sync| {
-        timestamp(crate::clock::later(
-            OffsetDateTime::now_utc(),
-            sync.interval,
-        ))
-    });
-    let cod = shipment["cod_amount"]
-        .as_str()
-        .map(str::to_string)
-        .or_else(|| shipment["cod_amount"].as_f64().map(|n| n.to_string()))
-        .filter(|amount| amount.parse::<f64>().is_ok_and(|n| n > 0.0));
-    Some(NewShipment {
-        order_key: record.message.key.clone(),
-        reference: text(&payload["reference"]),
-        courier,
-        courier_account,
-        tracking_number,
-        booked_at,
-        next_poll_at,
-        cod_currency: cod.as_ref().and_then(|_| text(&shipment["currency"])),
-        cod_amount: cod,
-        event_id: event_id(record),
-        key,
     })
 }

@@ -296,3 +296,20 @@ async fn a_sandbox_return_order_comes_back_returned() {
     );
     assert!(!statuses.contains(&"delivered"), "{applied:?}");
 }
+
+/// A courier may call back the moment it has answered, before anything
+/// reads the booking's announcement: the shipment is started by the booking
+/// itself, so it exists even for a pipeline that announces nothing.
+#[tokio::test]
+async fn a_booking_starts_its_shipment_without_an_output_topic() {
+    let dir = ConfigDir::new("{ connector: sandbox }");
+    dir.edit("pipelines/shopify-orders.yaml", |t| {
+        t.replace("output: { topic: shipments.booked }\n", "")
+    });
+    assert!(dir.load().pipelines[0].output.is_none());
+    let app = App::start(&dir).await;
+    let shipment = booked_shipment(&app, 9_500_000_020).await;
+    assert_eq!(shipment.status.as_str(), "booked");
+    assert!(shipment.tracking_number.starts_with("SBX-"), "{shipment:?}");
+    app.stop().await;
+}
