@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs all of waybill's tests, preparing what they need first:
-# PostgreSQL on 127.0.0.1:5432 and a Kafka-protocol broker on loopback.
+# PostgreSQL on 127.0.0.1:5432, a Prometheus server binary, and a
+# Kafka-protocol broker on loopback.
 # Then: formatting, lints, unit and integration tests, and the integration
 # tests once more on Kafka + PostgreSQL (WAYBILL_TEST_BACKEND=kafka).
 set -euo pipefail
@@ -22,7 +23,19 @@ ensure_postgres() {
   exit 1
 }
 
+ensure_prometheus() {
+  if command -v prometheus >/dev/null 2>&1; then return 0; fi
+  say "a real Prometheus server is needed (tests/it/prometheus.rs); installing Debian's prometheus"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >&2 || true
+  fi
+  command -v prometheus >/dev/null 2>&1 && return 0
+  echo "Prometheus is required by the tests: install it (apt-get install prometheus)" >&2
+  exit 1
+}
+
 ensure_postgres
+ensure_prometheus
 export WAYBILL_TEST_POSTGRES="${WAYBILL_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
 
 if [ -z "${WAYBILL_TEST_KAFKA:-}" ]; then

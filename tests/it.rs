@@ -22,6 +22,8 @@ mod outage;
 mod polling;
 #[path = "it/postex.rs"]
 mod postex;
+#[path = "it/prometheus.rs"]
+mod prometheus;
 #[path = "it/redaction.rs"]
 mod redaction;
 #[path = "it/rules.rs"]
