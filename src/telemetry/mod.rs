@@ -315,3 +315,36 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    /// Every registered family's full name. A family without samples is
+    /// not rendered, so the names come from the registry's descriptors.
+    fn families() -> Vec<String> {
+        let registry = format!("{:?}", Metrics::new().registry);
+        registry
+            .split("name: \"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .map(|name| format!("waybill_{name}"))
+            .collect()
+    }
+
+    #[test]
+    fn every_metric_is_documented() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md");
+        let docs = std::fs::read_to_string(path).expect("docs/metrics.md");
+        let families = families();
+        assert!(families.len() > 10, "{families:?}");
+        let missing: Vec<&String> = families
+            .iter()
+            .filter(|name| !docs.contains(&format!("`{name}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "metrics served but not described in docs/metrics.md: {missing:?}"
+        );
+    }
+}

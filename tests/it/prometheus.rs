@@ -1,7 +1,6 @@
 //! `/metrics` as a real Prometheus server (Debian's `prometheus` package)
 //! scrapes it: the target is up, with no scrape error, and waybill's series
-//! can be queried. Every metric family is registered up front, so one scrape
-//! parses all of them.
+//! can be queried after an order went through intake, booking and tracking.
 
 use crate::common::*;
 use std::process::{Child, Command, Stdio};
@@ -31,7 +30,10 @@ impl Prometheus {
         let port = free_port();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -66,7 +68,9 @@ impl Drop for Prometheus {
 async fn a_real_prometheus_scrapes_every_metric_without_error() {
     let dir = ConfigDir::new("{ connector: sandbox }");
     let app = App::start(&dir).await;
-    let order = order_with("order-cod.json", |o| o["id"] = serde_json::json!(9_500_000_030_u64));
+    let order = order_with("order-cod.json", |o| {
+        o["id"] = serde_json::json!(9_500_000_030_u64)
+    });
     assert_eq!(app.shopify(&order, "orders/paid", "prom-1").await.0, 200);
     let prometheus = Prometheus::scraping(app.addr);
     let target = eventually(Duration::from_secs(60), "a scrape of waybill", || async {
