@@ -16,6 +16,7 @@ use crate::model::{
     BookingKey, ErrorClass, Failure, Message, Record, SCHEMA_VERSION, Shipment, header,
 };
 use crate::sinks::book::{Booked, Booker, Slots};
+use crate::sinks::notify::{Notified, Notifier};
 use crate::sources::json::{self, JsonError};
 use crate::stages::{self, Event, Plan};
 use crate::telemetry::events::{DeadLettered, RetryScheduled, ShipmentBooked, StageProcessed};
@@ -53,6 +54,7 @@ pub struct Runner {
     pub config: Arc<Config>,
     pub bus: Arc<dyn Bus>,
     pub booker: Arc<Booker>,
+    pub notifier: Arc<Notifier>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -258,6 +260,21 @@ impl Runner {
             Plan::Book { shipment, route } => {
                 self.book(record, &event, &shipment, &route, slots).await
             }
+            Plan::Notify { change } => {
+                let step = self.pipeline.notify().ok_or_else(|| {
+                    Failure::permanent("notify", "the pipeline has no `notify` step")
+                })?;
+                let notified = self
+                    .notifier
+                    .notify(&self.pipeline, step, &event, &change, slots)
+                    .await?;
+                let outcome = match notified {
+                    Notified::Sent => "ok",
+                    Notified::AlreadySent => "duplicate",
+                };
+                self.processed("notify", outcome);
+                Ok(())
+            }
         }
     }
 
@@ -295,6 +312,7 @@ impl Runner {
                 courier: &booked.result.courier,
                 tracking_number: &booked.result.tracking_number,
                 since_received: since_received(record),
+                since_paid: since_paid(shipment),
             }
             .emit(&self.metrics);
         }
@@ -490,9 +508,19 @@ fn decode(payload: &[u8]) -> Result<serde_json::Value, Failure> {
 }
 
 fn since_received(record: &Record) -> Option<Duration> {
-    let at = record.message.headers.get(header::RECEIVED_AT)?;
-    let at =
-        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    since(record.message.headers.get(header::RECEIVED_AT)?)
+}
+
+/// Since the order was paid or confirmed, from the shipment's `paid_at`.
+fn since_paid(shipment: &Shipment) -> Option<Duration> {
+    since(shipment.paid_at.as_deref()?)
+}
+
+/// Time elapsed since an RFC 3339 time; `None` when it cannot be read or
+/// lies in the future (a store's clock ahead of ours).
+fn since(at: &str) -> Option<Duration> {
+    let at = time::OffsetDateTime::parse(at.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()?;
     let elapsed = time::OffsetDateTime::now_utc() - at;
     elapsed.try_into().ok()
 }
@@ -515,6 +543,19 @@ mod tests {
             ErrorClass::Retryable
         );
         assert_eq!(bus_failure("output", refused).class, ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn paid_time_is_observed_only_when_it_reads_as_a_past_time() {
+        let an_hour_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        let written = an_hour_ago
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let took = since(&written).unwrap();
+        assert!(took >= Duration::from_secs(3599), "{took:?}");
+        assert_eq!(since("2026-13-45 25:00"), None);
+        assert_eq!(since(""), None);
+        assert_eq!(since("9999-01-01T00:00:00Z"), None);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::model::{
     header, tracking,
 };
 use crate::store::shipments::{Applied, HistoryEntry, NewShipment, ShipmentRecord, StatusEvent};
-use crate::store::{ShipmentStore, StoreError};
+use crate::store::{NotificationStore, ShipmentStore, StoreError};
 use crate::telemetry::Metrics;
 use crate::telemetry::events::{DeadLettered, ShipmentDelivered, StatusEventRecorded};
 use serde_json::{Value, json};
@@ -36,7 +36,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
 
 /// Where applied changes go.
-pub const STATUS_TOPIC: &str = "shipments.status";
+pub use crate::model::tracking::STATUS_TOPIC;
 
 /// Where events the tracker cannot place go (`waybill dlq list`).
 pub const DEAD_LETTER_TOPIC: &str = "dlq.tracking";
@@ -60,6 +60,8 @@ pub struct Tracker {
     pub config: Arc<Config>,
     pub bus: Arc<dyn Bus>,
     pub store: Arc<dyn ShipmentStore>,
+    /// Keeps each booked shipment for notify pipelines to reach its recipient.
+    pub notifications: Arc<dyn NotificationStore>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -208,6 +210,7 @@ impl Tracker {
             // Not a booking (an `Emit` output, say): nothing to track.
             return Ok(());
         };
+        self.keep_for_notifications(record, &new).await?;
         if self.store.create_shipment(&new).await? {
             StatusEventRecorded {
                 courier: &new.courier,
@@ -220,6 +223,26 @@ impl Tracker {
             }
             .emit(&self.metrics);
         }
+        Ok(())
+    }
+
+    /// Keeps the booked canonical shipment (name, phone, address) where
+    /// notify pipelines read it, before the shipment exists, so no status
+    /// change can come first. Kept only when a notify pipeline is configured:
+    /// there is no reason to hold a second copy of customers' details.
+    async fn keep_for_notifications(
+        &self,
+        record: &Record,
+        new: &NewShipment,
+    ) -> Result<(), Trouble> {
+        if !self.config.pipelines.iter().any(|p| p.notify().is_some()) {
+            return Ok(());
+        }
+        let payload: Value = serde_json::from_slice(&record.message.payload).unwrap_or_default();
+        let shipment = payload["shipment"].to_string();
+        self.notifications
+            .record_booked_shipment(&new.key.to_string(), &shipment)
+            .await?;
         Ok(())
     }
 

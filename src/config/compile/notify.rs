@@ -1,0 +1,168 @@
+//! The `notify` step: a notifier account to post through, a body mapping,
+//! the statuses notified, the signature header; and the shape of a notify
+//! pipeline (it reads `shipments.status`, and only triggers may come before
+//! its one `notify`, which is last).
+//!
+//! ```yaml
+//! name: notify-customers
+//! input: { topic: shipments.status }
+//! steps:
+//!   - notify:
+//!       to: notify-main
+//!       body: mappings/notify/sms.yaml
+//!       statuses: [out_for_delivery, delivered, delivery_failed]
+//! ```
+
+use super::{AccountRef, Compiler};
+use crate::config::NotifyStep;
+use crate::config::raw::{RawNotify, RawPipeline, RawStep};
+use crate::config::Step;
+use crate::connector::ConnectorKind;
+use crate::diagnostic::Position;
+use crate::model::tracking::STATUS_TOPIC;
+use crate::yaml::{Located, Node};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// The signature header when the step names none.
+pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Waybill-Signature";
+
+/// How long the receiver may take to answer when the step says nothing.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the pipeline-shape check needs to know of one step as written.
+pub(super) struct StepKind {
+    at: Position,
+    notify: bool,
+    trigger: bool,
+}
+
+impl StepKind {
+    pub(super) fn of(node: &Node, step: &RawStep) -> StepKind {
+        StepKind {
+            at: node.position(),
+            notify: matches!(step, RawStep::Notify(_)),
+            trigger: matches!(step, RawStep::Trigger(_)),
+        }
+    }
+}
+
+impl Compiler<'_> {
+    pub(super) fn notify(
+        &mut self,
+        file: &Path,
+        base_dir: &Path,
+        node: &Node,
+        raw: RawNotify,
+        accounts: &BTreeMap<String, AccountRef>,
+    ) -> Option<NotifyStep> {
+        let url = self.notify_target(file, &raw.to, accounts);
+        if raw.statuses.is_empty() {
+            self.report(
+                file,
+                node.position(),
+                "`notify.statuses` is empty: list the canonical statuses to notify on, e.g. `[out_for_delivery, delivered, delivery_failed]`",
+            );
+        }
+        let signature_header = match &raw.signature_header {
+            Some(header) => {
+                if reqwest::header::HeaderName::from_bytes(header.value.as_bytes()).is_err() {
+                    let message = format!(
+                        "`signature_header` `{}` is not a valid HTTP header name: use letters, digits and `-`, e.g. `{DEFAULT_SIGNATURE_HEADER}`",
+                        header.shown()
+                    );
+                    self.report(file, header.position(), message);
+                }
+                header.value.clone()
+            }
+            None => DEFAULT_SIGNATURE_HEADER.to_string(),
+        };
+        let timeout = match &raw.timeout {
+            Some(t) if t.value.0.is_zero() => {
+                self.report(file, t.position(), "`notify.timeout` must be more than 0");
+                DEFAULT_TIMEOUT
+            }
+            Some(t) => t.value.0,
+            None => DEFAULT_TIMEOUT,
+        };
+        let body = self.mapping(file, base_dir, &raw.body);
+        let mut statuses: Vec<_> = raw.statuses.iter().map(|s| s.value).collect();
+        statuses.dedup();
+        Some(NotifyStep {
+            account: raw.to.value,
+            url: url?,
+            body: body?,
+            statuses,
+            signature_header,
+            timeout,
+        })
+    }
+
+    /// The URL notifications go to: the notifier account's `base_url`, or
+    /// its connector's.
+    fn notify_target(
+        &mut self,
+        file: &Path,
+        to: &Located<String>,
+        accounts: &BTreeMap<String, AccountRef>,
+    ) -> Option<String> {
+        let account = self.account_ref(file, to, accounts)?;
+        // A connector or account that did not compile was reported there.
+        let connector = account.connector.as_ref()?;
+        if connector.kind != ConnectorKind::Notifier {
+            let message = format!(
+                "account `{}` uses connector `{}`, which is not a notifier; `notify.to` names an account of a `kind: notifier` connector, e.g. `{{ connector: notify-webhook, base_url: …, credentials: {{ signing_secret: … }} }}`",
+                to.shown(),
+                connector.name
+            );
+            self.report(file, to.position(), message);
+            return None;
+        }
+        let compiled = account.compiled.as_ref()?;
+        let url = compiled.base_url.clone().or(connector.base_url.clone());
+        if url.is_none() {
+            let message = format!(
+                "account `{}` has no `base_url`, nor has connector `{}`: write the receiver's URL as the account's `base_url`",
+                to.shown(),
+                connector.name
+            );
+            self.report(file, account.at, message);
+        }
+        url
+    }
+
+    /// A notify step reads status changes, and only triggers may come
+    /// before it: a map, route or book there would have nothing to work on.
+    pub(super) fn notify_shape(&mut self, file: &Path, kinds: &[StepKind]) {
+        let Some(first) = kinds.iter().position(|k| k.notify) else {
+            return;
+        };
+        for (index, kind) in kinds.iter().enumerate() {
+            if kind.notify && index != first {
+                self.report(
+                    file,
+                    kind.at,
+                    "a pipeline has at most one `notify` step: write another pipeline for another receiver",
+                );
+            } else if !kind.notify && !(kind.trigger && index < first) {
+                self.report(
+                    file,
+                    kind.at,
+                    "in a pipeline with a `notify` step only `trigger` steps may come, and only before it",
+                );
+            }
+        }
+    }
+
+    /// A notify pipeline's input is the tracker's status changes.
+    pub(super) fn notify_input(&mut self, file: &Path, raw: &RawPipeline, steps: Option<&[Step]>) {
+        let notifies = steps.is_some_and(|s| s.iter().any(|s| matches!(s, Step::Notify(_))));
+        if notifies && raw.input.topic.value != STATUS_TOPIC {
+            let message = format!(
+                "a pipeline with a `notify` step reads status changes: write `input: {{ topic: {STATUS_TOPIC} }}`"
+            );
+            self.report(file, raw.input.topic.position(), message);
+        }
+    }
+}
