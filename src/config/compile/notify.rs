@@ -123,11 +123,11 @@ impl Compiler<'_> {
         let url = compiled.base_url.clone().or(connector.base_url.clone());
         if url.is_none() {
             let message = format!(
-                "account `{}` has no `base_url`, nor has connector `{}`: write the receiver's URL as the account's `base_url`",
+                "account `{}` has no `base_url`, nor has connector `{}`: write the receiver's URL as the account's `base_url` in the main config file",
                 to.shown(),
                 connector.name
             );
-            self.report(file, account.at, message);
+            self.report(file, to.position(), message);
         }
         url
     }
@@ -164,5 +164,83 @@ impl Compiler<'_> {
             );
             self.report(file, raw.input.topic.position(), message);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    const NOTIFIER: &str = "name: hook\nkind: notifier\ncredentials:\n  signing_secret: { type: string, secret: true, required: true }\n";
+    const COURIER: &str = "name: courier\nkind: courier\nbase_url: https://c.example\noperations:\n  book:\n    request: { method: POST, path: /b }\n    success: 'true'\n    extract: { tracking_number: $.cn }\n";
+    const MAPPING: &str = "to: \"{{ shipment.recipient.phone }}\"\nstatus: \"{{ change.status }}\"\n";
+
+    fn tree(waybill_accounts: &str, pipeline: &str) -> Tree {
+        Tree::new(&[
+            ("waybill.yaml", &format!("accounts:\n{waybill_accounts}")),
+            ("connectors/hook.yaml", NOTIFIER),
+            ("connectors/courier.yaml", COURIER),
+            ("mappings/n.yaml", MAPPING),
+            ("pipelines/n.yaml", pipeline),
+        ])
+    }
+
+    const ACCOUNTS: &str = "  n: { connector: hook, base_url: 'https://sms.example/hook', credentials: { signing_secret: s3cret } }\n  c: { connector: courier }\n";
+
+    #[test]
+    fn a_notify_step_compiles_with_its_defaults() {
+        let pipeline = "name: n\ninput: { topic: shipments.status }\nsteps:\n  - trigger: \"change.via != 'store'\"\n  - notify: { to: n, body: mappings/n.yaml, statuses: [delivered, out_for_delivery] }\n";
+        let config = tree(ACCOUNTS, pipeline).load().unwrap();
+        let notify = config.pipelines[0].notify().unwrap();
+        assert_eq!(notify.url, "https://sms.example/hook");
+        assert_eq!(notify.account, "n");
+        assert_eq!(notify.signature_header, DEFAULT_SIGNATURE_HEADER);
+        assert_eq!(notify.timeout, DEFAULT_TIMEOUT);
+        let statuses: Vec<&str> = notify.statuses.iter().map(|s| s.as_str()).collect();
+        assert_eq!(statuses, ["delivered", "out_for_delivery"]);
+    }
+
+    #[test]
+    fn notify_mistakes_are_located_and_say_what_to_write() {
+        let pipeline = "name: n\ninput: { topic: orders.x }\nsteps:\n  - notify: { to: c, body: mappings/n.yaml, statuses: [] }\n  - map: mappings/n.yaml\n";
+        let problems = tree(ACCOUNTS, pipeline).problems();
+        assert_positions(
+            &problems,
+            &[
+                ("pipelines/n.yaml", 4, 5),
+                ("pipelines/n.yaml", 4, 19),
+                ("pipelines/n.yaml", 5, 5),
+            ],
+        );
+        assert_mentions(&problems[0], "`notify.statuses` is empty");
+        assert_mentions(&problems[1], "not a notifier");
+        assert_mentions(&problems[2], "only `trigger` steps may come");
+
+        let pipeline = "name: n\ninput: { topic: orders.x }\nsteps:\n  - notify: { to: n, body: mappings/n.yaml, statuses: [delivered], signature_header: 'bad header', timeout: 0s }\n";
+        let problems = tree(ACCOUNTS, pipeline).problems();
+        assert_positions(
+            &problems,
+            &[
+                ("pipelines/n.yaml", 2, 17),
+                ("pipelines/n.yaml", 4, 86),
+                ("pipelines/n.yaml", 4, 109),
+            ],
+        );
+        assert_mentions(&problems[0], "input: { topic: shipments.status }");
+        assert_mentions(&problems[1], "not a valid HTTP header name");
+        assert_mentions(&problems[2], "more than 0");
+
+        let pipeline = "name: n\ninput: { topic: shipments.status }\nsteps:\n  - notify: { to: n, body: mappings/n.yaml, statuses: [delivred] }\n";
+        let problem = tree(ACCOUNTS, pipeline).sole_problem(("pipelines/n.yaml", 4, 56));
+        assert_mentions(&problem, "delivered");
+    }
+
+    #[test]
+    fn a_notifier_account_needs_a_url() {
+        let accounts = "  n: { connector: hook, credentials: { signing_secret: s } }\n";
+        let pipeline = "name: n\ninput: { topic: shipments.status }\nsteps:\n  - notify: { to: n, body: mappings/n.yaml, statuses: [delivered] }\n";
+        let problem = tree(accounts, pipeline).sole_problem(("pipelines/n.yaml", 4, 19));
+        assert_mentions(&problem, "has no `base_url`");
     }
 }

@@ -997,4 +997,14 @@ webhook:
         );
         assert!(table.lookup("Returned").is_unmatched());
     }
+
+    #[test]
+    fn a_notifier_is_a_signing_secret_and_a_url() {
+        let notifier = "name: n\nkind: notifier\ncredentials:\n  signing_secret: { type: string, secret: true, required: true }\n";
+        assert_eq!(parse(notifier).unwrap().kind, ConnectorKind::Notifier);
+        let not_secret = "name: n\nkind: notifier\ncredentials:\n  signing_secret: { type: string }\n";
+        assert_only_problem(not_secret, 3, "`signing_secret` with `secret: true`");
+        let limited = format!("{notifier}rate_limit: {{ per_account: {{ requests: 1, per: 1s }} }}\n");
+        assert_only_problem(&limited, 5, "takes no `rate_limit`");
+    }
 }
