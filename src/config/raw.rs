@@ -225,7 +225,7 @@ pub enum RawStep {
     /// Posts a customer notification for each status change in `statuses`,
     /// once per (shipment, status), signed; in a pipeline reading
     /// `shipments.status`. See [`RawNotify`].
-    Notify(RawNotify),
+    Notify(Box<RawNotify>),
 }
 
 /// `validate:`.

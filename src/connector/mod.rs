@@ -43,7 +43,8 @@ pub use account::Account;
 pub use definition::{
     CALLBACK_SECRET, CallbackSpec, CallbackVerify, Connector, ConnectorKind, EventTime, FieldSpec,
     FieldType, MatchedBy, Operation, OrderIdPath, RateLimit, SIGNING_SECRET, SignatureAlgorithm,
-    SignatureEncoding, SignatureSpec, StatusEntry, StatusMatch, StatusTable, TimeFormat, WebhookSpec,
+    SignatureEncoding, SignatureSpec, StatusEntry, StatusMatch, StatusTable, TimeFormat,
+    WebhookSpec,
 };
 pub use engine::{Engine, OperationOutput};
 

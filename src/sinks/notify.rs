@@ -26,8 +26,8 @@ use crate::connector::classify::{error_chain, parse_retry_after};
 use crate::mapping::Context;
 use crate::model::{ErrorClass, Exchange, Failure};
 use crate::stages::Event;
-use crate::store::notifications::{NotificationKey, NotificationState, NotificationStore};
 use crate::store::StoreError;
+use crate::store::notifications::{NotificationKey, NotificationState, NotificationStore};
 use crate::telemetry::Metrics;
 use crate::telemetry::events::NotificationSent;
 use hmac::{KeyInit, Mac};
@@ -135,7 +135,10 @@ impl Notifier {
             return Ok(Notified::AlreadySent);
         }
         let account = self.config.accounts.get(&step.account).ok_or_else(|| {
-            Failure::permanent(STAGE, format!("no account `{}` in this config", step.account))
+            Failure::permanent(
+                STAGE,
+                format!("no account `{}` in this config", step.account),
+            )
         })?;
         let body = self.body(step, event, change, booking_key).await?;
         let outgoing = Outgoing {
@@ -164,10 +167,7 @@ impl Notifier {
             self.count(pipeline, failure.class.as_str());
             return Err(failure);
         }
-        self.store
-            .mark_notified(key)
-            .await
-            .map_err(store_failure)?;
+        self.store.mark_notified(key).await.map_err(store_failure)?;
         self.count(pipeline, "sent");
         Ok(Notified::Sent)
     }
@@ -270,15 +270,17 @@ impl Notifier {
                 format!(": {}", kept.chars().take(200).collect::<String>())
             }
         );
-        Err(
-            Failure::new(STAGE, answer_class(status.as_u16()), secrets.redact(&message))
-                .with_retry_after(retry_after)
-                .with_exchange(Exchange {
-                    status: Some(status.as_u16()),
-                    request: Some(json!({ "method": "POST", "url": url, "id": outgoing.id })),
-                    response: Some(format!("{status}\n{kept}")),
-                }),
+        Err(Failure::new(
+            STAGE,
+            answer_class(status.as_u16()),
+            secrets.redact(&message),
         )
+        .with_retry_after(retry_after)
+        .with_exchange(Exchange {
+            status: Some(status.as_u16()),
+            request: Some(json!({ "method": "POST", "url": url, "id": outgoing.id })),
+            response: Some(format!("{status}\n{kept}")),
+        }))
     }
 
     fn count(&self, pipeline: &Pipeline, outcome: &str) {
@@ -319,6 +321,9 @@ mod tests {
             shown_url("https://sms.example/hook?api_key=k#x"),
             "https://sms.example/hook"
         );
-        assert_eq!(shown_url("https://sms.example/hook"), "https://sms.example/hook");
+        assert_eq!(
+            shown_url("https://sms.example/hook"),
+            "https://sms.example/hook"
+        );
     }
 }

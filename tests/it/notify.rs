@@ -48,12 +48,15 @@ async fn order(app: &App, id: u64, name: &str, edit: impl FnOnce(&mut serde_json
         o["name"] = serde_json::json!(name);
         edit(o);
     });
-    let (status, text) = app.shopify(&body, "orders/create", &format!("n-{id}")).await;
+    let (status, text) = app
+        .shopify(&body, "orders/create", &format!("n-{id}"))
+        .await;
     assert_eq!(status, 200, "{text}");
 }
 
 fn expected_signature(body: &[u8]) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(NOTIFY_SECRET.as_bytes()).expect("key");
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(NOTIFY_SECRET.as_bytes()).expect("key");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -163,15 +166,25 @@ async fn each_status_in_the_filter_is_posted_once_and_correctly_signed() {
         let status = body["status"].as_str().expect("status").to_string();
         let text = body["text"].as_str().expect("text");
         assert!(text.starts_with("Hi Ayesha, "), "{text}");
-        assert!(text.contains(body["reference"].as_str().expect("ref")), "{text}");
+        assert!(
+            text.contains(body["reference"].as_str().expect("ref")),
+            "{text}"
+        );
         ids.insert(header_text(request, "X-Waybill-Notification-Id").to_string());
         assert!(
-            seen.insert((body["tracking_number"].as_str().expect("cn").to_string(), status)),
+            seen.insert((
+                body["tracking_number"].as_str().expect("cn").to_string(),
+                status
+            )),
             "posted twice: {body}"
         );
     }
     assert_eq!(seen, expected);
-    assert_eq!(ids.len(), expected.len(), "one id per notification: {ids:?}");
+    assert_eq!(
+        ids.len(),
+        expected.len(),
+        "one id per notification: {ids:?}"
+    );
 
     // A status change delivered again (a redelivery, a republish after a
     // crash) posts nothing: the store knows it was sent.
@@ -189,7 +202,9 @@ async fn each_status_in_the_filter_is_posted_once_and_correctly_signed() {
         })
         .expect("the delivered change");
     let mut again = delivered.message.clone();
-    again.headers.insert(header::ID.into(), "republished".into());
+    again
+        .headers
+        .insert(header::ID.into(), "republished".into());
     app.backends
         .bus
         .publish("shipments.status", again)
@@ -294,7 +309,10 @@ async fn a_failing_receiver_is_retried_then_dead_lettered_without_the_secret() {
         "{why}"
     );
     assert!(why.contains("overloaded; your key *** is fine"), "{why}");
-    let whole = format!("{headers:?}{}", String::from_utf8_lossy(&letter.message.payload));
+    let whole = format!(
+        "{headers:?}{}",
+        String::from_utf8_lossy(&letter.message.payload)
+    );
     assert!(!whole.contains(NOTIFY_SECRET), "{whole}");
     assert!(!whole.contains("n0tify-s3cret"), "{whole}");
     let change: serde_json::Value =

@@ -15,8 +15,8 @@
 
 use super::{AccountRef, Compiler};
 use crate::config::NotifyStep;
-use crate::config::raw::{RawNotify, RawPipeline, RawStep};
 use crate::config::Step;
+use crate::config::raw::{RawNotify, RawPipeline, RawStep};
 use crate::connector::ConnectorKind;
 use crate::diagnostic::Position;
 use crate::model::tracking::STATUS_TOPIC;
@@ -54,7 +54,7 @@ impl Compiler<'_> {
         file: &Path,
         base_dir: &Path,
         node: &Node,
-        raw: RawNotify,
+        raw: Box<RawNotify>,
         accounts: &BTreeMap<String, AccountRef>,
     ) -> Option<NotifyStep> {
         let url = self.notify_target(file, &raw.to, accounts);
@@ -145,7 +145,7 @@ impl Compiler<'_> {
                     kind.at,
                     "a pipeline has at most one `notify` step: write another pipeline for another receiver",
                 );
-            } else if !kind.notify && !(kind.trigger && index < first) {
+            } else if !(kind.notify || kind.trigger && index < first) {
                 self.report(
                     file,
                     kind.at,
@@ -174,7 +174,8 @@ mod tests {
 
     const NOTIFIER: &str = "name: hook\nkind: notifier\ncredentials:\n  signing_secret: { type: string, secret: true, required: true }\n";
     const COURIER: &str = "name: courier\nkind: courier\nbase_url: https://c.example\noperations:\n  book:\n    request: { method: POST, path: /b }\n    success: 'true'\n    extract: { tracking_number: $.cn }\n";
-    const MAPPING: &str = "to: \"{{ shipment.recipient.phone }}\"\nstatus: \"{{ change.status }}\"\n";
+    const MAPPING: &str =
+        "to: \"{{ shipment.recipient.phone }}\"\nstatus: \"{{ change.status }}\"\n";
 
     fn tree(waybill_accounts: &str, pipeline: &str) -> Tree {
         Tree::new(&[

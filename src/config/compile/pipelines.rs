@@ -20,8 +20,8 @@ use crate::config::raw::{RawDuration, RawPipeline, RawRetry, RawRoute, RawRule, 
 use crate::config::{Pipeline, RetryPolicy, RouteRule, Step, ValidationRule};
 use crate::connector::ConnectorKind;
 use crate::diagnostic::{Position, alternatives};
-use crate::model::tracking::STATUS_TOPIC;
 use crate::mapping::{Expr, Mapping};
+use crate::model::tracking::STATUS_TOPIC;
 use crate::yaml::{self, Located, Node};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -510,7 +510,12 @@ impl Compiler<'_> {
         policy
     }
 
-    pub(super) fn expr(&mut self, file: &Path, what: &str, source: &Located<String>) -> Option<Expr> {
+    pub(super) fn expr(
+        &mut self,
+        file: &Path,
+        what: &str,
+        source: &Located<String>,
+    ) -> Option<Expr> {
         match Expr::compile(&source.value) {
             Ok(expr) => Some(expr),
             Err(e) => {

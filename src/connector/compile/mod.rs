@@ -237,7 +237,13 @@ impl Compiler<'_> {
     /// makes the request, so operations, webhooks, callbacks, status tables
     /// and rate limits would do nothing there.
     fn notifier_parts(&mut self, credentials: &BTreeMap<String, FieldSpec>) {
-        for key in ["operations", "webhook", "callback", "statuses", "rate_limit"] {
+        for key in [
+            "operations",
+            "webhook",
+            "callback",
+            "statuses",
+            "rate_limit",
+        ] {
             if let Some(at) = self.key(key) {
                 let message = format!(
                     "a notifier connector takes no `{key}`: the `notify` step posts the mapped body to the account's `base_url`"
@@ -1002,9 +1008,11 @@ webhook:
     fn a_notifier_is_a_signing_secret_and_a_url() {
         let notifier = "name: n\nkind: notifier\ncredentials:\n  signing_secret: { type: string, secret: true, required: true }\n";
         assert_eq!(parse(notifier).unwrap().kind, ConnectorKind::Notifier);
-        let not_secret = "name: n\nkind: notifier\ncredentials:\n  signing_secret: { type: string }\n";
+        let not_secret =
+            "name: n\nkind: notifier\ncredentials:\n  signing_secret: { type: string }\n";
         assert_only_problem(not_secret, 3, "`signing_secret` with `secret: true`");
-        let limited = format!("{notifier}rate_limit: {{ per_account: {{ requests: 1, per: 1s }} }}\n");
+        let limited =
+            format!("{notifier}rate_limit: {{ per_account: {{ requests: 1, per: 1s }} }}\n");
         assert_only_problem(&limited, 5, "takes no `rate_limit`");
     }
 }

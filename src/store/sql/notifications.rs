@@ -2,8 +2,8 @@
 
 use super::{Backend, SqlStore, db};
 use crate::clock::now_timestamp;
-use crate::store::{RowError, StoreError};
 use crate::store::notifications::{NotificationKey, NotificationState, NotificationStore};
+use crate::store::{RowError, StoreError};
 use async_trait::async_trait;
 
 const INSERT_SHIPMENT: &str = "INSERT INTO notification_shipments (booking_key, shipment, recorded_at) \
