@@ -211,8 +211,9 @@ pub struct RawDeadLetter {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RawStep {
-    /// A minijinja expression over `event`, `order` and `account`; events for
-    /// which it is false are acknowledged and counted, not processed.
+    /// A minijinja expression over `event`, `order` and `account` (`change`
+    /// instead of `order` in a notify pipeline); events for which it is
+    /// false are acknowledged and counted, not processed.
     Trigger(Located<String>),
     /// A mapping file (relative to the main config file) producing the canonical shipment.
     Map(Located<String>),

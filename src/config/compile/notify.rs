@@ -244,4 +244,45 @@ mod tests {
         let problem = tree(accounts, pipeline).sole_problem(("pipelines/n.yaml", 4, 19));
         assert_mentions(&problem, "has no `base_url`");
     }
+
+    #[test]
+    fn a_notifier_is_no_input_account() {
+        let pipeline = "name: n\ninput: { topic: shipments.status, accounts: [n] }\nsteps:\n  - notify: { to: n, body: mappings/n.yaml, statuses: [delivered] }\n";
+        let problem = tree(ACCOUNTS, pipeline).sole_problem(("pipelines/n.yaml", 2, 46));
+        assert_mentions(&problem, "is a notifier account");
+    }
+
+    #[test]
+    fn the_filter_and_the_triggers_see_the_status_change() {
+        use crate::stages::{Event, Plan, plan};
+        let pipeline = "name: n\ninput: { topic: shipments.status }\nsteps:\n  - trigger: \"change.via != 'store'\"\n  - notify: { to: n, body: mappings/n.yaml, statuses: [delivered, out_for_delivery] }\n";
+        let config = tree(ACCOUNTS, pipeline).load().unwrap();
+        let event = Event {
+            topic: String::new(),
+            account: "shop".into(),
+            source: "shopify".into(),
+            headers: Default::default(),
+        };
+        let outcome = |status: &str, via: &str| {
+            let change = serde_json::json!({ "key": "k", "status": status, "via": via });
+            plan(&config.pipelines[0], &config.accounts, &event, change).outcome
+        };
+        assert!(
+            matches!(outcome("delivered", "callback"), Ok(Plan::Notify { change }) if change["status"] == "delivered")
+        );
+        assert!(matches!(
+            outcome("in_transit", "poll"),
+            Ok(Plan::Skip {
+                stage: "notify",
+                ..
+            })
+        ));
+        assert!(matches!(
+            outcome("delivered", "store"),
+            Ok(Plan::Skip {
+                stage: "trigger",
+                ..
+            })
+        ));
+    }
 }

@@ -302,8 +302,13 @@ impl Compiler<'_> {
                 .account_ref(file, account, accounts)
                 .and_then(AccountRef::kind)
             {
-                Some(ConnectorKind::Courier) => {
-                    self.report(file, account.position(), format!("account `{}` is a courier account; `input.accounts` lists store accounts", account.shown()));
+                Some(kind @ (ConnectorKind::Courier | ConnectorKind::Notifier)) => {
+                    let kind = if kind == ConnectorKind::Courier {
+                        "courier"
+                    } else {
+                        "notifier"
+                    };
+                    self.report(file, account.position(), format!("account `{}` is a {kind} account; `input.accounts` lists store accounts", account.shown()));
                 }
                 _ => input_accounts.push(account.value.clone()),
             }
