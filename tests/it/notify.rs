@@ -1,6 +1,6 @@
 //! Customer notifications, through the shipped example pipeline
 //! (`examples/notify-customers.yaml`) and SMS mapping: the sandbox courier
-//! moves parcels every few hundred milliseconds, and a receiver stub gets
+//! moves parcels every second, and a receiver stub gets
 //! one correctly signed POST per (shipment, status) in the filter, none for
 //! other statuses, none again for a status change delivered twice; a
 //! receiver that keeps failing is retried, then the change is dead-lettered
@@ -18,11 +18,12 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 /// `#` and `: ` inside: interpolated values stay values.
 const NOTIFY_SECRET: &str = "n0tify-s3cret: #value";
 
-/// A tree whose sandbox parcels move every 300 ms, with a notifier account
-/// posting to `receiver` and the shipped example notify pipeline, its
-/// text changed by `edit`.
+/// A tree whose sandbox parcels move every second (time enough for a
+/// booking to become a shipment before its first move, on a busy machine),
+/// with a notifier account posting to `receiver` and the shipped example
+/// notify pipeline, its text changed by `edit`.
 fn notify_tree(receiver: &str, edit: impl FnOnce(String) -> String) -> ConfigDir {
-    let dir = ConfigDir::new("{ connector: sandbox, settings: { step: 300ms } }");
+    let dir = ConfigDir::new("{ connector: sandbox, settings: { step: 1s } }");
     let examples = dir.dir.path().join("examples");
     std::fs::create_dir_all(&examples).expect("mkdir");
     let pipeline = std::fs::read_to_string(repo().join("examples/notify-customers.yaml"))
@@ -338,5 +339,52 @@ async fn a_failing_receiver_is_retried_then_dead_lettered_without_the_secret() {
         ),
         3
     );
+
+    // Once the receiver is back, a replay of the dead letter posts the
+    // notification again, with the same id, and then it is sent.
+    let id = ids.into_iter().next().expect("an id").to_string();
+    receiver.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let config = dir.load();
+    waybill::cli::dlq::replay(
+        &config,
+        app.backends.bus.as_ref(),
+        None,
+        Some("notify-customers"),
+    )
+    .await
+    .expect("replay");
+    let requests = eventually(
+        Duration::from_secs(30),
+        "the replayed notification",
+        || async {
+            let requests = receiver.received_requests().await?;
+            (!requests.is_empty()).then_some(requests)
+        },
+    )
+    .await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(header_text(&requests[0], "X-Waybill-Notification-Id"), id);
+    assert_eq!(
+        header_text(&requests[0], "X-Waybill-Signature"),
+        expected_signature(&requests[0].body)
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the notification counted sent",
+        || async {
+            let metrics = app.metrics().await;
+            (counter(
+                &metrics,
+                "waybill_notifications_total{pipeline=\"notify-customers\",outcome=\"sent\"}",
+            ) == 1)
+                .then_some(())
+        },
+    )
+    .await;
     app.stop().await;
 }
