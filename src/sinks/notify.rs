@@ -163,7 +163,7 @@ impl Notifier {
                 "the pipeline is closing",
             ));
         };
-        if let Err(failure) = self.post(&outgoing).await {
+        if let Err(failure) = post(&self.http, &outgoing).await {
             self.count(pipeline, failure.class.as_str());
             return Err(failure);
         }
@@ -215,74 +215,6 @@ impl Notifier {
             .map_err(|e| Failure::permanent(STAGE, format!("notification body: {e}")))
     }
 
-    /// One POST; `Ok` on a 2xx answer.
-    async fn post(&self, outgoing: &Outgoing<'_>) -> Result<(), Failure> {
-        let step = outgoing.step;
-        let secrets = &outgoing.account.secrets;
-        let secret = outgoing
-            .account
-            .credentials
-            .get(SIGNING_SECRET)
-            .map(String::as_str)
-            .unwrap_or_default();
-        let url = shown_url(&step.url);
-        let sent = self
-            .http
-            .post(&step.url)
-            .timeout(step.timeout)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(ID_HEADER, &outgoing.id)
-            .header(
-                step.signature_header.as_str(),
-                signature(secret.as_bytes(), &outgoing.body),
-            )
-            .body(outgoing.body.clone())
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(e) => {
-                let message = format!("notification not delivered to {url}: {}", error_chain(&e));
-                return Err(Failure::new(
-                    STAGE,
-                    ErrorClass::Retryable,
-                    secrets.redact(&message).into_owned(),
-                ));
-            }
-        };
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()));
-        let text = response.text().await.unwrap_or_default();
-        let text = secrets.redact(text.trim()).into_owned();
-        let kept: String = text.chars().take(KEPT_RESPONSE_BYTES).collect();
-        let message = format!(
-            "the notification receiver at {url} answered {status}{}",
-            if kept.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", kept.chars().take(200).collect::<String>())
-            }
-        );
-        Err(Failure::new(
-            STAGE,
-            answer_class(status.as_u16()),
-            secrets.redact(&message),
-        )
-        .with_retry_after(retry_after)
-        .with_exchange(Exchange {
-            status: Some(status.as_u16()),
-            request: Some(json!({ "method": "POST", "url": url, "id": outgoing.id })),
-            response: Some(format!("{status}\n{kept}")),
-        }))
-    }
-
     fn count(&self, pipeline: &Pipeline, outcome: &str) {
         NotificationSent {
             pipeline: &pipeline.name,
@@ -290,6 +222,73 @@ impl Notifier {
         }
         .emit(&self.metrics);
     }
+}
+
+/// One POST; `Ok` on a 2xx answer.
+async fn post(http: &reqwest::Client, outgoing: &Outgoing<'_>) -> Result<(), Failure> {
+    let step = outgoing.step;
+    let secrets = &outgoing.account.secrets;
+    let secret = outgoing
+        .account
+        .credentials
+        .get(SIGNING_SECRET)
+        .map(String::as_str)
+        .unwrap_or_default();
+    let url = shown_url(&step.url);
+    let sent = http
+        .post(&step.url)
+        .timeout(step.timeout)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(ID_HEADER, &outgoing.id)
+        .header(
+            step.signature_header.as_str(),
+            signature(secret.as_bytes(), &outgoing.body),
+        )
+        .body(outgoing.body.clone())
+        .send()
+        .await;
+    let response = match sent {
+        Ok(response) => response,
+        Err(e) => {
+            let message = format!("notification not delivered to {url}: {}", error_chain(&e));
+            return Err(Failure::new(
+                STAGE,
+                ErrorClass::Retryable,
+                secrets.redact(&message).into_owned(),
+            ));
+        }
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()));
+    let text = response.text().await.unwrap_or_default();
+    let text = secrets.redact(text.trim()).into_owned();
+    let kept: String = text.chars().take(KEPT_RESPONSE_BYTES).collect();
+    let message = format!(
+        "the notification receiver at {url} answered {status}{}",
+        if kept.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", kept.chars().take(200).collect::<String>())
+        }
+    );
+    Err(Failure::new(
+        STAGE,
+        answer_class(status.as_u16()),
+        secrets.redact(&message),
+    )
+    .with_retry_after(retry_after)
+    .with_exchange(Exchange {
+        status: Some(status.as_u16()),
+        request: Some(json!({ "method": "POST", "url": url, "id": outgoing.id })),
+        response: Some(format!("{status}\n{kept}")),
+    }))
 }
 
 #[cfg(test)]
@@ -313,6 +312,85 @@ mod tests {
         for status in [400, 401, 403, 404, 410, 422] {
             assert_eq!(answer_class(status), ErrorClass::Permanent, "{status}");
         }
+    }
+
+    const SECRET: &str = "s3cret-key";
+
+    async fn post_to(status: u16, headers: &[(&str, &str)], url: Option<String>) -> Failure {
+        use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+        let receiver = MockServer::start().await;
+        let mut answer =
+            ResponseTemplate::new(status).set_body_string(format!("bad signature for {SECRET}"));
+        for (name, value) in headers {
+            answer = answer.insert_header(*name, *value);
+        }
+        Mock::given(method("POST"))
+            .respond_with(answer)
+            .mount(&receiver)
+            .await;
+        let step = NotifyStep {
+            account: "n".into(),
+            url: url.unwrap_or_else(|| format!("{}/hook?key={SECRET}", receiver.uri())),
+            body: Arc::new(
+                crate::mapping::Mapping::parse(std::path::Path::new("m.yaml"), "a: b\n").unwrap(),
+            ),
+            statuses: vec![],
+            signature_header: "X-Sig".into(),
+            timeout: std::time::Duration::from_secs(5),
+        };
+        let account = Account {
+            name: "n".into(),
+            connector: "notify-webhook".into(),
+            credentials: [(SIGNING_SECRET.to_string(), SECRET.to_string())].into(),
+            settings: Default::default(),
+            base_url: None,
+            secrets: crate::redact::Secrets::new([SECRET]),
+        };
+        let outgoing = Outgoing {
+            step: &step,
+            account: &account,
+            id: "p/k/delivered".into(),
+            body: b"{}".to_vec(),
+        };
+        post(&reqwest::Client::new(), &outgoing).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_refused_notification_is_permanent_and_says_what_the_receiver_answered() {
+        let failure = post_to(401, &[], None).await;
+        assert_eq!(
+            (failure.stage, failure.class),
+            ("notify", ErrorClass::Permanent)
+        );
+        assert!(
+            failure
+                .message
+                .contains("/hook answered 401 Unauthorized: bad signature for ***"),
+            "{}",
+            failure.message
+        );
+        assert!(!format!("{failure:?}").contains(SECRET), "{failure:?}");
+        assert_eq!(failure.status(), Some(401));
+    }
+
+    #[tokio::test]
+    async fn a_throttled_notification_waits_as_long_as_asked() {
+        let failure = post_to(429, &[("Retry-After", "7")], None).await;
+        assert_eq!(failure.class, ErrorClass::Retryable);
+        assert_eq!(failure.retry_after, Some(std::time::Duration::from_secs(7)));
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_cannot_be_reached_is_retried() {
+        let failure = post_to(200, &[], Some("http://127.0.0.1:9/hook".into())).await;
+        assert_eq!(failure.class, ErrorClass::Retryable);
+        assert!(
+            failure
+                .message
+                .starts_with("notification not delivered to http://127.0.0.1:9/hook"),
+            "{}",
+            failure.message
+        );
     }
 
     #[test]
