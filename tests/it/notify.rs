@@ -319,6 +319,13 @@ async fn a_failing_receiver_is_retried_then_dead_lettered_without_the_secret() {
     let change: serde_json::Value =
         serde_json::from_slice(&letter.message.payload).expect("the change, as it came");
     assert_eq!(change["status"], "out_for_delivery");
+    assert_eq!(
+        waybill::bus::dead_letter::describe(letter)
+            .order_name
+            .as_deref(),
+        Some("#N11"),
+        "`dlq list` names the order"
+    );
 
     // Three attempts of the one notification, with one id; nothing for
     // the statuses the filter leaves out.
