@@ -90,7 +90,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 
 /// The URL as messages show it: without its query, where a provider's
 /// key may travel.
-fn shown_url(url: &str) -> &str {
+pub(crate) fn shown_url(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
 
@@ -172,9 +172,7 @@ impl Notifier {
         Ok(Notified::Sent)
     }
 
-    /// The mapped body. The mapping sees `change`, `shipment` (the
-    /// canonical shipment as booked; null when none was kept), `event` and
-    /// `account` (the store account, as other steps see it).
+    /// The mapped body, over the shipment kept at booking (null when none was).
     async fn body(
         &self,
         step: &NotifyStep,
@@ -190,27 +188,7 @@ impl Notifier {
         let shipment = kept
             .and_then(|text| serde_json::from_str::<Value>(&text).ok())
             .unwrap_or(Value::Null);
-        let settings = self
-            .config
-            .accounts
-            .get(&event.account)
-            .map(|a| Value::Object(a.settings.clone()))
-            .unwrap_or_else(|| json!({}));
-        let mut ctx = Context::default();
-        ctx.set("change", change);
-        ctx.set("shipment", &shipment);
-        ctx.set(
-            "event",
-            &json!({ "topic": event.topic, "account": event.account, "source": event.source, "headers": event.headers }),
-        );
-        ctx.set(
-            "account",
-            &json!({ "name": event.account, "settings": settings }),
-        );
-        let body = step
-            .body
-            .eval_in(&ctx)
-            .map_err(|e| Failure::permanent(STAGE, format!("notification body: {e}")))?;
+        let body = render(step, &self.config, event, change, &shipment)?;
         serde_json::to_vec(&body)
             .map_err(|e| Failure::permanent(STAGE, format!("notification body: {e}")))
     }
@@ -222,6 +200,37 @@ impl Notifier {
         }
         .emit(&self.metrics);
     }
+}
+
+/// The notification body: the step's mapping over `change`, `shipment`
+/// (the canonical shipment as booked, or null), `event` and `account`
+/// (the store account, as other steps see it).
+pub fn render(
+    step: &NotifyStep,
+    config: &Config,
+    event: &Event,
+    change: &Value,
+    shipment: &Value,
+) -> Result<Value, Failure> {
+    let settings = config
+        .accounts
+        .get(&event.account)
+        .map(|a| Value::Object(a.settings.clone()))
+        .unwrap_or_else(|| json!({}));
+    let mut ctx = Context::default();
+    ctx.set("change", change);
+    ctx.set("shipment", shipment);
+    ctx.set(
+        "event",
+        &json!({ "topic": event.topic, "account": event.account, "source": event.source, "headers": event.headers }),
+    );
+    ctx.set(
+        "account",
+        &json!({ "name": event.account, "settings": settings }),
+    );
+    step.body
+        .eval_in(&ctx)
+        .map_err(|e| Failure::permanent(STAGE, format!("notification body: {e}")))
 }
 
 /// One POST; `Ok` on a 2xx answer.

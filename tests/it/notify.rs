@@ -395,3 +395,54 @@ async fn a_failing_receiver_is_retried_then_dead_lettered_without_the_secret() {
     .await;
     app.stop().await;
 }
+
+#[test]
+fn try_shows_the_notification_a_status_change_would_post() {
+    let dir = notify_tree("http://127.0.0.1:9", |p| p);
+    let try_change = |status: &str| {
+        let change = dir.dir.path().join(format!("change-{status}.json"));
+        let body = serde_json::json!({
+            "key": "shopify:shopify-main:1:0", "reference": "#1042", "courier": "sandbox",
+            "tracking_number": "SBX-1", "status": status, "via": "callback",
+        });
+        std::fs::write(&change, body.to_string()).expect("write");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_waybill"))
+            .args([
+                "try",
+                "--pipeline",
+                "notify-customers",
+                "--account",
+                "shopify-main",
+                "--input",
+            ])
+            .arg(&change)
+            .arg("--config")
+            .arg(dir.path())
+            .output()
+            .expect("run waybill try");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!stdout.contains("n0tify-s3cret"), "{stdout}");
+        serde_json::from_str::<serde_json::Value>(&stdout).expect("one JSON object")
+    };
+    let printed = try_change("delivered");
+    let request = &printed["request"];
+    assert_eq!(request["url"], "http://127.0.0.1:9/hook", "{printed:#}");
+    assert_eq!(request["headers"]["X-Waybill-Signature"], "***");
+    assert_eq!(request["body"]["status"], "delivered");
+    assert_eq!(
+        request["body"]["text"],
+        "Hi, your order #1042 has been delivered. Thank you for shopping with us! Tracking: SBX-1"
+    );
+    let skipped = try_change("in_transit");
+    assert_eq!(skipped["request"], serde_json::Value::Null);
+    let errors = skipped["errors"].to_string();
+    assert!(
+        errors.contains("not one this pipeline notifies"),
+        "{skipped:#}"
+    );
+}
