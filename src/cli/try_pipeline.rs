@@ -20,7 +20,8 @@ pub struct TryArgs {
     /// Pipeline name.
     #[arg(long)]
     pub pipeline: String,
-    /// The store's order JSON (a webhook body).
+    /// The store's order JSON (a webhook body); for a notify pipeline, a
+    /// status change (a `shipments.status` payload).
     #[arg(long)]
     pub input: PathBuf,
     /// The store's event name.
