@@ -2,7 +2,8 @@
 //!
 //! Store orders arrive as webhooks, flow over bus topics through pipelines
 //! (trigger → map → validate → route → book) and become courier bookings,
-//! exactly once, with retries, dead letters and metrics.
+//! exactly once, with retries, dead letters and metrics; status changes can
+//! notify customers (trigger → notify).
 //!
 //! # Layout
 //!
@@ -11,13 +12,13 @@
 //!   [`model::Failure`] a step gives up with.
 //! - [`bus`]: the [`bus::Bus`] trait and its backends: the embedded SQLite log and Kafka.
 //! - [`store`]: the [`store::Store`] trait over SQLite and PostgreSQL: delivery ids, booking
-//!   idempotency, shipments, audit.
+//!   idempotency, shipments, audit, notifications.
 //! - [`sources`]: webhook ingest (verify → dedupe → enqueue) as each store connector declares it.
 //! - [`mapping`]: minijinja field-mapping templates and expressions.
 //! - [`stages`]: pipeline steps as plain functions over an envelope.
 //! - [`connector`]: connector definitions (as written → checked), the declarative HTTP engine
 //!   and the sandbox courier.
-//! - [`sinks`]: idempotent courier booking.
+//! - [`sinks`]: idempotent courier booking, customer notifications.
 //! - [`runtime`]: pipeline runner, HTTP server, shutdown.
 //! - [`telemetry`]: metrics registry and named events.
 //! - [`cli`]: one file per subcommand.

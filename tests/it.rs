@@ -16,6 +16,8 @@ mod dlq;
 mod full_disk;
 #[path = "it/golden.rs"]
 mod golden;
+#[path = "it/notify.rs"]
+mod notify;
 #[path = "it/outage.rs"]
 mod outage;
 #[path = "it/polling.rs"]

@@ -45,7 +45,8 @@ pub struct DeadLetter {
     pub first_failed_at: Option<String>,
     pub last_failed_at: Option<String>,
     pub origin: Option<Origin>,
-    /// The order's merchant-facing name (e.g. `#1001`), from the payload's `name`.
+    /// The order's merchant-facing name (e.g. `#1001`), from the payload's
+    /// `name` (an order) or `reference` (a status change).
     pub order_name: Option<String>,
     /// The request, as JSON when it was stored whole, else as the truncated text.
     pub request: Option<serde_json::Value>,
@@ -119,10 +120,11 @@ fn parse_class(text: &str) -> Option<ErrorClass> {
 }
 
 /// The order's name from a JSON payload with a top-level `name` (a string,
-/// or a number written as text); `None` for anything else.
+/// or a number written as text), or the `reference` of a status change;
+/// `None` for anything else.
 fn order_name(payload: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    match value.get("name")? {
+    match value.get("name").or_else(|| value.get("reference"))? {
         serde_json::Value::String(name) => Some(name.clone()),
         serde_json::Value::Number(number) => Some(number.to_string()),
         _ => None,

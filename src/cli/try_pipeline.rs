@@ -1,6 +1,7 @@
-//! `waybill try`: run a pipeline on one order file without side effects and
-//! print one JSON object:
-//! `{"triggered", "shipment", "errors", "route", "request"}` (secrets redacted).
+//! `waybill try`: run a pipeline on one order file (or, for a notify
+//! pipeline, one status change) without side effects and print one JSON
+//! object: `{"triggered", "shipment", "errors", "route", "request"}`
+//! (secrets redacted).
 //!
 //! ```sh
 //! waybill try --pipeline shopify-orders --input samples/shopify/order-cod.json --topic orders/create
@@ -19,7 +20,8 @@ pub struct TryArgs {
     /// Pipeline name.
     #[arg(long)]
     pub pipeline: String,
-    /// The store's order JSON (a webhook body).
+    /// The store's order JSON (a webhook body); for a notify pipeline, a
+    /// status change (a `shipments.status` payload).
     #[arg(long)]
     pub input: PathBuf,
     /// The store's event name.
@@ -71,6 +73,10 @@ pub fn run(config_path: &Path, args: TryArgs) -> anyhow::Result<i32> {
         },
         Ok(Plan::Skip { reason, .. }) => errors.push(reason.clone()),
         Ok(Plan::Emit { .. }) => {}
+        Ok(Plan::Notify { change }) => match prepare_notify(&config, pipeline, &event, change) {
+            Ok(prepared) => request = prepared,
+            Err(e) => errors.push(e),
+        },
         Err(e) => errors.push(format!("{} ({}): {}", e.stage, e.class, e.message)),
     }
     let out = json!({
@@ -110,6 +116,31 @@ fn source_of(config: &Config, account: &str) -> String {
         .get(connector)
         .and_then(|c| c.webhook.as_ref())
         .map_or_else(|| connector.clone(), |spec| spec.source.clone())
+}
+
+/// The notification a notify pipeline would post for the status change
+/// `change`, its signature masked. `try` reads no store, so the mapping
+/// sees `shipment: null`, as for a shipment booked before notifications
+/// were configured.
+fn prepare_notify(
+    config: &Config,
+    pipeline: &Pipeline,
+    event: &Event,
+    change: &Value,
+) -> Result<Value, String> {
+    use crate::sinks::notify;
+    let step = pipeline
+        .notify()
+        .ok_or_else(|| "notify: the pipeline has no `notify` step".to_string())?;
+    let body = notify::render(step, config, event, change, &Value::Null)
+        .map_err(|e| format!("{} ({}): {}", e.stage, e.class, e.message))?;
+    let url = notify::shown_url(&step.url);
+    Ok(json!({
+        "method": "POST",
+        "url": url,
+        "headers": { (step.signature_header.clone()): crate::redact::MASK, notify::ID_HEADER: "<pipeline>/<key>/<status>" },
+        "body": body,
+    }))
 }
 
 /// The redacted `book` request for `shipment` on courier account `route`.

@@ -134,6 +134,7 @@ pub enum Step {
     Validate(Vec<ValidationRule>),
     Route(Vec<RouteRule>),
     Book,
+    Notify(Arc<NotifyStep>),
 }
 
 impl Step {
@@ -145,7 +146,32 @@ impl Step {
             Step::Validate(_) => "validate",
             Step::Route(_) => "route",
             Step::Book => "book",
+            Step::Notify(_) => "notify",
         }
+    }
+}
+
+/// A compiled `notify` step.
+#[derive(Debug)]
+pub struct NotifyStep {
+    /// The notifier account posted through.
+    pub account: String,
+    /// Where the POST goes: the account's `base_url`, else the connector's.
+    pub url: String,
+    pub body: Arc<Mapping>,
+    /// The canonical statuses notified.
+    pub statuses: Vec<crate::model::Status>,
+    pub signature_header: String,
+    pub timeout: Duration,
+}
+
+impl Pipeline {
+    /// The `notify` step, when this is a notify pipeline.
+    pub fn notify(&self) -> Option<&Arc<NotifyStep>> {
+        self.steps.iter().find_map(|step| match step {
+            Step::Notify(notify) => Some(notify),
+            _ => None,
+        })
     }
 }
 

@@ -16,6 +16,7 @@
 //! ```
 
 use crate::clock::parse_duration;
+use crate::model::Status;
 use crate::yaml::{Located, Node};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -210,8 +211,9 @@ pub struct RawDeadLetter {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RawStep {
-    /// A minijinja expression over `event`, `order` and `account`; events for
-    /// which it is false are acknowledged and counted, not processed.
+    /// A minijinja expression over `event`, `order` and `account` (`change`
+    /// instead of `order` in a notify pipeline); events for which it is
+    /// false are acknowledged and counted, not processed.
     Trigger(Located<String>),
     /// A mapping file (relative to the main config file) producing the canonical shipment.
     Map(Located<String>),
@@ -221,6 +223,10 @@ pub enum RawStep {
     Route(Vec<RawRoute>),
     /// Books the shipment with the routed courier, idempotently. Written `book: {}`.
     Book(Option<RawBook>),
+    /// Posts a customer notification for each status change in `statuses`,
+    /// once per (shipment, status), signed; in a pipeline reading
+    /// `shipments.status`. See [`RawNotify`].
+    Notify(Box<RawNotify>),
 }
 
 /// `validate:`.
@@ -254,6 +260,36 @@ pub struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub struct RawBook {}
 
+/// `notify:`, in a pipeline whose input is `shipments.status`:
+///
+/// ```yaml
+/// - notify:
+///     to: notify-main                 # an account of a `kind: notifier` connector
+///     body: mappings/notify/sms.yaml
+///     statuses: [out_for_delivery, delivered, delivery_failed]
+///     signature_header: X-Signature
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    /// Required. The account to notify through: its connector is of `kind:
+    /// notifier`, its `base_url` (or the connector's) is the URL posted to,
+    /// and its `signing_secret` credential keys the signature.
+    pub to: Located<String>,
+    /// Required. A mapping file (relative to the main config file) producing
+    /// the JSON body; it sees `change` (the status change), `shipment` (the
+    /// canonical shipment as booked), `event` and `account` (the store account).
+    pub body: Located<String>,
+    /// Required, not empty. The canonical statuses notified; other changes are
+    /// acknowledged and counted as skipped.
+    pub statuses: Vec<Located<Status>>,
+    /// Header carrying `sha256=<hex HMAC-SHA256 of the body>`. Default
+    /// `X-Waybill-Signature`.
+    pub signature_header: Option<Located<String>>,
+    /// How long to wait for the receiver's answer, e.g. `5s`. Default `10s`.
+    pub timeout: Option<Located<RawDuration>>,
+}
+
 /// A duration written as a number and a unit: `500ms`, `60s`, `30m`, `1h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawDuration(pub Duration);
@@ -283,7 +319,7 @@ mod tests {
         let unknown = step("bok: {}").unwrap_err().to_string();
         assert!(unknown.contains("did you mean `book`"), "{unknown}");
         assert!(
-            unknown.contains("trigger, map, validate, route, book"),
+            unknown.contains("trigger, map, validate, route, book, notify"),
             "{unknown}"
         );
         let two = step("map: a\nbook: {}").unwrap_err().to_string();

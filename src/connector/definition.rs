@@ -39,7 +39,12 @@ use std::time::Duration;
 pub enum ConnectorKind {
     Store,
     Courier,
+    /// Customer notifications go out through it (the `notify` step).
+    Notifier,
 }
+
+/// The credential a notifier connector's accounts sign notifications with.
+pub const SIGNING_SECRET: &str = "signing_secret";
 
 /// The type of a credential or setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,7 +33,11 @@ pub struct RawConnector {
     /// Required. Lowercase letters, digits, `-` and `_`; accounts name the
     /// connector by it, and the file is `connectors/<name>.yaml`.
     pub name: Option<Located<String>>,
-    /// Required. `store` (orders come from it) or `courier` (shipments are booked with it).
+    /// Required. `store` (orders come from it), `courier` (shipments are
+    /// booked with it) or `notifier` (a `notify` step posts customer
+    /// notifications through its accounts; it declares a secret
+    /// `signing_secret` credential, and the URL is the account's `base_url`
+    /// or this file's).
     pub kind: Option<Located<RawKind>>,
     /// What the connector talks to, shown by `waybill validate`. Default none.
     pub description: Option<String>,
@@ -64,6 +68,7 @@ pub struct RawConnector {
 pub enum RawKind {
     Store,
     Courier,
+    Notifier,
 }
 
 /// One field of `credentials:` or `settings:`.

@@ -30,6 +30,11 @@ pub struct Shipment {
     #[serde(default = "one")]
     pub pieces: u32,
     pub notes: Option<String>,
+    /// When the order was paid or, for cash on delivery, confirmed: an RFC
+    /// 3339 time from the store's own order (Shopify's `processed_at`).
+    /// `waybill_paid_to_booking_seconds` is measured from it.
+    #[serde(default)]
+    pub paid_at: Option<String>,
 }
 
 fn one() -> u32 {

@@ -15,6 +15,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Where the tracker publishes every applied status change.
+pub const STATUS_TOPIC: &str = "shipments.status";
+
 /// The topic a courier connector's events travel on.
 pub fn tracking_topic(connector: &str) -> String {
     format!("tracking.{connector}")

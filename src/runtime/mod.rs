@@ -14,10 +14,11 @@ use crate::config::{BusSettings, Config};
 use crate::connector::Engine;
 use crate::connector::sandbox::{Moves, Sandbox};
 use crate::sinks::book::Booker;
+use crate::sinks::notify::Notifier;
 use crate::sources::Ingest;
 use crate::sources::body::BodyBudget;
 use crate::sources::enqueue::{self, Enqueue};
-use crate::store::{ShipmentStore, Store, StoreError};
+use crate::store::{NotificationStore, ShipmentStore, Store, StoreError};
 use crate::telemetry::Metrics;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,6 +65,8 @@ pub struct Backends {
     pub store: Arc<dyn Store>,
     /// The same store: shipments and their history.
     pub shipments: Arc<dyn ShipmentStore>,
+    /// The same store: customer notifications.
+    pub notifications: Arc<dyn NotificationStore>,
     /// The embedded bus when it shares its database with the store: webhook
     /// append and delivery-id record are then one transaction.
     pub embedded: Option<EmbeddedBus>,
@@ -79,14 +82,16 @@ pub async fn open_backends(config: &Config) -> Result<Backends, RunError> {
                 return Ok(Backends {
                     bus: Arc::new(bus),
                     store: Arc::new(store.clone()),
-                    shipments: Arc::new(store),
+                    shipments: Arc::new(store.clone()),
+                    notifications: Arc::new(store),
                     embedded: None,
                 });
             }
             Ok(Backends {
                 bus: Arc::new(bus.clone()),
                 store: Arc::new(store.clone()),
-                shipments: Arc::new(store),
+                shipments: Arc::new(store.clone()),
+                notifications: Arc::new(store),
                 embedded: Some(bus),
             })
         }
@@ -107,7 +112,8 @@ pub async fn open_backends(config: &Config) -> Result<Backends, RunError> {
             Ok(Backends {
                 bus: Arc::new(bus),
                 store: Arc::new(store.clone()),
-                shipments: Arc::new(store),
+                shipments: Arc::new(store.clone()),
+                notifications: Arc::new(store),
                 embedded: None,
             })
         }
@@ -147,6 +153,7 @@ pub async fn run_with(
         bus,
         store,
         shipments,
+        notifications,
         embedded,
     } = backends;
     let metrics = Arc::new(Metrics::new());
@@ -158,7 +165,18 @@ pub async fn run_with(
     let booker = booker(&config, &store, &metrics, &self_base)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let sandbox = sandbox(&config, self_base, &stop_rx)?;
-    let mut pipelines = spawn_pipelines(&config, &bus, &booker, &shipments, &metrics, &stop_rx);
+    let notifier = Arc::new(Notifier {
+        config: config.clone(),
+        store: notifications.clone(),
+        http: Engine::client().map_err(|e| RunError::Http(e.to_string()))?,
+        metrics: metrics.clone(),
+    });
+    let sinks = Sinks {
+        booker: booker.clone(),
+        shipments: shipments.clone(),
+        notifier,
+    };
+    let mut pipelines = spawn_pipelines(&config, &bus, &sinks, &metrics, &stop_rx);
     let tracker = Arc::new(tracker::Tracker {
         config: config.clone(),
         bus: bus.clone(),
@@ -279,12 +297,18 @@ fn booker(
     }))
 }
 
+/// What pipelines' steps act through, shared by every runner.
+struct Sinks {
+    booker: Arc<Booker>,
+    shipments: Arc<dyn ShipmentStore>,
+    notifier: Arc<Notifier>,
+}
+
 /// One runner task per pipeline, stopping when `stop` turns true.
 fn spawn_pipelines(
     config: &Arc<Config>,
     bus: &Arc<dyn Bus>,
-    booker: &Arc<Booker>,
-    shipments: &Arc<dyn ShipmentStore>,
+    sinks: &Sinks,
     metrics: &Arc<Metrics>,
     stop: &watch::Receiver<bool>,
 ) -> tokio::task::JoinSet<()> {
@@ -294,8 +318,9 @@ fn spawn_pipelines(
             pipeline: pipeline.clone(),
             config: config.clone(),
             bus: bus.clone(),
-            booker: booker.clone(),
-            shipments: shipments.clone(),
+            booker: sinks.booker.clone(),
+            shipments: sinks.shipments.clone(),
+            notifier: sinks.notifier.clone(),
             metrics: metrics.clone(),
         });
         let stop = stop.clone();

@@ -16,9 +16,10 @@ use crate::model::{
     BookingKey, ErrorClass, Failure, Message, Record, SCHEMA_VERSION, Shipment, Status, Via, header,
 };
 use crate::sinks::book::{Booked, Booker, Slots};
+use crate::sinks::notify::{Notified, Notifier};
 use crate::sources::json::{self, JsonError};
 use crate::stages::{self, Event, Plan};
-use crate::store::ShipmentStore;
+use crate::store::{ShipmentStore, StoreError};
 use crate::store::shipments::NewShipment;
 use crate::telemetry::events::{
     DeadLettered, RetryScheduled, ShipmentBooked, StageProcessed, StatusEventRecorded,
@@ -59,6 +60,7 @@ pub struct Runner {
     pub booker: Arc<Booker>,
     /// Where every booking starts its shipment.
     pub shipments: Arc<dyn ShipmentStore>,
+    pub notifier: Arc<Notifier>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -264,6 +266,21 @@ impl Runner {
             Plan::Book { shipment, route } => {
                 self.book(record, &event, &shipment, &route, slots).await
             }
+            Plan::Notify { change } => {
+                let step = self.pipeline.notify().ok_or_else(|| {
+                    Failure::permanent("notify", "the pipeline has no `notify` step")
+                })?;
+                let notified = self
+                    .notifier
+                    .notify(&self.pipeline, step, &event, &change, slots)
+                    .await?;
+                let outcome = match notified {
+                    Notified::Sent => "ok",
+                    Notified::AlreadySent => "duplicate",
+                };
+                self.processed("notify", outcome);
+                Ok(())
+            }
         }
     }
 
@@ -301,6 +318,7 @@ impl Runner {
                 courier: &booked.result.courier,
                 tracking_number: &booked.result.tracking_number,
                 since_received: since_received(record),
+                since_paid: since_paid(shipment),
             }
             .emit(&self.metrics);
         }
@@ -370,14 +388,18 @@ impl Runner {
             cod_currency: cod.as_ref().and(shipment.currency.clone()),
             cod_amount: cod,
         };
-        let created = self.shipments.create_shipment(&new).await.map_err(|e| {
+        let failure = |e: StoreError| {
             let class = if e.is_transient() {
                 ErrorClass::Retryable
             } else {
                 ErrorClass::Permanent
             };
             Failure::new("track", class, format!("recording the shipment: {e}"))
-        })?;
+        };
+        self.keep_for_notifications(&new, shipment)
+            .await
+            .map_err(failure)?;
+        let created = self.shipments.create_shipment(&new).await.map_err(failure)?;
         if created {
             StatusEventRecorded {
                 courier: &new.courier,
@@ -391,6 +413,25 @@ impl Runner {
             .emit(&self.metrics);
         }
         Ok(())
+    }
+
+    /// Keeps the booked canonical shipment (name, phone, address) where
+    /// notify pipelines read it, before the shipment exists, so no status
+    /// change can come first. Kept only when a notify pipeline is configured:
+    /// there is no reason to hold a second copy of customers' details.
+    async fn keep_for_notifications(
+        &self,
+        new: &NewShipment,
+        shipment: &Shipment,
+    ) -> Result<(), StoreError> {
+        if !self.config.pipelines.iter().any(|p| p.notify().is_some()) {
+            return Ok(());
+        }
+        let shipment = serde_json::to_string(shipment).unwrap_or_default();
+        self.notifier
+            .store
+            .record_booked_shipment(&new.key.to_string(), &shipment)
+            .await
     }
 
     /// Whether a booking is this message's to record and publish: a new one
@@ -564,9 +605,19 @@ fn decode(payload: &[u8]) -> Result<serde_json::Value, Failure> {
 }
 
 fn since_received(record: &Record) -> Option<Duration> {
-    let at = record.message.headers.get(header::RECEIVED_AT)?;
-    let at =
-        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    since(record.message.headers.get(header::RECEIVED_AT)?)
+}
+
+/// Since the order was paid or confirmed, from the shipment's `paid_at`.
+fn since_paid(shipment: &Shipment) -> Option<Duration> {
+    since(shipment.paid_at.as_deref()?)
+}
+
+/// Time elapsed since an RFC 3339 time; `None` when it cannot be read or
+/// lies in the future (a store's clock ahead of ours).
+fn since(at: &str) -> Option<Duration> {
+    let at = time::OffsetDateTime::parse(at.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()?;
     let elapsed = time::OffsetDateTime::now_utc() - at;
     elapsed.try_into().ok()
 }
@@ -589,6 +640,19 @@ mod tests {
             ErrorClass::Retryable
         );
         assert_eq!(bus_failure("output", refused).class, ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn paid_time_is_observed_only_when_it_reads_as_a_past_time() {
+        let an_hour_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        let written = an_hour_ago
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let took = since(&written).unwrap();
+        assert!(took >= Duration::from_secs(3599), "{took:?}");
+        assert_eq!(since("2026-13-45 25:00"), None);
+        assert_eq!(since(""), None);
+        assert_eq!(since("9999-01-01T00:00:00Z"), None);
     }
 
     #[test]

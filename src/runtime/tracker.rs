@@ -37,7 +37,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
 
 /// Where applied changes go.
-pub const STATUS_TOPIC: &str = "shipments.status";
+pub use crate::model::tracking::STATUS_TOPIC;
 
 /// Where events the tracker cannot place go (`waybill dlq list`).
 pub const DEAD_LETTER_TOPIC: &str = "dlq.tracking";

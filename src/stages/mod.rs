@@ -51,6 +51,8 @@ pub enum Plan {
     Book { shipment: Shipment, route: String },
     /// The pipeline has no booking step: emit the shipment as it is.
     Emit { shipment: Option<Shipment> },
+    /// Post the pipeline's notification for this status change.
+    Notify { change: Value },
 }
 
 /// What the pure steps made of one event; `waybill try` prints all of it.
@@ -131,11 +133,22 @@ fn trigger_skip(expr: &crate::mapping::Expr) -> Plan {
     }
 }
 
-/// What expressions and mappings see: `event`, `order` and `account`
-/// (its name and settings).
-fn context(accounts: &BTreeMap<String, Arc<Account>>, event: &Event, order: &Value) -> Context {
+/// What expressions and mappings see: `event`, the message body and
+/// `account` (its name and settings). The body is `order`, or `change` in a
+/// notify pipeline, which reads status changes.
+fn context(
+    pipeline: &Pipeline,
+    accounts: &BTreeMap<String, Arc<Account>>,
+    event: &Event,
+    body: &Value,
+) -> Context {
     let mut ctx = event_context(accounts, event);
-    ctx.set("order", order);
+    let name = if pipeline.notify().is_some() {
+        "change"
+    } else {
+        "order"
+    };
+    ctx.set(name, body);
     ctx
 }
 
@@ -167,7 +180,7 @@ fn run_steps(
     if let Some(skip) = account_filter(pipeline, event) {
         return Ok(skip);
     }
-    let mut ctx = context(accounts, event, &order);
+    let mut ctx = context(pipeline, accounts, event, &order);
     for step in &pipeline.steps {
         match step {
             Step::Trigger(expr) => {
@@ -206,6 +219,16 @@ fn run_steps(
                     )
                 })?;
                 return Ok(Plan::Book { shipment, route });
+            }
+            Step::Notify(notify) => {
+                let status = order["status"].as_str().unwrap_or_default();
+                if !notify.statuses.iter().any(|s| s.as_str() == status) {
+                    return Ok(Plan::Skip {
+                        stage: "notify",
+                        reason: format!("status `{status}` is not one this pipeline notifies"),
+                    });
+                }
+                return Ok(Plan::Notify { change: order });
             }
         }
     }

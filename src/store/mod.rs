@@ -5,6 +5,7 @@
 //! PostgreSQL; backend-specific SQL stays behind [`Store`].
 
 mod error;
+pub mod notifications;
 pub mod shipments;
 pub mod sql;
 pub(crate) mod sqlite;
@@ -12,6 +13,7 @@ pub(crate) mod sqlite;
 mod test_support;
 
 pub use error::{RowError, StoreError};
+pub use notifications::NotificationStore;
 pub use shipments::ShipmentStore;
 
 use crate::model::{BookingKey, BookingResult};

@@ -3,8 +3,8 @@
 
 use super::{
     CallbackLabels, CourierAccountLabels, CourierLabels, CourierLatencyLabels, CourierOnlyLabels,
-    DeadLetterLabels, DeliveryLabels, DuplicateLabels, Metrics, PipelineLabels, PollLabels,
-    RefusalLabels, RetryLabels, StageLabels, StatusEventLabels, WebhookLabels,
+    DeadLetterLabels, DeliveryLabels, DuplicateLabels, Metrics, NotificationLabels, PipelineLabels,
+    PollLabels, RefusalLabels, RetryLabels, StageLabels, StatusEventLabels, WebhookLabels,
 };
 use crate::model::ErrorClass;
 use std::time::Duration;
@@ -348,6 +348,9 @@ pub struct ShipmentBooked<'a> {
     pub tracking_number: &'a str,
     /// Since the order webhook was received, when known.
     pub since_received: Option<Duration>,
+    /// Since the order was paid (or, for cash on delivery, confirmed), as
+    /// the mapping's `paid_at` says; `None` when absent or unreadable.
+    pub since_paid: Option<Duration>,
 }
 
 impl ShipmentBooked<'_> {
@@ -367,6 +370,39 @@ impl ShipmentBooked<'_> {
                 })
                 .observe(elapsed.as_secs_f64());
         }
+        if let Some(elapsed) = self.since_paid {
+            metrics
+                .paid_to_booking
+                .get_or_create(&PipelineLabels {
+                    pipeline: self.pipeline.to_string(),
+                })
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+}
+
+/// A notify step posted a notification, found it posted before, or failed
+/// to post it.
+pub struct NotificationSent<'a> {
+    pub pipeline: &'a str,
+    /// `sent`, `duplicate`, or the failure's class (`retryable`, `permanent`).
+    pub outcome: &'a str,
+}
+
+impl NotificationSent<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        tracing::info!(
+            pipeline = self.pipeline,
+            outcome = self.outcome,
+            "customer notification"
+        );
+        metrics
+            .notifications
+            .get_or_create(&NotificationLabels {
+                pipeline: self.pipeline.to_string(),
+                outcome: self.outcome.to_string(),
+            })
+            .inc();
     }
 }
 

@@ -90,6 +90,13 @@ pub struct PipelineLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub pipeline: String,
+    /// `sent`, `duplicate`, `retryable` or `permanent`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusEventLabels {
     pub courier: String,
     /// `booking`, `callback`, `poll` or `store`.
@@ -139,6 +146,12 @@ fn order_to_booking_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.05, 2.0, 16))
 }
 
+/// From a second to about three weeks: a prepaid order may wait for stock,
+/// a COD order for a confirmation call.
+fn paid_to_booking_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 21))
+}
+
 /// From a minute to about three months.
 fn delivery_histogram() -> Histogram {
     Histogram::new(exponential_buckets(60.0, 2.0, 18))
@@ -157,6 +170,7 @@ pub struct Metrics {
     pub dead_letters: Family<DeadLetterLabels, Counter>,
     pub duplicates: Family<DuplicateLabels, Counter>,
     pub order_to_booking: Family<PipelineLabels, Histogram, fn() -> Histogram>,
+    pub paid_to_booking: Family<PipelineLabels, Histogram, fn() -> Histogram>,
     pub in_flight: Family<PipelineLabels, Gauge>,
     pub connections_refused: Family<RefusalLabels, Counter>,
     pub open_connections: Gauge,
@@ -166,6 +180,7 @@ pub struct Metrics {
     pub delivery_time: Family<DeliveryLabels, Histogram, fn() -> Histogram>,
     pub tracking_polls: Family<PollLabels, Counter>,
     pub sync_lag: Family<CourierOnlyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub notifications: Family<NotificationLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -245,6 +260,13 @@ impl Metrics {
                 "Time from receiving an order webhook to its courier booking",
                 Family::new_with_constructor(order_to_booking_histogram as fn() -> Histogram),
             ),
+            paid_to_booking: registered(
+                &mut registry,
+                "paid_to_booking_seconds",
+                "Time from an order being paid (or, for cash on delivery, confirmed) to its \
+                 courier booking, from the order's own time (the shipment's paid_at)",
+                Family::new_with_constructor(paid_to_booking_histogram as fn() -> Histogram),
+            ),
             in_flight: registered(
                 &mut registry,
                 "in_flight_messages",
@@ -301,6 +323,13 @@ impl Metrics {
                 &mut registry,
                 "tracking_sync_lag_seconds",
                 "How long the most overdue shipment of each courier has waited for its poll",
+                Family::default(),
+            ),
+            notifications: registered(
+                &mut registry,
+                "notifications",
+                "Customer notifications by notify pipeline and outcome: sent, duplicate (posted \
+                 before), or a failed attempt's class",
                 Family::default(),
             ),
             registry,

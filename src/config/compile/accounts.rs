@@ -52,6 +52,7 @@ impl Compiler<'_> {
         let mut refs = BTreeMap::new();
         for (name, node) in raw {
             let (account, connector) = self.account(file, base_dir, name, node, &mut connectors);
+            let account = account.map(Arc::new);
             // One from `${VAR}` substitution is left out: its topic would be
             // listed in messages, and it may be a secret.
             let connector_name = node
@@ -63,6 +64,7 @@ impl Compiler<'_> {
                 AccountRef {
                     connector,
                     connector_name,
+                    compiled: account.clone(),
                     at: keys
                         .get(name.as_str())
                         .copied()
@@ -70,7 +72,7 @@ impl Compiler<'_> {
                 },
             );
             if let Some(account) = account {
-                compiled.insert(name.clone(), Arc::new(account));
+                compiled.insert(name.clone(), account);
             }
         }
         let connectors = connectors

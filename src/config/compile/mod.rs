@@ -13,6 +13,7 @@
 
 mod accounts;
 mod consumers;
+mod notify;
 mod pipelines;
 mod settings;
 mod sync;
@@ -57,6 +58,8 @@ struct AccountRef {
     connector: Option<Arc<Connector>>,
     /// The connector name as written, when it could be read.
     connector_name: Option<String>,
+    /// The account, when it compiled cleanly.
+    compiled: Option<Arc<crate::connector::Account>>,
     /// Where the account is named in the main file.
     at: Position,
 }

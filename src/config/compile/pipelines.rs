@@ -14,12 +14,14 @@
 
 use super::accounts::Accounts;
 use super::consumers::{Reads, source_topic};
+use super::notify::StepKind;
 use super::{AccountRef, Compiler, Reference};
 use crate::config::raw::{RawDuration, RawPipeline, RawRetry, RawRoute, RawRule, RawStep};
 use crate::config::{Pipeline, RetryPolicy, RouteRule, Step, ValidationRule};
 use crate::connector::ConnectorKind;
 use crate::diagnostic::{Position, alternatives};
 use crate::mapping::{Expr, Mapping};
+use crate::model::tracking::STATUS_TOPIC;
 use crate::yaml::{self, Located, Node};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -62,6 +64,8 @@ impl Compiler<'_> {
         accounts: &Accounts,
     ) -> Vec<Arc<Pipeline>> {
         let mut produced = source_topics(&accounts.refs);
+        // The tracker publishes every applied status change.
+        produced.insert(STATUS_TOPIC.to_string());
         let mut shown_topics = BTreeMap::new();
         let mut seen: BTreeMap<String, (PathBuf, usize)> = BTreeMap::new();
         let mut pipelines = Vec::new();
@@ -220,6 +224,7 @@ impl Compiler<'_> {
         self.pipeline_name(file, &raw.name);
         let input_accounts = self.input(file, &raw, accounts);
         let steps = self.steps(file, base_dir, &node, &raw.steps, accounts);
+        self.notify_input(file, &raw, steps.as_deref());
         let retry = self.retry(file, raw.retry.as_ref());
         let max_in_flight = self.max_in_flight(file, raw.max_in_flight.as_ref());
         let shown_topics = shown_topics(&raw);
@@ -297,8 +302,13 @@ impl Compiler<'_> {
                 .account_ref(file, account, accounts)
                 .and_then(AccountRef::kind)
             {
-                Some(ConnectorKind::Courier) => {
-                    self.report(file, account.position(), format!("account `{}` is a courier account; `input.accounts` lists store accounts", account.shown()));
+                Some(kind @ (ConnectorKind::Courier | ConnectorKind::Notifier)) => {
+                    let kind = if kind == ConnectorKind::Courier {
+                        "courier"
+                    } else {
+                        "notifier"
+                    };
+                    self.report(file, account.position(), format!("account `{}` is a {kind} account; `input.accounts` lists store accounts", account.shown()));
                 }
                 _ => input_accounts.push(account.value.clone()),
             }
@@ -316,11 +326,12 @@ impl Compiler<'_> {
         accounts: &BTreeMap<String, AccountRef>,
     ) -> Option<Vec<Step>> {
         if nodes.is_empty() {
-            self.report(file, pipeline.position(), "`steps` is empty: expected at least one step (trigger, map, validate, route, book)");
+            self.report(file, pipeline.position(), "`steps` is empty: expected at least one step (trigger, map, validate, route, book, notify)");
         }
         let mut steps = Vec::new();
         let mut routed = false;
         let mut readable = true;
+        let mut kinds = Vec::new();
         for (index, node) in nodes.iter().enumerate() {
             let step = match yaml::from_node::<RawStep>(node) {
                 Ok(step) => step,
@@ -331,8 +342,10 @@ impl Compiler<'_> {
                 }
             };
             routed |= matches!(step, RawStep::Route(_));
+            kinds.push(StepKind::of(node, &step));
             steps.extend(self.step(file, base_dir, node, step, routed, accounts));
         }
+        self.notify_shape(file, &kinds);
         readable.then_some(steps)
     }
 
@@ -367,6 +380,9 @@ impl Compiler<'_> {
                 }
                 Some(Step::Book)
             }
+            RawStep::Notify(notify) => self
+                .notify(file, base_dir, node, notify, accounts)
+                .map(|n| Step::Notify(Arc::new(n))),
         }
     }
 
@@ -381,7 +397,7 @@ impl Compiler<'_> {
         }
     }
 
-    fn account_ref<'r>(
+    pub(super) fn account_ref<'r>(
         &mut self,
         file: &Path,
         name: &Located<String>,
@@ -499,7 +515,12 @@ impl Compiler<'_> {
         policy
     }
 
-    fn expr(&mut self, file: &Path, what: &str, source: &Located<String>) -> Option<Expr> {
+    pub(super) fn expr(
+        &mut self,
+        file: &Path,
+        what: &str,
+        source: &Located<String>,
+    ) -> Option<Expr> {
         match Expr::compile(&source.value) {
             Ok(expr) => Some(expr),
             Err(e) => {
@@ -514,7 +535,7 @@ impl Compiler<'_> {
     }
 
     /// A `map:` step's mapping, loaded once however many pipelines use it.
-    fn mapping(
+    pub(super) fn mapping(
         &mut self,
         file: &Path,
         base_dir: &Path,

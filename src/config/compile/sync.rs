@@ -42,8 +42,11 @@ impl Compiler<'_> {
                         "account `{name}`: connector `{}` declares no `track` or `track_many` operation, so there is nothing to poll; remove `sync:`",
                         connector.name
                     ),
-                    _ => format!(
+                    ConnectorKind::Store => format!(
                         "account `{name}` is a store account; only courier accounts are polled, so remove `sync:`"
+                    ),
+                    ConnectorKind::Notifier => format!(
+                        "account `{name}` is a notifier account; only courier accounts are polled, so remove `sync:`"
                     ),
                 };
                 self.report(file, written.position(), why);

@@ -18,7 +18,9 @@
 mod operations;
 mod receiving;
 
-use super::definition::{Connector, ConnectorKind, FieldSpec, FieldType, Operation, RateLimit};
+use super::definition::{
+    Connector, ConnectorKind, FieldSpec, FieldType, Operation, RateLimit, SIGNING_SECRET,
+};
 use super::raw::{
     RawConnector, RawField, RawFieldType, RawKind, RawRate, RawStatusEntry, RawStatuses,
 };
@@ -168,6 +170,9 @@ impl Compiler<'_> {
                 "`callback` describes courier status events; stores use `webhook`",
             );
         }
+        if kind == Some(ConnectorKind::Notifier) {
+            self.notifier_parts(&credentials);
+        }
         let statuses = raw.statuses.map(|statuses| self.statuses(statuses));
         let rate_limit = raw
             .rate_limit
@@ -215,12 +220,43 @@ impl Compiler<'_> {
         match kind.map(|k| k.value) {
             Some(RawKind::Store) => Some(ConnectorKind::Store),
             Some(RawKind::Courier) => Some(ConnectorKind::Courier),
+            Some(RawKind::Notifier) => Some(ConnectorKind::Notifier),
             None => {
                 if self.key("kind").is_none() {
-                    self.report(self.top(), "missing `kind` (expected `store` or `courier`)");
+                    self.report(
+                        self.top(),
+                        "missing `kind` (expected `store`, `courier` or `notifier`)",
+                    );
                 }
                 None
             }
+        }
+    }
+
+    /// A notifier is a receiver's URL and signing key: the `notify` step
+    /// makes the request, so operations, webhooks, callbacks, status tables
+    /// and rate limits would do nothing there.
+    fn notifier_parts(&mut self, credentials: &BTreeMap<String, FieldSpec>) {
+        for key in [
+            "operations",
+            "webhook",
+            "callback",
+            "statuses",
+            "rate_limit",
+        ] {
+            if let Some(at) = self.key(key) {
+                let message = format!(
+                    "a notifier connector takes no `{key}`: the `notify` step posts the mapped body to the account's `base_url`"
+                );
+                self.report(at, message);
+            }
+        }
+        if !credentials.get(SIGNING_SECRET).is_some_and(|f| f.secret) {
+            let message = format!(
+                "a notifier connector must declare the credential `{SIGNING_SECRET}` with `secret: true`: it keys the HMAC-SHA256 signature of every notification"
+            );
+            let at = self.key("credentials").unwrap_or(self.top());
+            self.report(at, message);
         }
     }
 
@@ -426,7 +462,7 @@ mod tests {
             names.push(connector.name);
         }
         names.sort();
-        assert_eq!(names, ["postex", "sandbox", "shopify"]);
+        assert_eq!(names, ["notify-webhook", "postex", "sandbox", "shopify"]);
     }
 
     #[test]
@@ -966,5 +1002,17 @@ webhook:
             Status::Returned
         );
         assert!(table.lookup("Returned").is_unmatched());
+    }
+
+    #[test]
+    fn a_notifier_is_a_signing_secret_and_a_url() {
+        let notifier = "name: n\nkind: notifier\ncredentials:\n  signing_secret: { type: string, secret: true, required: true }\n";
+        assert_eq!(parse(notifier).unwrap().kind, ConnectorKind::Notifier);
+        let not_secret =
+            "name: n\nkind: notifier\ncredentials:\n  signing_secret: { type: string }\n";
+        assert_only_problem(not_secret, 3, "`signing_secret` with `secret: true`");
+        let limited =
+            format!("{notifier}rate_limit: {{ per_account: {{ requests: 1, per: 1s }} }}\n");
+        assert_only_problem(&limited, 5, "takes no `rate_limit`");
     }
 }

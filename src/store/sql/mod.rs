@@ -66,6 +66,7 @@ macro_rules! with_read_pool {
 
 mod bookings;
 mod deliveries;
+mod notifications;
 mod queries;
 mod rows;
 mod shipments;
