@@ -1,6 +1,7 @@
 //! Canonical data that crosses module boundaries: bus messages, shipments,
 //! booking keys and results, failure classes and the status vocabulary.
 
+pub mod change;
 mod failure;
 mod shipment;
 mod status;

@@ -30,6 +30,11 @@ pub struct Shipment {
     #[serde(default = "one")]
     pub pieces: u32,
     pub notes: Option<String>,
+    /// The store cancelled the order (e.g. Shopify's `cancelled_at`). A
+    /// cancelled shipment is never booked; one already booked is cancelled
+    /// at the courier (see `runtime::changes`). Default `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
 }
 
 fn one() -> u32 {

@@ -1,5 +1,6 @@
 //! Pipeline runner, HTTP server and shutdown: everything `waybill run` starts.
 
+mod changes;
 mod feed;
 pub mod http;
 mod progress;
@@ -158,7 +159,7 @@ pub async fn run_with(
     let booker = booker(&config, &store, &metrics, &self_base)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let sandbox = sandbox(&config, self_base, &stop_rx)?;
-    let mut pipelines = spawn_pipelines(&config, &bus, &booker, &metrics, &stop_rx);
+    let mut pipelines = spawn_pipelines(&config, &bus, &booker, &shipments, &metrics, &stop_rx);
     let tracker = Arc::new(tracker::Tracker {
         config: config.clone(),
         bus: bus.clone(),
@@ -284,6 +285,7 @@ fn spawn_pipelines(
     config: &Arc<Config>,
     bus: &Arc<dyn Bus>,
     booker: &Arc<Booker>,
+    shipments: &Arc<dyn ShipmentStore>,
     metrics: &Arc<Metrics>,
     stop: &watch::Receiver<bool>,
 ) -> tokio::task::JoinSet<()> {
@@ -294,6 +296,7 @@ fn spawn_pipelines(
             config: config.clone(),
             bus: bus.clone(),
             booker: booker.clone(),
+            shipments: shipments.clone(),
             metrics: metrics.clone(),
         });
         let stop = stop.clone();

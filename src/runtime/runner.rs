@@ -16,6 +16,7 @@ use crate::model::{
     BookingKey, ErrorClass, Failure, Message, Record, SCHEMA_VERSION, Shipment, header,
 };
 use crate::sinks::book::{Booked, Booker, Slots};
+use crate::store::ShipmentStore;
 use crate::sources::json::{self, JsonError};
 use crate::stages::{self, Event, Plan};
 use crate::telemetry::events::{DeadLettered, RetryScheduled, ShipmentBooked, StageProcessed};
@@ -53,6 +54,8 @@ pub struct Runner {
     pub config: Arc<Config>,
     pub bus: Arc<dyn Bus>,
     pub booker: Arc<Booker>,
+    /// Shipments, for orders changed after booking (`changes`).
+    pub shipments: Arc<dyn ShipmentStore>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -219,7 +222,7 @@ impl Runner {
         }
     }
 
-    fn processed(&self, stage: &str, outcome: &str) {
+    pub(super) fn processed(&self, stage: &str, outcome: &str) {
         StageProcessed {
             pipeline: &self.pipeline.name,
             stage,
@@ -256,14 +259,15 @@ impl Runner {
                 Ok(())
             }
             Plan::Book { shipment, route } => {
-                self.book(record, &event, &shipment, &route, slots).await
+                self.book_or_change(record, &event, shipment, &route, slots)
+                    .await
             }
         }
     }
 
     /// Books the shipment and publishes the booking once: a replay of a key
     /// booked by another message publishes nothing.
-    async fn book(
+    pub(super) async fn book(
         &self,
         record: &Record,
         event: &Event,

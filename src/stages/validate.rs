@@ -110,6 +110,7 @@ mod tests {
             weight_grams: None,
             pieces: 1,
             notes: None,
+            cancelled: false,
         }
     }
 

@@ -16,7 +16,7 @@ use super::accounts::Accounts;
 use super::consumers::{Reads, source_topic};
 use super::{AccountRef, Compiler, Reference};
 use crate::config::raw::{RawDuration, RawPipeline, RawRetry, RawRoute, RawRule, RawStep};
-use crate::config::{Pipeline, RetryPolicy, RouteRule, Step, ValidationRule};
+use crate::config::{OnChange, Pipeline, RetryPolicy, RouteRule, Step, ValidationRule};
 use crate::connector::ConnectorKind;
 use crate::diagnostic::{Position, alternatives};
 use crate::mapping::{Expr, Mapping};
@@ -222,6 +222,7 @@ impl Compiler<'_> {
         let steps = self.steps(file, base_dir, &node, &raw.steps, accounts);
         let retry = self.retry(file, raw.retry.as_ref());
         let max_in_flight = self.max_in_flight(file, raw.max_in_flight.as_ref());
+        let on_change = self.on_change(file, raw.on_change.as_ref(), steps.as_deref(), accounts);
         let shown_topics = shown_topics(&raw);
         let dead_letter = raw
             .dead_letter
@@ -248,6 +249,7 @@ impl Compiler<'_> {
                 retry,
                 dead_letter,
                 max_in_flight,
+                on_change,
                 file: file.to_path_buf(),
             }),
             _ => None,
@@ -379,6 +381,46 @@ impl Compiler<'_> {
             Some(m) => m.value,
             None => DEFAULT_MAX_IN_FLIGHT,
         }
+    }
+
+    /// `on_change:`; `rebook` cancels before it books again, so every
+    /// courier account the routes reach must be able to cancel.
+    fn on_change(
+        &mut self,
+        file: &Path,
+        raw: Option<&Located<String>>,
+        steps: Option<&[Step]>,
+        accounts: &BTreeMap<String, AccountRef>,
+    ) -> OnChange {
+        let Some(raw) = raw else {
+            return OnChange::default();
+        };
+        let Some(on_change) = OnChange::parse(&raw.value) else {
+            let message = format!(
+                "unknown `on_change` value `{}`{}",
+                raw.shown(),
+                alternatives(raw.shown(), &OnChange::NAMES, "", "expected one of")
+            );
+            self.report(file, raw.position(), message);
+            return OnChange::default();
+        };
+        if on_change == OnChange::Rebook {
+            for to in routed_accounts(steps.unwrap_or_default()) {
+                let connector = accounts.get(to).and_then(|a| a.connector.clone());
+                if let Some(connector) = connector
+                    && !connector.has_operation("cancel")
+                {
+                    let message = format!(
+                        "`on_change: rebook` cancels a booking before booking again, but route target `{to}` \
+                         uses connector `{}`, which has no `cancel` operation: write `on_change: review` \
+                         (or `ignore`), or route to couriers that can cancel",
+                        connector.name
+                    );
+                    self.report(file, raw.position(), message);
+                }
+            }
+        }
+        on_change
     }
 
     fn account_ref<'r>(
@@ -580,6 +622,21 @@ fn shown_topics(raw: &RawPipeline) -> Vec<(String, String)> {
         .chain([dead_letter])
         .filter(|(value, shown)| value != shown)
         .collect()
+}
+
+/// The courier accounts the `route` steps can choose, each once.
+fn routed_accounts(steps: &[Step]) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for step in steps {
+        if let Step::Route(rules) = step {
+            for rule in rules {
+                if !names.contains(&rule.to.as_str()) {
+                    names.push(&rule.to);
+                }
+            }
+        }
+    }
+    names
 }
 
 fn validation_rule(rule: RawRule) -> ValidationRule {

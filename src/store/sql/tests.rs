@@ -35,6 +35,7 @@ fn claim_of<'a>(
         lease,
         message_id,
         reference,
+        shipment: "{}",
     }
 }
 
