@@ -28,7 +28,7 @@ impl fmt::Display for Difference {
     }
 }
 
-/// Every field of `now` that differs from `booked`, in field order. Objects
+/// Every field of `now` that differs from `booked`, by path in name order. Objects
 /// are compared member by member and lists item by item, so an edited item
 /// is named by its place; a longer or shorter list names the items added
 /// or gone.
@@ -61,14 +61,13 @@ fn member<'a>(map: &'a serde_json::Map<String, Value>, name: &str) -> &'a Value 
     map.get(name).unwrap_or(&Value::Null)
 }
 
-/// The member names of both objects, those of `old` first, each once.
+/// The member names of both objects, each once, in name order.
 fn member_names(
     old: &serde_json::Map<String, Value>,
     new: &serde_json::Map<String, Value>,
 ) -> Vec<String> {
-    let mut names: Vec<String> = old.keys().cloned().collect();
-    names.extend(new.keys().filter(|k| !old.contains_key(*k)).cloned());
-    names
+    let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    names.into_iter().cloned().collect()
 }
 
 fn walk(path: &str, old: &Value, new: &Value, found: &mut Vec<Difference>) {
@@ -162,14 +161,14 @@ mod tests {
         let fields: Vec<&str> = found.iter().map(|d| d.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["recipient.phone", "recipient.address1", "cod_amount"]
+            ["cod_amount", "recipient.address1", "recipient.phone"]
         );
         assert_eq!(
             found[1].to_string(),
             r#"recipient.address1: "1 Main" → "22 Side Street""#
         );
-        assert_eq!(found[2].booked, json!("1500.00"));
-        assert_eq!(found[2].now, json!("1800.00"));
+        assert_eq!(found[0].booked, json!("1500.00"));
+        assert_eq!(found[0].now, json!("1800.00"));
     }
 
     #[test]
@@ -202,10 +201,10 @@ mod tests {
         now["cod_amount"] = json!("1500.0");
         let found = differences(&booked(), &now);
         let fields: Vec<&str> = found.iter().map(|d| d.field.as_str()).collect();
-        assert_eq!(fields, ["recipient.city", "recipient.address2"]);
+        assert_eq!(fields, ["recipient.address2", "recipient.city"]);
         assert_eq!(
             describe(&found),
-            r#"recipient.city: "Karachi" → null; recipient.address2: null → "Flat 3""#
+            r#"recipient.address2: null → "Flat 3"; recipient.city: "Karachi" → null"#
         );
         // An absent field and a null one are the same.
         let mut null_notes = booked();

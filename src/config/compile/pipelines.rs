@@ -791,7 +791,7 @@ mod tests {
     }
 
     #[test]
-    fn shipped_trigger_books_paid_and_cod_orders_only() {
+    fn shipped_trigger_takes_paid_and_cod_orders_and_cancellations() {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/shopify-orders.yaml");
         let node = yaml::parse(&std::fs::read_to_string(file).unwrap()).unwrap();
         let raw: RawPipeline = yaml::from_node(&node).unwrap();
@@ -814,16 +814,11 @@ mod tests {
         assert!(fires("orders/updated", cod, null.clone()));
         assert!(!fires("orders/create", "shopify_payments", null.clone()));
         assert!(!fires("orders/cancelled", cod, null.clone()));
-        assert!(!fires(
-            "orders/paid",
-            "shopify_payments",
-            serde_json::json!("2026-01-01T00:00:00Z")
-        ));
-        assert!(!fires(
-            "orders/updated",
-            cod,
-            serde_json::json!("2026-01-01T00:00:00Z")
-        ));
+        // Cancellations reach the booking step, which never books them and
+        // cancels a booking made before.
+        let cancelled = serde_json::json!("2026-01-01T00:00:00Z");
+        assert!(fires("orders/cancelled", "shopify_payments", cancelled.clone()));
+        assert!(fires("orders/updated", cod, cancelled));
     }
 
     #[test]
