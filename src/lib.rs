@@ -17,8 +17,9 @@
 //! - [`stages`]: pipeline steps as plain functions over an envelope.
 //! - [`connector`]: connector definitions (as written → checked), the declarative HTTP engine
 //!   and the sandbox courier.
-//! - [`sinks`]: idempotent courier booking.
-//! - [`runtime`]: pipeline runner, HTTP server, shutdown.
+//! - [`sinks`]: idempotent courier booking, and cancelling a booking at its courier.
+//! - [`runtime`]: pipeline runner (with orders changed after booking), tracker, scheduler, HTTP
+//!   server, shutdown.
 //! - [`telemetry`]: metrics registry and named events.
 //! - [`cli`]: one file per subcommand.
 //!

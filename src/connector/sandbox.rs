@@ -526,7 +526,9 @@ async fn cancel(
         }
         cancelled.insert(tracking_number.clone(), now);
         // Its reference may be booked again, as a new parcel.
-        sandbox.lock().retain(|_, booked| booked != &tracking_number);
+        sandbox
+            .lock()
+            .retain(|_, booked| booked != &tracking_number);
     }
     let answer = json!({ "tracking_number": tracking_number, "status": "cancelled" });
     (StatusCode::OK, axum::Json(answer)).into_response()
@@ -711,8 +713,15 @@ pub(crate) mod tests {
             }
         };
         let (status, answer) = cancel(number.clone()).await;
-        assert_eq!((status, answer["status"].as_str()), (200, Some("cancelled")));
-        assert_eq!(cancel(number.clone()).await.0, 200, "cancelling twice is fine");
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (200, Some("cancelled"))
+        );
+        assert_eq!(
+            cancel(number.clone()).await.0,
+            200,
+            "cancelling twice is fine"
+        );
         assert_eq!(sandbox.cancellations(), 1);
         let tracked: Value = http
             .get(format!("{base}/sandbox/track/{number}"))
@@ -733,7 +742,10 @@ pub(crate) mod tests {
         };
         let (status, answer) = cancel(moved.tracking_number()).await;
         assert_eq!(status, 409);
-        assert!(answer["error"].as_str().unwrap().contains("picked up"), "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("picked up"),
+            "{answer}"
+        );
         assert_eq!(cancel("CX-1".into()).await.0, 404);
     }
 }

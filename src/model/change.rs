@@ -181,7 +181,10 @@ mod tests {
             .push(json!({ "name": "Shawl", "quantity": 1 }));
         let found = differences(&booked(), &now);
         assert_eq!(found[0].field, "items[0].quantity");
-        assert_eq!((found[0].booked.clone(), found[0].now.clone()), (json!(1), json!(2)));
+        assert_eq!(
+            (found[0].booked.clone(), found[0].now.clone()),
+            (json!(1), json!(2))
+        );
         assert_eq!(found[1].field, "items[1]");
         assert_eq!(found[1].booked, Value::Null);
         assert_eq!(found.len(), 2);

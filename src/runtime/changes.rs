@@ -229,7 +229,9 @@ impl Runner {
                      to cancel at the courier; settle the refund or return with the customer",
                     shipment.status.as_str()
                 );
-                return self.review(change, Kind::Cancellation, "too_late", why).await;
+                return self
+                    .review(change, Kind::Cancellation, "too_late", why)
+                    .await;
             }
             status => {
                 let why = format!(
@@ -247,7 +249,12 @@ impl Runner {
         }
         self.mark_cancelled(&shipment, "order cancelled at the store")
             .await?;
-        self.changed(change, Kind::Cancellation, "cancelled", "cancelled at the courier");
+        self.changed(
+            change,
+            Kind::Cancellation,
+            "cancelled",
+            "cancelled at the courier",
+        );
         Ok(())
     }
 
@@ -324,9 +331,10 @@ impl Runner {
         entry: &crate::store::shipments::HistoryEntry,
     ) -> Result<(), Failure> {
         let message = status_message(shipment, entry, format!("status-store-{}", entry.id));
-        self.bus.publish(STATUS_TOPIC, message).await.map_err(|e| {
-            Failure::new(STAGE, ErrorClass::Retryable, format!("bus: {e}"))
-        })?;
+        self.bus
+            .publish(STATUS_TOPIC, message)
+            .await
+            .map_err(|e| Failure::new(STAGE, ErrorClass::Retryable, format!("bus: {e}")))?;
         self.shipments
             .mark_published(entry.id)
             .await

@@ -16,9 +16,9 @@ use crate::model::{
     BookingKey, ErrorClass, Failure, Message, Record, SCHEMA_VERSION, Shipment, header,
 };
 use crate::sinks::book::{Booked, Booker, Slots};
-use crate::store::ShipmentStore;
 use crate::sources::json::{self, JsonError};
 use crate::stages::{self, Event, Plan};
+use crate::store::ShipmentStore;
 use crate::telemetry::events::{DeadLettered, RetryScheduled, ShipmentBooked, StageProcessed};
 use crate::telemetry::{Metrics, PipelineLabels};
 use backon::BackoffBuilder;

@@ -50,12 +50,16 @@ impl Booker {
                 format!("courier account `{}` is not configured", booking.account),
             )
         })?;
-        let connector = self.config.connectors.get(&account.connector).ok_or_else(|| {
-            Failure::permanent(
-                OPERATION,
-                format!("connector `{}` is not loaded", account.connector),
-            )
-        })?;
+        let connector = self
+            .config
+            .connectors
+            .get(&account.connector)
+            .ok_or_else(|| {
+                Failure::permanent(
+                    OPERATION,
+                    format!("connector `{}` is not loaded", account.connector),
+                )
+            })?;
         let mut vars = Map::new();
         vars.insert(
             "tracking_number".into(),

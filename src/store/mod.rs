@@ -184,7 +184,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// The canonical shipment `key` was claimed with, and the last change
     /// noted against it; `None` when the key is unknown.
-    async fn booked_shipment(&self, key: &BookingKey) -> Result<Option<BookedShipment>, StoreError>;
+    async fn booked_shipment(&self, key: &BookingKey)
+    -> Result<Option<BookedShipment>, StoreError>;
 
     /// Notes that the order now maps to `change` (canonical shipment JSON)
     /// and that message `message_id` handled it without a new booking.

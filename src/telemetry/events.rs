@@ -4,8 +4,7 @@
 use super::{
     CallbackLabels, CourierAccountLabels, CourierLabels, CourierLatencyLabels, CourierOnlyLabels,
     DeadLetterLabels, DeliveryLabels, DuplicateLabels, Metrics, OrderChangeLabels, PipelineLabels,
-    PollLabels,
-    RefusalLabels, RetryLabels, StageLabels, StatusEventLabels, WebhookLabels,
+    PollLabels, RefusalLabels, RetryLabels, StageLabels, StatusEventLabels, WebhookLabels,
 };
 use crate::model::ErrorClass;
 use std::time::Duration;

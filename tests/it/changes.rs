@@ -153,7 +153,10 @@ async fn courier_says(app: &App, shipment: &ShipmentRecord, raw: &str) {
         received_at: "2026-12-01T11:00:00Z".to_string(),
     };
     let mut headers = waybill::model::Headers::new();
-    headers.insert(header::ID.into(), format!("pickup-{}", shipment.tracking_number));
+    headers.insert(
+        header::ID.into(),
+        format!("pickup-{}", shipment.tracking_number),
+    );
     let message = Message {
         key: tracking::tracking_key(&event.account, &event.tracking_number),
         headers,
@@ -168,7 +171,12 @@ async fn courier_says(app: &App, shipment: &ShipmentRecord, raw: &str) {
 
 async fn status_changes(app: &App, count: usize) -> Vec<serde_json::Value> {
     eventually(WAIT, "status changes published", || async {
-        let read = app.backends.bus.read("shipments.status", 0, 100).await.ok()?;
+        let read = app
+            .backends
+            .bus
+            .read("shipments.status", 0, 100)
+            .await
+            .ok()?;
         let changes: Vec<serde_json::Value> = read
             .iter()
             .filter_map(|r| serde_json::from_slice(&r.message.payload).ok())
@@ -191,10 +199,19 @@ async fn a_cancellation_before_pickup_cancels_at_postex_once() {
     let shipment = booked(&app).await;
     // Shopify sends both for one cancellation.
     post(&app, &cancelled_order(), "orders/cancelled", "w-cancel").await;
-    post(&app, &cancelled_order(), "orders/updated", "w-cancel-update").await;
+    post(
+        &app,
+        &cancelled_order(),
+        "orders/updated",
+        "w-cancel-update",
+    )
+    .await;
     let cancelled = shipment_at(&app, 0, "cancelled").await;
     assert_eq!(cancelled.tracking_number, "CX-1");
-    assert_eq!(cancelled.next_poll_at, None, "a cancelled shipment is not polled");
+    assert_eq!(
+        cancelled.next_poll_at, None,
+        "a cancelled shipment is not polled"
+    );
     let history = app
         .backends
         .shipments
@@ -223,7 +240,13 @@ async fn an_order_cancelled_before_booking_is_never_booked() {
     let dir = config(&courier, "review");
     let app = App::start(&dir).await;
     post(&app, &cancelled_order(), "orders/cancelled", "w-cancel").await;
-    post(&app, &sample("order-prepaid.json"), "orders/paid", "w-other").await;
+    post(
+        &app,
+        &sample("order-prepaid.json"),
+        "orders/paid",
+        "w-other",
+    )
+    .await;
     eventually(WAIT, "the other order booked", || async {
         let all = all_shipments(&app).await?;
         (all.len() == 1).then_some(())
@@ -250,10 +273,20 @@ async fn a_cancellation_after_pickup_goes_to_review_without_a_cancel_request() {
     let letters = review_letters(&app, 1).await;
     assert!(letters[0].contains("after pickup"), "{}", letters[0]);
     assert!(letters[0].contains("intercept"), "{}", letters[0]);
-    assert!(letters[0].contains("refuse it at the door"), "{}", letters[0]);
+    assert!(
+        letters[0].contains("refuse it at the door"),
+        "{}",
+        letters[0]
+    );
     assert!(letters[0].contains("CX-1"), "{}", letters[0]);
     // The same cancellation again is not reported twice.
-    post(&app, &cancelled_order(), "orders/updated", "w-cancel-update").await;
+    post(
+        &app,
+        &cancelled_order(),
+        "orders/updated",
+        "w-cancel-update",
+    )
+    .await;
     processed(&app, "replayed", 1).await;
     assert_eq!(review_letters(&app, 1).await.len(), 1);
     counted(&app, "cancellation", "review", 1).await;
@@ -307,7 +340,11 @@ async fn an_address_edit_after_booking_goes_to_review_with_the_difference() {
     processed(&app, "replayed", 1).await;
     counted(&app, "edit", "review", 1).await;
     assert_eq!(review_letters(&app, 1).await.len(), 1);
-    assert_eq!(requests_to(&courier, CREATE).await, 1, "nothing booked twice");
+    assert_eq!(
+        requests_to(&courier, CREATE).await,
+        1,
+        "nothing booked twice"
+    );
     assert_eq!(requests_to(&courier, CANCEL).await, 0);
     let all = all_shipments(&app).await.expect("shipments");
     assert_eq!(all.len(), 1);
@@ -355,7 +392,12 @@ async fn a_rebook_cancels_then_books_the_next_sequence_once() {
     post(&app, &moved_order(), "orders/updated", "w-edit-again").await;
     counted(&app, "edit", "rebooked", 1).await;
     let booked_topic = eventually(WAIT, "both bookings published", || async {
-        let read = app.backends.bus.read("shipments.booked", 0, 100).await.ok()?;
+        let read = app
+            .backends
+            .bus
+            .read("shipments.booked", 0, 100)
+            .await
+            .ok()?;
         (read.len() >= 2).then_some(read)
     })
     .await;
@@ -387,7 +429,9 @@ fn rebook_is_refused_where_a_route_reaches_a_courier_that_cannot_cancel() {
         text.replace("on_change: review", "on_change: rebook")
     });
     dir.edit("connectors/sandbox.yaml", |text| {
-        let start = text.find("  # Before pickup only").expect("cancel operation");
+        let start = text
+            .find("  # Before pickup only")
+            .expect("cancel operation");
         let end = text.find("# The sandbox posts").expect("callback");
         format!("{}{}", &text[..start], &text[end..])
     });
@@ -404,5 +448,9 @@ fn rebook_is_refused_where_a_route_reaches_a_courier_that_cannot_cancel() {
         .unwrap_or_else(|| panic!("{problems:#?}"));
     assert!(found.file.ends_with("pipelines/shopify-orders.yaml"));
     assert_eq!(found.line, line);
-    assert!(found.message.contains("no `cancel` operation"), "{}", found.message);
+    assert!(
+        found.message.contains("no `cancel` operation"),
+        "{}",
+        found.message
+    );
 }

@@ -404,6 +404,13 @@ impl Compiler<'_> {
             self.report(file, raw.position(), message);
             return OnChange::default();
         };
+        if let Some(steps) = steps
+            && !steps.iter().any(|step| matches!(step, Step::Book))
+        {
+            let message = "`on_change` says what an edit of a booked order does, but this pipeline \
+                           has no `book` step: remove it, or add `- book: {}`";
+            self.report(file, raw.position(), message);
+        }
         if on_change == OnChange::Rebook {
             for to in routed_accounts(steps.unwrap_or_default()) {
                 let connector = accounts.get(to).and_then(|a| a.connector.clone());
@@ -791,6 +798,42 @@ mod tests {
     }
 
     #[test]
+    fn on_change_values_are_checked_where_written() {
+        let compile = |extra: &str, steps: &str| {
+            let yaml = format!("name: p\ninput: {{ topic: t }}\nsteps:\n{steps}{extra}");
+            let tree = Tree::new(&[
+                ("waybill.yaml", "{}\n"),
+                ("pipelines/p.yaml", &yaml),
+                ("pipelines/q.yaml", &producer("q", "dlq.p", "t")),
+            ]);
+            let problems: Vec<crate::diagnostic::Diagnostic> = tree
+                .load()
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|d| d.message.contains("on_change"))
+                .collect();
+            problems
+        };
+        let book = "  - route: [ { to: courier-main } ]\n  - book: {}\n";
+        let typo = compile("on_change: rebok\n", book);
+        assert!(
+            typo.iter().any(|d| d.line == 6
+                && d.message.contains("unknown `on_change` value `rebok`")
+                && d.message.contains("did you mean `rebook`")),
+            "{typo:#?}"
+        );
+        let no_book = compile("on_change: ignore\n", "  - trigger: 'true'\n");
+        assert!(
+            no_book
+                .iter()
+                .any(|d| d.line == 5 && d.message.contains("no `book` step")),
+            "{no_book:#?}"
+        );
+        assert!(compile("on_change: ignore\n", book).is_empty());
+    }
+
+    #[test]
     fn shipped_trigger_takes_paid_and_cod_orders_and_cancellations() {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/shopify-orders.yaml");
         let node = yaml::parse(&std::fs::read_to_string(file).unwrap()).unwrap();
@@ -817,7 +860,11 @@ mod tests {
         // Cancellations reach the booking step, which never books them and
         // cancels a booking made before.
         let cancelled = serde_json::json!("2026-01-01T00:00:00Z");
-        assert!(fires("orders/cancelled", "shopify_payments", cancelled.clone()));
+        assert!(fires(
+            "orders/cancelled",
+            "shopify_payments",
+            cancelled.clone()
+        ));
         assert!(fires("orders/updated", cod, cancelled));
     }
 

@@ -3,9 +3,9 @@
 //! operator's resolutions; and the audit trail of each change (DESIGN §8).
 
 use super::queries::{
-    CLAIM_NEW, INSERT_AUDIT, MARK_BOOKED, MARK_REVIEW, RELEASE, RESOLVE_BOOKED, RESOLVE_RELEASE,
-    SELECT_AUDIT, SELECT_BOOKING, SELECT_BOOKINGS, SELECT_ORDER_BOOKINGS, SELECT_SHIPMENT, NOTE_CHANGE,
-    SELECT_STATUS,
+    CLAIM_NEW, INSERT_AUDIT, MARK_BOOKED, MARK_REVIEW, NOTE_CHANGE, RELEASE, RESOLVE_BOOKED,
+    RESOLVE_RELEASE, SELECT_AUDIT, SELECT_BOOKING, SELECT_BOOKINGS, SELECT_ORDER_BOOKINGS,
+    SELECT_SHIPMENT, SELECT_STATUS,
 };
 use super::rows::{self, AuditRow, BookingRow, StoredBooking, stored_booking};
 use super::writer::{change_in_one_go, text};
@@ -490,11 +490,13 @@ pub(super) async fn booked_shipment(
             .await
             .map_err(db)?
     });
-    Ok(row.map(|(shipment, change, change_message_id)| BookedShipment {
-        shipment,
-        change,
-        change_message_id,
-    }))
+    Ok(
+        row.map(|(shipment, change, change_message_id)| BookedShipment {
+            shipment,
+            change,
+            change_message_id,
+        }),
+    )
 }
 
 pub(super) async fn note_change(
