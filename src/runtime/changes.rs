@@ -80,15 +80,24 @@ impl Change<'_> {
             .map_or("", String::as_str)
     }
 
-    /// Whether another message handled this very change already.
+    /// Whether another message handled this very change already. The
+    /// message that handled it (redelivered) and a replay of its dead
+    /// letter handle it again.
     fn handled_before(&self) -> bool {
         let noted = self
             .stored
             .change
             .as_deref()
             .and_then(|text| serde_json::from_str::<Value>(text).ok());
-        noted.as_ref() == Some(self.now)
-            && self.stored.change_message_id.as_deref() != Some(self.message_id())
+        let headers = &self.record.message.headers;
+        let handler = self.stored.change_message_id.as_deref();
+        let ours = handler == Some(self.message_id())
+            || handler.is_some()
+                && headers
+                    .get(crate::model::header::REPLAY_OF)
+                    .map(String::as_str)
+                    == handler;
+        noted.as_ref() == Some(self.now) && !ours
     }
 
     fn describe_parcel(&self) -> String {

@@ -235,6 +235,26 @@ async fn a_cancellation_before_pickup_cancels_at_postex_once() {
 }
 
 #[tokio::test]
+async fn the_sandbox_courier_cancels_a_parcel_that_has_not_moved() {
+    let dir = ConfigDir::new("{ connector: sandbox, settings: { step: 60s } }");
+    let app = App::start(&dir).await;
+    let shipment = booked(&app).await;
+    assert!(shipment.tracking_number.starts_with("SBX-"));
+    post(&app, &cancelled_order(), "orders/cancelled", "w-cancel").await;
+    shipment_at(&app, 0, "cancelled").await;
+    counted(&app, "cancellation", "cancelled", 1).await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(
+            "waybill_courier_requests_total{courier=\"sandbox\",account=\"courier-main\",operation=\"cancel\",outcome=\"success\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(dead_letters(&app, "shopify-orders").await.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_order_cancelled_before_booking_is_never_booked() {
     let courier = postex().await;
     let dir = config(&courier, "review");
@@ -340,6 +360,32 @@ async fn an_address_edit_after_booking_goes_to_review_with_the_difference() {
     processed(&app, "replayed", 1).await;
     counted(&app, "edit", "review", 1).await;
     assert_eq!(review_letters(&app, 1).await.len(), 1);
+    // Replayed, the dead letter reports the change again.
+    let replayed = waybill::cli::dlq::replay(
+        &dir.load(),
+        app.backends.bus.as_ref(),
+        None,
+        Some("shopify-orders"),
+    )
+    .await
+    .expect("replay");
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
+    let letters = eventually(WAIT, "the replay's dead letter", || async {
+        let letters = dead_letters(&app, "shopify-orders").await;
+        let reports = letters
+            .iter()
+            .filter(|l| l.message.headers.contains_key(header::ERROR_MESSAGE))
+            .count();
+        (reports == 2).then_some(letters)
+    })
+    .await;
+    assert!(
+        letters
+            .iter()
+            .any(|l| l.message.headers.contains_key(header::REPLAY_OF)),
+        "the second letter is the replay's"
+    );
+    counted(&app, "edit", "review", 2).await;
     assert_eq!(
         requests_to(&courier, CREATE).await,
         1,
