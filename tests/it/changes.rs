@@ -500,3 +500,22 @@ fn rebook_is_refused_where_a_route_reaches_a_courier_that_cannot_cancel() {
         found.message
     );
 }
+
+#[tokio::test]
+async fn an_edit_after_pickup_is_not_rebooked_but_reviewed() {
+    let courier = postex().await;
+    cancels_with(&courier, serde_json::json!({ "statusCode": "200" })).await;
+    let dir = config(&courier, "rebook");
+    let app = App::start(&dir).await;
+    let shipment = booked(&app).await;
+    courier_says(&app, &shipment, "Picked By PostEx").await;
+    shipment_at(&app, 0, "picked_up").await;
+    post(&app, &moved_order(), "orders/updated", "w-edit").await;
+    let letters = review_letters(&app, 1).await;
+    assert!(letters[0].contains("after pickup"), "{}", letters[0]);
+    assert!(letters[0].contains("recipient.address1"), "{}", letters[0]);
+    counted(&app, "edit", "review", 1).await;
+    assert_eq!(requests_to(&courier, CANCEL).await, 0);
+    assert_eq!(requests_to(&courier, CREATE).await, 1);
+    app.stop().await;
+}
