@@ -18,8 +18,10 @@
 //! - [`stages`]: pipeline steps as plain functions over an envelope.
 //! - [`connector`]: connector definitions (as written → checked), the declarative HTTP engine
 //!   and the sandbox courier.
-//! - [`sinks`]: idempotent courier booking, customer notifications.
-//! - [`runtime`]: pipeline runner, HTTP server, shutdown.
+//! - [`sinks`]: idempotent courier booking, cancelling a booking at its courier, customer
+//!   notifications.
+//! - [`runtime`]: pipeline runner (with orders changed after booking), tracker, scheduler, HTTP
+//!   server, shutdown.
 //! - [`telemetry`]: metrics registry and named events.
 //! - [`cli`]: one file per subcommand.
 //!

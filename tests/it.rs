@@ -4,6 +4,8 @@
 mod bodies;
 #[path = "it/callbacks.rs"]
 mod callbacks;
+#[path = "it/changes.rs"]
+mod changes;
 #[path = "it/cli_output.rs"]
 mod cli_output;
 #[path = "it/common.rs"]

@@ -1,7 +1,7 @@
 -- Customer notifications: one row per (notify pipeline, shipment, status),
--- so each status change is posted once however often its message comes; and
--- the canonical shipment as it was booked, kept only when a notify pipeline
--- is configured, so a notification can reach the recipient's name and phone.
+-- so each status change is posted once however often its message comes. The
+-- recipient's name and phone come from the shipment each booking key was
+-- claimed with (bookings.shipment).
 -- Timestamps are fixed-width RFC 3339 UTC text.
 
 CREATE TABLE notifications (
@@ -15,10 +15,4 @@ CREATE TABLE notifications (
     updated_at   TEXT NOT NULL,
     sent_at      TEXT,
     PRIMARY KEY (pipeline, booking_key, status)
-);
-
-CREATE TABLE notification_shipments (
-    booking_key TEXT NOT NULL PRIMARY KEY,
-    shipment    TEXT NOT NULL,
-    recorded_at TEXT NOT NULL
 );

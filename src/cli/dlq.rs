@@ -151,7 +151,8 @@ pub async fn find(bus: &dyn Bus, id: &str) -> anyhow::Result<Record> {
         .with_context(|| format!("no dead letter {id}"))
 }
 
-/// The original message, without the dead-letter headers, under a new id.
+/// The original message, without the dead-letter headers, under a new id
+/// that names the old one.
 fn original(record: &Record) -> Message {
     let mut headers = record.message.headers.clone();
     headers.retain(|name, _| {
@@ -165,6 +166,9 @@ fn original(record: &Record) -> Message {
             ]
             .contains(&name.as_str()))
     });
+    if let Some(id) = record.message.headers.get(header::ID) {
+        headers.insert(header::REPLAY_OF.into(), id.clone());
+    }
     headers.insert(header::ID.into(), uuid::Uuid::new_v4().to_string());
     Message {
         key: record.message.key.clone(),

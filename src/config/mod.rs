@@ -115,8 +115,46 @@ pub struct Pipeline {
     pub dead_letter: String,
     /// Bound on courier requests in flight at once (cross-key concurrency).
     pub max_in_flight: usize,
+    /// What an edit of an order after booking does.
+    pub on_change: OnChange,
     /// File the pipeline was read from.
     pub file: PathBuf,
+}
+
+/// What a pipeline does when an order booked before maps to a different
+/// shipment now (`on_change:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnChange {
+    /// A `needs_review` dead letter with the field-by-field difference.
+    #[default]
+    Review,
+    /// Nothing: the parcel goes as booked.
+    Ignore,
+    /// Cancel the booking at the courier, then book the order again under
+    /// the next sequence.
+    Rebook,
+}
+
+impl OnChange {
+    /// Every value as written in YAML.
+    pub const NAMES: [&'static str; 3] = ["review", "ignore", "rebook"];
+
+    pub fn parse(text: &str) -> Option<OnChange> {
+        Some(match text {
+            "review" => OnChange::Review,
+            "ignore" => OnChange::Ignore,
+            "rebook" => OnChange::Rebook,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnChange::Review => "review",
+            OnChange::Ignore => "ignore",
+            OnChange::Rebook => "rebook",
+        }
+    }
 }
 
 impl Pipeline {

@@ -165,6 +165,11 @@ pub struct RawPipeline {
     pub dead_letter: Option<RawDeadLetter>,
     /// Bound on courier requests in flight at once, across keys. Default 64.
     pub max_in_flight: Option<Located<usize>>,
+    /// What an edit after booking (address, phone, COD amount, items, …)
+    /// does: `review` (a dead letter with the difference), `ignore`, or
+    /// `rebook` (cancel at the courier, then book the next sequence; every
+    /// courier the routes reach must declare `cancel`). Default `review`.
+    pub on_change: Option<Located<String>>,
 }
 
 /// `input:`.

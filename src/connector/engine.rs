@@ -490,11 +490,13 @@ mod tests {
     /// The shipped PostEx connector, with a body mapping that passes the shipment through.
     fn postex(dir: &Path) -> Connector {
         std::fs::create_dir_all(dir.join("mappings/postex")).unwrap();
-        std::fs::write(
-            dir.join("mappings/postex/book.yaml"),
-            "\"{{ shipment }}\"\n",
-        )
-        .unwrap();
+        for body in ["book.yaml", "cancel.yaml"] {
+            std::fs::write(
+                dir.join("mappings/postex").join(body),
+                "\"{{ shipment }}\"\n",
+            )
+            .unwrap();
+        }
         Connector::load_with_base(&repo().join("connectors/postex.yaml"), dir).unwrap()
     }
 

@@ -14,6 +14,10 @@
 //!   `callback:` declares (signed with the account's `callback_secret`).
 //! - `GET /sandbox/track/<tracking number>` answers where the parcel is now,
 //!   with its history so far.
+//! - `POST /sandbox/cancel/<tracking number>` cancels a parcel that is still
+//!   `booked` (`{"status": "cancelled"}`); one that moved on answers 409. A
+//!   cancelled parcel stops moving, tracks as `cancelled`, and its reference
+//!   may be booked again under a new tracking number.
 //!
 //! Where a parcel is depends only on its booking time, the step and the
 //! clock: the tracking number carries the booking time and whether the
@@ -208,6 +212,8 @@ fn step_of(account: Option<&Account>) -> Duration {
 pub struct Sandbox {
     /// Reference → tracking number.
     bookings: Arc<Mutex<HashMap<String, String>>>,
+    /// Cancelled tracking number → when, milliseconds since the epoch.
+    cancelled: Cancelled,
     /// `None`: parcels do not post their moves (the sandbox alone, in tests).
     moves: Option<Arc<Moves>>,
 }
@@ -222,6 +228,7 @@ impl Sandbox {
     pub fn moving(moves: Moves) -> Self {
         Sandbox {
             bookings: Arc::default(),
+            cancelled: Cancelled::default(),
             moves: Some(Arc::new(moves)),
         }
     }
@@ -231,6 +238,7 @@ impl Sandbox {
         Router::new()
             .route("/book", post(book))
             .route("/track/{tracking_number}", get(track))
+            .route("/cancel/{tracking_number}", post(cancel))
             .with_state(self.clone())
     }
 
@@ -242,6 +250,11 @@ impl Sandbox {
     /// The tracking number booked for `reference`, if any.
     pub fn tracking_number(&self, reference: &str) -> Option<String> {
         self.lock().get(reference).cloned()
+    }
+
+    /// Parcels cancelled so far.
+    pub fn cancellations(&self) -> usize {
+        self.cancelled.lock().len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
@@ -262,6 +275,20 @@ impl Sandbox {
     fn account(&self, headers: &HeaderMap) -> Option<Arc<Account>> {
         let name = headers.get(ACCOUNT_HEADER)?.to_str().ok()?;
         self.moves.as_ref()?.accounts.get(name).cloned()
+    }
+}
+
+/// Cancelled parcels, shared with the tasks that move them.
+#[derive(Debug, Clone, Default)]
+struct Cancelled(Arc<Mutex<HashMap<String, i64>>>);
+
+impl Cancelled {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn at(&self, tracking_number: &str) -> Option<i64> {
+        self.lock().get(tracking_number).copied()
     }
 }
 
@@ -311,19 +338,37 @@ impl Moves {
     }
 
     /// Moves a parcel just booked for `account` along its route.
-    fn start(self: &Arc<Self>, account: Arc<Account>, tracking_number: String) {
+    fn start(
+        self: &Arc<Self>,
+        account: Arc<Account>,
+        tracking_number: String,
+        cancelled: Cancelled,
+    ) {
         let Some(parcel) = Parcel::parse(&tracking_number) else {
             return;
         };
         let moves = self.clone();
-        tokio::spawn(async move { moves.carry(&account, &tracking_number, parcel).await });
+        tokio::spawn(async move {
+            moves
+                .carry(&account, &tracking_number, parcel, &cancelled)
+                .await
+        });
     }
 
-    async fn carry(&self, account: &Account, tracking_number: &str, parcel: Parcel) {
+    async fn carry(
+        &self,
+        account: &Account,
+        tracking_number: &str,
+        parcel: Parcel,
+        cancelled: &Cancelled,
+    ) {
         let step = step_of(Some(account));
         for n in 1..parcel.route().len() {
             let wait = parcel.due_ms(n, step).saturating_sub(now_ms()).max(0);
             if !self.wait(Duration::from_millis(wait as u64)).await {
+                return;
+            }
+            if cancelled.at(tracking_number).is_some() {
                 return;
             }
             let body = json!({ "events": [parcel.event(tracking_number, n, step)] });
@@ -407,7 +452,7 @@ async fn book(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) -
         .is_some_and(|notes| notes.to_ascii_lowercase().contains(RETURN_MARK));
     let (tracking_number, new) = sandbox.book(&reference, returns);
     if new && let (Some(moves), Some(account)) = (&sandbox.moves, sandbox.account(&headers)) {
-        moves.start(account, tracking_number.clone());
+        moves.start(account, tracking_number.clone(), sandbox.cancelled.clone());
     }
     (
         StatusCode::OK,
@@ -433,6 +478,16 @@ async fn track(
         )
             .into_response();
     };
+    if let Some(at) = sandbox.cancelled.at(&tracking_number) {
+        let answer = json!({
+            "tracking_number": tracking_number,
+            "status": "cancelled",
+            "code": "CN",
+            "time": time_text(at),
+            "reason": "cancelled by the shipper",
+        });
+        return (StatusCode::OK, axum::Json(answer)).into_response();
+    }
     let step = step_of(sandbox.account(&headers).as_deref());
     let now = parcel.moves_by(now_ms(), step);
     let history: Vec<Value> = (0..=now)
@@ -440,6 +495,42 @@ async fn track(
         .collect();
     let mut answer = history[now].clone();
     answer["history"] = Value::Array(history);
+    (StatusCode::OK, axum::Json(answer)).into_response()
+}
+
+/// Cancels a parcel that has not moved since it was booked.
+async fn cancel(
+    State(sandbox): State<Sandbox>,
+    Path(tracking_number): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(parcel) = Parcel::parse(&tracking_number) else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "error": "no such sandbox tracking number" })),
+        )
+            .into_response();
+    };
+    let step = step_of(sandbox.account(&headers).as_deref());
+    let now = now_ms();
+    let mut cancelled = sandbox.cancelled.lock();
+    if !cancelled.contains_key(&tracking_number) {
+        let moves = parcel.moves_by(now, step);
+        if moves > 0 {
+            let place = parcel.route()[moves].status;
+            return (
+                StatusCode::CONFLICT,
+                axum::Json(json!({ "error": format!("the parcel is {place} already; it can no longer be cancelled") })),
+            )
+                .into_response();
+        }
+        cancelled.insert(tracking_number.clone(), now);
+        // Its reference may be booked again, as a new parcel.
+        sandbox
+            .lock()
+            .retain(|_, booked| booked != &tracking_number);
+    }
+    let answer = json!({ "tracking_number": tracking_number, "status": "cancelled" });
     (StatusCode::OK, axum::Json(answer)).into_response()
 }
 
@@ -603,5 +694,58 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert_eq!(unknown.status().as_u16(), 404);
+    }
+
+    #[tokio::test]
+    async fn a_parcel_cancels_only_before_it_moves_and_its_reference_books_anew() {
+        let sandbox = Sandbox::new();
+        let base = serve(&sandbox).await;
+        let http = reqwest::Client::new();
+        let (_, booked) = call(&sandbox, r#"{"reference": "R-1"}"#).await;
+        let number = booked["tracking_number"].as_str().unwrap().to_string();
+        let cancel = |number: String| {
+            let http = http.clone();
+            let url = format!("{base}/sandbox/cancel/{number}");
+            async move {
+                let answer = http.post(url).send().await.unwrap();
+                let status = answer.status().as_u16();
+                (status, answer.json::<Value>().await.unwrap())
+            }
+        };
+        let (status, answer) = cancel(number.clone()).await;
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (200, Some("cancelled"))
+        );
+        assert_eq!(
+            cancel(number.clone()).await.0,
+            200,
+            "cancelling twice is fine"
+        );
+        assert_eq!(sandbox.cancellations(), 1);
+        let tracked: Value = http
+            .get(format!("{base}/sandbox/track/{number}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(tracked["status"], "cancelled");
+        let (_, again) = call(&sandbox, r#"{"reference": "R-1"}"#).await;
+        assert_ne!(again["tracking_number"], booked["tracking_number"]);
+
+        let moved = Parcel {
+            booked_ms: now_ms() - 15_000,
+            returns: false,
+            salt: 2,
+        };
+        let (status, answer) = cancel(moved.tracking_number()).await;
+        assert_eq!(status, 409);
+        assert!(
+            answer["error"].as_str().unwrap().contains("picked up"),
+            "{answer}"
+        );
+        assert_eq!(cancel("CX-1".into()).await.0, 404);
     }
 }

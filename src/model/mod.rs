@@ -1,6 +1,7 @@
 //! Canonical data that crosses module boundaries: bus messages, shipments,
 //! booking keys and results, failure classes and the status vocabulary.
 
+pub mod change;
 mod failure;
 mod shipment;
 mod status;
@@ -39,6 +40,9 @@ pub mod header {
     pub const ORIGIN_OFFSET: &str = "waybill-origin-offset";
     pub const ERROR_REQUEST: &str = "waybill-error-request";
     pub const ERROR_RESPONSE: &str = "waybill-error-response";
+    /// On a message `waybill dlq replay` re-enqueued: the `waybill-id` of
+    /// the dead-lettered message, so a change it reported is handled again.
+    pub const REPLAY_OF: &str = "waybill-replay-of";
 }
 
 /// Version of the message format written in `waybill-schema`.

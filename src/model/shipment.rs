@@ -35,6 +35,11 @@ pub struct Shipment {
     /// `waybill_paid_to_booking_seconds` is measured from it.
     #[serde(default)]
     pub paid_at: Option<String>,
+    /// The store cancelled the order (e.g. Shopify's `cancelled_at`). A
+    /// cancelled shipment is never booked; one already booked is cancelled
+    /// at the courier (see `runtime::changes`). Default `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
 }
 
 fn one() -> u32 {

@@ -1,5 +1,6 @@
 //! Pipeline runner, HTTP server and shutdown: everything `waybill run` starts.
 
+mod changes;
 mod feed;
 pub mod http;
 mod progress;
@@ -168,6 +169,7 @@ pub async fn run_with(
     let notifier = Arc::new(Notifier {
         config: config.clone(),
         store: notifications.clone(),
+        bookings: store.clone(),
         http: Engine::client().map_err(|e| RunError::Http(e.to_string()))?,
         metrics: metrics.clone(),
     });

@@ -19,8 +19,8 @@ use crate::sinks::book::{Booked, Booker, Slots};
 use crate::sinks::notify::{Notified, Notifier};
 use crate::sources::json::{self, JsonError};
 use crate::stages::{self, Event, Plan};
-use crate::store::{ShipmentStore, StoreError};
 use crate::store::shipments::NewShipment;
+use crate::store::{ShipmentStore, StoreError};
 use crate::telemetry::events::{
     DeadLettered, RetryScheduled, ShipmentBooked, StageProcessed, StatusEventRecorded,
 };
@@ -227,7 +227,7 @@ impl Runner {
         }
     }
 
-    fn processed(&self, stage: &str, outcome: &str) {
+    pub(super) fn processed(&self, stage: &str, outcome: &str) {
         StageProcessed {
             pipeline: &self.pipeline.name,
             stage,
@@ -264,7 +264,8 @@ impl Runner {
                 Ok(())
             }
             Plan::Book { shipment, route } => {
-                self.book(record, &event, &shipment, &route, slots).await
+                self.book_or_change(record, &event, shipment, &route, slots)
+                    .await
             }
             Plan::Notify { change } => {
                 let step = self.pipeline.notify().ok_or_else(|| {
@@ -286,7 +287,7 @@ impl Runner {
 
     /// Books the shipment and publishes the booking once: a replay of a key
     /// booked by another message publishes nothing.
-    async fn book(
+    pub(super) async fn book(
         &self,
         record: &Record,
         event: &Event,
@@ -396,10 +397,11 @@ impl Runner {
             };
             Failure::new("track", class, format!("recording the shipment: {e}"))
         };
-        self.keep_for_notifications(&new, shipment)
+        let created = self
+            .shipments
+            .create_shipment(&new)
             .await
             .map_err(failure)?;
-        let created = self.shipments.create_shipment(&new).await.map_err(failure)?;
         if created {
             StatusEventRecorded {
                 courier: &new.courier,
@@ -413,25 +415,6 @@ impl Runner {
             .emit(&self.metrics);
         }
         Ok(())
-    }
-
-    /// Keeps the booked canonical shipment (name, phone, address) where
-    /// notify pipelines read it, before the shipment exists, so no status
-    /// change can come first. Kept only when a notify pipeline is configured:
-    /// there is no reason to hold a second copy of customers' details.
-    async fn keep_for_notifications(
-        &self,
-        new: &NewShipment,
-        shipment: &Shipment,
-    ) -> Result<(), StoreError> {
-        if !self.config.pipelines.iter().any(|p| p.notify().is_some()) {
-            return Ok(());
-        }
-        let shipment = serde_json::to_string(shipment).unwrap_or_default();
-        self.notifier
-            .store
-            .record_booked_shipment(&new.key.to_string(), &shipment)
-            .await
     }
 
     /// Whether a booking is this message's to record and publish: a new one

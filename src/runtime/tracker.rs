@@ -301,18 +301,7 @@ impl Tracker {
         shipment: &ShipmentRecord,
         entry: &HistoryEntry,
     ) -> Result<(), Trouble> {
-        let payload = status_change(shipment, entry);
-        let mut headers = crate::model::Headers::new();
-        headers.insert(header::ID.into(), format!("status-{}", event_id(record)));
-        headers.insert(header::SCHEMA.into(), SCHEMA_VERSION.into());
-        headers.insert(header::SOURCE.into(), shipment.key.source.clone());
-        headers.insert(header::ACCOUNT.into(), shipment.key.account.clone());
-        headers.insert(header::RECEIVED_AT.into(), now_rfc3339());
-        let message = Message {
-            key: shipment.order_key.clone(),
-            headers,
-            payload: serde_json::to_vec(&payload).unwrap_or_default(),
-        };
+        let message = status_message(shipment, entry, format!("status-{}", event_id(record)));
         self.bus.publish(STATUS_TOPIC, message).await?;
         Ok(())
     }
@@ -396,6 +385,23 @@ fn seconds_between(from: &str, to: &str) -> Option<Duration> {
     let from = OffsetDateTime::parse(from, &Rfc3339).ok()?;
     let to = OffsetDateTime::parse(to, &Rfc3339).ok()?;
     Duration::try_from(to - from).ok()
+}
+
+/// The message announcing a status change on [`STATUS_TOPIC`], keyed by
+/// the order, with `id` as its `waybill-id`.
+pub fn status_message(shipment: &ShipmentRecord, entry: &HistoryEntry, id: String) -> Message {
+    let payload = status_change(shipment, entry);
+    let mut headers = crate::model::Headers::new();
+    headers.insert(header::ID.into(), id);
+    headers.insert(header::SCHEMA.into(), SCHEMA_VERSION.into());
+    headers.insert(header::SOURCE.into(), shipment.key.source.clone());
+    headers.insert(header::ACCOUNT.into(), shipment.key.account.clone());
+    headers.insert(header::RECEIVED_AT.into(), now_rfc3339());
+    Message {
+        key: shipment.order_key.clone(),
+        headers,
+        payload: serde_json::to_vec(&payload).unwrap_or_default(),
+    }
 }
 
 /// The canonical JSON of a status change.

@@ -103,6 +103,8 @@ struct Order<'a> {
     key_text: String,
     reference: &'a str,
     message_id: &'a str,
+    /// The canonical shipment as sent, kept with the key.
+    shipment: String,
     account: &'a Account,
     connector: &'a Connector,
     /// The claim's lease: it must outlast the request, so that while the
@@ -140,12 +142,15 @@ impl Booker {
             order_id: shipment.order_id.clone(),
             sequence: shipment.sequence,
         };
+        let shipment_json =
+            serde_json::to_value(shipment).map_err(|e| Failure::permanent(STAGE, e.to_string()))?;
         let order = Order {
             source,
             key_text: key.to_string(),
             key,
             reference: &shipment.reference,
             message_id,
+            shipment: shipment_json.to_string(),
             account,
             connector,
             lease: RESERVATION_LEASE
@@ -153,8 +158,6 @@ impl Booker {
                     .operation("book")
                     .map_or(Duration::ZERO, |op| op.timeout),
         };
-        let shipment_json =
-            serde_json::to_value(shipment).map_err(|e| Failure::permanent(STAGE, e.to_string()))?;
         let request = self
             .engine
             .prepare_book(connector, account, &shipment_json)?;
@@ -241,6 +244,7 @@ impl Booker {
                 lease: order.lease,
                 message_id: order.message_id,
                 reference: order.reference,
+                shipment: &order.shipment,
             })
             .await
             .map_err(store_failure)?;
@@ -393,7 +397,7 @@ mod tests {
     use crate::connector::RateLimit;
     use crate::connector::sandbox::{Sandbox, tests::serve};
     use crate::store::sql::SqlStore;
-    use crate::store::{AuditEntry, Booking};
+    use crate::store::{AuditEntry, BookedShipment, Booking};
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -489,6 +493,23 @@ mod tests {
         }
         async fn audit(&self, k: &BookingKey) -> Result<Vec<AuditEntry>, StoreError> {
             self.inner.audit(k).await
+        }
+        async fn order_bookings(
+            &self,
+            s: &str,
+            a: &str,
+            o: &str,
+        ) -> Result<Vec<Booking>, StoreError> {
+            self.inner.order_bookings(s, a, o).await
+        }
+        async fn booked_shipment(
+            &self,
+            k: &BookingKey,
+        ) -> Result<Option<BookedShipment>, StoreError> {
+            self.inner.booked_shipment(k).await
+        }
+        async fn note_change(&self, k: &BookingKey, c: &str, m: &str) -> Result<(), StoreError> {
+            self.inner.note_change(k, c, m).await
         }
         async fn expire_deliveries(&self, ttl: Duration) -> Result<u64, StoreError> {
             self.inner.expire_deliveries(ttl).await

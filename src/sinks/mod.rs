@@ -1,4 +1,5 @@
 //! Sinks: where a pipeline's work leaves waybill.
 
 pub mod book;
+pub mod cancel;
 pub mod notify;

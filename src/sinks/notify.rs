@@ -24,10 +24,10 @@ use crate::config::{Account, Config, NotifyStep, Pipeline};
 use crate::connector::SIGNING_SECRET;
 use crate::connector::classify::{error_chain, parse_retry_after};
 use crate::mapping::Context;
-use crate::model::{ErrorClass, Exchange, Failure};
+use crate::model::{BookingKey, ErrorClass, Exchange, Failure};
 use crate::stages::Event;
-use crate::store::StoreError;
 use crate::store::notifications::{NotificationKey, NotificationState, NotificationStore};
+use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::telemetry::events::NotificationSent;
 use hmac::{KeyInit, Mac};
@@ -57,6 +57,8 @@ pub enum Notified {
 pub struct Notifier {
     pub config: Arc<Config>,
     pub store: Arc<dyn NotificationStore>,
+    /// Where each booking key keeps the shipment it was booked with.
+    pub bookings: Arc<dyn Store>,
     pub http: reqwest::Client,
     pub metrics: Arc<Metrics>,
 }
@@ -172,7 +174,8 @@ impl Notifier {
         Ok(Notified::Sent)
     }
 
-    /// The mapped body, over the shipment kept at booking (null when none was).
+    /// The mapped body, over the shipment as it was booked (null when the
+    /// key was claimed before shipments were kept).
     async fn body(
         &self,
         step: &NotifyStep,
@@ -180,12 +183,16 @@ impl Notifier {
         change: &Value,
         booking_key: &str,
     ) -> Result<Vec<u8>, Failure> {
+        let key: BookingKey = booking_key.parse().map_err(|e| {
+            Failure::permanent(STAGE, format!("status change key `{booking_key}`: {e}"))
+        })?;
         let kept = self
-            .store
-            .booked_shipment(booking_key)
+            .bookings
+            .booked_shipment(&key)
             .await
             .map_err(store_failure)?;
         let shipment = kept
+            .and_then(|booked| booked.shipment)
             .and_then(|text| serde_json::from_str::<Value>(&text).ok())
             .unwrap_or(Value::Null);
         let body = render(step, &self.config, event, change, &shipment)?;

@@ -200,6 +200,11 @@ fn run_steps(
                         "no shipment to validate: add a `map` step before `validate`",
                     )
                 })?;
+                // A cancelled shipment is never booked: what it lacks does
+                // not matter, and it must still reach the booking it cancels.
+                if current.cancelled {
+                    continue;
+                }
                 validate::validate(current, rules).map_err(|problems| {
                     Failure::new("validate", ErrorClass::NeedsReview, problems.join("; "))
                 })?;
@@ -253,6 +258,7 @@ mod tests {
             retry: RetryPolicy::default(),
             dead_letter: "dlq.p".into(),
             max_in_flight: 1,
+            on_change: Default::default(),
             file: "pipelines/p.yaml".into(),
         }
     }

@@ -111,6 +111,7 @@ mod tests {
             pieces: 1,
             notes: None,
             paid_at: None,
+            cancelled: false,
         }
     }
 

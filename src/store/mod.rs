@@ -54,6 +54,18 @@ pub struct Booking {
     pub updated_at: String,
 }
 
+/// What a booking key was claimed with, and the last change handled
+/// against it ([`Store::booked_shipment`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BookedShipment {
+    /// Canonical shipment JSON; `None` for keys claimed before it was kept.
+    pub shipment: Option<String>,
+    /// Canonical shipment JSON of the last change noted.
+    pub change: Option<String>,
+    /// The message that handled that change.
+    pub change_message_id: Option<String>,
+}
+
 /// The answer to a reservation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reservation {
@@ -83,6 +95,9 @@ pub struct Claim<'a> {
     pub message_id: &'a str,
     /// The order's reference at the courier, to look the booking up by.
     pub reference: &'a str,
+    /// The canonical shipment JSON sent, kept to compare later events of
+    /// the order with ([`Store::booked_shipment`]).
+    pub shipment: &'a str,
 }
 
 /// An audit entry: which message did what to which booking, when.
@@ -160,6 +175,28 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Booking>, StoreError>;
 
     async fn audit(&self, key: &BookingKey) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Every booking key of one order, lowest sequence first.
+    async fn order_bookings(
+        &self,
+        source: &str,
+        account: &str,
+        order_id: &str,
+    ) -> Result<Vec<Booking>, StoreError>;
+
+    /// The canonical shipment `key` was claimed with, and the last change
+    /// noted against it; `None` when the key is unknown.
+    async fn booked_shipment(&self, key: &BookingKey)
+    -> Result<Option<BookedShipment>, StoreError>;
+
+    /// Notes that the order now maps to `change` (canonical shipment JSON)
+    /// and that message `message_id` handled it without a new booking.
+    async fn note_change(
+        &self,
+        key: &BookingKey,
+        change: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError>;
 
     /// Deletes delivery ids older than `ttl`.
     async fn expire_deliveries(&self, ttl: Duration) -> Result<u64, StoreError>;

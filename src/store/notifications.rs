@@ -49,17 +49,6 @@ pub struct NotificationKey<'a> {
 
 #[async_trait]
 pub trait NotificationStore: Send + Sync + 'static {
-    /// Keeps the canonical shipment JSON of a booking (the first one kept
-    /// stays: a redelivered booking changes nothing).
-    async fn record_booked_shipment(
-        &self,
-        booking_key: &str,
-        shipment: &str,
-    ) -> Result<(), StoreError>;
-
-    /// The canonical shipment JSON kept for `booking_key`.
-    async fn booked_shipment(&self, booking_key: &str) -> Result<Option<String>, StoreError>;
-
     /// Where the notification stands; `None` when it was never attempted.
     async fn notification(
         &self,

@@ -240,6 +240,15 @@ pub trait ShipmentStore: Send + Sync + 'static {
         interval_ms: i64,
     ) -> Result<(), StoreError>;
 
+    /// The store cancelled the order and the courier took the
+    /// cancellation: `cancelled`, recorded `via: store` with `reason`,
+    /// never polled again. `None` when there is no such shipment.
+    async fn cancel_shipment(
+        &self,
+        key: &BookingKey,
+        reason: &str,
+    ) -> Result<Option<HistoryEntry>, StoreError>;
+
     /// A shipment tracked for longer than `max_age`: `exception`,
     /// sub-status `tracking_expired`, never polled again.
     async fn expire_shipment(

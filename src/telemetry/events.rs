@@ -3,8 +3,9 @@
 
 use super::{
     CallbackLabels, CourierAccountLabels, CourierLabels, CourierLatencyLabels, CourierOnlyLabels,
-    DeadLetterLabels, DeliveryLabels, DuplicateLabels, Metrics, NotificationLabels, PipelineLabels,
-    PollLabels, RefusalLabels, RetryLabels, StageLabels, StatusEventLabels, WebhookLabels,
+    DeadLetterLabels, DeliveryLabels, DuplicateLabels, Metrics, NotificationLabels,
+    OrderChangeLabels, PipelineLabels, PollLabels, RefusalLabels, RetryLabels, StageLabels,
+    StatusEventLabels, WebhookLabels,
 };
 use crate::model::ErrorClass;
 use std::time::Duration;
@@ -519,6 +520,40 @@ impl TrackingPolled<'_> {
             .get_or_create(&PollLabels {
                 courier: self.courier.to_string(),
                 account: self.account.to_string(),
+                outcome: self.outcome.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// An order booked before was cancelled or edited at the store, and this
+/// is what waybill did about it.
+pub struct OrderChanged<'a> {
+    pub pipeline: &'a str,
+    /// `cancellation` or `edit`.
+    pub change: &'a str,
+    /// `cancelled`, `review`, `ignored`, `rebooked` or `too_late`.
+    pub outcome: &'a str,
+    pub key: &'a str,
+    /// What changed, or why it went to review; never a label.
+    pub detail: &'a str,
+}
+
+impl OrderChanged<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        tracing::info!(
+            pipeline = self.pipeline,
+            change = self.change,
+            outcome = self.outcome,
+            key = self.key,
+            detail = self.detail,
+            "order changed after booking"
+        );
+        metrics
+            .order_changes
+            .get_or_create(&OrderChangeLabels {
+                pipeline: self.pipeline.to_string(),
+                change: self.change.to_string(),
                 outcome: self.outcome.to_string(),
             })
             .inc();

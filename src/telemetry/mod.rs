@@ -132,6 +132,16 @@ pub struct DeliveryLabels {
     pub source: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OrderChangeLabels {
+    pub pipeline: String,
+    /// `cancellation` or `edit`.
+    pub change: String,
+    /// `cancelled`, `review`, `ignored`, `rebooked` or `too_late` (the
+    /// parcel was delivered or returned already).
+    pub outcome: String,
+}
+
 /// Registers `metric` under `name` and keeps a handle on it.
 fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
     registry.register(name, help, metric.clone());
@@ -181,6 +191,7 @@ pub struct Metrics {
     pub tracking_polls: Family<PollLabels, Counter>,
     pub sync_lag: Family<CourierOnlyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub notifications: Family<NotificationLabels, Counter>,
+    pub order_changes: Family<OrderChangeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -330,6 +341,12 @@ impl Metrics {
                 "notifications",
                 "Customer notifications by notify pipeline and outcome: sent, duplicate (posted \
                  before), or a failed attempt's class",
+                Family::default(),
+            ),
+            order_changes: registered(
+                &mut registry,
+                "order_changes",
+                "Cancellations and edits of orders after booking, by pipeline, change and outcome",
                 Family::default(),
             ),
             registry,

@@ -17,7 +17,7 @@ use super::consumers::{Reads, source_topic};
 use super::notify::StepKind;
 use super::{AccountRef, Compiler, Reference};
 use crate::config::raw::{RawDuration, RawPipeline, RawRetry, RawRoute, RawRule, RawStep};
-use crate::config::{Pipeline, RetryPolicy, RouteRule, Step, ValidationRule};
+use crate::config::{OnChange, Pipeline, RetryPolicy, RouteRule, Step, ValidationRule};
 use crate::connector::ConnectorKind;
 use crate::diagnostic::{Position, alternatives};
 use crate::mapping::{Expr, Mapping};
@@ -227,6 +227,7 @@ impl Compiler<'_> {
         self.notify_input(file, &raw, steps.as_deref());
         let retry = self.retry(file, raw.retry.as_ref());
         let max_in_flight = self.max_in_flight(file, raw.max_in_flight.as_ref());
+        let on_change = self.on_change(file, raw.on_change.as_ref(), steps.as_deref(), accounts);
         let shown_topics = shown_topics(&raw);
         let dead_letter = raw
             .dead_letter
@@ -253,6 +254,7 @@ impl Compiler<'_> {
                 retry,
                 dead_letter,
                 max_in_flight,
+                on_change,
                 file: file.to_path_buf(),
             }),
             _ => None,
@@ -395,6 +397,53 @@ impl Compiler<'_> {
             Some(m) => m.value,
             None => DEFAULT_MAX_IN_FLIGHT,
         }
+    }
+
+    /// `on_change:`; `rebook` cancels before it books again, so every
+    /// courier account the routes reach must be able to cancel.
+    fn on_change(
+        &mut self,
+        file: &Path,
+        raw: Option<&Located<String>>,
+        steps: Option<&[Step]>,
+        accounts: &BTreeMap<String, AccountRef>,
+    ) -> OnChange {
+        let Some(raw) = raw else {
+            return OnChange::default();
+        };
+        let Some(on_change) = OnChange::parse(&raw.value) else {
+            let message = format!(
+                "unknown `on_change` value `{}`{}",
+                raw.shown(),
+                alternatives(raw.shown(), &OnChange::NAMES, "", "expected one of")
+            );
+            self.report(file, raw.position(), message);
+            return OnChange::default();
+        };
+        if let Some(steps) = steps
+            && !steps.iter().any(|step| matches!(step, Step::Book))
+        {
+            let message = "`on_change` says what an edit of a booked order does, but this pipeline \
+                           has no `book` step: remove it, or add `- book: {}`";
+            self.report(file, raw.position(), message);
+        }
+        if on_change == OnChange::Rebook {
+            for to in routed_accounts(steps.unwrap_or_default()) {
+                let connector = accounts.get(to).and_then(|a| a.connector.clone());
+                if let Some(connector) = connector
+                    && !connector.has_operation("cancel")
+                {
+                    let message = format!(
+                        "`on_change: rebook` cancels a booking before booking again, but route target `{to}` \
+                         uses connector `{}`, which has no `cancel` operation: write `on_change: review` \
+                         (or `ignore`), or route to couriers that can cancel",
+                        connector.name
+                    );
+                    self.report(file, raw.position(), message);
+                }
+            }
+        }
+        on_change
     }
 
     pub(super) fn account_ref<'r>(
@@ -603,6 +652,21 @@ fn shown_topics(raw: &RawPipeline) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The courier accounts the `route` steps can choose, each once.
+fn routed_accounts(steps: &[Step]) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for step in steps {
+        if let Step::Route(rules) = step {
+            for rule in rules {
+                if !names.contains(&rule.to.as_str()) {
+                    names.push(&rule.to);
+                }
+            }
+        }
+    }
+    names
+}
+
 fn validation_rule(rule: RawRule) -> ValidationRule {
     match rule {
         RawRule::Phone => ValidationRule::Phone,
@@ -755,7 +819,43 @@ mod tests {
     }
 
     #[test]
-    fn shipped_trigger_books_paid_and_cod_orders_only() {
+    fn on_change_values_are_checked_where_written() {
+        let compile = |extra: &str, steps: &str| {
+            let yaml = format!("name: p\ninput: {{ topic: t }}\nsteps:\n{steps}{extra}");
+            let tree = Tree::new(&[
+                ("waybill.yaml", "{}\n"),
+                ("pipelines/p.yaml", &yaml),
+                ("pipelines/q.yaml", &producer("q", "dlq.p", "t")),
+            ]);
+            let problems: Vec<crate::diagnostic::Diagnostic> = tree
+                .load()
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|d| d.message.contains("on_change"))
+                .collect();
+            problems
+        };
+        let book = "  - route: [ { to: courier-main } ]\n  - book: {}\n";
+        let typo = compile("on_change: rebok\n", book);
+        assert!(
+            typo.iter().any(|d| d.line == 6
+                && d.message.contains("unknown `on_change` value `rebok`")
+                && d.message.contains("did you mean `rebook`")),
+            "{typo:#?}"
+        );
+        let no_book = compile("on_change: ignore\n", "  - trigger: 'true'\n");
+        assert!(
+            no_book
+                .iter()
+                .any(|d| d.line == 5 && d.message.contains("no `book` step")),
+            "{no_book:#?}"
+        );
+        assert!(compile("on_change: ignore\n", book).is_empty());
+    }
+
+    #[test]
+    fn shipped_trigger_takes_paid_and_cod_orders_and_cancellations() {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/shopify-orders.yaml");
         let node = yaml::parse(&std::fs::read_to_string(file).unwrap()).unwrap();
         let raw: RawPipeline = yaml::from_node(&node).unwrap();
@@ -778,16 +878,15 @@ mod tests {
         assert!(fires("orders/updated", cod, null.clone()));
         assert!(!fires("orders/create", "shopify_payments", null.clone()));
         assert!(!fires("orders/cancelled", cod, null.clone()));
-        assert!(!fires(
-            "orders/paid",
+        // Cancellations reach the booking step, which never books them and
+        // cancels a booking made before.
+        let cancelled = serde_json::json!("2026-01-01T00:00:00Z");
+        assert!(fires(
+            "orders/cancelled",
             "shopify_payments",
-            serde_json::json!("2026-01-01T00:00:00Z")
+            cancelled.clone()
         ));
-        assert!(!fires(
-            "orders/updated",
-            cod,
-            serde_json::json!("2026-01-01T00:00:00Z")
-        ));
+        assert!(fires("orders/updated", cod, cancelled));
     }
 
     #[test]

@@ -497,11 +497,13 @@ mod tests {
         // The table does not depend on the body mapping, so stand one in.
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("mappings/postex")).unwrap();
-        std::fs::write(
-            dir.path().join("mappings/postex/book.yaml"),
-            "\"{{ shipment }}\"\n",
-        )
-        .unwrap();
+        for body in ["book.yaml", "cancel.yaml"] {
+            std::fs::write(
+                dir.path().join("mappings/postex").join(body),
+                "\"{{ shipment }}\"\n",
+            )
+            .unwrap();
+        }
         let postex =
             Connector::load_with_base(&repo().join("connectors/postex.yaml"), dir.path()).unwrap();
         assert!(postex.has_operation("book") && !postex.has_operation("lookup"));
@@ -635,11 +637,13 @@ webhook:
     fn the_shipped_callbacks_compile() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("mappings/postex")).unwrap();
-        std::fs::write(
-            dir.path().join("mappings/postex/book.yaml"),
-            "\"{{ shipment }}\"\n",
-        )
-        .unwrap();
+        for body in ["book.yaml", "cancel.yaml"] {
+            std::fs::write(
+                dir.path().join("mappings/postex").join(body),
+                "\"{{ shipment }}\"\n",
+            )
+            .unwrap();
+        }
         let postex =
             Connector::load_with_base(&repo().join("connectors/postex.yaml"), dir.path()).unwrap();
         let callback = postex.callback.unwrap();

@@ -3,15 +3,18 @@
 //! operator's resolutions; and the audit trail of each change (DESIGN §8).
 
 use super::queries::{
-    CLAIM_NEW, INSERT_AUDIT, MARK_BOOKED, MARK_REVIEW, RELEASE, RESOLVE_BOOKED, RESOLVE_RELEASE,
-    SELECT_AUDIT, SELECT_BOOKING, SELECT_BOOKINGS, SELECT_STATUS,
+    CLAIM_NEW, INSERT_AUDIT, MARK_BOOKED, MARK_REVIEW, NOTE_CHANGE, RELEASE, RESOLVE_BOOKED,
+    RESOLVE_RELEASE, SELECT_AUDIT, SELECT_BOOKING, SELECT_BOOKINGS, SELECT_ORDER_BOOKINGS,
+    SELECT_SHIPMENT, SELECT_STATUS,
 };
 use super::rows::{self, AuditRow, BookingRow, StoredBooking, stored_booking};
 use super::writer::{change_in_one_go, text};
 use super::{Backend, SqlStore, db};
 use crate::clock::{later, now_timestamp, timestamp};
 use crate::model::{BookingKey, BookingResult};
-use crate::store::{AuditEntry, Booking, BookingStatus, Claim, Reservation, RowError, StoreError};
+use crate::store::{
+    AuditEntry, BookedShipment, Booking, BookingStatus, Claim, Reservation, RowError, StoreError,
+};
 use rusqlite::types::Value;
 use time::OffsetDateTime;
 
@@ -163,6 +166,7 @@ pub(super) async fn claim(store: &SqlStore, request: Claim<'_>) -> Result<Reserv
         lease,
         message_id,
         reference,
+        shipment,
     } = request;
     let started = OffsetDateTime::now_utc();
     let now = timestamp(started);
@@ -171,7 +175,7 @@ pub(super) async fn claim(store: &SqlStore, request: Claim<'_>) -> Result<Reserv
     let claim = Change {
         key,
         statement: CLAIM_NEW,
-        params: &[owner, &lease_until, message_id, reference, &now],
+        params: &[owner, &lease_until, message_id, reference, &now, shipment],
         action: "sent",
         message_id: Some(message_id),
         detail: &detail,
@@ -452,4 +456,66 @@ pub(super) async fn audit(
             .map_err(db)?
     });
     Ok(rows.into_iter().map(rows::audit_entry).collect())
+}
+
+pub(super) async fn order_bookings(
+    store: &SqlStore,
+    source: &str,
+    account: &str,
+    order_id: &str,
+) -> Result<Vec<Booking>, StoreError> {
+    let rows: Vec<BookingRow> = with_read_pool!(store, pool => {
+        sqlx::query_as(SELECT_ORDER_BOOKINGS)
+            .bind(source)
+            .bind(account)
+            .bind(order_id)
+            .fetch_all(pool)
+            .await
+            .map_err(db)?
+    });
+    Ok(rows
+        .into_iter()
+        .map(rows::booking)
+        .collect::<Result<_, _>>()?)
+}
+
+pub(super) async fn booked_shipment(
+    store: &SqlStore,
+    key: &BookingKey,
+) -> Result<Option<BookedShipment>, StoreError> {
+    type Row = (Option<String>, Option<String>, Option<String>);
+    let row: Option<Row> = with_read_pool!(store, pool => {
+        bind_key!(sqlx::query_as(SELECT_SHIPMENT), key)
+            .fetch_optional(pool)
+            .await
+            .map_err(db)?
+    });
+    Ok(
+        row.map(|(shipment, change, change_message_id)| BookedShipment {
+            shipment,
+            change,
+            change_message_id,
+        }),
+    )
+}
+
+pub(super) async fn note_change(
+    store: &SqlStore,
+    key: &BookingKey,
+    change: &str,
+    message_id: &str,
+) -> Result<(), StoreError> {
+    with_write_pool!(store, pool => {
+        let changed = bind_key!(sqlx::query(NOTE_CHANGE), key)
+            .bind(change)
+            .bind(message_id)
+            .execute(pool)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        if changed == 0 {
+            return Err(StoreError::NotFound(key.to_string()));
+        }
+        Ok(())
+    })
 }

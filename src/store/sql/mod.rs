@@ -16,7 +16,9 @@ use super::shipments::{
     StatusEvent, SyncOverview, UnknownStatus,
 };
 use super::sqlite::{self, Jobs, SqlitePools};
-use super::{AuditEntry, Booking, BookingStatus, Claim, Reservation, Store, StoreError};
+use super::{
+    AuditEntry, BookedShipment, Booking, BookingStatus, Claim, Reservation, Store, StoreError,
+};
 use crate::model::{BookingKey, BookingResult, Status};
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -227,6 +229,31 @@ impl Store for SqlStore {
         bookings::audit(self, key).await
     }
 
+    async fn order_bookings(
+        &self,
+        source: &str,
+        account: &str,
+        order_id: &str,
+    ) -> Result<Vec<Booking>, StoreError> {
+        bookings::order_bookings(self, source, account, order_id).await
+    }
+
+    async fn booked_shipment(
+        &self,
+        key: &BookingKey,
+    ) -> Result<Option<BookedShipment>, StoreError> {
+        bookings::booked_shipment(self, key).await
+    }
+
+    async fn note_change(
+        &self,
+        key: &BookingKey,
+        change: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        bookings::note_change(self, key, change, message_id).await
+    }
+
     async fn expire_deliveries(&self, ttl: Duration) -> Result<u64, StoreError> {
         deliveries::expire(self, ttl).await
     }
@@ -282,6 +309,22 @@ impl ShipmentStore for SqlStore {
         interval_ms: i64,
     ) -> Result<(), StoreError> {
         shipments::finish_poll(self, key, owner, next_poll_at, interval_ms).await
+    }
+
+    async fn cancel_shipment(
+        &self,
+        key: &BookingKey,
+        reason: &str,
+    ) -> Result<Option<HistoryEntry>, StoreError> {
+        let forced = shipments::Forced {
+            status: Status::Cancelled,
+            sub_status: None,
+            raw: "cancelled by the store".to_string(),
+            reason,
+            via: crate::model::Via::Store,
+            stop_polling: true,
+        };
+        shipments::force(self, key, forced).await
     }
 
     async fn expire_shipment(

@@ -6,11 +6,6 @@ use crate::store::notifications::{NotificationKey, NotificationState, Notificati
 use crate::store::{RowError, StoreError};
 use async_trait::async_trait;
 
-const INSERT_SHIPMENT: &str = "INSERT INTO notification_shipments (booking_key, shipment, recorded_at) \
-     VALUES ($1, $2, $3) ON CONFLICT (booking_key) DO NOTHING";
-
-const SELECT_SHIPMENT: &str = "SELECT shipment FROM notification_shipments WHERE booking_key = $1";
-
 const SELECT_STATE: &str =
     "SELECT state FROM notifications WHERE pipeline = $1 AND booking_key = $2 AND status = $3";
 
@@ -34,33 +29,6 @@ fn state(text: Option<String>) -> Result<Option<NotificationState>, StoreError> 
 
 #[async_trait]
 impl NotificationStore for SqlStore {
-    async fn record_booked_shipment(
-        &self,
-        booking_key: &str,
-        shipment: &str,
-    ) -> Result<(), StoreError> {
-        with_write_pool!(self, pool => {
-            sqlx::query(INSERT_SHIPMENT)
-                .bind(booking_key)
-                .bind(shipment)
-                .bind(now_timestamp())
-                .execute(pool)
-                .await
-                .map_err(db)?;
-            Ok(())
-        })
-    }
-
-    async fn booked_shipment(&self, booking_key: &str) -> Result<Option<String>, StoreError> {
-        with_read_pool!(self, pool => {
-            sqlx::query_scalar(SELECT_SHIPMENT)
-                .bind(booking_key)
-                .fetch_optional(pool)
-                .await
-                .map_err(db)
-        })
-    }
-
     async fn notification(
         &self,
         key: NotificationKey<'_>,
@@ -141,16 +109,5 @@ mod tests {
             ..key
         };
         assert_eq!(store.notification(other).await.unwrap(), None);
-
-        store
-            .record_booked_shipment("k", r#"{"recipient":{"name":"A"}}"#)
-            .await
-            .unwrap();
-        store.record_booked_shipment("k", "{}").await.unwrap();
-        assert_eq!(
-            store.booked_shipment("k").await.unwrap().as_deref(),
-            Some(r#"{"recipient":{"name":"A"}}"#)
-        );
-        assert_eq!(store.booked_shipment("none").await.unwrap(), None);
     }
 }

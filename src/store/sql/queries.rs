@@ -23,12 +23,25 @@ pub(super) const SELECT_BOOKINGS: &str = concat!(
     " FROM bookings WHERE ($1 IS NULL OR status = $1) ORDER BY updated_at DESC LIMIT $2"
 );
 
+/// The bookings of one order (`$1`–`$3`), lowest sequence first.
+pub(super) const SELECT_ORDER_BOOKINGS: &str = concat!(
+    "SELECT ",
+    booking_columns!(),
+    " FROM bookings WHERE source = $1 AND account = $2 AND order_id = $3 ORDER BY sequence"
+);
+
+pub(super) const SELECT_SHIPMENT: &str = "SELECT shipment, change_seen, change_message_id FROM bookings \
+     WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4";
+
+pub(super) const NOTE_CHANGE: &str = "UPDATE bookings SET change_seen = $5, change_message_id = $6 \
+     WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4";
+
 pub(super) const SELECT_STATUS: &str = "SELECT status FROM bookings WHERE source = $1 AND account = $2 AND order_id = $3 AND sequence = $4";
 
 /// Claims a key nobody has claimed before.
 pub(super) const CLAIM_NEW: &str = "INSERT INTO bookings (source, account, order_id, sequence, status, owner, lease_until, \
-     message_id, reference, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, 'sent', $5, $6, $7, $8, $9, $9) \
+     message_id, reference, created_at, updated_at, shipment) \
+     VALUES ($1, $2, $3, $4, 'sent', $5, $6, $7, $8, $9, $9, $10) \
      ON CONFLICT (source, account, order_id, sequence) DO NOTHING";
 
 /// Records the booking of a key that is `sent`.

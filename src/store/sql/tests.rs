@@ -35,6 +35,7 @@ fn claim_of<'a>(
         lease,
         message_id,
         reference,
+        shipment: "{}",
     }
 }
 
@@ -125,6 +126,7 @@ on_every_backend!(
     a_claim_can_be_given_back,
     deliveries_are_deduplicated_and_expire,
     bookings_are_listed_by_status,
+    an_orders_bookings_keep_their_shipment_and_the_change_noted,
 );
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -497,4 +499,63 @@ async fn unknown_url_schemes_are_rejected() {
         .err()
         .unwrap();
     assert!(error.to_string().contains("mysql"), "{error}");
+}
+
+async fn an_orders_bookings_keep_their_shipment_and_the_change_noted(store: SqlStore) {
+    let first = key("820982911946154508");
+    let second = BookingKey {
+        sequence: 1,
+        ..first.clone()
+    };
+    for (key, shipment) in [
+        (&second, r#"{"sequence":1}"#),
+        (&first, r#"{"sequence":0}"#),
+    ] {
+        let claim = Claim {
+            shipment,
+            ..claim_of(key, "a", HOUR, "msg-1", "#1001")
+        };
+        assert_eq!(
+            store.claim_booking(claim).await.unwrap(),
+            Reservation::Acquired
+        );
+    }
+    store
+        .mark_booked(&first, &result("CN-1"), "msg-1")
+        .await
+        .unwrap();
+    let bookings = store
+        .order_bookings("shopify", "shopify-main", &first.order_id)
+        .await
+        .unwrap();
+    let sequences: Vec<u32> = bookings.iter().map(|b| b.key.sequence).collect();
+    assert_eq!(sequences, [0, 1]);
+    assert_eq!(bookings[0].status, BookingStatus::Booked);
+    assert!(
+        store
+            .order_bookings("shopify", "other", &first.order_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let kept = store.booked_shipment(&first).await.unwrap().unwrap();
+    assert_eq!(kept.shipment.as_deref(), Some(r#"{"sequence":0}"#));
+    assert_eq!((kept.change, kept.change_message_id), (None, None));
+    store
+        .note_change(&first, r#"{"sequence":0,"cancelled":true}"#, "msg-2")
+        .await
+        .unwrap();
+    let noted = store.booked_shipment(&first).await.unwrap().unwrap();
+    assert_eq!(
+        noted.change.as_deref(),
+        Some(r#"{"sequence":0,"cancelled":true}"#)
+    );
+    assert_eq!(noted.change_message_id.as_deref(), Some("msg-2"));
+    assert_eq!(noted.shipment, kept.shipment);
+    let unknown = key("1");
+    assert_eq!(store.booked_shipment(&unknown).await.unwrap(), None);
+    assert!(matches!(
+        store.note_change(&unknown, "{}", "msg-3").await,
+        Err(StoreError::NotFound(_))
+    ));
 }
