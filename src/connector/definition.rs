@@ -81,6 +81,8 @@ pub struct Connector {
     /// Raw courier status → canonical status.
     pub statuses: Option<StatusTable>,
     pub rate_limit: Option<RateLimit>,
+    /// The columns of the courier's settlement sheets.
+    pub settlement: Option<SettlementSpec>,
     /// File the connector was read from.
     pub file: PathBuf,
 }
@@ -293,4 +295,17 @@ pub enum TimeFormat {
 pub struct RateLimit {
     pub requests: u32,
     pub per: Duration,
+}
+
+/// The columns of a courier's settlement sheet (`settlement:`), as written
+/// in its header row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementSpec {
+    pub tracking_number: String,
+    pub amount: String,
+    pub date: Option<String>,
+    pub reference: Option<String>,
+    /// Added up.
+    pub fees: Vec<String>,
+    pub delimiter: u8,
 }

@@ -43,7 +43,7 @@ pub use account::Account;
 pub use definition::{
     CALLBACK_SECRET, CallbackSpec, CallbackVerify, Connector, ConnectorKind, EventTime, FieldSpec,
     FieldType, MatchedBy, Operation, OrderIdPath, RateLimit, SignatureAlgorithm, SignatureEncoding,
-    SignatureSpec, StatusEntry, StatusMatch, StatusTable, TimeFormat, WebhookSpec,
+    SettlementSpec, SignatureSpec, StatusEntry, StatusMatch, StatusTable, TimeFormat, WebhookSpec,
 };
 pub use engine::{Engine, OperationOutput};
 

@@ -5,6 +5,7 @@
 //! PostgreSQL; backend-specific SQL stays behind [`Store`].
 
 mod error;
+pub mod cod;
 pub mod shipments;
 pub mod sql;
 pub(crate) mod sqlite;

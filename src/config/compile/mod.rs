@@ -15,6 +15,7 @@ mod accounts;
 mod consumers;
 mod pipelines;
 mod settings;
+mod cod;
 mod sync;
 
 use super::interpolate::{Lookup, interpolate_node};
@@ -196,6 +197,7 @@ impl Compiler<'_> {
         let pipelines = self.pipelines(path, &base_dir, patterns, &accounts);
         let (sync, polled_accounts) =
             self.sync(path, raw.sync.as_ref(), &raw.accounts, &accounts.connectors);
+        let cod = self.cod(path, raw.cod.as_ref());
         Some(Config {
             path: path.to_path_buf(),
             base_dir,
@@ -208,6 +210,7 @@ impl Compiler<'_> {
             pipelines,
             sync,
             polled_accounts,
+            cod,
         })
     }
 }

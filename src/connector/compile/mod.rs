@@ -16,6 +16,7 @@
 //! ```
 
 mod operations;
+mod settlement;
 mod receiving;
 
 use super::definition::{Connector, ConnectorKind, FieldSpec, FieldType, Operation, RateLimit};
@@ -172,6 +173,9 @@ impl Compiler<'_> {
         let rate_limit = raw
             .rate_limit
             .and_then(|limit| self.rate_limit(limit.per_account));
+        let settlement = raw
+            .settlement
+            .and_then(|settlement| self.settlement(settlement, kind));
         Some(Connector {
             name: name?,
             kind: kind?,
@@ -184,6 +188,7 @@ impl Compiler<'_> {
             callback,
             statuses,
             rate_limit,
+            settlement,
             file: self.file.to_path_buf(),
         })
     }
