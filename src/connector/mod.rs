@@ -42,8 +42,9 @@ pub mod target;
 pub use account::Account;
 pub use definition::{
     CALLBACK_SECRET, CallbackSpec, CallbackVerify, Connector, ConnectorKind, EventTime, FieldSpec,
-    FieldType, MatchedBy, Operation, OrderIdPath, RateLimit, SignatureAlgorithm, SignatureEncoding,
-    SettlementSpec, SignatureSpec, StatusEntry, StatusMatch, StatusTable, TimeFormat, WebhookSpec,
+    FieldType, MatchedBy, Operation, OrderIdPath, RateLimit, SettlementSpec, SignatureAlgorithm,
+    SignatureEncoding, SignatureSpec, StatusEntry, StatusMatch, StatusTable, TimeFormat,
+    WebhookSpec,
 };
 pub use engine::{Engine, OperationOutput};
 

@@ -190,7 +190,11 @@ mod tests {
         assert_eq!(on_status(Pending, Status::Cancelled), Some(NotCollected));
         assert_eq!(on_status(Collected, Status::Returned), Some(NotCollected));
         assert_eq!(on_status(NotCollected, Status::Delivered), Some(Collected));
-        for moving in [Status::InTransit, Status::OutForDelivery, Status::DeliveryFailed] {
+        for moving in [
+            Status::InTransit,
+            Status::OutForDelivery,
+            Status::DeliveryFailed,
+        ] {
             assert_eq!(on_status(Pending, moving), None, "{moving:?}");
         }
         for settled in [NotApplicable, Remitted, ShortPaid, Disputed] {
@@ -210,14 +214,38 @@ mod tests {
             ..Remittance::default()
         };
         let expected = d("1500.00");
-        assert_eq!(judge(expected, &paid("1500.00", None), tolerance), Judgement::Matched);
-        assert_eq!(judge(expected, &paid("1499.00", None), tolerance), Judgement::Matched);
-        assert_eq!(judge(expected, &paid("1498.99", None), tolerance), Judgement::Short);
-        assert_eq!(judge(expected, &paid("1350.00", Some("150.00")), tolerance), Judgement::Matched);
-        assert_eq!(judge(expected, &paid("1300.00", Some("150.00")), tolerance), Judgement::Short);
-        assert_eq!(judge(expected, &paid("1600.00", None), tolerance), Judgement::Matched);
-        assert_eq!(judge(expected, &paid("1499.50", None), Decimal::ZERO), Judgement::Short);
-        assert_eq!(judge(expected, &Remittance::default(), tolerance), Judgement::Unchecked);
+        assert_eq!(
+            judge(expected, &paid("1500.00", None), tolerance),
+            Judgement::Matched
+        );
+        assert_eq!(
+            judge(expected, &paid("1499.00", None), tolerance),
+            Judgement::Matched
+        );
+        assert_eq!(
+            judge(expected, &paid("1498.99", None), tolerance),
+            Judgement::Short
+        );
+        assert_eq!(
+            judge(expected, &paid("1350.00", Some("150.00")), tolerance),
+            Judgement::Matched
+        );
+        assert_eq!(
+            judge(expected, &paid("1300.00", Some("150.00")), tolerance),
+            Judgement::Short
+        );
+        assert_eq!(
+            judge(expected, &paid("1600.00", None), tolerance),
+            Judgement::Matched
+        );
+        assert_eq!(
+            judge(expected, &paid("1499.50", None), Decimal::ZERO),
+            Judgement::Short
+        );
+        assert_eq!(
+            judge(expected, &Remittance::default(), tolerance),
+            Judgement::Unchecked
+        );
         assert_eq!(Judgement::Short.state(), CodState::ShortPaid);
         assert_eq!(Judgement::Unchecked.state(), CodState::Remitted);
     }
@@ -225,7 +253,10 @@ mod tests {
     #[test]
     fn amounts_are_read_exactly() {
         assert_eq!(parse_amount(" 1,500.10 ").unwrap(), d("1500.10"));
-        assert_eq!(parse_amount("0.1").unwrap() + parse_amount("0.2").unwrap(), d("0.3"));
+        assert_eq!(
+            parse_amount("0.1").unwrap() + parse_amount("0.2").unwrap(),
+            d("0.3")
+        );
         for bad in ["", "PKR 100", "1e3", "12.3.4", "--1"] {
             assert!(parse_amount(bad).is_err(), "{bad}");
         }

@@ -2,6 +2,7 @@
 
 mod feed;
 pub mod http;
+pub mod payments;
 mod progress;
 pub mod runner;
 pub mod scheduler;

@@ -4,8 +4,8 @@
 //! One code path through `sqlx` for SQLite (embedded default) and
 //! PostgreSQL; backend-specific SQL stays behind [`Store`].
 
-mod error;
 pub mod cod;
+mod error;
 pub mod shipments;
 pub mod sql;
 pub(crate) mod sqlite;

@@ -488,3 +488,80 @@ impl TrackingPolled<'_> {
             .inc();
     }
 }
+
+/// The COD gauges were worked out again from the store.
+pub struct CodMeasured<'a> {
+    pub gauges: &'a crate::store::cod::CodGauges,
+}
+
+impl CodMeasured<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        tracing::debug!(
+            groups = self.gauges.amounts.len(),
+            couriers = self.gauges.reconciled.len(),
+            "COD gauges refreshed"
+        );
+        metrics.cod_amount.clear();
+        for (courier, currency, state, sum) in &self.gauges.amounts {
+            metrics
+                .cod_amount
+                .get_or_create(&super::CodAmountLabels {
+                    courier: courier.clone(),
+                    currency: currency.clone(),
+                    state: state.as_str().to_string(),
+                })
+                .set(*sum);
+        }
+        metrics.cod_reconciled_ratio.clear();
+        for (courier, collected, matched) in &self.gauges.reconciled {
+            if *collected == 0 {
+                continue;
+            }
+            metrics
+                .cod_reconciled_ratio
+                .get_or_create(&CourierOnlyLabels {
+                    courier: courier.clone(),
+                })
+                .set(*matched as f64 / *collected as f64);
+        }
+    }
+}
+
+/// A courier's remittance for one shipment was recorded.
+pub struct CodRemitted<'a> {
+    pub courier: &'a str,
+    pub key: &'a str,
+    /// `payment` or `import`.
+    pub via: &'a str,
+    /// The COD state it left: `remitted` or `short_paid`.
+    pub state: &'a str,
+}
+
+impl CodRemitted<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        if self.state == "short_paid" {
+            tracing::warn!(
+                courier = self.courier,
+                key = self.key,
+                via = self.via,
+                "COD short-paid"
+            );
+        } else {
+            tracing::info!(
+                courier = self.courier,
+                key = self.key,
+                via = self.via,
+                state = self.state,
+                "COD remitted"
+            );
+        }
+        metrics
+            .cod_remittances
+            .get_or_create(&super::RemittanceLabels {
+                courier: self.courier.to_string(),
+                via: self.via.to_string(),
+                state: self.state.to_string(),
+            })
+            .inc();
+    }
+}

@@ -119,6 +119,21 @@ pub struct ShipmentLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodAmountLabels {
+    pub courier: String,
+    pub currency: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RemittanceLabels {
+    pub courier: String,
+    /// `payment` (the courier's payment operation) or `import` (a settlement sheet).
+    pub via: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeliveryLabels {
     pub courier: String,
     /// The store source the order came from: delivery time by channel.
@@ -166,6 +181,9 @@ pub struct Metrics {
     pub delivery_time: Family<DeliveryLabels, Histogram, fn() -> Histogram>,
     pub tracking_polls: Family<PollLabels, Counter>,
     pub sync_lag: Family<CourierOnlyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub cod_amount: Family<CodAmountLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub cod_reconciled_ratio: Family<CourierOnlyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub cod_remittances: Family<RemittanceLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -301,6 +319,27 @@ impl Metrics {
                 &mut registry,
                 "tracking_sync_lag_seconds",
                 "How long the most overdue shipment of each courier has waited for its poll",
+                Family::default(),
+            ),
+            cod_amount: registered(
+                &mut registry,
+                "cod_amount",
+                "Expected COD of the stored shipments, by courier, currency and COD state \
+                 (pending and collected are outstanding)",
+                Family::default(),
+            ),
+            cod_reconciled_ratio: registered(
+                &mut registry,
+                "cod_reconciled_ratio",
+                "Share of each courier's collected COD shipments whose remittance matched the \
+                 expected amount less fees",
+                Family::default(),
+            ),
+            cod_remittances: registered(
+                &mut registry,
+                "cod_remittances",
+                "Remittances recorded, by courier, how they came (payment, import) and the COD \
+                 state they left",
                 Family::default(),
             ),
             registry,

@@ -69,7 +69,9 @@ mod tests {
     fn load(extra: &str) -> Result<crate::config::Config, Vec<crate::diagnostic::Diagnostic>> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("waybill.yaml");
-        std::fs::write(&path, format!("pipelines: []\n{extra}")).unwrap();
+        std::fs::write(&path, format!("pipelines: [p.yaml]\n{extra}")).unwrap();
+        let pipeline = "name: p\ninput: { topic: dlq.p }\nsteps:\n  - trigger: \"true\"\n";
+        std::fs::write(dir.path().join("p.yaml"), pipeline).unwrap();
         load_with(&path, &|_| None)
     }
 
@@ -85,10 +87,19 @@ mod tests {
 
     #[test]
     fn bad_values_are_reported_where_written() {
-        let errors = load("cod:\n  tolerance: \"-1\"\n  payment_interval: 0s\n  grace: 1\n").unwrap_err();
+        let errors =
+            load("cod:\n  tolerance: \"-1\"\n  payment_interval: 0s\n  grace: 1\n").unwrap_err();
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        assert!(text.iter().any(|e| e.contains(":2:") && e.contains("tolerance")), "{text:?}");
-        assert!(text.iter().any(|e| e.contains(":3:") && e.contains("payment_interval")), "{text:?}");
+        assert!(
+            text.iter()
+                .any(|e| e.contains(":3:") && e.contains("tolerance")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|e| e.contains(":4:") && e.contains("payment_interval")),
+            "{text:?}"
+        );
         assert!(text.iter().any(|e| e.contains("grace")), "{text:?}");
     }
 }

@@ -12,10 +12,10 @@
 //! ```
 
 mod accounts;
+mod cod;
 mod consumers;
 mod pipelines;
 mod settings;
-mod cod;
 mod sync;
 
 use super::interpolate::{Lookup, interpolate_node};

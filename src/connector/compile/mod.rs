@@ -16,8 +16,8 @@
 //! ```
 
 mod operations;
-mod settlement;
 mod receiving;
+mod settlement;
 
 use super::definition::{Connector, ConnectorKind, FieldSpec, FieldType, Operation, RateLimit};
 use super::raw::{

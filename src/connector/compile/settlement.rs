@@ -31,15 +31,23 @@ impl Compiler<'_> {
             return None;
         }
         let before = self.diagnostics.count();
-        let columns = [Some(&raw.tracking_number), Some(&raw.amount), raw.date.as_ref(), raw.reference.as_ref()]
-            .into_iter()
-            .flatten()
-            .chain(raw.fees.iter());
+        let columns = [
+            Some(&raw.tracking_number),
+            Some(&raw.amount),
+            raw.date.as_ref(),
+            raw.reference.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(raw.fees.iter());
         let mut seen: Vec<String> = Vec::new();
         for column in columns {
             let name = column.value.trim().to_lowercase();
             if name.is_empty() {
-                self.report(column.position(), "a settlement column name cannot be empty");
+                self.report(
+                    column.position(),
+                    "a settlement column name cannot be empty",
+                );
             } else if seen.contains(&name) {
                 self.report(
                     column.position(),

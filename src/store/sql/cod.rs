@@ -104,7 +104,13 @@ fn decide(
         key: key.clone(),
         why,
     };
-    let same = current.cod_remitted.as_deref().map(Decimal::from_str).transpose().ok().flatten()
+    let same = current
+        .cod_remitted
+        .as_deref()
+        .map(Decimal::from_str)
+        .transpose()
+        .ok()
+        .flatten()
         == remittance.amount
         && current.cod_remittance_ref == remittance.reference;
     match current.cod_state {
@@ -118,7 +124,10 @@ fn decide(
         CodState::Remitted => {
             return Err(refused(format!(
                 "already remitted ({} ref {}): `waybill cod dispute` it if the courier paid twice or differently",
-                current.cod_remitted.as_deref().unwrap_or("amount not reported"),
+                current
+                    .cod_remitted
+                    .as_deref()
+                    .unwrap_or("amount not reported"),
                 current.cod_remittance_ref.as_deref().unwrap_or("-")
             )));
         }
@@ -299,12 +308,14 @@ pub(super) async fn by_courier_tracking(
 }
 
 pub(super) async fn gauges(store: &SqlStore) -> Result<CodGauges, StoreError> {
-    let (amounts, reconciled): (Vec<(String, String, String, Option<f64>)>, Vec<(String, Option<i64>, Option<i64>)>) =
-        with_read_pool!(store, pool => {
-            let amounts = sqlx::query_as(SUM_AMOUNTS).fetch_all(pool).await.map_err(db)?;
-            let reconciled = sqlx::query_as(RECONCILED).fetch_all(pool).await.map_err(db)?;
-            (amounts, reconciled)
-        });
+    let (amounts, reconciled): (
+        Vec<(String, String, String, Option<f64>)>,
+        Vec<(String, Option<i64>, Option<i64>)>,
+    ) = with_read_pool!(store, pool => {
+        let amounts = sqlx::query_as(SUM_AMOUNTS).fetch_all(pool).await.map_err(db)?;
+        let reconciled = sqlx::query_as(RECONCILED).fetch_all(pool).await.map_err(db)?;
+        (amounts, reconciled)
+    });
     let amounts = amounts
         .into_iter()
         .map(|(courier, currency, state, sum)| {
@@ -315,7 +326,12 @@ pub(super) async fn gauges(store: &SqlStore) -> Result<CodGauges, StoreError> {
         .collect::<Result<Vec<_>, RowError>>()?;
     let reconciled = reconciled
         .into_iter()
-        .map(|(courier, collected, matched)| (courier, collected.unwrap_or(0), matched.unwrap_or(0)))
+        .map(|(courier, collected, matched)| {
+            (courier, collected.unwrap_or(0), matched.unwrap_or(0))
+        })
         .collect();
-    Ok(CodGauges { amounts, reconciled })
+    Ok(CodGauges {
+        amounts,
+        reconciled,
+    })
 }

@@ -78,6 +78,8 @@ macro_rules! shipment_columns {
 
 mod bookings;
 mod cod;
+#[cfg(test)]
+mod cod_tests;
 mod deliveries;
 mod queries;
 mod rows;

@@ -6,8 +6,8 @@
 
 use super::{Backend, SqlStore, db};
 use crate::clock::now_timestamp;
-use crate::model::tracking::same_raw_status;
 use crate::model::cod::on_status;
+use crate::model::tracking::same_raw_status;
 use crate::model::transition::may_move;
 use crate::model::{BookingKey, CodState, Status, Via};
 use crate::store::shipments::{
