@@ -36,6 +36,7 @@ pub mod engine;
 pub mod pacing;
 pub mod raw;
 pub mod sandbox;
+pub mod settlement;
 pub mod statuses;
 pub mod target;
 

@@ -486,11 +486,15 @@ fn new_shipment(record: &Record, config: &Config) -> Option<NewShipment> {
             sync.interval,
         ))
     });
-    let cod = shipment["cod_amount"]
-        .as_str()
-        .map(str::to_string)
-        .or_else(|| shipment["cod_amount"].as_f64().map(|n| n.to_string()))
-        .filter(|amount| amount.parse::<f64>().is_ok_and(|n| n > 0.0));
+    // Kept as the shipment wrote it (decimal text), never through a float.
+    let cod = match &shipment["cod_amount"] {
+        Value::String(text) => Some(text.trim().to_string()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+    .filter(|amount| {
+        crate::model::CodState::initial(Some(amount)) == crate::model::CodState::Pending
+    });
     Some(NewShipment {
         order_key: record.message.key.clone(),
         reference: text(&payload["reference"]),
