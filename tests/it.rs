@@ -6,6 +6,8 @@ mod bodies;
 mod callbacks;
 #[path = "it/cli_output.rs"]
 mod cli_output;
+#[path = "it/cod.rs"]
+mod cod;
 #[path = "it/common.rs"]
 mod common;
 #[path = "it/crash.rs"]
