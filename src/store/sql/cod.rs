@@ -307,11 +307,14 @@ pub(super) async fn by_courier_tracking(
     records(rows)
 }
 
+/// (courier, currency, state, sum) of [`SUM_AMOUNTS`].
+type AmountRow = (String, String, String, Option<f64>);
+
+/// (courier, collected, matched) of [`RECONCILED`].
+type ReconciledRow = (String, Option<i64>, Option<i64>);
+
 pub(super) async fn gauges(store: &SqlStore) -> Result<CodGauges, StoreError> {
-    let (amounts, reconciled): (
-        Vec<(String, String, String, Option<f64>)>,
-        Vec<(String, Option<i64>, Option<i64>)>,
-    ) = with_read_pool!(store, pool => {
+    let (amounts, reconciled): (Vec<AmountRow>, Vec<ReconciledRow>) = with_read_pool!(store, pool => {
         let amounts = sqlx::query_as(SUM_AMOUNTS).fetch_all(pool).await.map_err(db)?;
         let reconciled = sqlx::query_as(RECONCILED).fetch_all(pool).await.map_err(db)?;
         (amounts, reconciled)
