@@ -405,3 +405,41 @@ async fn returns_settlement_sheets_short_payments_and_disputes() {
         "{totals:?}"
     );
 }
+
+/// The quick start's loop: the sandbox delivers a COD parcel by itself,
+/// then its payment operation pays it less its fee, and the remittance
+/// matches.
+#[tokio::test]
+async fn the_sandbox_delivers_and_pays_by_itself() {
+    let dir = ConfigDir::with_extra(
+        "{ connector: sandbox, settings: { step: 200ms } }",
+        "cod: { payment_interval: 1s }\n",
+    );
+    let app = App::start(&dir).await;
+    let order = order_with("order-cod.json", |o| o["id"] = json!(9_700_000_201u64));
+    assert_eq!(app.shopify(&order, "orders/paid", "cod-sandbox").await.0, 200);
+    let paid = shipment_in(&app, "9700000201", CodState::Remitted).await;
+    assert_eq!(paid.status.as_str(), "delivered");
+    assert_eq!(paid.cod_remitted.as_deref(), Some("4949.00"), "5050.00 less 2%");
+    assert_eq!(paid.cod_fees.as_deref(), Some("101.00"));
+    assert!(
+        paid.cod_remittance_ref
+            .as_deref()
+            .is_some_and(|r| r.starts_with("SBXPAY-")),
+        "{paid:?}"
+    );
+    let metrics = eventually(Duration::from_secs(30), "the ratio", || async {
+        let metrics = app.metrics().await;
+        metrics
+            .contains("waybill_cod_reconciled_ratio{courier=\"sandbox\"} 1")
+            .then_some(metrics)
+    })
+    .await;
+    assert!(
+        metrics.contains(
+            "waybill_cod_amount{courier=\"sandbox\",currency=\"PKR\",state=\"remitted\"} 5050"
+        ),
+        "{metrics}"
+    );
+    app.stop().await;
+}
