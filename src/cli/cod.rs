@@ -171,13 +171,13 @@ struct Total {
     fees: Decimal,
 }
 
-fn totals(found: &[ShipmentRecord]) -> BTreeMap<(String, CodState, String), Total> {
+fn totals(found: &[ShipmentRecord]) -> Totals {
     let amount = |a: &Option<String>| {
         a.as_deref()
             .and_then(|a| Decimal::from_str(a).ok())
             .unwrap_or_default()
     };
-    let mut totals: BTreeMap<(String, CodState, String), Total> = BTreeMap::new();
+    let mut totals = Totals::new();
     for s in found {
         let currency = s.cod_currency.clone().unwrap_or_default();
         let total = totals
@@ -191,80 +191,90 @@ fn totals(found: &[ShipmentRecord]) -> BTreeMap<(String, CodState, String), Tota
     totals
 }
 
+type Totals = BTreeMap<(String, CodState, String), Total>;
+
 fn report(found: &[ShipmentRecord], format: Format) -> anyhow::Result<()> {
     let totals = totals(found);
     match format {
-        Format::Json => {
-            let shipments: Vec<Value> = found
+        Format::Json => report_json(found, &totals),
+        Format::Table => report_table(found, &totals),
+        Format::Csv => report_csv(found, &totals),
+    }
+}
+
+fn report_json(found: &[ShipmentRecord], totals: &Totals) -> anyhow::Result<()> {
+    let shipments: Vec<Value> = found
+        .iter()
+        .map(|s| {
+            let object: serde_json::Map<String, Value> = COLUMNS
                 .iter()
-                .map(|s| {
-                    let object: serde_json::Map<String, Value> = COLUMNS
-                        .iter()
-                        .zip(fields(s))
-                        .map(|(name, value)| (name.to_string(), json!(value)))
-                        .collect();
-                    Value::Object(object)
-                })
+                .zip(fields(s))
+                .map(|(name, value)| (name.to_string(), json!(value)))
                 .collect();
-            let totals: Vec<Value> = totals
-                .iter()
-                .map(|((courier, state, currency), t)| {
-                    json!({
-                        "courier": courier,
-                        "state": state,
-                        "currency": currency,
-                        "count": t.count,
-                        "expected": t.expected.to_string(),
-                        "remitted": t.remitted.to_string(),
-                        "fees": t.fees.to_string(),
-                    })
-                })
-                .collect();
-            output::line(&json!({ "shipments": shipments, "totals": totals }).to_string())?;
-        }
-        Format::Table => {
-            for s in found {
-                let shown = fields(s).map(|f| f.unwrap_or_else(|| "-".into()));
-                output::line(&output::record(shown.iter().map(String::as_str)))?;
-            }
-            for ((courier, state, currency), t) in &totals {
-                output::line(&output::record([
-                    "total",
-                    courier.as_str(),
-                    state.as_str(),
-                    currency.as_str(),
-                    t.count.to_string().as_str(),
-                    t.expected.to_string().as_str(),
-                    t.remitted.to_string().as_str(),
-                    t.fees.to_string().as_str(),
-                ]))?;
-            }
-        }
-        Format::Csv => {
-            let header: Vec<&str> = std::iter::once("row")
-                .chain(COLUMNS)
-                .chain(["count"])
-                .collect();
-            output::line(&csv_line(header.iter().map(|h| Some(h.to_string()))))?;
-            for s in found {
-                let row = std::iter::once(Some("shipment".to_string()))
-                    .chain(fields(s))
-                    .chain([None]);
-                output::line(&csv_line(row))?;
-            }
-            for ((courier, state, currency), t) in &totals {
-                let mut row: Vec<Option<String>> = vec![None; COLUMNS.len() + 2];
-                row[0] = Some("total".into());
-                row[3] = Some(courier.clone());
-                row[6] = Some(state.as_str().into());
-                row[7] = Some(currency.clone());
-                row[8] = Some(t.expected.to_string());
-                row[10] = Some(t.remitted.to_string());
-                row[13] = Some(t.fees.to_string());
-                row[14] = Some(t.count.to_string());
-                output::line(&csv_line(row))?;
-            }
-        }
+            Value::Object(object)
+        })
+        .collect();
+    let totals: Vec<Value> = totals
+        .iter()
+        .map(|((courier, state, currency), t)| {
+            json!({
+                "courier": courier,
+                "state": state,
+                "currency": currency,
+                "count": t.count,
+                "expected": t.expected.to_string(),
+                "remitted": t.remitted.to_string(),
+                "fees": t.fees.to_string(),
+            })
+        })
+        .collect();
+    output::line(&json!({ "shipments": shipments, "totals": totals }).to_string())?;
+    Ok(())
+}
+
+fn report_table(found: &[ShipmentRecord], totals: &Totals) -> anyhow::Result<()> {
+    for s in found {
+        let shown = fields(s).map(|f| f.unwrap_or_else(|| "-".into()));
+        output::line(&output::record(shown.iter().map(String::as_str)))?;
+    }
+    for ((courier, state, currency), t) in totals {
+        output::line(&output::record([
+            "total",
+            courier.as_str(),
+            state.as_str(),
+            currency.as_str(),
+            t.count.to_string().as_str(),
+            t.expected.to_string().as_str(),
+            t.remitted.to_string().as_str(),
+            t.fees.to_string().as_str(),
+        ]))?;
+    }
+    Ok(())
+}
+
+fn report_csv(found: &[ShipmentRecord], totals: &Totals) -> anyhow::Result<()> {
+    let header: Vec<&str> = std::iter::once("row")
+        .chain(COLUMNS)
+        .chain(["count"])
+        .collect();
+    output::line(&csv_line(header.iter().map(|h| Some(h.to_string()))))?;
+    for s in found {
+        let row = std::iter::once(Some("shipment".to_string()))
+            .chain(fields(s))
+            .chain([None]);
+        output::line(&csv_line(row))?;
+    }
+    for ((courier, state, currency), t) in totals {
+        let mut row: Vec<Option<String>> = vec![None; COLUMNS.len() + 2];
+        row[0] = Some("total".into());
+        row[3] = Some(courier.clone());
+        row[6] = Some(state.as_str().into());
+        row[7] = Some(currency.clone());
+        row[8] = Some(t.expected.to_string());
+        row[10] = Some(t.remitted.to_string());
+        row[13] = Some(t.fees.to_string());
+        row[14] = Some(t.count.to_string());
+        output::line(&csv_line(row))?;
     }
     Ok(())
 }
@@ -312,10 +322,52 @@ async fn import(
             return refuse(&shown, errors.iter().map(|e| (e.line, e.message.clone())));
         }
     };
+    let (batch, lines) = match resolve(backends, courier, &rows).await? {
+        Ok(resolved) => resolved,
+        Err(problems) => return refuse(&shown, problems),
+    };
+    let outcomes = backends
+        .shipments
+        .record_remittances(&batch, config.cod.tolerance, "import")
+        .await?;
+    let line_of = |key: &BookingKey| lines.get(&key.to_string()).copied().unwrap_or(0);
+    let refused: Vec<(usize, String)> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            RemitOutcome::Refused { key, why } => Some((line_of(key), format!("{key}: {why}"))),
+            _ => None,
+        })
+        .collect();
+    if !refused.is_empty() {
+        return refuse(&shown, refused);
+    }
+    for outcome in &outcomes {
+        let (key, what) = described(outcome);
+        output::line(&output::record([
+            format!("line {}", line_of(key)).as_str(),
+            key.to_string().as_str(),
+            what.as_str(),
+        ]))?;
+    }
+    output::line(&format!(
+        "imported {} rows from {}",
+        outcomes.len(),
+        output::escape(&shown)
+    ))?;
+    Ok(0)
+}
+
+/// Each row's remittance against its shipment, and each shipment's line;
+/// or every row whose tracking number is no one shipment of `courier`.
+async fn resolve(
+    backends: &crate::runtime::Backends,
+    courier: &str,
+    rows: &[crate::connector::settlement::SheetRow],
+) -> anyhow::Result<Result<Resolved, Vec<(usize, String)>>> {
     let mut problems = Vec::new();
     let mut batch = Vec::with_capacity(rows.len());
     let mut lines: BTreeMap<String, usize> = BTreeMap::new();
-    for row in &rows {
+    for row in rows {
         let found = backends
             .shipments
             .shipments_by_courier_tracking(courier, &row.tracking_number)
@@ -342,59 +394,43 @@ async fn import(
             )),
         }
     }
-    if !problems.is_empty() {
-        return refuse(&shown, problems);
-    }
-    let outcomes = backends
-        .shipments
-        .record_remittances(&batch, config.cod.tolerance, "import")
-        .await?;
-    let line_of = |key: &BookingKey| lines.get(&key.to_string()).copied().unwrap_or(0);
-    let refused: Vec<(usize, String)> = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            RemitOutcome::Refused { key, why } => Some((line_of(key), format!("{key}: {why}"))),
-            _ => None,
-        })
-        .collect();
-    if !refused.is_empty() {
-        return refuse(&shown, refused);
-    }
-    for outcome in &outcomes {
-        let (key, what) = match outcome {
-            RemitOutcome::Recorded {
+    Ok(if problems.is_empty() {
+        Ok((batch, lines))
+    } else {
+        Err(problems)
+    })
+}
+
+/// The remittances to record, and the sheet line of each shipment's key.
+type Resolved = (
+    Vec<(BookingKey, crate::model::cod::Remittance)>,
+    BTreeMap<String, usize>,
+);
+
+/// What recording a row did, as the import prints it.
+fn described(outcome: &RemitOutcome) -> (&BookingKey, String) {
+    match outcome {
+        RemitOutcome::Recorded {
+            key,
+            from,
+            to,
+            judgement,
+        } => {
+            let checked = match judgement {
+                Judgement::Matched => "matched",
+                Judgement::Short => "short of expected less fees",
+                Judgement::Unchecked => "no amount",
+            };
+            (
                 key,
-                from,
-                to,
-                judgement,
-            } => {
-                let checked = match judgement {
-                    Judgement::Matched => "matched",
-                    Judgement::Short => "short of expected less fees",
-                    Judgement::Unchecked => "no amount",
-                };
-                (
-                    key,
-                    format!("{} -> {} ({checked})", from.as_str(), to.as_str()),
-                )
-            }
-            RemitOutcome::Already { key, state } => {
-                (key, format!("{} already, unchanged", state.as_str()))
-            }
-            RemitOutcome::Refused { key, why } => (key, why.clone()),
-        };
-        output::line(&output::record([
-            format!("line {}", line_of(key)).as_str(),
-            key.to_string().as_str(),
-            what.as_str(),
-        ]))?;
+                format!("{} -> {} ({checked})", from.as_str(), to.as_str()),
+            )
+        }
+        RemitOutcome::Already { key, state } => {
+            (key, format!("{} already, unchanged", state.as_str()))
+        }
+        RemitOutcome::Refused { key, why } => (key, why.clone()),
     }
-    output::line(&format!(
-        "imported {} rows from {}",
-        outcomes.len(),
-        output::escape(&shown)
-    ))?;
-    Ok(0)
 }
 
 /// Prints every problem as `FILE:LINE: message` on stderr; nothing was recorded.

@@ -48,67 +48,107 @@ pub fn read_sheet(spec: &SettlementSpec, text: &str) -> Result<Vec<SheetRow>, Ve
             message: "the sheet is empty: expected a header row".into(),
         }]);
     };
+    let columns = Columns::find(spec, header_line, &header)?;
     let mut errors = Vec::new();
-    let column = |name: &str, errors: &mut Vec<SheetError>| -> Option<usize> {
-        let wanted = name.trim().to_lowercase();
-        let found = header
-            .iter()
-            .position(|h| h.trim().to_lowercase() == wanted);
-        if found.is_none() {
-            errors.push(SheetError {
-                line: header_line,
-                message: format!(
-                    "no column `{name}` in the header (it has: {}); the connector's `settlement:` names the columns",
-                    header.join(", ")
-                ),
-            });
-        }
-        found
-    };
-    let tracking = column(&spec.tracking_number, &mut errors);
-    let amount = column(&spec.amount, &mut errors);
-    let date = spec.date.as_ref().map(|c| column(c, &mut errors));
-    let reference = spec.reference.as_ref().map(|c| column(c, &mut errors));
-    let fees: Vec<Option<usize>> = spec.fees.iter().map(|c| column(c, &mut errors)).collect();
-    let (Some(tracking), Some(amount)) = (tracking, amount) else {
-        return Err(errors);
-    };
-    if !errors.is_empty() {
-        return Err(errors);
-    }
     let mut rows = Vec::new();
     for (line, fields) in records {
         if fields.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
         if fields.len() != header.len() {
-            errors.push(SheetError {
-                line,
-                message: format!(
-                    "{} fields where the header has {}",
-                    fields.len(),
-                    header.len()
-                ),
-            });
+            let message = format!(
+                "{} fields where the header has {}",
+                fields.len(),
+                header.len()
+            );
+            errors.push(SheetError { line, message });
             continue;
         }
+        if let Some(row) = columns.row(spec, line, &fields, &mut errors) {
+            rows.push(row);
+        }
+    }
+    duplicates(&rows, &mut errors);
+    if errors.is_empty() {
+        Ok(rows)
+    } else {
+        errors.sort_by_key(|e| e.line);
+        Err(errors)
+    }
+}
+
+/// Where the declared columns are in the header.
+struct Columns {
+    tracking: usize,
+    amount: usize,
+    date: Option<usize>,
+    reference: Option<usize>,
+    fees: Vec<usize>,
+}
+
+impl Columns {
+    /// Every declared column in `header`, or a problem for each one missing.
+    fn find(
+        spec: &SettlementSpec,
+        line: usize,
+        header: &[String],
+    ) -> Result<Columns, Vec<SheetError>> {
+        let mut errors = Vec::new();
+        let mut column = |name: &str| -> usize {
+            let wanted = name.trim().to_lowercase();
+            match header
+                .iter()
+                .position(|h| h.trim().to_lowercase() == wanted)
+            {
+                Some(found) => found,
+                None => {
+                    errors.push(SheetError {
+                        line,
+                        message: format!(
+                            "no column `{name}` in the header (it has: {}); the connector's `settlement:` names the columns",
+                            header.join(", ")
+                        ),
+                    });
+                    usize::MAX
+                }
+            }
+        };
+        let columns = Columns {
+            tracking: column(&spec.tracking_number),
+            amount: column(&spec.amount),
+            date: spec.date.as_deref().map(&mut column),
+            reference: spec.reference.as_deref().map(&mut column),
+            fees: spec.fees.iter().map(|c| column(c)).collect(),
+        };
+        if errors.is_empty() {
+            Ok(columns)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// One data row, or `None` with its problems added to `errors`.
+    fn row(
+        &self,
+        spec: &SettlementSpec,
+        line: usize,
+        fields: &[String],
+        errors: &mut Vec<SheetError>,
+    ) -> Option<SheetRow> {
         let cell = |i: usize| fields[i].trim().to_string();
-        let optional = |i: Option<Option<usize>>| i.flatten().map(cell).filter(|v| !v.is_empty());
-        let number = cell(tracking);
-        if number.is_empty() {
+        let optional = |i: Option<usize>| i.map(cell).filter(|v| !v.is_empty());
+        let mut bad = |what: &str, message: String| {
             errors.push(SheetError {
                 line,
-                message: format!("`{}` is empty", spec.tracking_number),
-            });
-            continue;
-        }
-        let mut bad = |what: &str, e: String| {
-            errors.push(SheetError {
-                line,
-                message: format!("`{what}`: {e}"),
+                message: format!("`{what}`: {message}"),
             })
         };
-        let paid = match parse_amount(&cell(amount)) {
+        let number = cell(self.tracking);
+        if number.is_empty() {
+            bad(&spec.tracking_number, "empty".into());
+            return None;
+        }
+        let paid = match parse_amount(&cell(self.amount)) {
             Ok(paid) if paid >= Decimal::ZERO => Some(paid),
             Ok(_) => {
                 bad(&spec.amount, "a payment cannot be negative".into());
@@ -119,32 +159,33 @@ pub fn read_sheet(spec: &SettlementSpec, text: &str) -> Result<Vec<SheetRow>, Ve
                 None
             }
         };
-        let mut total_fees: Option<Decimal> = None;
-        for (name, index) in spec.fees.iter().zip(&fees) {
+        let mut fees: Option<Decimal> = None;
+        for (name, index) in spec.fees.iter().zip(&self.fees) {
             let Some(text) = optional(Some(*index)) else {
                 continue;
             };
             match parse_amount(&text) {
-                Ok(fee) => total_fees = Some(total_fees.unwrap_or(Decimal::ZERO) + fee),
+                Ok(fee) => fees = Some(fees.unwrap_or(Decimal::ZERO) + fee),
                 Err(e) => bad(name, e),
             }
         }
-        let Some(paid) = paid else {
-            continue;
-        };
-        rows.push(SheetRow {
+        Some(SheetRow {
             line,
             tracking_number: number,
             remittance: Remittance {
-                amount: Some(paid),
-                at: optional(date),
-                reference: optional(reference),
-                fees: total_fees,
+                amount: Some(paid?),
+                at: optional(self.date),
+                reference: optional(self.reference),
+                fees,
             },
-        });
+        })
     }
+}
+
+/// A shipment paid on two rows is a problem on the second.
+fn duplicates(rows: &[SheetRow], errors: &mut Vec<SheetError>) {
     let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for row in &rows {
+    for row in rows {
         if let Some(first) = seen.insert(row.tracking_number.as_str(), row.line) {
             errors.push(SheetError {
                 line: row.line,
@@ -154,12 +195,6 @@ pub fn read_sheet(spec: &SettlementSpec, text: &str) -> Result<Vec<SheetRow>, Ve
                 ),
             });
         }
-    }
-    if errors.is_empty() {
-        Ok(rows)
-    } else {
-        errors.sort_by_key(|e| e.line);
-        Err(errors)
     }
 }
 

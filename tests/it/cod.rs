@@ -417,10 +417,17 @@ async fn the_sandbox_delivers_and_pays_by_itself() {
     );
     let app = App::start(&dir).await;
     let order = order_with("order-cod.json", |o| o["id"] = json!(9_700_000_201u64));
-    assert_eq!(app.shopify(&order, "orders/paid", "cod-sandbox").await.0, 200);
+    assert_eq!(
+        app.shopify(&order, "orders/paid", "cod-sandbox").await.0,
+        200
+    );
     let paid = shipment_in(&app, "9700000201", CodState::Remitted).await;
     assert_eq!(paid.status.as_str(), "delivered");
-    assert_eq!(paid.cod_remitted.as_deref(), Some("4949.00"), "5050.00 less 2%");
+    assert_eq!(
+        paid.cod_remitted.as_deref(),
+        Some("4949.00"),
+        "5050.00 less 2%"
+    );
     assert_eq!(paid.cod_fees.as_deref(), Some("101.00"));
     assert!(
         paid.cod_remittance_ref
