@@ -11,14 +11,15 @@
 //!   [`model::Failure`] a step gives up with.
 //! - [`bus`]: the [`bus::Bus`] trait and its backends: the embedded SQLite log and Kafka.
 //! - [`store`]: the [`store::Store`] trait over SQLite and PostgreSQL: delivery ids, booking
-//!   idempotency, shipments, audit.
+//!   idempotency, shipments and their COD ledger, audit.
 //! - [`sources`]: webhook ingest (verify → dedupe → enqueue) as each store connector declares it.
 //! - [`mapping`]: minijinja field-mapping templates and expressions.
 //! - [`stages`]: pipeline steps as plain functions over an envelope.
 //! - [`connector`]: connector definitions (as written → checked), the declarative HTTP engine
-//!   and the sandbox courier.
+//!   the sandbox courier and courier settlement sheets.
 //! - [`sinks`]: idempotent courier booking.
-//! - [`runtime`]: pipeline runner, HTTP server, shutdown.
+//! - [`runtime`]: pipeline runner, tracker, scheduler (tracking polls and COD payment checks),
+//!   HTTP server, shutdown.
 //! - [`telemetry`]: metrics registry and named events.
 //! - [`cli`]: one file per subcommand.
 //!
