@@ -447,3 +447,32 @@ fn refuse(file: &str, problems: impl IntoIterator<Item = (usize, String)>) -> an
     eprintln!("{count} problems; nothing was recorded");
     Ok(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_are_whole_and_checked() {
+        assert_eq!(day("2026-12-31", 1).unwrap(), "2027-01-01");
+        assert_eq!(day(" 2026-02-28 ", 0).unwrap(), "2026-02-28");
+        for bad in ["2026-13-01", "yesterday", "2026-12-01T00:00:00Z", ""] {
+            assert!(day(bad, 0).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_and_terminal_safe() {
+        let line = csv_line([
+            Some("plain".to_string()),
+            Some("a,b".to_string()),
+            Some("say \"hi\"".to_string()),
+            Some("\u{1b}[31mred\nline".to_string()),
+            None,
+        ]);
+        assert_eq!(
+            line,
+            "plain,\"a,b\",\"say \"\"hi\"\"\",\\u{1b}[31mred\\nline,"
+        );
+    }
+}

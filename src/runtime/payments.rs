@@ -58,8 +58,9 @@ impl PaymentChecks {
         })
     }
 
-    /// One round: the shipments due, each asked about in turn.
-    pub async fn round(&self) -> Result<(), String> {
+    /// One round: the shipments due, each asked about in turn until `stop`
+    /// turns true (the rest are asked about after their next interval).
+    pub async fn round(&self, stop: &tokio::sync::watch::Receiver<bool>) -> Result<(), String> {
         let now_at = OffsetDateTime::now_utc();
         let interval = self.config.cod.payment_interval;
         let now = timestamp(now_at);
@@ -77,6 +78,9 @@ impl PaymentChecks {
             .map_err(|e| format!("store: {e}"))?;
         let mut recorded = false;
         for shipment in due {
+            if *stop.borrow() {
+                break;
+            }
             recorded |= self.check(&shipment).await;
         }
         if recorded {

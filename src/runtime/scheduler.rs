@@ -17,8 +17,8 @@
 //! A connector that declares `track_many` is asked about up to its
 //! `max_batch` shipments of one account per request instead.
 //!
-//! Collected COD shipments' payments are asked about here too, each tick,
-//! by [`super::payments`], one round at a time.
+//! Collected COD shipments' payments are asked about here too, every few
+//! ticks, by [`super::payments`], one round at a time.
 //!
 //! ```yaml
 //! sync: { interval: 15m, max_interval: 6h, max_age: 45d, max_in_flight: 32 }
@@ -50,6 +50,10 @@ pub const TICK: Duration = Duration::from_secs(1);
 /// Ticks between refreshes of the `waybill_shipments` and sync-lag gauges:
 /// each counts every stored shipment, too costly for every tick.
 const GAUGES_EVERY: u64 = 30;
+
+/// Ticks between rounds of COD payment checks: each leases in the store,
+/// and payments settle in days, not seconds.
+const PAYMENTS_EVERY: u64 = 5;
 
 /// How long a leased shipment stays this instance's beyond its request's
 /// timeout; after it, another instance may poll it.
@@ -176,8 +180,10 @@ impl Scheduler {
             if ticks.is_multiple_of(GAUGES_EVERY) {
                 self.refresh_gauges().await;
             }
+            if ticks.is_multiple_of(PAYMENTS_EVERY) {
+                self.start_payments(&mut polls, &stop);
+            }
             ticks += 1;
-            self.start_payments(&mut polls);
             match self.tick(&mut polls, &stop).await {
                 Ok(()) => self.note(None),
                 Err(why) => {
@@ -190,7 +196,7 @@ impl Scheduler {
     }
 
     /// Starts a round of payment checks unless one is under way.
-    fn start_payments(&self, polls: &mut tokio::task::JoinSet<()>) {
+    fn start_payments(&self, polls: &mut tokio::task::JoinSet<()>, stop: &watch::Receiver<bool>) {
         use std::sync::atomic::Ordering;
         let Some(payments) = self.payments.clone() else {
             return;
@@ -199,8 +205,9 @@ impl Scheduler {
             return;
         }
         let paying = self.paying.clone();
+        let stop = stop.clone();
         polls.spawn(async move {
-            if let Err(why) = payments.round().await {
+            if let Err(why) = payments.round(&stop).await {
                 tracing::warn!(error = %why, "payment checks failed; trying again next tick");
             }
             paying.store(false, Ordering::Release);
