@@ -197,6 +197,46 @@ async fn postex_delivery_collects_and_its_payment_status_remits() {
     assert_eq!(other_courier, "");
     let later = waybill_cli(&dir, &["cod", "report", "--from", "2999-01-01"]);
     assert_eq!(later, "");
+
+    // PostEx's settlement sheet names the amounts the payment status did
+    // not: 4900.00 paid where 5050.00 less 118.00 of fees was owed.
+    let sheet = dir.dir.path().join("postex-sheet.csv");
+    std::fs::write(
+        &sheet,
+        "Tracking Number,Balance Payment,Settlement Date,CPR Number,Transaction Fee,Transaction Tax
+         CX-COD-1,4900.00,2026-12-06,,100.00,18.00
+",
+    )
+    .expect("write");
+    let printed = waybill_cli(
+        &dir,
+        &[
+            "cod",
+            "import",
+            "--courier",
+            "postex",
+            sheet.to_str().expect("path"),
+        ],
+    );
+    assert!(printed.contains("remitted -> short_paid"), "{printed}");
+    let report: Value =
+        serde_json::from_str(&waybill_cli(&dir, &["cod", "report", "--format", "json"]))
+            .expect("json");
+    let row = &report["shipments"][0];
+    assert_eq!(
+        [
+            &row["state"],
+            &row["remitted"],
+            &row["fees"],
+            &row["remittance_ref"]
+        ],
+        [
+            &json!("short_paid"),
+            &json!("4900.00"),
+            &json!("118.00"),
+            &json!("CPR-1001 / CPR-1002")
+        ]
+    );
 }
 
 /// Publishes a status event for `shipment` as a callback would.

@@ -36,8 +36,9 @@ const LEASE_PAYMENTS_POSTGRES: &str = lease_payments!(" FOR UPDATE SKIP LOCKED")
 
 /// Guarded by the state read, so a concurrent status write or remittance
 /// makes it miss rather than be overwritten.
-const REMIT: &str = "UPDATE shipments SET cod_state = $2, cod_remitted = $3, cod_remitted_at = $4, \
-     cod_remittance_ref = $5, cod_fees = COALESCE($6, cod_fees), cod_note = $7, updated_at = $8, \
+const REMIT: &str = "UPDATE shipments SET cod_state = $2, cod_remitted = $3, \
+     cod_remitted_at = COALESCE($4, cod_remitted_at), cod_remittance_ref = COALESCE($5, cod_remittance_ref), \
+     cod_fees = COALESCE($6, cod_fees), cod_note = $7, updated_at = $8, \
      version = version + 1 WHERE booking_key = $1 AND cod_state = $9 AND version = $10";
 
 const DISPUTE: &str = "UPDATE shipments SET cod_state = 'disputed', cod_note = $2, updated_at = $3, \
@@ -113,8 +114,12 @@ fn decide(
         .flatten()
         == remittance.amount
         && current.cod_remittance_ref == remittance.reference;
+    // A remittance the courier named no amount for is checked by the first
+    // one that names it (a settlement sheet after the payment status).
+    let unchecked = current.cod_remitted.is_none() && remittance.amount.is_some();
     match current.cod_state {
         CodState::Pending | CodState::Collected | CodState::ShortPaid => {}
+        CodState::Remitted if unchecked => {}
         CodState::Remitted if same => {
             return Err(RemitOutcome::Already {
                 key: key.clone(),

@@ -217,6 +217,64 @@ async fn ledger(store: SqlStore) {
         .collect();
     assert_eq!(actions, ["cod_short_paid", "cod_remitted"]);
 
+    // A remittance without an amount (a payment status) is checked by a
+    // sheet that names one, keeping what the first one said where the
+    // sheet says nothing.
+    store
+        .create_shipment(&new("6", Some("600.00")))
+        .await
+        .unwrap();
+    store
+        .apply_status(&event("6", "e6", Status::Delivered, at))
+        .await
+        .unwrap();
+    let key6 = state(&store, "6").await.key;
+    let settled = Remittance {
+        at: Some("2026-12-06".into()),
+        reference: Some("CPR-6".into()),
+        ..Remittance::default()
+    };
+    let outcomes = store
+        .record_remittances(&[(key6.clone(), settled)], tolerance, "payment")
+        .await
+        .unwrap();
+    assert!(matches!(
+        outcomes[0],
+        RemitOutcome::Recorded {
+            to: CodState::Remitted,
+            judgement: Judgement::Unchecked,
+            ..
+        }
+    ));
+    let sheet = Remittance {
+        amount: Some(d("550.00")),
+        fees: Some(d("10.00")),
+        ..Remittance::default()
+    };
+    let outcomes = store
+        .record_remittances(&[(key6.clone(), sheet)], tolerance, "import")
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            outcomes[0],
+            RemitOutcome::Recorded {
+                from: CodState::Remitted,
+                to: CodState::ShortPaid,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    let six = state(&store, "6").await;
+    assert_eq!(
+        (
+            six.cod_remitted_at.as_deref(),
+            six.cod_remittance_ref.as_deref()
+        ),
+        (Some("2026-12-06"), Some("CPR-6"))
+    );
+
     // Disputes.
     assert_eq!(
         store
@@ -241,7 +299,7 @@ async fn ledger(store: SqlStore) {
     // The report's listing and the gauges.
     let listed = store.cod_shipments(&CodFilter::default()).await.unwrap();
     let keys: Vec<&str> = listed.iter().map(|s| s.key.order_id.as_str()).collect();
-    assert_eq!(keys, ["1", "4", "5"]);
+    assert_eq!(keys, ["1", "4", "5", "6"]);
     let none = CodFilter {
         from: Some("2026-12-02T00:00:00Z".into()),
         ..CodFilter::default()
@@ -252,7 +310,7 @@ async fn ledger(store: SqlStore) {
         to: Some("2026-12-02T00:00:00Z".into()),
         ..CodFilter::default()
     };
-    assert_eq!(store.cod_shipments(&postex).await.unwrap().len(), 3);
+    assert_eq!(store.cod_shipments(&postex).await.unwrap().len(), 4);
     let gauges = store.cod_gauges().await.unwrap();
     assert!(
         gauges
@@ -269,7 +327,7 @@ async fn ledger(store: SqlStore) {
         )),
         "{gauges:?}"
     );
-    assert_eq!(gauges.reconciled, [("postex".to_string(), 1, 0)]);
+    assert_eq!(gauges.reconciled, [("postex".to_string(), 2, 0)]);
 }
 
 /// A collected shipment is first asked about once collected long enough,
