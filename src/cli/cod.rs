@@ -184,9 +184,9 @@ fn totals(found: &[ShipmentRecord]) -> Totals {
             .entry((s.courier.clone(), s.cod_state, currency))
             .or_default();
         total.count += 1;
-        total.expected += amount(&s.cod_amount);
-        total.remitted += amount(&s.cod_remitted);
-        total.fees += amount(&s.cod_fees);
+        total.expected = total.expected.saturating_add(amount(&s.cod_amount));
+        total.remitted = total.remitted.saturating_add(amount(&s.cod_remitted));
+        total.fees = total.fees.saturating_add(amount(&s.cod_fees));
     }
     totals
 }

@@ -496,13 +496,15 @@ async fn payment(
         .unwrap_or_else(PoisonError::into_inner)
         .get(&tracking_number)
         .and_then(|a| rust_decimal::Decimal::from_str_exact(a.trim()).ok());
-    let (amount, fees) = match booked {
-        Some(amount) => {
-            let fees = (amount * rust_decimal::Decimal::from(FEE_PERCENT)
-                / rust_decimal::Decimal::from(100))
+    let fee_of = |amount: rust_decimal::Decimal| {
+        let fees = amount
+            .checked_mul(rust_decimal::Decimal::from(FEE_PERCENT))?
+            .checked_div(rust_decimal::Decimal::from(100))?
             .round_dp(2);
-            (Some((amount - fees).to_string()), Some(fees.to_string()))
-        }
+        Some((amount.checked_sub(fees)?, fees))
+    };
+    let (amount, fees) = match booked.and_then(fee_of) {
+        Some((paid, fees)) => (Some(paid.to_string()), Some(fees.to_string())),
         None => (None, None),
     };
     (

@@ -165,7 +165,10 @@ impl Columns {
                 continue;
             };
             match parse_amount(&text) {
-                Ok(fee) => fees = Some(fees.unwrap_or(Decimal::ZERO) + fee),
+                Ok(fee) if fee >= Decimal::ZERO => {
+                    fees = Some(fees.unwrap_or(Decimal::ZERO).saturating_add(fee));
+                }
+                Ok(_) => bad(name, "a fee cannot be negative".into()),
                 Err(e) => bad(name, e),
             }
         }

@@ -139,11 +139,13 @@ pub fn judge(expected: Decimal, remittance: &Remittance, tolerance: Decimal) -> 
     let Some(paid) = remittance.amount else {
         return Judgement::Unchecked;
     };
-    let owed = expected - remittance.fees.unwrap_or(Decimal::ZERO);
-    if owed - paid > tolerance {
-        Judgement::Short
-    } else {
-        Judgement::Matched
+    // Amounts from outside may be absurd: a sum that overflows is not a match.
+    let missing = expected
+        .checked_sub(remittance.fees.unwrap_or(Decimal::ZERO))
+        .and_then(|owed| owed.checked_sub(paid));
+    match missing {
+        Some(missing) if missing <= tolerance => Judgement::Matched,
+        _ => Judgement::Short,
     }
 }
 

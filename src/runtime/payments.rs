@@ -223,7 +223,7 @@ pub fn remittance_of(
     let mut fees: Option<Decimal> = None;
     for value in all("fees") {
         if let Some(fee) = amount(&value, "fees")? {
-            fees = Some(fees.unwrap_or(Decimal::ZERO) + fee);
+            fees = Some(fees.unwrap_or(Decimal::ZERO).saturating_add(fee));
         }
     }
     let references: Vec<String> = all("reference").iter().filter_map(text_of).collect();
