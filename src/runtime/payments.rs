@@ -27,7 +27,7 @@ use crate::store::ShipmentStore;
 use crate::store::cod::{PaymentLease, RemitOutcome};
 use crate::store::shipments::ShipmentRecord;
 use crate::telemetry::Metrics;
-use crate::telemetry::events::{CodMeasured, CodRemitted};
+use crate::telemetry::events::{CodMeasured, CodRemitted, PaymentChecked};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -108,19 +108,20 @@ impl PaymentChecks {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        let remittance = match self.ask(connector, account, shipment).await {
-            Ok(Some(remittance)) => remittance,
-            Ok(None) => return false,
-            Err(failure) => {
-                tracing::warn!(
-                    courier = %connector.name,
-                    account = %account.name,
-                    class = failure.class.as_str(),
-                    error = %failure.message,
-                    "payment check failed; asking again next interval"
-                );
-                return false;
-            }
+        let asked = self.ask(connector, account, shipment).await;
+        PaymentChecked {
+            courier: &connector.name,
+            account: &account.name,
+            outcome: match &asked {
+                Ok(Some(_)) => "settled",
+                Ok(None) => "unsettled",
+                Err(failure) => failure.class.as_str(),
+            },
+            detail: asked.as_ref().err().map_or("", |f| f.message.as_str()),
+        }
+        .emit(&self.metrics);
+        let Ok(Some(remittance)) = asked else {
+            return false;
         };
         let recorded = self
             .store

@@ -565,3 +565,42 @@ impl CodRemitted<'_> {
             .inc();
     }
 }
+
+/// The scheduler asked a courier's `payment` operation about one collected shipment.
+pub struct PaymentChecked<'a> {
+    pub courier: &'a str,
+    pub account: &'a str,
+    /// `settled`, `unsettled`, or the failure's class.
+    pub outcome: &'a str,
+    /// What failed, when something did.
+    pub detail: &'a str,
+}
+
+impl PaymentChecked<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        if matches!(self.outcome, "settled" | "unsettled") {
+            tracing::debug!(
+                courier = self.courier,
+                account = self.account,
+                outcome = self.outcome,
+                "payment checked"
+            );
+        } else {
+            tracing::warn!(
+                courier = self.courier,
+                account = self.account,
+                outcome = self.outcome,
+                detail = self.detail,
+                "payment check failed; asking again next interval"
+            );
+        }
+        metrics
+            .payment_checks
+            .get_or_create(&PollLabels {
+                courier: self.courier.to_string(),
+                account: self.account.to_string(),
+                outcome: self.outcome.to_string(),
+            })
+            .inc();
+    }
+}

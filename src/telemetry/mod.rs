@@ -184,6 +184,7 @@ pub struct Metrics {
     pub cod_amount: Family<CodAmountLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub cod_reconciled_ratio: Family<CourierOnlyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub cod_remittances: Family<RemittanceLabels, Counter>,
+    pub payment_checks: Family<PollLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -340,6 +341,13 @@ impl Metrics {
                 "cod_remittances",
                 "Remittances recorded, by courier, how they came (payment, import) and the COD \
                  state they left",
+                Family::default(),
+            ),
+            payment_checks: registered(
+                &mut registry,
+                "cod_payment_checks",
+                "Asks of couriers' payment operations about collected COD, by courier, account and \
+                 outcome (settled, unsettled, or the failure's class)",
                 Family::default(),
             ),
             registry,

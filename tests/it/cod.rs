@@ -139,6 +139,12 @@ async fn postex_delivery_collects_and_its_payment_status_remits() {
         ),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(
+            "waybill_cod_payment_checks_total{courier=\"postex\",account=\"courier-main\",outcome=\"settled\"} 1"
+        ),
+        "{metrics}"
+    );
     let checks = payment_checks(&courier).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
