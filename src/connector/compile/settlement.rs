@@ -82,3 +82,54 @@ impl Compiler<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::connector::Connector;
+
+    fn compile(kind: &str, settlement: &str) -> Result<Connector, Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "name: c\nkind: {kind}\nbase_url: http://unused.example.com\noperations:\n  book:\n    request: {{ method: POST, path: /b }}\n    success: \"response.status == 200\"\n    extract: {{ tracking_number: \"$.t\" }}\nsettlement:\n{settlement}"
+        );
+        Connector::parse(&yaml, &dir.path().join("c.yaml"), dir.path())
+            .map_err(|d| d.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn columns_are_checked_where_written() {
+        let good = compile(
+            "courier",
+            "  tracking_number: CN\n  amount: Paid\n  fees: [Fee, Tax]\n  delimiter: \";\"\n",
+        )
+        .unwrap();
+        let spec = good.settlement.unwrap();
+        assert_eq!((spec.fees.len(), spec.delimiter), (2, b';'));
+        let errors = compile(
+            "courier",
+            "  tracking_number: CN\n  amount: \" cn \"\n  fees: [\"\"]\n  delimiter: \"ab\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(":11:") && e.contains("named twice")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("cannot be empty")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(":13:") && e.contains("delimiter")),
+            "{errors:?}"
+        );
+        let missing = compile("courier", "  amount: Paid\n").unwrap_err();
+        assert!(
+            missing.iter().any(|e| e.contains("tracking_number")),
+            "{missing:?}"
+        );
+    }
+}
