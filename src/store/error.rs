@@ -50,6 +50,8 @@ pub enum RowError {
     ShipmentStatus(String),
     #[error("unknown history `{0}`")]
     History(String),
+    #[error("unknown COD state `{0}`")]
+    CodState(String),
 }
 
 impl StoreError {

@@ -327,8 +327,7 @@ pub(super) async fn gauges(store: &SqlStore) -> Result<CodGauges, StoreError> {
     let amounts = amounts
         .into_iter()
         .map(|(courier, currency, state, sum)| {
-            let state = CodState::parse(&state)
-                .ok_or_else(|| RowError::History(format!("cod_state {state}")))?;
+            let state = CodState::parse(&state).ok_or_else(|| RowError::CodState(state.clone()))?;
             Ok((courier, currency, state, sum.unwrap_or(0.0)))
         })
         .collect::<Result<Vec<_>, RowError>>()?;

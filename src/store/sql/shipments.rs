@@ -219,7 +219,7 @@ impl ShipmentRow {
             cod_amount: self.cod_amount,
             cod_currency: self.cod_currency,
             cod_state: CodState::parse(&self.cod_state)
-                .ok_or_else(|| RowError::History(format!("cod_state {}", self.cod_state)))?,
+                .ok_or_else(|| RowError::CodState(self.cod_state.clone()))?,
             cod_collected_at: self.cod_collected_at,
             cod_remitted: self.cod_remitted,
             cod_remitted_at: self.cod_remitted_at,
