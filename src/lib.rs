@@ -12,16 +12,16 @@
 //!   [`model::Failure`] a step gives up with.
 //! - [`bus`]: the [`bus::Bus`] trait and its backends: the embedded SQLite log and Kafka.
 //! - [`store`]: the [`store::Store`] trait over SQLite and PostgreSQL: delivery ids, booking
-//!   idempotency, shipments, audit, notifications.
+//!   idempotency, shipments and their COD ledger, audit, notifications.
 //! - [`sources`]: webhook ingest (verify → dedupe → enqueue) as each store connector declares it.
 //! - [`mapping`]: minijinja field-mapping templates and expressions.
 //! - [`stages`]: pipeline steps as plain functions over an envelope.
 //! - [`connector`]: connector definitions (as written → checked), the declarative HTTP engine
-//!   and the sandbox courier.
+//!   the sandbox courier and courier settlement sheets.
 //! - [`sinks`]: idempotent courier booking, cancelling a booking at its courier, customer
 //!   notifications.
-//! - [`runtime`]: pipeline runner (with orders changed after booking), tracker, scheduler, HTTP
-//!   server, shutdown.
+//! - [`runtime`]: pipeline runner (with orders changed after booking), tracker, scheduler
+//!   (tracking polls and COD payment checks), HTTP server, shutdown.
 //! - [`telemetry`]: metrics registry and named events.
 //! - [`cli`]: one file per subcommand.
 //!

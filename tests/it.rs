@@ -8,6 +8,8 @@ mod callbacks;
 mod changes;
 #[path = "it/cli_output.rs"]
 mod cli_output;
+#[path = "it/cod.rs"]
+mod cod;
 #[path = "it/common.rs"]
 mod common;
 #[path = "it/crash.rs"]

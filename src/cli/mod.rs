@@ -4,6 +4,7 @@
 //! and return the process exit code.
 
 pub mod bookings;
+pub mod cod;
 pub mod dlq;
 pub mod output;
 pub mod run;
@@ -57,6 +58,9 @@ pub enum Command {
     /// Where every booked parcel is: list, show with history, correct.
     #[command(subcommand)]
     Shipments(shipments::ShipmentsCommand),
+    /// The COD ledger: report, import settlement sheets, dispute.
+    #[command(subcommand)]
+    Cod(cod::CodCommand),
     /// How the tracking scheduler stands.
     #[command(subcommand)]
     Sync(sync::SyncCommand),
@@ -95,6 +99,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Shipments(cmd) => {
             with_backends(config, async |_, b| shipments::run(b, cmd).await).await
         }
+        Command::Cod(cmd) => with_backends(config, async |c, b| cod::run(c, b, cmd).await).await,
         Command::Sync(cmd) => with_backends(config, async |c, b| sync::run(c, b, cmd).await).await,
         Command::Simulate(args) => simulate::run(config, args).await,
         Command::Statuses(cmd) => statuses::run(config, cmd).await,

@@ -225,6 +225,10 @@ fn summary(shipment: &ShipmentRecord) -> Value {
         "next_poll_at": shipment.next_poll_at,
         "cod_amount": shipment.cod_amount,
         "cod_currency": shipment.cod_currency,
+        "cod_state": shipment.cod_state,
+        "cod_collected_at": shipment.cod_collected_at,
+        "cod_remitted": shipment.cod_remitted,
+        "cod_remittance_ref": shipment.cod_remittance_ref,
     })
 }
 

@@ -49,6 +49,26 @@ pub struct Config {
     /// The effective `sync:` of every courier account that is polled (its
     /// connector declares `track`), overrides applied.
     pub polled_accounts: BTreeMap<String, SyncSettings>,
+    /// The top-level `cod:`, defaults filled in.
+    pub cod: CodSettings,
+}
+
+/// How the COD ledger judges remittances and asks couriers about payments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodSettings {
+    pub tolerance: rust_decimal::Decimal,
+    pub payment_interval: Duration,
+}
+
+impl Default for CodSettings {
+    fn default() -> Self {
+        CodSettings {
+            tolerance: crate::model::cod::DEFAULT_TOLERANCE
+                .parse()
+                .unwrap_or(rust_decimal::Decimal::ONE),
+            payment_interval: Duration::from_secs(6 * 3600),
+        }
+    }
 }
 
 /// How the scheduler polls couriers' `track` operations.

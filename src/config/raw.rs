@@ -43,6 +43,28 @@ pub struct RawConfig {
     /// How the scheduler polls couriers' `track` operations; each courier
     /// account may override any key under its own `sync:`.
     pub sync: Option<Node>,
+    /// The COD ledger: how remittances are judged and how often couriers'
+    /// `payment` operations are asked; a [`RawCod`].
+    pub cod: Option<Node>,
+}
+
+/// `cod:`.
+///
+/// ```yaml
+/// cod: { tolerance: "1.00", payment_interval: 6h }
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCod {
+    /// How far below the expected amount less the courier's declared fees
+    /// a remittance may be and still match, in the shipment's currency, as
+    /// a decimal string; below that it is `short_paid`. At least 0.
+    /// Default `"1.00"` (a courier's rounding of its fees).
+    pub tolerance: Option<Located<String>>,
+    /// How long after delivery a collected shipment's payment is first
+    /// asked about (the courier's `payment` operation), and the wait
+    /// between asks until it is remitted. More than 0. Default `6h`.
+    pub payment_interval: Option<Located<RawDuration>>,
 }
 
 /// `sync:`, at the top level or in a courier account.

@@ -77,7 +77,7 @@ pub struct Connector {
     /// Default base URL; an account's `base_url` overrides it. `waybill:`
     /// stands for waybill's own HTTP server (the sandbox courier).
     pub base_url: Option<String>,
-    /// Declared operations by name (`book`, `track`, `track_many`, `cancel`, `lookup`).
+    /// Declared operations by name (`book`, `track`, `track_many`, `cancel`, `lookup`, `payment`).
     pub operations: BTreeMap<String, Operation>,
     /// How a store signs and names its webhooks (stores only).
     pub webhook: Option<WebhookSpec>,
@@ -86,6 +86,8 @@ pub struct Connector {
     /// Raw courier status → canonical status.
     pub statuses: Option<StatusTable>,
     pub rate_limit: Option<RateLimit>,
+    /// The columns of the courier's settlement sheets.
+    pub settlement: Option<SettlementSpec>,
     /// File the connector was read from.
     pub file: PathBuf,
 }
@@ -298,4 +300,17 @@ pub enum TimeFormat {
 pub struct RateLimit {
     pub requests: u32,
     pub per: Duration,
+}
+
+/// The columns of a courier's settlement sheet (`settlement:`), as written
+/// in its header row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementSpec {
+    pub tracking_number: String,
+    pub amount: String,
+    pub date: Option<String>,
+    pub reference: Option<String>,
+    /// Added up.
+    pub fees: Vec<String>,
+    pub delimiter: u8,
 }

@@ -232,6 +232,7 @@ fn stage_of(operation: &str) -> &'static str {
         "track" | "track_many" => "track",
         "cancel" => "cancel",
         "lookup" => "lookup",
+        "payment" => "payment",
         _ => "connector",
     }
 }

@@ -36,15 +36,16 @@ pub mod engine;
 pub mod pacing;
 pub mod raw;
 pub mod sandbox;
+pub mod settlement;
 pub mod statuses;
 pub mod target;
 
 pub use account::Account;
 pub use definition::{
     CALLBACK_SECRET, CallbackSpec, CallbackVerify, Connector, ConnectorKind, EventTime, FieldSpec,
-    FieldType, MatchedBy, Operation, OrderIdPath, RateLimit, SIGNING_SECRET, SignatureAlgorithm,
-    SignatureEncoding, SignatureSpec, StatusEntry, StatusMatch, StatusTable, TimeFormat,
-    WebhookSpec,
+    FieldType, MatchedBy, Operation, OrderIdPath, RateLimit, SIGNING_SECRET, SettlementSpec,
+    SignatureAlgorithm, SignatureEncoding, SignatureSpec, StatusEntry, StatusMatch, StatusTable,
+    TimeFormat, WebhookSpec,
 };
 pub use engine::{Engine, OperationOutput};
 

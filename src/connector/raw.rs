@@ -61,6 +61,9 @@ pub struct RawConnector {
     /// courier documents one: bookings and tracking polls wait for a slot before they are sent.
     /// Default none (no limit).
     pub rate_limit: Option<RawRateLimit>,
+    /// The courier's settlement sheet columns (couriers only), for
+    /// `waybill cod import`. Default none: its sheets cannot be imported.
+    pub settlement: Option<Located<RawSettlement>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -121,6 +124,44 @@ pub struct RawOperations {
     pub cancel: Option<Located<RawOperation>>,
     /// Finds a booking by our reference, after an ambiguous outcome.
     pub lookup: Option<Located<RawOperation>>,
+    /// Whether the courier paid the merchant a collected shipment's COD;
+    /// the scheduler asks it for collected shipments every
+    /// `cod.payment_interval`. Its templates see `tracking_number`,
+    /// `reference` and `cod_amount`. `extract` must name `settled` (true,
+    /// or `"true"`/`"yes"`/`"1"`, once paid) and may name `remitted` (the
+    /// amount paid), `remitted_at`, `reference` (every match of its path is
+    /// kept, e.g. two receipt numbers) and `fees` (every match is added up).
+    pub payment: Option<Located<RawOperation>>,
+}
+
+/// `settlement:`: the columns of the courier's settlement sheets, for
+/// `waybill cod import --courier <connector> FILE.csv`. Column names match
+/// the sheet's header row trimmed and case-insensitive.
+///
+/// ```yaml
+/// settlement:
+///   tracking_number: "Tracking Number"
+///   amount: "Amount Paid"
+///   date: "Payment Date"
+///   reference: "CPR Number"
+///   fees: ["Delivery Charges", "GST"]
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettlement {
+    /// Required. The column of the shipment's tracking number.
+    pub tracking_number: Located<String>,
+    /// Required. The column of the amount paid for the shipment.
+    pub amount: Located<String>,
+    /// The column of when it was paid. Default none.
+    pub date: Option<Located<String>>,
+    /// The column of the payment's reference (receipt, cheque). Default none.
+    pub reference: Option<Located<String>>,
+    /// Columns of the courier's fees on the shipment, added up. Default none.
+    #[serde(default)]
+    pub fees: Vec<Located<String>>,
+    /// The field separator, one character. Default `,`.
+    pub delimiter: Option<Located<String>>,
 }
 
 /// One operation.

@@ -18,6 +18,11 @@
 //!   `booked` (`{"status": "cancelled"}`); one that moved on answers 409. A
 //!   cancelled parcel stops moving, tracks as `cancelled`, and its reference
 //!   may be booked again under a new tracking number.
+//! - `GET /sandbox/payment/<tracking number>` answers whether the sandbox
+//!   paid the merchant the parcel's COD: one step after delivery it is
+//!   `settled`, with the amount booked less a fee of [`FEE_PERCENT`]% and a
+//!   `SBXPAY-…` reference. A parcel booked before a restart is settled
+//!   without an amount (the sandbox keeps bookings in memory only).
 //!
 //! Where a parcel is depends only on its booking time, the step and the
 //! clock: the tracking number carries the booking time and whether the
@@ -64,6 +69,9 @@ const MIN_STEP: Duration = Duration::from_millis(10);
 
 /// Steps longer than this are taken as this, so times stay in range.
 const MAX_STEP: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The sandbox's fee on a COD parcel, in percent of the amount collected.
+pub const FEE_PERCENT: u32 = 2;
 
 /// Tries of each callback before it is left to polling.
 const CALLBACK_ATTEMPTS: u32 = 5;
@@ -214,6 +222,8 @@ pub struct Sandbox {
     bookings: Arc<Mutex<HashMap<String, String>>>,
     /// Cancelled tracking number → when, milliseconds since the epoch.
     cancelled: Cancelled,
+    /// Tracking number → the COD amount booked, as the shipment wrote it.
+    amounts: Arc<Mutex<HashMap<String, String>>>,
     /// `None`: parcels do not post their moves (the sandbox alone, in tests).
     moves: Option<Arc<Moves>>,
 }
@@ -229,6 +239,7 @@ impl Sandbox {
         Sandbox {
             bookings: Arc::default(),
             cancelled: Cancelled::default(),
+            amounts: Arc::default(),
             moves: Some(Arc::new(moves)),
         }
     }
@@ -239,6 +250,7 @@ impl Sandbox {
             .route("/book", post(book))
             .route("/track/{tracking_number}", get(track))
             .route("/cancel/{tracking_number}", post(cancel))
+            .route("/payment/{tracking_number}", get(payment))
             .with_state(self.clone())
     }
 
@@ -451,6 +463,13 @@ async fn book(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) -
         .and_then(Value::as_str)
         .is_some_and(|notes| notes.to_ascii_lowercase().contains(RETURN_MARK));
     let (tracking_number, new) = sandbox.book(&reference, returns);
+    if let Some(amount) = shipment.get("cod_amount").and_then(amount_text) {
+        sandbox
+            .amounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tracking_number.clone(), amount);
+    }
     if new && let (Some(moves), Some(account)) = (&sandbox.moves, sandbox.account(&headers)) {
         moves.start(account, tracking_number.clone(), sandbox.cancelled.clone());
     }
@@ -532,6 +551,65 @@ async fn cancel(
     }
     let answer = json!({ "tracking_number": tracking_number, "status": "cancelled" });
     (StatusCode::OK, axum::Json(answer)).into_response()
+}
+
+/// A COD amount as the shipment wrote it (decimal text or a number).
+fn amount_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// Whether the sandbox paid the parcel's COD, and what.
+async fn payment(
+    State(sandbox): State<Sandbox>,
+    Path(tracking_number): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(parcel) = Parcel::parse(&tracking_number) else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "error": "no such sandbox tracking number" })),
+        )
+            .into_response();
+    };
+    let step = step_of(sandbox.account(&headers).as_deref());
+    let last = parcel.route().len() - 1;
+    let paid_ms = parcel.due_ms(last + 1, step);
+    let cancelled = sandbox.cancelled.lock().contains_key(&tracking_number);
+    if parcel.returns || cancelled || now_ms() < paid_ms {
+        return (StatusCode::OK, axum::Json(json!({ "settled": false }))).into_response();
+    }
+    let booked = sandbox
+        .amounts
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&tracking_number)
+        .and_then(|a| rust_decimal::Decimal::from_str_exact(a.trim()).ok());
+    let fee_of = |amount: rust_decimal::Decimal| {
+        let fees = amount
+            .checked_mul(rust_decimal::Decimal::from(FEE_PERCENT))?
+            .checked_div(rust_decimal::Decimal::from(100))?
+            .round_dp(2);
+        Some((amount.checked_sub(fees)?, fees))
+    };
+    let (amount, fees) = match booked.and_then(fee_of) {
+        Some((paid, fees)) => (Some(paid.to_string()), Some(fees.to_string())),
+        None => (None, None),
+    };
+    (
+        StatusCode::OK,
+        axum::Json(json!({
+            "settled": true,
+            "amount": amount,
+            "fees": fees,
+            "paid_at": time_text(paid_ms),
+            "reference": format!("SBXPAY-{}", tracking_number.trim_start_matches("SBX-")),
+        })),
+    )
+        .into_response()
 }
 
 fn bad_request(message: String) -> Response {
@@ -664,6 +742,63 @@ pub(crate) mod tests {
             }
             .due_ms(6, MAX_STEP),
             i64::MAX
+        );
+    }
+
+    #[tokio::test]
+    async fn payment_is_settled_one_step_after_delivery_less_the_fee() {
+        let sandbox = Sandbox::new();
+        let base = serve(&sandbox).await;
+        let http = reqwest::Client::new();
+        let ask = |tracking: String| {
+            let http = http.clone();
+            let base = base.clone();
+            async move {
+                let answer: Value = http
+                    .get(format!("{base}/sandbox/payment/{tracking}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                answer
+            }
+        };
+        let parcel = |ago_ms: i64, returns: bool| Parcel {
+            booked_ms: now_ms() - ago_ms,
+            returns,
+            salt: 7,
+        };
+        let paid = parcel(60_000, false).tracking_number();
+        sandbox
+            .amounts
+            .lock()
+            .unwrap()
+            .insert(paid.clone(), "1500.00".into());
+        let answer = ask(paid.clone()).await;
+        assert_eq!(answer["settled"], true, "{answer}");
+        assert_eq!(answer["amount"], "1470.00");
+        assert_eq!(answer["fees"], "30.00");
+        assert!(
+            answer["reference"]
+                .as_str()
+                .unwrap()
+                .starts_with("SBXPAY-D")
+        );
+        let forgotten = ask(parcel(60_000, false)
+            .tracking_number()
+            .replace("000007", "000008"))
+        .await;
+        assert_eq!(forgotten["settled"], true);
+        assert_eq!(forgotten["amount"], Value::Null);
+        assert_eq!(
+            ask(parcel(45_000, false).tracking_number()).await["settled"],
+            false
+        );
+        assert_eq!(
+            ask(parcel(600_000, true).tracking_number()).await["settled"],
+            false
         );
     }
 

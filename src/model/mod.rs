@@ -2,12 +2,14 @@
 //! booking keys and results, failure classes and the status vocabulary.
 
 pub mod change;
+pub mod cod;
 mod failure;
 mod shipment;
 mod status;
 pub mod tracking;
 pub mod transition;
 
+pub use cod::CodState;
 pub use failure::{Exchange, Failure};
 pub use shipment::{Item, Recipient, Shipment};
 pub use status::Status;

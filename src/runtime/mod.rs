@@ -3,6 +3,7 @@
 mod changes;
 mod feed;
 pub mod http;
+pub mod payments;
 mod progress;
 pub mod runner;
 pub mod scheduler;

@@ -17,6 +17,9 @@
 //! A connector that declares `track_many` is asked about up to its
 //! `max_batch` shipments of one account per request instead.
 //!
+//! Collected COD shipments' payments are asked about here too, every few
+//! ticks, by [`super::payments`], one round at a time.
+//!
 //! ```yaml
 //! sync: { interval: 15m, max_interval: 6h, max_age: 45d, max_in_flight: 32 }
 //! ```
@@ -31,7 +34,7 @@ use crate::model::{
 };
 use crate::store::ShipmentStore;
 use crate::store::shipments::{DueLease, ShipmentRecord};
-use crate::telemetry::events::TrackingPolled;
+use crate::telemetry::events::{CodMeasured, TrackingPolled};
 use crate::telemetry::{CourierOnlyLabels, Metrics, ShipmentLabels};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +50,10 @@ pub const TICK: Duration = Duration::from_secs(1);
 /// Ticks between refreshes of the `waybill_shipments` and sync-lag gauges:
 /// each counts every stored shipment, too costly for every tick.
 const GAUGES_EVERY: u64 = 30;
+
+/// Ticks between rounds of COD payment checks: each leases in the store,
+/// and payments settle in days, not seconds.
+const PAYMENTS_EVERY: u64 = 5;
 
 /// How long a leased shipment stays this instance's beyond its request's
 /// timeout; after it, another instance may poll it.
@@ -81,6 +88,10 @@ pub struct Scheduler {
     /// How long a lease lasts: the longest `track`/`track_many` timeout of
     /// a polled account's connector, plus a margin.
     lease: Duration,
+    /// Payment checks of collected COD, when a connector declares `payment`.
+    payments: Option<Arc<super::payments::PaymentChecks>>,
+    /// Whether a round of payment checks is under way.
+    paying: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Scheduler {
@@ -126,6 +137,14 @@ impl Scheduler {
             .max()
             .unwrap_or_default()
             + LEASE_MARGIN;
+        let payments = super::payments::PaymentChecks::has_work(&config).then(|| {
+            Arc::new(super::payments::PaymentChecks {
+                config: config.clone(),
+                store: store.clone(),
+                engine: engine.clone(),
+                metrics: metrics.clone(),
+            })
+        });
         Scheduler {
             config,
             bus,
@@ -138,12 +157,14 @@ impl Scheduler {
             per_account,
             batch_sizes,
             lease,
+            payments,
+            paying: Arc::default(),
         }
     }
 
-    /// Whether any account is polled at all.
+    /// Whether any account is polled at all, or asked about payments.
     pub fn has_work(&self) -> bool {
-        !self.config.polled_accounts.is_empty()
+        !self.config.polled_accounts.is_empty() || self.payments.is_some()
     }
 
     /// Ticks until `stop` turns true, then waits for polls in flight.
@@ -159,6 +180,9 @@ impl Scheduler {
             if ticks.is_multiple_of(GAUGES_EVERY) {
                 self.refresh_gauges().await;
             }
+            if ticks.is_multiple_of(PAYMENTS_EVERY) {
+                self.start_payments(&mut polls, &stop);
+            }
             ticks += 1;
             match self.tick(&mut polls, &stop).await {
                 Ok(()) => self.note(None),
@@ -171,8 +195,32 @@ impl Scheduler {
         while polls.join_next().await.is_some() {}
     }
 
-    /// Shipments per courier and status, and each courier's most overdue poll.
+    /// Starts a round of payment checks unless one is under way.
+    fn start_payments(&self, polls: &mut tokio::task::JoinSet<()>, stop: &watch::Receiver<bool>) {
+        use std::sync::atomic::Ordering;
+        let Some(payments) = self.payments.clone() else {
+            return;
+        };
+        if self.paying.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let paying = self.paying.clone();
+        let stop = stop.clone();
+        polls.spawn(async move {
+            if let Err(why) = payments.round(&stop).await {
+                tracing::warn!(error = %why, "payment checks failed; trying again next tick");
+            }
+            paying.store(false, Ordering::Release);
+        });
+    }
+
+    /// Shipments per courier and status, COD per courier and state, and
+    /// each courier's most overdue poll.
     async fn refresh_gauges(&self) {
+        match self.store.cod_gauges().await {
+            Ok(gauges) => CodMeasured { gauges: &gauges }.emit(&self.metrics),
+            Err(e) => tracing::debug!(error = %e, "cannot sum COD"),
+        }
         match self.store.shipment_counts().await {
             Ok(counts) => {
                 self.metrics.shipments.clear();

@@ -52,6 +52,8 @@ pub enum RowError {
     History(String),
     #[error("unknown notification state `{0}`")]
     NotificationState(String),
+    #[error("unknown COD state `{0}`")]
+    CodState(String),
 }
 
 impl StoreError {

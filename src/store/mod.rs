@@ -4,6 +4,7 @@
 //! One code path through `sqlx` for SQLite (embedded default) and
 //! PostgreSQL; backend-specific SQL stays behind [`Store`].
 
+pub mod cod;
 mod error;
 pub mod notifications;
 pub mod shipments;

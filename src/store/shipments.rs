@@ -8,7 +8,9 @@
 //! version so that two instances never both move it from the same state.
 
 use super::StoreError;
-use crate::model::{BookingKey, Status, Via};
+use super::cod::{CodFilter, CodGauges, PaymentLease, RemitOutcome};
+use crate::model::cod::Remittance;
+use crate::model::{BookingKey, CodState, Status, Via};
 use async_trait::async_trait;
 
 /// What an event did to its shipment.
@@ -86,6 +88,20 @@ pub struct ShipmentRecord {
     pub poll_interval_ms: Option<i64>,
     pub cod_amount: Option<String>,
     pub cod_currency: Option<String>,
+    /// The COD ledger (DESIGN §9): where the cash stands.
+    pub cod_state: CodState,
+    /// When the courier delivered the COD parcel (a store timestamp).
+    pub cod_collected_at: Option<String>,
+    /// What the courier paid the merchant, decimal text; `None` until paid
+    /// or when the courier named no amount.
+    pub cod_remitted: Option<String>,
+    /// When it paid, as the courier wrote it.
+    pub cod_remitted_at: Option<String>,
+    pub cod_remittance_ref: Option<String>,
+    /// The courier's fees on the shipment, decimal text, where it declares them.
+    pub cod_fees: Option<String>,
+    /// Why the COD is disputed, or what the last remittance said.
+    pub cod_note: Option<String>,
 }
 
 /// A lease on due shipments, taken by one scheduler.
@@ -265,4 +281,46 @@ pub trait ShipmentStore: Send + Sync + 'static {
 
     /// When each scheduler last ran, latest first.
     async fn scheduler_runs(&self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Takes up to `lease.limit` collected shipments whose payment is due
+    /// to be asked about, setting their next check; on PostgreSQL a row
+    /// another instance is taking is skipped.
+    async fn lease_payment_checks(
+        &self,
+        lease: PaymentLease<'_>,
+    ) -> Result<Vec<ShipmentRecord>, StoreError>;
+
+    /// Records what couriers say they paid, judged against each shipment's
+    /// expected amount with `tolerance`, in one transaction: when any
+    /// remittance is refused (no such shipment, nothing to remit) nothing
+    /// is recorded. `via` (`payment`, `import`) goes into the audit trail.
+    async fn record_remittances(
+        &self,
+        remittances: &[(BookingKey, Remittance)],
+        tolerance: rust_decimal::Decimal,
+        via: &str,
+    ) -> Result<Vec<RemitOutcome>, StoreError>;
+
+    /// Marks a shipment's COD `disputed` with `reason`; its state before,
+    /// or `None` when there is no such shipment. A shipment without COD
+    /// (`not_applicable`) is left as it is.
+    async fn dispute_cod(
+        &self,
+        key: &BookingKey,
+        reason: &str,
+    ) -> Result<Option<CodState>, StoreError>;
+
+    /// Shipments with COD (any state but `not_applicable`), oldest booking first.
+    async fn cod_shipments(&self, filter: &CodFilter) -> Result<Vec<ShipmentRecord>, StoreError>;
+
+    /// Shipments of courier connector `courier` with `tracking_number`.
+    async fn shipments_by_courier_tracking(
+        &self,
+        courier: &str,
+        tracking_number: &str,
+    ) -> Result<Vec<ShipmentRecord>, StoreError>;
+
+    /// COD amounts per courier, currency and state, and how much collected
+    /// COD each courier's remittances matched, for the COD gauges.
+    async fn cod_gauges(&self) -> Result<CodGauges, StoreError>;
 }

@@ -559,3 +559,119 @@ impl OrderChanged<'_> {
             .inc();
     }
 }
+
+/// The COD gauges were worked out again from the store.
+pub struct CodMeasured<'a> {
+    pub gauges: &'a crate::store::cod::CodGauges,
+}
+
+impl CodMeasured<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        tracing::debug!(
+            groups = self.gauges.amounts.len(),
+            couriers = self.gauges.reconciled.len(),
+            "COD gauges refreshed"
+        );
+        metrics.cod_amount.clear();
+        for (courier, currency, state, sum) in &self.gauges.amounts {
+            metrics
+                .cod_amount
+                .get_or_create(&super::CodAmountLabels {
+                    courier: courier.clone(),
+                    currency: currency.clone(),
+                    state: state.as_str().to_string(),
+                })
+                .set(*sum);
+        }
+        metrics.cod_reconciled_ratio.clear();
+        for (courier, collected, matched) in &self.gauges.reconciled {
+            if *collected == 0 {
+                continue;
+            }
+            metrics
+                .cod_reconciled_ratio
+                .get_or_create(&CourierOnlyLabels {
+                    courier: courier.clone(),
+                })
+                .set(*matched as f64 / *collected as f64);
+        }
+    }
+}
+
+/// A courier's remittance for one shipment was recorded.
+pub struct CodRemitted<'a> {
+    pub courier: &'a str,
+    pub key: &'a str,
+    /// `payment` or `import`.
+    pub via: &'a str,
+    /// The COD state it left: `remitted` or `short_paid`.
+    pub state: &'a str,
+}
+
+impl CodRemitted<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        if self.state == "short_paid" {
+            tracing::warn!(
+                courier = self.courier,
+                key = self.key,
+                via = self.via,
+                "COD short-paid"
+            );
+        } else {
+            tracing::info!(
+                courier = self.courier,
+                key = self.key,
+                via = self.via,
+                state = self.state,
+                "COD remitted"
+            );
+        }
+        metrics
+            .cod_remittances
+            .get_or_create(&super::RemittanceLabels {
+                courier: self.courier.to_string(),
+                via: self.via.to_string(),
+                state: self.state.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// The scheduler asked a courier's `payment` operation about one collected shipment.
+pub struct PaymentChecked<'a> {
+    pub courier: &'a str,
+    pub account: &'a str,
+    /// `settled`, `unsettled`, or the failure's class.
+    pub outcome: &'a str,
+    /// What failed, when something did.
+    pub detail: &'a str,
+}
+
+impl PaymentChecked<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        if matches!(self.outcome, "settled" | "unsettled") {
+            tracing::debug!(
+                courier = self.courier,
+                account = self.account,
+                outcome = self.outcome,
+                "payment checked"
+            );
+        } else {
+            tracing::warn!(
+                courier = self.courier,
+                account = self.account,
+                outcome = self.outcome,
+                detail = self.detail,
+                "payment check failed; asking again next interval"
+            );
+        }
+        metrics
+            .payment_checks
+            .get_or_create(&PollLabels {
+                courier: self.courier.to_string(),
+                account: self.account.to_string(),
+                outcome: self.outcome.to_string(),
+            })
+            .inc();
+    }
+}

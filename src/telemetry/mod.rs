@@ -126,6 +126,21 @@ pub struct ShipmentLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodAmountLabels {
+    pub courier: String,
+    pub currency: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RemittanceLabels {
+    pub courier: String,
+    /// `payment` (the courier's payment operation) or `import` (a settlement sheet).
+    pub via: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeliveryLabels {
     pub courier: String,
     /// The store source the order came from: delivery time by channel.
@@ -192,6 +207,10 @@ pub struct Metrics {
     pub sync_lag: Family<CourierOnlyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub notifications: Family<NotificationLabels, Counter>,
     pub order_changes: Family<OrderChangeLabels, Counter>,
+    pub cod_amount: Family<CodAmountLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub cod_reconciled_ratio: Family<CourierOnlyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub cod_remittances: Family<RemittanceLabels, Counter>,
+    pub payment_checks: Family<PollLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -347,6 +366,34 @@ impl Metrics {
                 &mut registry,
                 "order_changes",
                 "Cancellations and edits of orders after booking, by pipeline, change and outcome",
+                Family::default(),
+            ),
+            cod_amount: registered(
+                &mut registry,
+                "cod_amount",
+                "Expected COD of the stored shipments, by courier, currency and COD state \
+                 (pending and collected are outstanding)",
+                Family::default(),
+            ),
+            cod_reconciled_ratio: registered(
+                &mut registry,
+                "cod_reconciled_ratio",
+                "Share of each courier's collected COD shipments whose remittance matched the \
+                 expected amount less fees",
+                Family::default(),
+            ),
+            cod_remittances: registered(
+                &mut registry,
+                "cod_remittances",
+                "Remittances recorded, by courier, how they came (payment, import) and the COD \
+                 state they left",
+                Family::default(),
+            ),
+            payment_checks: registered(
+                &mut registry,
+                "cod_payment_checks",
+                "Asks of couriers' payment operations about collected COD, by courier, account and \
+                 outcome (settled, unsettled, or the failure's class)",
                 Family::default(),
             ),
             registry,

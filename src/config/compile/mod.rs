@@ -12,6 +12,7 @@
 //! ```
 
 mod accounts;
+mod cod;
 mod consumers;
 mod notify;
 mod pipelines;
@@ -199,6 +200,7 @@ impl Compiler<'_> {
         let pipelines = self.pipelines(path, &base_dir, patterns, &accounts);
         let (sync, polled_accounts) =
             self.sync(path, raw.sync.as_ref(), &raw.accounts, &accounts.connectors);
+        let cod = self.cod(path, raw.cod.as_ref());
         Some(Config {
             path: path.to_path_buf(),
             base_dir,
@@ -211,6 +213,7 @@ impl Compiler<'_> {
             pipelines,
             sync,
             polled_accounts,
+            cod,
         })
     }
 }

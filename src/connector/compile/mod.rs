@@ -17,6 +17,7 @@
 
 mod operations;
 mod receiving;
+mod settlement;
 
 use super::definition::{
     Connector, ConnectorKind, FieldSpec, FieldType, Operation, RateLimit, SIGNING_SECRET,
@@ -177,6 +178,9 @@ impl Compiler<'_> {
         let rate_limit = raw
             .rate_limit
             .and_then(|limit| self.rate_limit(limit.per_account));
+        let settlement = raw
+            .settlement
+            .and_then(|settlement| self.settlement(settlement, kind));
         Some(Connector {
             name: name?,
             kind: kind?,
@@ -189,6 +193,7 @@ impl Compiler<'_> {
             callback,
             statuses,
             rate_limit,
+            settlement,
             file: self.file.to_path_buf(),
         })
     }

@@ -1,5 +1,5 @@
 //! Operations of a connector (`book`, `track`, `track_many`, `cancel`,
-//! `lookup`): request templates, success rule, extraction, error classes
+//! `lookup`, `payment`): request templates, success rule, extraction, error classes
 //! and timeouts, each checked where it is written.
 //!
 //! ```yaml
@@ -24,6 +24,9 @@ use std::sync::Arc;
 
 use super::Compiler;
 
+/// What the COD ledger reads from a `payment` answer.
+pub const PAYMENT_EXTRACTS: [&str; 5] = ["settled", "remitted", "remitted_at", "reference", "fees"];
+
 /// Methods an operation may use.
 const METHODS: [reqwest::Method; 5] = [
     reqwest::Method::GET,
@@ -41,6 +44,7 @@ impl Compiler<'_> {
             ("track_many", raw.track_many),
             ("cancel", raw.cancel),
             ("lookup", raw.lookup),
+            ("payment", raw.payment),
         ];
         let mut operations = BTreeMap::new();
         for (name, node) in declared {
@@ -75,6 +79,9 @@ impl Compiler<'_> {
         let extract = self.extract(&raw.extract);
         if name == "book" && !raw.extract.contains_key("tracking_number") {
             self.report(at, "`book` must extract `tracking_number` (e.g. `extract: { tracking_number: \"$.tracking_number\" }`)");
+        }
+        if name == "payment" {
+            self.payment_extract(at, &raw.extract);
         }
         let errors = raw
             .errors
@@ -173,6 +180,24 @@ impl Compiler<'_> {
             }
         };
         (each, max_batch)
+    }
+
+    /// `payment` must extract `settled` and nothing the ledger does not read.
+    fn payment_extract(&mut self, at: Position, extract: &BTreeMap<String, Located<String>>) {
+        if !extract.contains_key("settled") {
+            self.report(at, "`payment` must extract `settled`, whether the courier paid (e.g. `extract: { settled: \"$.dist.settle\" }`)");
+        }
+        for (name, path) in extract {
+            if !PAYMENT_EXTRACTS.contains(&name.as_str()) {
+                self.report(
+                    path.position(),
+                    format!(
+                        "`payment` does not read `extract.{name}`: expected one of {}",
+                        PAYMENT_EXTRACTS.join(", ")
+                    ),
+                );
+            }
+        }
     }
 
     pub(super) fn method(&mut self, method: &Located<String>) -> Option<reqwest::Method> {

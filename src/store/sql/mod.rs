@@ -11,6 +11,7 @@
 //! their rows decoded in `rows`; `bookings` and `deliveries` run them, and
 //! `writer` hands the frequent booking changes to the embedded bus writer.
 
+use super::cod::{CodFilter, CodGauges, PaymentLease, RemitOutcome};
 use super::shipments::{
     Applied, DueLease, HistoryEntry, NewShipment, ShipmentFilter, ShipmentRecord, ShipmentStore,
     StatusEvent, SyncOverview, UnknownStatus,
@@ -19,7 +20,8 @@ use super::sqlite::{self, Jobs, SqlitePools};
 use super::{
     AuditEntry, BookedShipment, Booking, BookingStatus, Claim, Reservation, Store, StoreError,
 };
-use crate::model::{BookingKey, BookingResult, Status};
+use crate::model::cod::Remittance;
+use crate::model::{BookingKey, BookingResult, CodState, Status};
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
@@ -66,7 +68,20 @@ macro_rules! with_read_pool {
     };
 }
 
+// The columns of a shipment row, in `shipments::ShipmentRow` order.
+macro_rules! shipment_columns {
+    () => {
+        "source, account, order_id, sequence, order_key, reference, courier, courier_account, \
+         tracking_number, status, sub_status, raw_status, reason, booked_at, last_event_at, \
+         updated_at, next_poll_at, poll_interval_ms, cod_amount, cod_currency, cod_state, \
+         cod_collected_at, cod_remitted, cod_remitted_at, cod_remittance_ref, cod_fees, cod_note, version"
+    };
+}
+
 mod bookings;
+mod cod;
+#[cfg(test)]
+mod cod_tests;
 mod deliveries;
 mod notifications;
 mod queries;
@@ -385,5 +400,45 @@ impl ShipmentStore for SqlStore {
 
     async fn shipment_counts(&self) -> Result<Vec<(String, Status, i64)>, StoreError> {
         shipments::counts(self).await
+    }
+
+    async fn lease_payment_checks(
+        &self,
+        lease: PaymentLease<'_>,
+    ) -> Result<Vec<ShipmentRecord>, StoreError> {
+        cod::lease_payments(self, lease).await
+    }
+
+    async fn record_remittances(
+        &self,
+        remittances: &[(BookingKey, Remittance)],
+        tolerance: rust_decimal::Decimal,
+        via: &str,
+    ) -> Result<Vec<RemitOutcome>, StoreError> {
+        cod::record_remittances(self, remittances, tolerance, via).await
+    }
+
+    async fn dispute_cod(
+        &self,
+        key: &BookingKey,
+        reason: &str,
+    ) -> Result<Option<CodState>, StoreError> {
+        cod::dispute(self, key, reason).await
+    }
+
+    async fn cod_shipments(&self, filter: &CodFilter) -> Result<Vec<ShipmentRecord>, StoreError> {
+        cod::list(self, filter).await
+    }
+
+    async fn shipments_by_courier_tracking(
+        &self,
+        courier: &str,
+        tracking_number: &str,
+    ) -> Result<Vec<ShipmentRecord>, StoreError> {
+        cod::by_courier_tracking(self, courier, tracking_number).await
+    }
+
+    async fn cod_gauges(&self) -> Result<CodGauges, StoreError> {
+        cod::gauges(self).await
     }
 }

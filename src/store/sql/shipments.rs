@@ -6,9 +6,10 @@
 
 use super::{Backend, SqlStore, db};
 use crate::clock::now_timestamp;
+use crate::model::cod::on_status;
 use crate::model::tracking::same_raw_status;
 use crate::model::transition::may_move;
-use crate::model::{BookingKey, Status, Via};
+use crate::model::{BookingKey, CodState, Status, Via};
 use crate::store::shipments::{
     Applied, DueLease, HistoryEntry, NewShipment, Outcome, ShipmentFilter, ShipmentRecord,
     StatusEvent, SyncOverview, UnknownStatus,
@@ -17,14 +18,6 @@ use crate::store::{RowError, StoreError};
 
 /// How often an apply is decided again after losing a race.
 const APPLY_ATTEMPTS: usize = 8;
-
-macro_rules! shipment_columns {
-    () => {
-        "source, account, order_id, sequence, order_key, reference, courier, courier_account, \
-         tracking_number, status, sub_status, raw_status, reason, booked_at, last_event_at, \
-         updated_at, next_poll_at, poll_interval_ms, cod_amount, cod_currency, version"
-    };
-}
 
 macro_rules! history_columns {
     () => {
@@ -38,8 +31,8 @@ macro_rules! history_columns {
 /// a first scan a little before our booking.
 const INSERT_SHIPMENT: &str = "INSERT INTO shipments (booking_key, source, account, order_id, sequence, order_key, reference, \
      courier, courier_account, tracking_number, status, booked_at, last_event_at, updated_at, next_poll_at, \
-     cod_amount, cod_currency) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'booked', $11, NULL, $11, $12, $13, $14) \
+     cod_amount, cod_currency, cod_state) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'booked', $11, NULL, $11, $12, $13, $14, $15) \
      ON CONFLICT (booking_key) DO NOTHING";
 
 const INSERT_HISTORY: &str = "INSERT INTO shipment_history (booking_key, event_id, raw, code, status, sub_status, reason, \
@@ -53,7 +46,7 @@ const SELECT_BY_TRACKING: &str = concat!(
     " FROM shipments WHERE courier_account = $1 AND tracking_number = $2"
 );
 
-const SELECT_BY_KEY: &str = concat!(
+pub(super) const SELECT_BY_KEY: &str = concat!(
     "SELECT ",
     shipment_columns!(),
     " FROM shipments WHERE booking_key = $1"
@@ -91,9 +84,10 @@ const SELECT_SAME_TIME: &str = "SELECT raw FROM shipment_history WHERE booking_k
      AND outcome IN ('applied', 'stale')";
 
 /// A terminal status is never polled again, nor is a shipment whose
-/// tracking was given up (`$9`).
+/// tracking was given up (`$9`). The COD state (`$10`, collected at `$11`)
+/// moves in the same statement, so no status write misses it.
 const MOVE_SHIPMENT: &str = "UPDATE shipments SET status = $2, sub_status = $3, raw_status = $4, reason = $5, \
-     last_event_at = $6, updated_at = $7, version = version + 1, \
+     last_event_at = $6, updated_at = $7, version = version + 1, cod_state = $10, cod_collected_at = $11, \
      next_poll_at = CASE WHEN $2 IN ('delivered', 'returned', 'cancelled') OR $9 THEN NULL ELSE next_poll_at END \
      WHERE booking_key = $1 AND version = $8";
 
@@ -140,7 +134,7 @@ const SELECT_UNKNOWN: &str =
 const SELECT_COUNTS: &str = "SELECT courier, status, COUNT(*) FROM shipments GROUP BY courier, status ORDER BY courier, status";
 
 #[derive(sqlx::FromRow)]
-struct ShipmentRow {
+pub(super) struct ShipmentRow {
     source: String,
     account: String,
     order_id: String,
@@ -161,6 +155,13 @@ struct ShipmentRow {
     poll_interval_ms: Option<i64>,
     cod_amount: Option<String>,
     cod_currency: Option<String>,
+    cod_state: String,
+    cod_collected_at: Option<String>,
+    cod_remitted: Option<String>,
+    cod_remitted_at: Option<String>,
+    cod_remittance_ref: Option<String>,
+    cod_fees: Option<String>,
+    cod_note: Option<String>,
     version: i64,
 }
 
@@ -191,7 +192,7 @@ fn via(text: &str) -> Result<Via, RowError> {
 }
 
 impl ShipmentRow {
-    fn record(self) -> Result<(ShipmentRecord, i64), RowError> {
+    pub(super) fn record(self) -> Result<(ShipmentRecord, i64), RowError> {
         let sequence =
             u32::try_from(self.sequence).map_err(|_| RowError::Sequence(self.sequence))?;
         let record = ShipmentRecord {
@@ -217,6 +218,14 @@ impl ShipmentRow {
             poll_interval_ms: self.poll_interval_ms,
             cod_amount: self.cod_amount,
             cod_currency: self.cod_currency,
+            cod_state: CodState::parse(&self.cod_state)
+                .ok_or_else(|| RowError::CodState(self.cod_state.clone()))?,
+            cod_collected_at: self.cod_collected_at,
+            cod_remitted: self.cod_remitted,
+            cod_remitted_at: self.cod_remitted_at,
+            cod_remittance_ref: self.cod_remittance_ref,
+            cod_fees: self.cod_fees,
+            cod_note: self.cod_note,
         };
         Ok((record, self.version))
     }
@@ -242,7 +251,7 @@ impl HistoryRow {
     }
 }
 
-fn records(rows: Vec<ShipmentRow>) -> Result<Vec<ShipmentRecord>, StoreError> {
+pub(super) fn records(rows: Vec<ShipmentRow>) -> Result<Vec<ShipmentRecord>, StoreError> {
     rows.into_iter()
         .map(|row| {
             row.record()
@@ -297,10 +306,11 @@ macro_rules! bind_history {
     };
 }
 
-/// Binds [`MOVE_SHIPMENT`]'s `$1`–`$9`: the shipment moves to `$event`'s
-/// status, its latest event at `$at`, changed `$now`, from `$version`.
+/// Binds [`MOVE_SHIPMENT`]'s `$1`–`$11`: the shipment moves to `$event`'s
+/// status, its latest event at `$at`, changed `$now`, from `$version`, its
+/// COD as `$cod` (a [`CodMove`]) says.
 macro_rules! bind_move {
-    ($query:expr, $key:expr, $event:expr, ($at:expr, $now:expr), $version:expr, $stop:expr) => {
+    ($query:expr, $key:expr, $event:expr, ($at:expr, $now:expr), $version:expr, $stop:expr, $cod:expr) => {
         $query
             .bind($key)
             .bind($event.status.as_str())
@@ -311,7 +321,40 @@ macro_rules! bind_move {
             .bind($now)
             .bind($version)
             .bind($stop)
+            .bind($cod.state.as_str())
+            .bind(&$cod.collected_at)
     };
+}
+
+/// The COD state and collection time a status write leaves.
+struct CodMove {
+    state: CodState,
+    collected_at: Option<String>,
+}
+
+impl CodMove {
+    /// What moving `current` to `status` at `at` does to its COD.
+    fn of(current: &ShipmentRecord, status: Status, at: &str) -> CodMove {
+        match on_status(current.cod_state, status) {
+            Some(CodState::Collected) => CodMove {
+                state: CodState::Collected,
+                collected_at: Some(at.to_string()),
+            },
+            Some(CodState::NotCollected) => CodMove {
+                state: CodState::NotCollected,
+                collected_at: None,
+            },
+            _ => CodMove {
+                state: current.cod_state,
+                collected_at: current.cod_collected_at.clone(),
+            },
+        }
+    }
+
+    fn apply(self, shipment: &mut ShipmentRecord) {
+        shipment.cod_state = self.state;
+        shipment.cod_collected_at = self.collected_at;
+    }
 }
 
 pub(super) async fn create(store: &SqlStore, new: &NewShipment) -> Result<bool, StoreError> {
@@ -333,6 +376,7 @@ pub(super) async fn create(store: &SqlStore, new: &NewShipment) -> Result<bool, 
             .bind(&new.next_poll_at)
             .bind(&new.cod_amount)
             .bind(&new.cod_currency)
+            .bind(CodState::initial(new.cod_amount.as_deref()).as_str())
             .execute(&mut *tx)
             .await
             .map_err(db)?
@@ -425,7 +469,8 @@ async fn apply_once(store: &SqlStore, event: &StatusEvent) -> Result<Option<Appl
         if outcome == Outcome::Applied {
             let at = event.event_time.clone().unwrap_or_else(|| event.received_at.clone());
             let now = now_timestamp();
-            let moved = bind_move!(sqlx::query(MOVE_SHIPMENT), &key, event, (&at, &now), version, false)
+            let cod = CodMove::of(&shipment, event.status, &at);
+            let moved = bind_move!(sqlx::query(MOVE_SHIPMENT), &key, event, (&at, &now), version, false, cod)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?
@@ -439,6 +484,7 @@ async fn apply_once(store: &SqlStore, event: &StatusEvent) -> Result<Option<Appl
             shipment.reason = event.reason.clone();
             shipment.last_event_at = Some(at);
             shipment.updated_at = now;
+            cod.apply(&mut shipment);
         }
         let entry: HistoryRow = sqlx::query_as(SELECT_EVENT)
             .bind(&event.event_id)
@@ -498,9 +544,10 @@ pub(super) async fn force(
             .filter(|at| at.as_str() > now.as_str())
             .unwrap_or_else(|| now.clone());
         let previous = Some(current.status.as_str().to_string());
+        let cod = CodMove::of(&current, forced.status, &now);
         let done = with_write_pool!(store, pool => {
             let mut tx = pool.begin().await.map_err(db)?;
-            let moved = bind_move!(sqlx::query(MOVE_SHIPMENT), &text, event, (&at, &now), version, forced.stop_polling)
+            let moved = bind_move!(sqlx::query(MOVE_SHIPMENT), &text, event, (&at, &now), version, forced.stop_polling, cod)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?

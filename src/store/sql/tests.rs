@@ -39,7 +39,7 @@ fn claim_of<'a>(
     }
 }
 
-async fn on_sqlite<F, Fut>(test: F)
+pub(super) async fn on_sqlite<F, Fut>(test: F)
 where
     F: FnOnce(SqlStore) -> Fut,
     Fut: Future<Output = ()>,
@@ -69,7 +69,7 @@ where
 
 /// Runs `test` on a fresh database `waybill_test_<random>`, dropped afterwards
 /// even when the test fails.
-async fn on_postgres<F, Fut>(test: F)
+pub(super) async fn on_postgres<F, Fut>(test: F)
 where
     F: FnOnce(SqlStore) -> Fut,
     Fut: Future<Output = ()>,
