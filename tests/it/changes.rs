@@ -212,6 +212,12 @@ async fn a_cancellation_before_pickup_cancels_at_postex_once() {
         cancelled.next_poll_at, None,
         "a cancelled shipment is not polled"
     );
+    assert_eq!(shipment.cod_state.as_str(), "pending");
+    assert_eq!(
+        cancelled.cod_state.as_str(),
+        "not_collected",
+        "a cancelled COD parcel collects nothing"
+    );
     let history = app
         .backends
         .shipments
