@@ -16,19 +16,25 @@
 
 use super::Account;
 use super::classify::{default_class, parse_retry_after, send_error_class};
+use super::definition::{Encoding, Lookup, ResponseFormat};
 use super::pacing::Pacing;
+use super::session::{Session, Token};
 use super::target::{build_url, resolve_base};
 use super::{Connector, Operation, PreparedRequest};
-use crate::mapping::render_str;
+use crate::mapping::{Expr, render_str};
 use crate::model::{BookingResult, ErrorClass, Exchange, Failure};
 use crate::redact::Secrets;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
 /// Bytes of a response body read at most; the rest is not read.
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Bytes of a binary answer (a label) read at most.
+pub const MAX_BINARY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Bytes of a response body kept in a [`Failure`].
 pub const KEPT_RESPONSE_BYTES: usize = 4096;
@@ -43,6 +49,9 @@ pub struct OperationOutput {
     pub extracted: BTreeMap<String, Value>,
     /// For an operation with `each`: the `extract` values of each item.
     pub items: Vec<BTreeMap<String, Value>>,
+    /// For a `format: binary` operation: the body as sent, and its content type.
+    pub bytes: Option<Vec<u8>>,
+    pub content_type: Option<String>,
 }
 
 /// Executes connector operations over HTTP.
@@ -52,6 +61,8 @@ pub struct Engine {
     /// Base URL of waybill's own HTTP server, for `waybill:` base URLs.
     self_base: String,
     pacing: Pacing,
+    /// Tokens and fetched lookup lists, per account.
+    session: Arc<Session>,
 }
 
 impl Engine {
@@ -60,6 +71,7 @@ impl Engine {
             http,
             self_base,
             pacing: Pacing::default(),
+            session: Arc::default(),
         }
     }
 
@@ -67,10 +79,13 @@ impl Engine {
     /// connector's `rate_limit` (none: no wait). The slot is taken whether
     /// or not the caller then sends.
     pub fn pace(&self, connector: &Connector, account: &Account) -> Duration {
-        connector.rate_limit.map_or(Duration::ZERO, |limit| {
-            self.pacing
-                .reserve(&account.name, limit, std::time::Instant::now())
-        })
+        account
+            .rate_limit
+            .or(connector.rate_limit)
+            .map_or(Duration::ZERO, |limit| {
+                self.pacing
+                    .reserve(&account.name, limit, std::time::Instant::now())
+            })
     }
 
     /// A client suited to the engine: redirects are not followed, since a
@@ -140,21 +155,122 @@ impl Engine {
                 .map_err(|err| permanent(format!("{operation}: header `{name}`: {err}")))?;
             headers.push((name.clone(), value));
         }
+        let mut secrets = account.secrets.clone();
+        if let Some(basic) = &connector.auth.basic {
+            let value = basic_header(basic, ctx)
+                .map_err(|err| permanent(format!("{operation}: auth.basic: {err}")))?;
+            secrets = secrets.with([value.clone()]);
+            headers.push(("Authorization".into(), value));
+        }
         let body = match &op.body {
-            Some(mapping) => Some(
-                mapping
-                    .eval(ctx)
-                    .map_err(|err| permanent(format!("{operation}: body: {err}")))?,
-            ),
+            Some(mapping) => {
+                let with_lookups = self.with_lookups(connector, account, ctx);
+                Some(
+                    mapping
+                        .eval(with_lookups.as_ref().unwrap_or(ctx))
+                        .map_err(|err| permanent(format!("{operation}: body: {err}")))?,
+                )
+            }
             None => None,
+        };
+        let (url, body) = match (op.encoding, body) {
+            (Encoding::Query, Some(body)) => {
+                let pairs = super::encoding::pairs(&body)
+                    .map_err(|err| permanent(format!("{operation}: body: {err}")))?;
+                let mut url = url;
+                url.query_pairs_mut().extend_pairs(pairs);
+                (url, None)
+            }
+            (Encoding::Form, Some(body)) => {
+                super::encoding::pairs(&body)
+                    .map_err(|err| permanent(format!("{operation}: body: {err}")))?;
+                (url, Some(body))
+            }
+            (_, body) => (url, body),
         };
         Ok(PreparedRequest {
             method: op.method.to_string(),
             url: url.to_string(),
             headers,
             body,
-            secrets: account.secrets.clone(),
+            secrets,
         })
+    }
+
+    /// `ctx` with the connector's lookups under `lookups`, when it declares
+    /// any: tables as written, fetched lists as last fetched by [`Engine::warm`].
+    fn with_lookups(&self, connector: &Connector, account: &Account, ctx: &Value) -> Option<Value> {
+        if connector.lookups.is_empty() {
+            return None;
+        }
+        let mut lookups = Map::new();
+        for (name, lookup) in &connector.lookups {
+            let ids = match lookup {
+                Lookup::Table(table) => Value::Object(table.clone().into_iter().collect()),
+                Lookup::Operation { .. } => {
+                    let key = super::session::key(&connector.name, &account.name, name);
+                    match self.session.lists.cached(&key) {
+                        Some(ids) => Value::Object((*ids).clone()),
+                        None => continue,
+                    }
+                }
+            };
+            lookups.insert(name.clone(), ids);
+        }
+        let mut with = ctx.clone();
+        if let Value::Object(vars) = &mut with {
+            vars.insert(crate::mapping::LOOKUPS_VAR.into(), Value::Object(lookups));
+        }
+        Some(with)
+    }
+
+    /// Fetches the lookup lists `account` needs that are not held or have
+    /// expired, so that the next [`Engine::prepare`] finds them.
+    pub async fn warm(&self, connector: &Connector, account: &Account) -> Result<(), Failure> {
+        for (name, lookup) in &connector.lookups {
+            let Lookup::Operation { operation, ttl } = lookup else {
+                continue;
+            };
+            let key = super::session::key(&connector.name, &account.name, name);
+            self.session
+                .lists
+                .ensure(&key, *ttl, async || {
+                    self.fetch_list(connector, account, operation).await
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A list operation's items as normalised name → id.
+    async fn fetch_list(
+        &self,
+        connector: &Connector,
+        account: &Account,
+        operation: &str,
+    ) -> Result<Map<String, Value>, Failure> {
+        let ctx = Engine::context(account, Map::new());
+        let request = self.prepare(connector, operation, account, &ctx)?;
+        let output = self.execute(connector, operation, account, request).await?;
+        let mut ids = Map::new();
+        for item in &output.items {
+            let name = match item.get("name") {
+                Some(Value::String(name)) => name.clone(),
+                Some(Value::Number(number)) => number.to_string(),
+                _ => continue,
+            };
+            if let Some(id) = item.get("id").filter(|id| id.is_string() || id.is_number()) {
+                ids.insert(super::definition::lookup_key(&name), id.clone());
+            }
+        }
+        if ids.is_empty() {
+            return Err(Failure::new(
+                stage_of(operation),
+                ErrorClass::Retryable,
+                format!("{operation}: the courier's list had no usable `name` and `id`"),
+            ));
+        }
+        Ok(ids)
     }
 
     /// Sends a prepared `book` request and judges the answer.
@@ -164,7 +280,8 @@ impl Engine {
         account: &Account,
         request: PreparedRequest,
     ) -> Result<BookingResult, Failure> {
-        let failing = Failing::new("book", &request, &account.secrets);
+        let secrets = request.secrets.clone();
+        let failing = Failing::new("book", &request, &secrets);
         let output = self.execute(connector, "book", account, request).await?;
         let tracking_number = match output.extracted.get("tracking_number") {
             Some(Value::String(text)) if !text.trim().is_empty() => text.trim().to_string(),
@@ -175,7 +292,7 @@ impl Engine {
                     ErrorClass::Ambiguous,
                     "the courier accepted the booking but no tracking number was found in the answer".into(),
                     Some(output.status),
-                    Some(keep(&output.body.to_string(), &account.secrets)),
+                    Some(keep(&output.body.to_string(), &secrets)),
                 ));
             }
         };
@@ -195,17 +312,179 @@ impl Engine {
         account: &Account,
         request: PreparedRequest,
     ) -> Result<OperationOutput, Failure> {
+        self.execute_accepting(connector, operation, account, request, None)
+            .await
+    }
+
+    /// Like [`Engine::execute`]; an answer matching `accept` counts as a success too.
+    async fn execute_accepting(
+        &self,
+        connector: &Connector,
+        operation: &str,
+        account: &Account,
+        request: PreparedRequest,
+        accept: Option<&Expr>,
+    ) -> Result<OperationOutput, Failure> {
         let op = find(connector, operation)?;
-        let failing = Failing::new(stage_of(operation), &request, &account.secrets);
-        let response = self.send(op, &request).await.map_err(|err| {
+        let Some(auth) = connector
+            .auth
+            .token
+            .as_ref()
+            .filter(|_| operation != "token")
+        else {
+            return self.execute_plain(op, operation, request, accept).await;
+        };
+        let mut rejected: Option<String> = None;
+        loop {
+            let token = self.token(connector, account, rejected.as_deref()).await?;
+            let sent = with_token(&request, auth, &token).map_err(|err| {
+                Failure::permanent(
+                    stage_of(operation),
+                    format!("{operation}: auth.token: {err}"),
+                )
+            })?;
+            let failing = Failing::new(stage_of(operation), &sent, &sent.secrets);
+            let answer = self.exchange(op, &sent, &failing).await?;
+            // A 401 says the token was refused before anything was done:
+            // fetch another once, and send the request once more.
+            if answer.status == 401 && rejected.is_none() {
+                rejected = Some(token.value);
+                continue;
+            }
+            return answer.judge(op, operation, &failing, accept);
+        }
+    }
+
+    /// Sends `request` as it is, with no token.
+    async fn execute_plain(
+        &self,
+        op: &Operation,
+        operation: &str,
+        request: PreparedRequest,
+        accept: Option<&Expr>,
+    ) -> Result<OperationOutput, Failure> {
+        let failing = Failing::new(stage_of(operation), &request, &request.secrets);
+        let answer = self.exchange(op, &request, &failing).await?;
+        answer.judge(op, operation, &failing, accept)
+    }
+
+    /// The account's token for `connector`, fetched when none is held, it
+    /// is due for refresh, or it is the one just `rejected`.
+    async fn token(
+        &self,
+        connector: &Connector,
+        account: &Account,
+        rejected: Option<&str>,
+    ) -> Result<Token, Failure> {
+        let key = super::session::key(&connector.name, &account.name, "token");
+        self.session
+            .tokens
+            .get(&key, rejected, async || {
+                self.fetch_token(connector, account).await
+            })
+            .await
+    }
+
+    async fn fetch_token(
+        &self,
+        connector: &Connector,
+        account: &Account,
+    ) -> Result<Token, Failure> {
+        let Some(auth) = &connector.auth.token else {
+            return Err(Failure::permanent(
+                "connector",
+                "the connector declares no `auth.token`",
+            ));
+        };
+        let ctx = Engine::context(account, Map::new());
+        let request = self.prepare(connector, "token", account, &ctx)?;
+        let op = find(connector, "token")?;
+        let output = self.execute_plain(op, "token", request, None).await?;
+        let value = match output.extracted.get("token") {
+            Some(Value::String(token)) if !token.trim().is_empty() => token.trim().to_string(),
+            _ => {
+                return Err(Failure::new(
+                    "connector",
+                    ErrorClass::Retryable,
+                    "token: the courier answered without a token",
+                ));
+            }
+        };
+        let lifetime = match output.extracted.get("expires_in") {
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(text)) => text.trim().parse::<f64>().ok(),
+            _ => None,
+        }
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .map_or(auth.lifetime, |secs| Duration::from_secs_f64(secs.min(1e9)));
+        Ok(Token::new(
+            value,
+            lifetime,
+            auth.refresh_before,
+            &account.secrets,
+        ))
+    }
+
+    /// Fetches a shipment's label with the `label` operation: its bytes and
+    /// content type for a `format: binary` answer.
+    pub async fn label(
+        &self,
+        connector: &Connector,
+        account: &Account,
+        tracking_number: &str,
+    ) -> Result<OperationOutput, Failure> {
+        let mut vars = Map::new();
+        vars.insert(
+            "tracking_number".into(),
+            Value::String(tracking_number.into()),
+        );
+        let ctx = Engine::context(account, vars);
+        let request = self.prepare(connector, "label", account, &ctx)?;
+        self.execute(connector, "label", account, request).await
+    }
+
+    /// The connector's `account_check`: `Ok` when the account works, else
+    /// the courier's answer as a failure. `None` when none is declared.
+    pub async fn check_account(
+        &self,
+        connector: &Connector,
+        account: &Account,
+    ) -> Option<Result<OperationOutput, Failure>> {
+        let check = connector.account_check.as_ref()?;
+        let ctx = Engine::context(account, check.vars.clone());
+        let checked = async {
+            let request = self.prepare(connector, &check.operation, account, &ctx)?;
+            self.execute_accepting(
+                connector,
+                &check.operation,
+                account,
+                request,
+                check.ok_when.as_ref(),
+            )
+            .await
+        };
+        Some(checked.await)
+    }
+
+    /// Sends `request` and reads the answer.
+    async fn exchange(
+        &self,
+        op: &Operation,
+        request: &PreparedRequest,
+        failing: &Failing<'_>,
+    ) -> Result<Answer, Failure> {
+        let response = self.send(op, request).await.map_err(|err| {
             let (class, message) = send_error_class(&err);
             failing.fail(class, message, None, None)
         })?;
-        let answer = Answer::read(response, &failing).await?;
-        answer.judge(op, operation, &failing)
+        let limit = match op.response {
+            ResponseFormat::Json => MAX_RESPONSE_BYTES,
+            ResponseFormat::Binary { .. } => MAX_BINARY_BYTES,
+        };
+        Answer::read(response, failing, limit).await
     }
 
-    /// Sends `request` as `op` declares (method, timeout).
+    /// Sends `request` as `op` declares (method, timeout, body encoding).
     async fn send(
         &self,
         op: &Operation,
@@ -219,10 +498,54 @@ impl Engine {
             builder = builder.header(name.as_str(), value.as_str());
         }
         if let Some(body) = &request.body {
-            builder = builder.json(body);
+            builder = match op.encoding {
+                Encoding::Form => {
+                    // Checked when the request was prepared.
+                    let pairs = super::encoding::pairs(body).unwrap_or_default();
+                    builder
+                        .header(
+                            reqwest::header::CONTENT_TYPE,
+                            "application/x-www-form-urlencoded",
+                        )
+                        .body(super::encoding::form(&pairs))
+                }
+                Encoding::Json | Encoding::Query => builder.json(body),
+            };
         }
         builder.send().await
     }
+}
+
+/// `Authorization: Basic …` from the account's rendered user name and password.
+fn basic_header(basic: &super::definition::BasicAuth, ctx: &Value) -> Result<String, String> {
+    use base64::Engine as _;
+    let username = basic.username.render(ctx).map_err(|e| e.to_string())?;
+    let password = basic.password.render(ctx).map_err(|e| e.to_string())?;
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    Ok(format!("Basic {encoded}"))
+}
+
+/// `request` carrying `token` as `auth.token` declares, the token a secret.
+fn with_token(
+    request: &PreparedRequest,
+    auth: &super::definition::TokenAuth,
+    token: &Token,
+) -> Result<PreparedRequest, String> {
+    let value = auth
+        .value
+        .render(&serde_json::json!({ "token": token.value }))
+        .map_err(|e| e.to_string())?;
+    let mut sent = request.clone();
+    sent.headers
+        .retain(|(name, _)| !name.eq_ignore_ascii_case(&auth.header));
+    sent.headers.push((auth.header.clone(), value));
+    sent.secrets = if request.secrets == token.secrets {
+        token.secrets.clone()
+    } else {
+        request.secrets.with([token.value.clone()])
+    };
+    Ok(sent)
 }
 
 /// The stage a failure of `operation` is reported under.
@@ -232,6 +555,7 @@ fn stage_of(operation: &str) -> &'static str {
         "track" | "track_many" => "track",
         "cancel" => "cancel",
         "lookup" => "lookup",
+        "label" => "label",
         _ => "connector",
     }
 }
@@ -285,6 +609,7 @@ impl Answer {
     async fn read(
         mut response: reqwest::Response,
         failing: &Failing<'_>,
+        limit: usize,
     ) -> Result<Answer, Failure> {
         let status = response.status().as_u16();
         let mut headers = Map::new();
@@ -304,7 +629,7 @@ impl Answer {
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
-                    let room = MAX_RESPONSE_BYTES - bytes.len();
+                    let room = limit - bytes.len();
                     if chunk.len() > room {
                         bytes.extend_from_slice(&chunk[..room]);
                         truncated = true;
@@ -342,16 +667,48 @@ impl Answer {
         op: &Operation,
         operation: &str,
         failing: &Failing<'_>,
+        accept: Option<&Expr>,
     ) -> Result<OperationOutput, Failure> {
         let status = self.status;
-        let text = String::from_utf8_lossy(&self.bytes).into_owned();
-        let body = if self.truncated {
+        let content_type = self
+            .headers
+            .get("content-type")
+            .and_then(Value::as_str)
+            .map(|ct| {
+                ct.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        let binary = match &op.response {
+            ResponseFormat::Json => None,
+            ResponseFormat::Binary { content_types } => Some(content_types),
+        };
+        let textual = binary.is_none()
+            || content_type.as_deref().is_some_and(|ct| {
+                ct.starts_with("text/") || ct.contains("json") || ct.contains("xml")
+            });
+        let text = if textual {
+            String::from_utf8_lossy(&self.bytes).into_owned()
+        } else {
+            String::new()
+        };
+        let body = if self.truncated || !textual {
             Value::Null
         } else {
             serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
         };
         let judged = json!({ "response": { "status": status, "headers": self.headers }, "body": body, "text": text });
-        if op.success.eval_bool(&judged).unwrap_or(false) {
+        let said_yes = op.success.eval_bool(&judged).unwrap_or(false);
+        let type_ok = match (binary, content_type.as_deref()) {
+            (None, _) => true,
+            (Some(types), _) if types.is_empty() => true,
+            (Some(types), Some(ct)) => types.iter().any(|t| t == ct),
+            (Some(_), None) => false,
+        };
+        let accepted = accept.is_some_and(|expr| expr.eval_bool(&judged).unwrap_or(false));
+        if (said_yes && type_ok && !self.truncated) || accepted {
             let extracted = extract(op, &body);
             let items = match &op.each {
                 Some(each) => each
@@ -366,7 +723,28 @@ impl Answer {
                 body,
                 extracted,
                 items,
+                bytes: binary.map(|_| self.bytes),
+                content_type,
             });
+        }
+        if said_yes && let Some(types) = binary {
+            let message = if self.truncated {
+                format!("{operation}: HTTP {status}: answer over {MAX_BINARY_BYTES} bytes")
+            } else {
+                format!(
+                    "{operation}: HTTP {status}: answered `{}`, expected {}{}",
+                    content_type.as_deref().unwrap_or("no content type"),
+                    types.join(" or "),
+                    courier_message(op, &judged)
+                        .map_or_else(String::new, |said| format!(": {said}"))
+                )
+            };
+            return Err(failing.fail(
+                ErrorClass::Permanent,
+                message,
+                Some(status),
+                Some(keep(&text, failing.secrets)),
+            ));
         }
         let class = op
             .errors
@@ -515,6 +893,8 @@ mod tests {
             settings: Map::new(),
             base_url: Some(base_url.into()),
             secrets: Secrets::new([TOKEN]),
+            active: true,
+            rate_limit: None,
         }
     }
 
@@ -816,6 +1196,8 @@ mod tests {
             settings: Map::new(),
             base_url: None,
             secrets: Secrets::default(),
+            active: true,
+            rate_limit: None,
         };
         let engine = Engine::new(Engine::client().unwrap(), self_base);
         let mut numbers = Vec::new();

@@ -32,10 +32,12 @@ pub mod account;
 pub mod classify;
 mod compile;
 pub mod definition;
+mod encoding;
 pub mod engine;
 pub mod pacing;
 pub mod raw;
 pub mod sandbox;
+mod session;
 pub mod statuses;
 pub mod target;
 

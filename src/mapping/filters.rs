@@ -42,6 +42,8 @@ pub(crate) fn register(env: &mut Environment<'static>) {
     env.add_filter("jsonpath", jsonpath_fn);
     env.add_function("jsonpath", jsonpath_fn);
     env.add_function("lookup", lookup_fn);
+    env.add_filter("lookup_id", lookup_id_filter);
+    env.add_filter("city_id", city_id_filter);
 }
 
 /// How a normalised phone number is written.
@@ -331,11 +333,49 @@ fn jsonpath_fn(value: Value, path: String) -> Result<Value, Error> {
     })
 }
 
-fn normalize_key(text: &str) -> String {
+/// How lookup names compare: trimmed, whitespace collapsed, lower case.
+pub fn normalize_key(text: &str) -> String {
     text.split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
         .to_lowercase()
+}
+
+/// The variable the connector engine puts its `lookups:` in: lookup name →
+/// (normalised name → id).
+pub const LOOKUPS_VAR: &str = "lookups";
+
+/// `value | lookup_id('services')`: the id the connector's lookup `name`
+/// gives `value`; none for none; an error naming `value` when it is not
+/// in the list, since sending a guess would book the wrong thing.
+fn lookup_id_filter(state: &State, value: Value, name: String) -> Result<Value, Error> {
+    find_id(state, value, &name, "name")
+}
+
+/// `value | city_id`: `lookup_id('cities')`.
+fn city_id_filter(state: &State, value: Value) -> Result<Value, Error> {
+    find_id(state, value, "cities", "city")
+}
+
+fn find_id(state: &State, value: Value, name: &str, noun: &str) -> Result<Value, Error> {
+    let Some(key) = present(value).and_then(|k| scalar_text(&k)) else {
+        return Ok(Value::from(()));
+    };
+    let list = state
+        .lookup(LOOKUPS_VAR)
+        .and_then(|lookups| lookups.get_attr(name).ok())
+        .filter(|list| list.kind() == ValueKind::Map)
+        .ok_or_else(|| {
+            invalid(format!(
+                "the connector's lookup `{name}` is not available (declare it under `lookups:`; a fetched list must load first)"
+            ))
+        })?;
+    match list.get_item(&Value::from(normalize_key(&key))) {
+        Ok(found) if !found.is_undefined() && !found.is_none() => Ok(found),
+        _ => Err(invalid(format!(
+            "unknown {noun} `{key}`: the courier's `{name}` list has no such {noun}"
+        ))),
+    }
 }
 
 /// `lookup(table, key, default)`: `table` is a map or the name of a table under

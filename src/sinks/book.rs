@@ -155,6 +155,9 @@ impl Booker {
         };
         let shipment_json =
             serde_json::to_value(shipment).map_err(|e| Failure::permanent(STAGE, e.to_string()))?;
+        // Lists the body mapping looks ids up in (a courier's cities) are
+        // fetched, or found cached, before the request is built.
+        self.engine.warm(connector, account).await?;
         let request = self
             .engine
             .prepare_book(connector, account, &shipment_json)?;

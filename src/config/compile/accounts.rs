@@ -164,6 +164,18 @@ impl Compiler<'_> {
         {
             self.report(file, url.position(), format!("`base_url` is not a valid URL ({e}): expected e.g. `https://api.example.com/v1`"));
         }
+        let rate_limit = raw.rate_limit.as_ref().and_then(|rate| {
+            match account_rate(rate.value.requests, &rate.value.per) {
+                Ok(limit) => Some(limit),
+                Err(message) => {
+                    self.report(file, rate.position(), message);
+                    None
+                }
+            }
+        });
+        if raw.rate_limit.is_some() && rate_limit.is_none() {
+            return (None, Some(connector));
+        }
         let (Some(credentials), Some(settings), true) = (credentials, settings, clean) else {
             return (None, Some(connector));
         };
@@ -180,6 +192,8 @@ impl Compiler<'_> {
                 .collect(),
             settings,
             base_url: raw.base_url.map(|u| u.value),
+            active: raw.active.is_none_or(|a| a.value),
+            rate_limit,
         };
         (Some(account), Some(connector))
     }
@@ -452,4 +466,26 @@ mod tests {
         assert_eq!(a.settings["cod_gateways"], serde_json::json!([]));
         assert!(config.connectors.contains_key("shop"));
     }
+}
+
+/// An account's own `rate_limit`, held to what a connector's may say.
+fn account_rate(requests: u32, per: &str) -> Result<crate::connector::RateLimit, String> {
+    let period = crate::clock::parse_duration(per)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!("rate limit period `{per}` is not a duration such as `1s` or `1m`")
+        })?;
+    if period > std::time::Duration::from_secs(24 * 3600) {
+        return Err(format!(
+            "rate limit period `{per}` is longer than a day: write the limit per second, minute or hour"
+        ));
+    }
+    if requests == 0 {
+        return Err("a rate limit must allow at least one request".into());
+    }
+    Ok(crate::connector::RateLimit {
+        requests,
+        per: period,
+    })
 }
