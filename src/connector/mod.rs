@@ -41,6 +41,9 @@ mod session;
 pub mod statuses;
 pub mod target;
 
+#[cfg(test)]
+mod feature_tests;
+
 pub use account::Account;
 pub use definition::{
     CALLBACK_SECRET, CallbackSpec, CallbackVerify, Connector, ConnectorKind, EventTime, FieldSpec,
