@@ -779,3 +779,22 @@ fn feature_mistakes_are_reported_where_they_are_written() {
         );
     }
 }
+
+#[test]
+fn an_accounts_own_rate_limit_paces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = connector(dir.path(), LABEL, &[]);
+    let engine = engine();
+    let mut limited = account("https://sonic.pk/api", &[("api_key", "k")], &[]);
+    limited.rate_limit = Some(super::RateLimit {
+        requests: 1,
+        per: Duration::from_secs(3600),
+    });
+    assert_eq!(engine.pace(&c, &limited), Duration::ZERO);
+    assert!(engine.pace(&c, &limited) > Duration::from_secs(3000));
+    let mut free = limited.clone();
+    free.name = "other".into();
+    free.rate_limit = None;
+    assert_eq!(engine.pace(&c, &free), Duration::ZERO);
+    assert_eq!(engine.pace(&c, &free), Duration::ZERO);
+}
