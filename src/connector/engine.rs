@@ -15,10 +15,11 @@
 //! ```
 
 use super::Account;
+use super::calls::{basic_header, with_token};
 use super::classify::{default_class, parse_retry_after, send_error_class};
-use super::definition::{Encoding, Lookup, ResponseFormat};
+use super::definition::{Encoding, ResponseFormat};
 use super::pacing::Pacing;
-use super::session::{Session, Token};
+use super::session::Session;
 use super::target::{build_url, resolve_base};
 use super::{Connector, Operation, PreparedRequest};
 use crate::mapping::{Expr, render_str};
@@ -62,7 +63,7 @@ pub struct Engine {
     self_base: String,
     pacing: Pacing,
     /// Tokens and fetched lookup lists, per account.
-    session: Arc<Session>,
+    pub(super) session: Arc<Session>,
 }
 
 impl Engine {
@@ -162,32 +163,9 @@ impl Engine {
             secrets = secrets.with([value.clone()]);
             headers.push(("Authorization".into(), value));
         }
-        let body = match &op.body {
-            Some(mapping) => {
-                let with_lookups = self.with_lookups(connector, account, ctx);
-                Some(
-                    mapping
-                        .eval(with_lookups.as_ref().unwrap_or(ctx))
-                        .map_err(|err| permanent(format!("{operation}: body: {err}")))?,
-                )
-            }
-            None => None,
-        };
-        let (url, body) = match (op.encoding, body) {
-            (Encoding::Query, Some(body)) => {
-                let pairs = super::encoding::pairs(&body)
-                    .map_err(|err| permanent(format!("{operation}: body: {err}")))?;
-                let mut url = url;
-                url.query_pairs_mut().extend_pairs(pairs);
-                (url, None)
-            }
-            (Encoding::Form, Some(body)) => {
-                super::encoding::pairs(&body)
-                    .map_err(|err| permanent(format!("{operation}: body: {err}")))?;
-                (url, Some(body))
-            }
-            (_, body) => (url, body),
-        };
+        let (url, body) = self
+            .body(connector, op, account, ctx, url)
+            .map_err(|err| permanent(format!("{operation}: body: {err}")))?;
         Ok(PreparedRequest {
             method: op.method.to_string(),
             url: url.to_string(),
@@ -197,80 +175,35 @@ impl Engine {
         })
     }
 
-    /// `ctx` with the connector's lookups under `lookups`, when it declares
-    /// any: tables as written, fetched lists as last fetched by [`Engine::warm`].
-    fn with_lookups(&self, connector: &Connector, account: &Account, ctx: &Value) -> Option<Value> {
-        if connector.lookups.is_empty() {
-            return None;
-        }
-        let mut lookups = Map::new();
-        for (name, lookup) in &connector.lookups {
-            let ids = match lookup {
-                Lookup::Table(table) => Value::Object(table.clone().into_iter().collect()),
-                Lookup::Operation { .. } => {
-                    let key = super::session::key(&connector.name, &account.name, name);
-                    match self.session.lists.cached(&key) {
-                        Some(ids) => Value::Object((*ids).clone()),
-                        None => continue,
-                    }
-                }
-            };
-            lookups.insert(name.clone(), ids);
-        }
-        let mut with = ctx.clone();
-        if let Value::Object(vars) = &mut with {
-            vars.insert(crate::mapping::LOOKUPS_VAR.into(), Value::Object(lookups));
-        }
-        Some(with)
-    }
-
-    /// Fetches the lookup lists `account` needs that are not held or have
-    /// expired, so that the next [`Engine::prepare`] finds them.
-    pub async fn warm(&self, connector: &Connector, account: &Account) -> Result<(), Failure> {
-        for (name, lookup) in &connector.lookups {
-            let Lookup::Operation { operation, ttl } = lookup else {
-                continue;
-            };
-            let key = super::session::key(&connector.name, &account.name, name);
-            self.session
-                .lists
-                .ensure(&key, *ttl, async || {
-                    self.fetch_list(connector, account, operation).await
-                })
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// A list operation's items as normalised name → id.
-    async fn fetch_list(
+    /// The body mapping's output, as the operation's `encoding` sends it:
+    /// a JSON or form body, or query parameters added to `url`.
+    fn body(
         &self,
         connector: &Connector,
+        op: &Operation,
         account: &Account,
-        operation: &str,
-    ) -> Result<Map<String, Value>, Failure> {
-        let ctx = Engine::context(account, Map::new());
-        let request = self.prepare(connector, operation, account, &ctx)?;
-        let output = self.execute(connector, operation, account, request).await?;
-        let mut ids = Map::new();
-        for item in &output.items {
-            let name = match item.get("name") {
-                Some(Value::String(name)) => name.clone(),
-                Some(Value::Number(number)) => number.to_string(),
-                _ => continue,
-            };
-            if let Some(id) = item.get("id").filter(|id| id.is_string() || id.is_number()) {
-                ids.insert(super::definition::lookup_key(&name), id.clone());
+        ctx: &Value,
+        mut url: url::Url,
+    ) -> Result<(url::Url, Option<Value>), String> {
+        let Some(mapping) = &op.body else {
+            return Ok((url, None));
+        };
+        let with_lookups = self.with_lookups(connector, account, ctx);
+        let body = mapping
+            .eval(with_lookups.as_ref().unwrap_or(ctx))
+            .map_err(|err| err.to_string())?;
+        match op.encoding {
+            Encoding::Query => {
+                let pairs = super::encoding::pairs(&body)?;
+                url.query_pairs_mut().extend_pairs(pairs);
+                Ok((url, None))
             }
+            Encoding::Form => {
+                super::encoding::pairs(&body)?;
+                Ok((url, Some(body)))
+            }
+            Encoding::Json => Ok((url, Some(body))),
         }
-        if ids.is_empty() {
-            return Err(Failure::new(
-                stage_of(operation),
-                ErrorClass::Retryable,
-                format!("{operation}: the courier's list had no usable `name` and `id`"),
-            ));
-        }
-        Ok(ids)
     }
 
     /// Sends a prepared `book` request and judges the answer.
@@ -317,7 +250,7 @@ impl Engine {
     }
 
     /// Like [`Engine::execute`]; an answer matching `accept` counts as a success too.
-    async fn execute_accepting(
+    pub(super) async fn execute_accepting(
         &self,
         connector: &Connector,
         operation: &str,
@@ -356,7 +289,7 @@ impl Engine {
     }
 
     /// Sends `request` as it is, with no token.
-    async fn execute_plain(
+    pub(super) async fn execute_plain(
         &self,
         op: &Operation,
         operation: &str,
@@ -366,104 +299,6 @@ impl Engine {
         let failing = Failing::new(stage_of(operation), &request, &request.secrets);
         let answer = self.exchange(op, &request, &failing).await?;
         answer.judge(op, operation, &failing, accept)
-    }
-
-    /// The account's token for `connector`, fetched when none is held, it
-    /// is due for refresh, or it is the one just `rejected`.
-    async fn token(
-        &self,
-        connector: &Connector,
-        account: &Account,
-        rejected: Option<&str>,
-    ) -> Result<Token, Failure> {
-        let key = super::session::key(&connector.name, &account.name, "token");
-        self.session
-            .tokens
-            .get(&key, rejected, async || {
-                self.fetch_token(connector, account).await
-            })
-            .await
-    }
-
-    async fn fetch_token(
-        &self,
-        connector: &Connector,
-        account: &Account,
-    ) -> Result<Token, Failure> {
-        let Some(auth) = &connector.auth.token else {
-            return Err(Failure::permanent(
-                "connector",
-                "the connector declares no `auth.token`",
-            ));
-        };
-        let ctx = Engine::context(account, Map::new());
-        let request = self.prepare(connector, "token", account, &ctx)?;
-        let op = find(connector, "token")?;
-        let output = self.execute_plain(op, "token", request, None).await?;
-        let value = match output.extracted.get("token") {
-            Some(Value::String(token)) if !token.trim().is_empty() => token.trim().to_string(),
-            _ => {
-                return Err(Failure::new(
-                    "connector",
-                    ErrorClass::Retryable,
-                    "token: the courier answered without a token",
-                ));
-            }
-        };
-        let lifetime = match output.extracted.get("expires_in") {
-            Some(Value::Number(n)) => n.as_f64(),
-            Some(Value::String(text)) => text.trim().parse::<f64>().ok(),
-            _ => None,
-        }
-        .filter(|secs| secs.is_finite() && *secs > 0.0)
-        .map_or(auth.lifetime, |secs| Duration::from_secs_f64(secs.min(1e9)));
-        Ok(Token::new(
-            value,
-            lifetime,
-            auth.refresh_before,
-            &account.secrets,
-        ))
-    }
-
-    /// Fetches a shipment's label with the `label` operation: its bytes and
-    /// content type for a `format: binary` answer.
-    pub async fn label(
-        &self,
-        connector: &Connector,
-        account: &Account,
-        tracking_number: &str,
-    ) -> Result<OperationOutput, Failure> {
-        let mut vars = Map::new();
-        vars.insert(
-            "tracking_number".into(),
-            Value::String(tracking_number.into()),
-        );
-        let ctx = Engine::context(account, vars);
-        let request = self.prepare(connector, "label", account, &ctx)?;
-        self.execute(connector, "label", account, request).await
-    }
-
-    /// The connector's `account_check`: `Ok` when the account works, else
-    /// the courier's answer as a failure. `None` when none is declared.
-    pub async fn check_account(
-        &self,
-        connector: &Connector,
-        account: &Account,
-    ) -> Option<Result<OperationOutput, Failure>> {
-        let check = connector.account_check.as_ref()?;
-        let ctx = Engine::context(account, check.vars.clone());
-        let checked = async {
-            let request = self.prepare(connector, &check.operation, account, &ctx)?;
-            self.execute_accepting(
-                connector,
-                &check.operation,
-                account,
-                request,
-                check.ok_when.as_ref(),
-            )
-            .await
-        };
-        Some(checked.await)
     }
 
     /// Sends `request` and reads the answer.
@@ -516,40 +351,8 @@ impl Engine {
     }
 }
 
-/// `Authorization: Basic …` from the account's rendered user name and password.
-fn basic_header(basic: &super::definition::BasicAuth, ctx: &Value) -> Result<String, String> {
-    use base64::Engine as _;
-    let username = basic.username.render(ctx).map_err(|e| e.to_string())?;
-    let password = basic.password.render(ctx).map_err(|e| e.to_string())?;
-    let encoded =
-        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-    Ok(format!("Basic {encoded}"))
-}
-
-/// `request` carrying `token` as `auth.token` declares, the token a secret.
-fn with_token(
-    request: &PreparedRequest,
-    auth: &super::definition::TokenAuth,
-    token: &Token,
-) -> Result<PreparedRequest, String> {
-    let value = auth
-        .value
-        .render(&serde_json::json!({ "token": token.value }))
-        .map_err(|e| e.to_string())?;
-    let mut sent = request.clone();
-    sent.headers
-        .retain(|(name, _)| !name.eq_ignore_ascii_case(&auth.header));
-    sent.headers.push((auth.header.clone(), value));
-    sent.secrets = if request.secrets == token.secrets {
-        token.secrets.clone()
-    } else {
-        request.secrets.with([token.value.clone()])
-    };
-    Ok(sent)
-}
-
 /// The stage a failure of `operation` is reported under.
-fn stage_of(operation: &str) -> &'static str {
+pub(super) fn stage_of(operation: &str) -> &'static str {
     match operation {
         "book" => "book",
         "track" | "track_many" => "track",
@@ -661,6 +464,60 @@ impl Answer {
         })
     }
 
+    /// The answer's media type, lower case, without parameters.
+    fn content_type(&self) -> Option<String> {
+        self.headers
+            .get("content-type")
+            .and_then(Value::as_str)
+            .map(|ct| {
+                ct.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+    }
+
+    /// The body as text and as JSON for the rules: a binary answer only
+    /// when it is textual (a courier's JSON or HTML error instead of a PDF).
+    fn text_and_body(&self, binary: bool, content_type: Option<&str>) -> (String, Value) {
+        let textual = !binary
+            || content_type.is_some_and(|ct| {
+                ct.starts_with("text/") || ct.contains("json") || ct.contains("xml")
+            });
+        if !textual {
+            return (String::new(), Value::Null);
+        }
+        let text = String::from_utf8_lossy(&self.bytes).into_owned();
+        let body = if self.truncated {
+            Value::Null
+        } else {
+            serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
+        };
+        (text, body)
+    }
+
+    /// Why a binary answer the success rule accepted is still refused.
+    fn unexpected_type(
+        &self,
+        op: &Operation,
+        operation: &str,
+        judged: &Value,
+        content_type: Option<&str>,
+        types: &[String],
+    ) -> String {
+        let status = self.status;
+        if self.truncated {
+            return format!("{operation}: HTTP {status}: answer over {MAX_BINARY_BYTES} bytes");
+        }
+        format!(
+            "{operation}: HTTP {status}: answered `{}`, expected {}{}",
+            content_type.unwrap_or("no content type"),
+            types.join(" or "),
+            courier_message(op, judged).map_or_else(String::new, |said| format!(": {said}"))
+        )
+    }
+
     /// The success rule, then extraction or a classified failure.
     fn judge(
         self,
@@ -670,35 +527,12 @@ impl Answer {
         accept: Option<&Expr>,
     ) -> Result<OperationOutput, Failure> {
         let status = self.status;
-        let content_type = self
-            .headers
-            .get("content-type")
-            .and_then(Value::as_str)
-            .map(|ct| {
-                ct.split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_ascii_lowercase()
-            });
+        let content_type = self.content_type();
         let binary = match &op.response {
             ResponseFormat::Json => None,
             ResponseFormat::Binary { content_types } => Some(content_types),
         };
-        let textual = binary.is_none()
-            || content_type.as_deref().is_some_and(|ct| {
-                ct.starts_with("text/") || ct.contains("json") || ct.contains("xml")
-            });
-        let text = if textual {
-            String::from_utf8_lossy(&self.bytes).into_owned()
-        } else {
-            String::new()
-        };
-        let body = if self.truncated || !textual {
-            Value::Null
-        } else {
-            serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
-        };
+        let (text, body) = self.text_and_body(binary.is_some(), content_type.as_deref());
         let judged = json!({ "response": { "status": status, "headers": self.headers }, "body": body, "text": text });
         let said_yes = op.success.eval_bool(&judged).unwrap_or(false);
         let type_ok = match (binary, content_type.as_deref()) {
@@ -728,17 +562,8 @@ impl Answer {
             });
         }
         if said_yes && let Some(types) = binary {
-            let message = if self.truncated {
-                format!("{operation}: HTTP {status}: answer over {MAX_BINARY_BYTES} bytes")
-            } else {
-                format!(
-                    "{operation}: HTTP {status}: answered `{}`, expected {}{}",
-                    content_type.as_deref().unwrap_or("no content type"),
-                    types.join(" or "),
-                    courier_message(op, &judged)
-                        .map_or_else(String::new, |said| format!(": {said}"))
-                )
-            };
+            let message =
+                self.unexpected_type(op, operation, &judged, content_type.as_deref(), types);
             return Err(failing.fail(
                 ErrorClass::Permanent,
                 message,
@@ -799,7 +624,10 @@ fn failure_message(
     message
 }
 
-fn find<'a>(connector: &'a Connector, operation: &str) -> Result<&'a Operation, Failure> {
+pub(super) fn find<'a>(
+    connector: &'a Connector,
+    operation: &str,
+) -> Result<&'a Operation, Failure> {
     connector.operation(operation).ok_or_else(|| {
         Failure::permanent(
             stage_of(operation),
@@ -852,370 +680,5 @@ fn truncate(text: &str, max: usize) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::connector::sandbox::Sandbox;
-    use std::path::{Path, PathBuf};
-    use wiremock::matchers::{header, method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-
-    const TOKEN: &str = "tok-S3CRET/value";
-
-    fn repo() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-    }
-
-    /// The shipped PostEx connector, with a body mapping that passes the shipment through.
-    fn postex(dir: &Path) -> Connector {
-        std::fs::create_dir_all(dir.join("mappings/postex")).unwrap();
-        std::fs::write(
-            dir.join("mappings/postex/book.yaml"),
-            "\"{{ shipment }}\"\n",
-        )
-        .unwrap();
-        Connector::load_with_base(&repo().join("connectors/postex.yaml"), dir).unwrap()
-    }
-
-    /// A connector written for one test, rooted in `dir`.
-    fn custom(dir: &Path, yaml: &str) -> Connector {
-        std::fs::create_dir_all(dir.join("mappings")).unwrap();
-        std::fs::write(dir.join("mappings/pass.yaml"), "\"{{ shipment }}\"\n").unwrap();
-        let file = dir.join("custom.yaml");
-        std::fs::write(&file, yaml).unwrap();
-        Connector::load_with_base(&file, dir).unwrap()
-    }
-
-    fn account(base_url: &str) -> Account {
-        Account {
-            name: "courier-main".into(),
-            connector: "postex".into(),
-            credentials: [("token".to_string(), TOKEN.to_string())].into(),
-            settings: Map::new(),
-            base_url: Some(base_url.into()),
-            secrets: Secrets::new([TOKEN]),
-            active: true,
-            rate_limit: None,
-        }
-    }
-
-    fn shipment() -> Value {
-        json!({ "order_id": "820982911946154508", "reference": "#1001", "recipient": { "city": "Karachi" } })
-    }
-
-    /// What was sent and answered in the exchange that failed.
-    fn exchange(failure: &Failure) -> &Exchange {
-        failure.exchange.as_ref().expect("an exchange")
-    }
-
-    fn response(failure: &Failure) -> String {
-        exchange(failure).response.clone().expect("a response")
-    }
-
-    fn sent_request(failure: &Failure) -> Value {
-        exchange(failure).request.clone().expect("a request")
-    }
-
-    fn engine() -> Engine {
-        Engine::new(Engine::client().unwrap(), "http://127.0.0.1:9".into())
-    }
-
-    /// Books against a courier answering `answer`, expecting the booking to fail.
-    async fn booking_failure(answer: ResponseTemplate) -> Failure {
-        book_against(answer).await.unwrap_err()
-    }
-
-    async fn book_against(answer: ResponseTemplate) -> Result<BookingResult, Failure> {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/order/v3/create-order"))
-            .and(header("token", TOKEN))
-            .respond_with(answer)
-            .expect(1)
-            .mount(&server)
-            .await;
-        let dir = tempfile::tempdir().unwrap();
-        let connector = postex(dir.path());
-        book_shipment(&connector, &account(&server.uri())).await
-    }
-
-    /// Books the test shipment with `connector` for `account`, as the runner would.
-    async fn book_shipment(
-        connector: &Connector,
-        account: &Account,
-    ) -> Result<BookingResult, Failure> {
-        let engine = engine();
-        let request = engine
-            .prepare_book(connector, account, &shipment())
-            .unwrap();
-        engine.book(connector, account, request).await
-    }
-
-    fn postex_answer(status_code: &str, message: &str, dist: Value) -> Value {
-        json!({ "statusCode": status_code, "statusMessage": message, "dist": dist })
-    }
-
-    #[tokio::test]
-    async fn postex_success_gives_the_tracking_number() {
-        let body = postex_answer(
-            "200",
-            "ORDER HAS BEEN CREATED",
-            json!({ "trackingNumber": "CX-123456", "orderStatus": "UnBooked" }),
-        );
-        let booked = book_against(ResponseTemplate::new(200).set_body_json(body))
-            .await
-            .unwrap();
-        assert_eq!(booked.tracking_number, "CX-123456");
-        assert_eq!(booked.courier, "postex");
-        assert_eq!(booked.account, "courier-main");
-        assert_eq!(booked.extracted["order_status"], "UnBooked");
-    }
-
-    #[tokio::test]
-    async fn postex_error_inside_a_200_is_permanent_with_its_message() {
-        let body = postex_answer("400", "Customer phone number is not valid", Value::Null);
-        let err = booking_failure(ResponseTemplate::new(200).set_body_json(body)).await;
-        assert_eq!(err.class, ErrorClass::Permanent);
-        assert_eq!(err.status(), Some(200));
-        assert!(
-            err.message.contains("Customer phone number is not valid"),
-            "{}",
-            err.message
-        );
-        assert!(response(&err).contains("statusCode"));
-    }
-
-    #[tokio::test]
-    async fn postex_invalid_city_rule_wins_over_the_status_default() {
-        // 503 alone would be retried; the body says retrying cannot help.
-        let body = postex_answer("400", "Invalid City Name", Value::Null);
-        let err = booking_failure(ResponseTemplate::new(503).set_body_json(body)).await;
-        assert_eq!(err.class, ErrorClass::Permanent);
-        assert!(err.message.contains("Invalid City Name"));
-    }
-
-    #[tokio::test]
-    async fn too_many_requests_is_retryable_with_retry_after() {
-        let err =
-            booking_failure(ResponseTemplate::new(429).insert_header("Retry-After", "7")).await;
-        assert_eq!(err.class, ErrorClass::Retryable);
-        assert_eq!(err.retry_after, Some(Duration::from_secs(7)));
-    }
-
-    #[tokio::test]
-    async fn unavailable_is_retryable() {
-        let err = booking_failure(ResponseTemplate::new(503).set_body_string("maintenance")).await;
-        assert_eq!(err.class, ErrorClass::Retryable);
-        assert_eq!(err.retry_after, None);
-    }
-
-    #[tokio::test]
-    async fn server_errors_are_ambiguous() {
-        for status in [500, 502, 504] {
-            let err = booking_failure(ResponseTemplate::new(status)).await;
-            assert_eq!(err.class, ErrorClass::Ambiguous, "{status}");
-            assert_eq!(err.status(), Some(status));
-        }
-    }
-
-    #[tokio::test]
-    async fn other_client_errors_are_permanent() {
-        let err = booking_failure(ResponseTemplate::new(401).set_body_string("bad token")).await;
-        assert_eq!(err.class, ErrorClass::Permanent);
-    }
-
-    #[tokio::test]
-    async fn non_json_success_is_classified() {
-        let err = booking_failure(
-            ResponseTemplate::new(200).set_body_string("<html>gateway says hi</html>"),
-        )
-        .await;
-        assert_eq!(err.class, ErrorClass::Permanent);
-        assert!(err.message.contains("gateway says hi"));
-    }
-
-    #[tokio::test]
-    async fn huge_garbage_is_capped_and_classified() {
-        let garbage = vec![b'{'; 3 * MAX_RESPONSE_BYTES];
-        let err = booking_failure(ResponseTemplate::new(200).set_body_bytes(garbage)).await;
-        assert_eq!(err.class, ErrorClass::Permanent);
-        assert!(response(&err).len() <= KEPT_RESPONSE_BYTES);
-    }
-
-    #[tokio::test]
-    async fn success_without_tracking_number_is_ambiguous() {
-        let body = postex_answer(
-            "200",
-            "ORDER HAS BEEN CREATED",
-            json!({ "orderStatus": "UnBooked" }),
-        );
-        let err = booking_failure(ResponseTemplate::new(200).set_body_json(body)).await;
-        assert_eq!(err.class, ErrorClass::Ambiguous);
-    }
-
-    #[tokio::test]
-    async fn timeout_after_sending_is_ambiguous() {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
-            .mount(&server)
-            .await;
-        let dir = tempfile::tempdir().unwrap();
-        let connector = custom(
-            dir.path(),
-            "name: slow\nkind: courier\nbase_url: http://unused.example.com\noperations:\n  book:\n    request: { method: POST, path: /book, body: mappings/pass.yaml }\n    success: \"response.status == 200\"\n    extract: { tracking_number: \"$.cn\" }\n    timeout: 100ms\n",
-        );
-        let err = book_shipment(&connector, &account(&server.uri()))
-            .await
-            .unwrap_err();
-        assert_eq!(err.class, ErrorClass::Ambiguous, "{err:?}");
-        assert_eq!(server.received_requests().await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn connection_refused_is_retryable() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        drop(listener);
-        let dir = tempfile::tempdir().unwrap();
-        let connector = postex(dir.path());
-        let err = book_shipment(&connector, &account(&format!("http://{address}/api")))
-            .await
-            .unwrap_err();
-        assert_eq!(err.class, ErrorClass::Retryable, "{err:?}");
-        assert!(!sent_request(&err).to_string().contains(TOKEN));
-    }
-
-    #[tokio::test]
-    async fn order_data_cannot_steer_the_url() {
-        let server = MockServer::start().await;
-        Mock::given(method("GET"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(postex_answer(
-                "200",
-                "ok",
-                json!({ "transactionStatus": "Delivered" }),
-            )))
-            .mount(&server)
-            .await;
-        let dir = tempfile::tempdir().unwrap();
-        let connector = postex(dir.path());
-        let account = account(&format!("{}/services/integration/api", server.uri()));
-        let engine = engine();
-        for hostile in [
-            "../../../admin",
-            "x?steal=1#frag",
-            "//evil.example.com/x",
-            "http://evil.example.com/",
-            "..",
-            "%2e%2e",
-        ] {
-            let mut vars = Map::new();
-            vars.insert("tracking_number".into(), json!(hostile));
-            let ctx = Engine::context(&account, vars);
-            match engine.prepare(&connector, "track", &account, &ctx) {
-                Ok(request) => {
-                    assert!(
-                        request.url.starts_with(&format!(
-                            "{}/services/integration/api/order/v1/track-order/",
-                            server.uri()
-                        )),
-                        "{hostile}: {}",
-                        request.url
-                    );
-                    let output = engine
-                        .execute(&connector, "track", &account, request)
-                        .await
-                        .unwrap();
-                    assert_eq!(output.extracted["status"], "Delivered");
-                }
-                Err(err) => assert_eq!(err.class, ErrorClass::Permanent, "{hostile}"),
-            }
-        }
-        for request in server.received_requests().await.unwrap() {
-            let segments: Vec<&str> = request.url.path_segments().unwrap().collect();
-            assert_eq!(segments.len(), 7, "{}", request.url);
-            assert_eq!(
-                segments[..6],
-                [
-                    "services",
-                    "integration",
-                    "api",
-                    "order",
-                    "v1",
-                    "track-order"
-                ]
-            );
-            assert!(request.url.query().is_none());
-        }
-        assert_eq!(server.received_requests().await.unwrap().len(), 5);
-    }
-
-    #[tokio::test]
-    async fn secrets_are_redacted_everywhere() {
-        let server = MockServer::start().await;
-        let echoed = format!("token {TOKEN} refused");
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(401).set_body_string(echoed))
-            .mount(&server)
-            .await;
-        let dir = tempfile::tempdir().unwrap();
-        let connector = postex(dir.path());
-        let account = account(&server.uri());
-        let engine = engine();
-        let mut leaky = shipment();
-        leaky["notes"] = json!(format!("call me, my token is {TOKEN}"));
-        let request = engine.prepare_book(&connector, &account, &leaky).unwrap();
-        assert_eq!(request.headers, [("token".to_string(), TOKEN.to_string())]);
-        let shown = request.redacted().to_string();
-        assert!(
-            !shown.contains(TOKEN) && !shown.contains("S3CRET"),
-            "{shown}"
-        );
-        assert!(shown.contains("***"));
-        let err = engine
-            .book(&connector, &account, request)
-            .await
-            .unwrap_err();
-        for text in [
-            err.message.clone(),
-            response(&err),
-            sent_request(&err).to_string(),
-        ] {
-            assert!(!text.contains("S3CRET"), "{text}");
-        }
-    }
-
-    #[tokio::test]
-    async fn sandbox_books_through_the_engine_once_per_reference() {
-        let sandbox = Sandbox::new();
-        let self_base = crate::connector::sandbox::tests::serve(&sandbox).await;
-        let connector = Connector::load(&repo().join("connectors/sandbox.yaml")).unwrap();
-        let account = Account {
-            name: "courier-main".into(),
-            connector: "sandbox".into(),
-            credentials: BTreeMap::new(),
-            settings: Map::new(),
-            base_url: None,
-            secrets: Secrets::default(),
-            active: true,
-            rate_limit: None,
-        };
-        let engine = Engine::new(Engine::client().unwrap(), self_base);
-        let mut numbers = Vec::new();
-        for _ in 0..2 {
-            let request = engine
-                .prepare_book(&connector, &account, &shipment())
-                .unwrap();
-            assert!(request.url.ends_with("/sandbox/book"));
-            numbers.push(
-                engine
-                    .book(&connector, &account, request)
-                    .await
-                    .unwrap()
-                    .tracking_number,
-            );
-        }
-        assert!(numbers[0].starts_with("SBX-"));
-        assert_eq!(numbers[0], numbers[1]);
-        assert_eq!(sandbox.bookings(), 1);
-    }
-}
+#[path = "engine_tests.rs"]
+mod tests;

@@ -29,6 +29,7 @@
 //! ```
 
 pub mod account;
+mod calls;
 pub mod classify;
 mod compile;
 pub mod definition;

@@ -102,20 +102,7 @@ impl Compiler<'_> {
         let timeout = self.timeout(raw.timeout.as_ref());
         let (each, max_batch) = self.batch(name, at, &raw);
         self.required_extracts(name, at, &raw);
-        let encoding = match raw.request.encoding.as_ref().map(|e| e.value) {
-            None | Some(RawEncoding::Json) => Encoding::Json,
-            Some(RawEncoding::Form) => Encoding::Form,
-            Some(RawEncoding::Query) => Encoding::Query,
-        };
-        if encoding != Encoding::Json
-            && raw.request.body.is_none()
-            && let Some(written) = &raw.request.encoding
-        {
-            self.report(
-                written.position(),
-                "`encoding` says how the body mapping is sent; name one with `body:`",
-            );
-        }
+        let encoding = self.encoding(&raw.request);
         let response = self.response_format(raw.response.as_ref());
         if self.diagnostics.count() != before {
             return None;
@@ -211,6 +198,25 @@ impl Compiler<'_> {
             }
         };
         (each, max_batch)
+    }
+
+    /// `request.encoding`, which needs a body to encode.
+    fn encoding(&mut self, request: &RawRequest) -> Encoding {
+        let encoding = match request.encoding.as_ref().map(|e| e.value) {
+            None | Some(RawEncoding::Json) => Encoding::Json,
+            Some(RawEncoding::Form) => Encoding::Form,
+            Some(RawEncoding::Query) => Encoding::Query,
+        };
+        if encoding != Encoding::Json
+            && request.body.is_none()
+            && let Some(written) = &request.encoding
+        {
+            self.report(
+                written.position(),
+                "`encoding` says how the body mapping is sent; name one with `body:`",
+            );
+        }
+        encoding
     }
 
     /// What `cities` and `token` must extract for the engine to use them.
