@@ -798,3 +798,55 @@ fn an_accounts_own_rate_limit_paces_it() {
     assert_eq!(engine.pace(&c, &free), Duration::ZERO);
     assert_eq!(engine.pace(&c, &free), Duration::ZERO);
 }
+
+const TRAX: &str = r#"
+name: c
+kind: courier
+base_url: https://sonic.pk/api
+lookups:
+  services: { table: { standard: 1, "Same Day": 4 } }
+  cities: { table: { Karachi: 202 } }
+operations:
+  book:
+    request: { method: POST, path: /shipment/book, body: mappings/t/book.yaml }
+    success: "body.status == 0"
+    extract: { tracking_number: "$['tracking number']" }
+"#;
+
+#[tokio::test]
+async fn a_table_lookup_gives_service_ids_and_refuses_an_unknown_service() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "status": 0, "tracking number": 101101 })),
+        )
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let book_yaml = "service_type_id: \"{{ shipment.service | lookup_id('services') }}\"\nconsignee_city_id: \"{{ shipment.recipient.city | city_id }}\"\n";
+    let c = connector(dir.path(), TRAX, &[("mappings/t/book.yaml", book_yaml)]);
+    let a = account(&server.uri(), &[], &[]);
+    let engine = engine();
+    let mut same_day = shipment("karachi");
+    same_day["service"] = json!("same  day");
+    let request = engine.prepare_book(&c, &a, &same_day).unwrap();
+    assert_eq!(
+        request.body,
+        Some(json!({ "service_type_id": 4, "consignee_city_id": 202 }))
+    );
+    assert_eq!(
+        engine.book(&c, &a, request).await.unwrap().tracking_number,
+        "101101"
+    );
+    let mut overnight = shipment("Karachi");
+    overnight["service"] = json!("overnight");
+    let err = engine.prepare_book(&c, &a, &overnight).unwrap_err();
+    assert_eq!(err.class, ErrorClass::Permanent);
+    assert!(
+        err.message
+            .contains("`overnight` is not in the connector's `services` lookup"),
+        "{}",
+        err.message
+    );
+}

@@ -10,7 +10,14 @@
 //! order_id: "{{ order.id | id }}"                              # "820982911946154508", exact
 //! total: "{{ jsonpath(order, '$.total_price_set.shop_money.amount') }}"
 //! city: "{{ lookup('cities', order.shipping_address.city, order.shipping_address.city) }}"
+//! destination_city: "{{ shipment.recipient.city | city_id }}"       # the connector's `cities` lookup
+//! service_type_id: "{{ shipment.service | lookup_id('services') }}" # any lookup the connector declares
 //! ```
+//!
+//! `city_id` and `lookup_id` read the connector's `lookups:` (the engine puts
+//! them in the variable `lookups`, names normalised; a mapping test gives
+//! them as input, e.g. `lookups: { cities: { karachi: 789 } }`). A name not
+//! in the list is an error naming it: a guessed id would book the wrong city.
 //!
 //! Filters that receive an undefined value (a lookup that found nothing) return
 //! none and flag it, so a typo in a field name is reported like any other
@@ -349,15 +356,16 @@ pub const LOOKUPS_VAR: &str = "lookups";
 /// gives `value`; none for none; an error naming `value` when it is not
 /// in the list, since sending a guess would book the wrong thing.
 fn lookup_id_filter(state: &State, value: Value, name: String) -> Result<Value, Error> {
-    find_id(state, value, &name, "name")
+    find_id(state, value, &name, None)
 }
 
 /// `value | city_id`: `lookup_id('cities')`.
 fn city_id_filter(state: &State, value: Value) -> Result<Value, Error> {
-    find_id(state, value, "cities", "city")
+    find_id(state, value, "cities", Some("city"))
 }
 
-fn find_id(state: &State, value: Value, name: &str, noun: &str) -> Result<Value, Error> {
+/// The id `value` has in lookup `name`; `noun` names what it is in the error.
+fn find_id(state: &State, value: Value, name: &str, noun: Option<&str>) -> Result<Value, Error> {
     let Some(key) = present(value).and_then(|k| scalar_text(&k)) else {
         return Ok(Value::from(()));
     };
@@ -372,9 +380,12 @@ fn find_id(state: &State, value: Value, name: &str, noun: &str) -> Result<Value,
         })?;
     match list.get_item(&Value::from(normalize_key(&key))) {
         Ok(found) if !found.is_undefined() && !found.is_none() => Ok(found),
-        _ => Err(invalid(format!(
-            "unknown {noun} `{key}`: the courier's `{name}` list has no such {noun}"
-        ))),
+        _ => Err(invalid(match noun {
+            Some(noun) => {
+                format!("unknown {noun} `{key}`: the courier's `{name}` list has no such {noun}")
+            }
+            None => format!("`{key}` is not in the connector's `{name}` lookup"),
+        })),
     }
 }
 
