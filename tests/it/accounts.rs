@@ -400,3 +400,35 @@ async fn validate_notes_a_route_that_reaches_only_inactive_accounts() {
     let (code, text, _) = cli(&dir, &["validate"]).await;
     assert_eq!((code, text.as_str()), (0, ""));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_test_asks_postex_for_its_cities_with_the_accounts_token() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/order/v2/get-operational-city"))
+        .and(header("token", "tok-secret"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "statusCode": "200", "statusMessage": "SUCCESSFULLY OPERATED",
+            "dist": [ { "operationalCityName": "Karachi", "countryName": "Pakistan", "isPickupCity": true, "isDeliveryCity": true } ]
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(
+            json!({ "statusCode": "401", "statusMessage": "Invalid Token tok-wrong" }),
+        ))
+        .mount(&server)
+        .await;
+    let dir = ConfigDir::new(&postex_at(&server.uri()));
+    let (code, text, err) = cli(&dir, &["accounts", "test", "courier-main"]).await;
+    assert_eq!((code, text.as_str()), (0, "ok\n"), "{err}");
+    dir.edit("waybill.yaml", |text| {
+        text.replace("tok-secret", "tok-wrong")
+    });
+    let (code, text, _) = cli(&dir, &["accounts", "test", "courier-main"]).await;
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(
+        text,
+        "error: cities: HTTP 401: Invalid Token *** (permanent)\n"
+    );
+}
