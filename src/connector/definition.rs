@@ -72,7 +72,8 @@ pub struct Connector {
     /// Default base URL; an account's `base_url` overrides it. `waybill:`
     /// stands for waybill's own HTTP server (the sandbox courier).
     pub base_url: Option<String>,
-    /// Declared operations by name (`book`, `track`, `track_many`, `cancel`, `lookup`).
+    /// Declared operations by name (`book`, `track`, `track_many`, `cancel`,
+    /// `lookup`, `label`, `cities`, `token`).
     pub operations: BTreeMap<String, Operation>,
     /// How a store signs and names its webhooks (stores only).
     pub webhook: Option<WebhookSpec>,

@@ -11,6 +11,9 @@
 //! - [`account`]: an account of a connector, as configured.
 //! - [`target`]: request URLs that order data can never steer elsewhere.
 //! - [`engine`]: prepares and sends requests and judges the answers.
+//! - `encoding`: form and query-string bodies.
+//! - `calls`: HTTP Basic, the token exchange, lookup lists, labels and the
+//!   account check; `session`: the tokens and lists kept per account.
 //! - [`classify`]: default failure classes and `Retry-After`.
 //! - [`sandbox`]: the courier waybill serves itself.
 //!
