@@ -432,3 +432,71 @@ async fn accounts_test_asks_postex_for_its_cities_with_the_accounts_token() {
         "error: cities: HTTP 401: Invalid Token *** (permanent)\n"
     );
 }
+
+#[tokio::test]
+async fn a_pipeline_books_on_the_declared_courier_with_a_token_and_city_ids() {
+    let server = MockServer::start().await;
+    // Mounted first, so it answers the bookings: a new number each.
+    let booked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = booked.clone();
+    Mock::given(method("POST"))
+        .and(path("/api/bookPacket"))
+        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .and(body_string_contains("destination_city=789"))
+        .respond_with(move |_: &wiremock::Request| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "status": 1, "track_number": format!("KI75{n}") }))
+        })
+        .mount(&server)
+        .await;
+    mount_stub(&server).await;
+    let dir = stub_tree(&server);
+    // The pipeline routes to courier-main; make it the declared courier.
+    dir.edit("waybill.yaml", |text| {
+        text.replace(
+            "courier-main: { connector: sandbox }",
+            &format!(
+                "courier-main: {{ connector: stubcourier, base_url: \"{}/api\", credentials: {{ api_key: k1, api_password: \"{API_PASSWORD}\", client_id: c1, client_secret: \"{CLIENT_SECRET}\" }} }}",
+                server.uri()
+            ),
+        )
+    });
+    let app = App::start(&dir).await;
+    for (i, id) in [9_500_000_001u64, 9_500_000_002].into_iter().enumerate() {
+        let order = order_with("order-cod.json", |o| o["id"] = json!(id));
+        let (status, _) = app
+            .shopify(&order, "orders/create", &format!("feat-{i}"))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let shipments = eventually(
+        std::time::Duration::from_secs(30),
+        "two shipments",
+        || async {
+            let letters = dead_letters(&app, "shopify-orders").await;
+            assert!(letters.is_empty(), "{letters:?}");
+            all_shipments(&app).await.filter(|s| s.len() == 2)
+        },
+    )
+    .await;
+    let mut numbers: Vec<&str> = shipments
+        .iter()
+        .map(|s| s.tracking_number.as_str())
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, ["KI750", "KI751"]);
+    let requests = server.received_requests().await.expect("requests");
+    let count = |p: &str| requests.iter().filter(|r| r.url.path() == p).count();
+    // One token exchange and one city list serve both bookings.
+    assert_eq!(
+        (
+            count("/api/auth"),
+            count("/api/cities"),
+            count("/api/bookPacket")
+        ),
+        (1, 1, 2)
+    );
+    assert!(dead_letters(&app, "shopify-orders").await.is_empty());
+    app.stop().await;
+}
