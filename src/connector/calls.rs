@@ -15,10 +15,34 @@ use super::engine::{find, stage_of};
 use super::session::Token;
 use super::{Account, Connector, Engine, OperationOutput, PreparedRequest};
 use crate::model::{ErrorClass, Failure};
+use crate::telemetry::events::CourierRequestCompleted;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
 impl Engine {
+    /// Counts a request the engine made on its own, as bookings are counted.
+    fn count(
+        &self,
+        connector: &Connector,
+        account: &Account,
+        operation: &str,
+        started: std::time::Instant,
+        failure: Option<&Failure>,
+    ) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        CourierRequestCompleted {
+            courier: &connector.name,
+            account: &account.name,
+            operation,
+            outcome: failure.map_or("success", |f| f.class.as_str()),
+            elapsed: started.elapsed(),
+            detail: failure.map_or("", |f| f.message.as_str()),
+        }
+        .emit(metrics);
+    }
+
     /// `ctx` with the connector's lookups under `lookups`, when it declares
     /// any: tables as written, fetched lists as last fetched by [`Engine::warm`].
     pub(super) fn with_lookups(
@@ -62,7 +86,16 @@ impl Engine {
             self.session
                 .lists
                 .ensure(&key, *ttl, async || {
-                    self.fetch_list(connector, account, operation).await
+                    let started = std::time::Instant::now();
+                    let fetched = self.fetch_list(connector, account, operation).await;
+                    self.count(
+                        connector,
+                        account,
+                        operation,
+                        started,
+                        fetched.as_ref().err(),
+                    );
+                    fetched
                 })
                 .await?;
         }
@@ -112,7 +145,10 @@ impl Engine {
         self.session
             .tokens
             .get(&key, rejected, async || {
-                self.fetch_token(connector, account).await
+                let started = std::time::Instant::now();
+                let fetched = self.fetch_token(connector, account).await;
+                self.count(connector, account, "token", started, fetched.as_ref().err());
+                fetched
             })
             .await
     }

@@ -64,6 +64,9 @@ pub struct Engine {
     pacing: Pacing,
     /// Tokens and fetched lookup lists, per account.
     pub(super) session: Arc<Session>,
+    /// Where the requests the engine makes on its own (token exchanges,
+    /// lookup lists) are counted; callers count the rest. Default none.
+    pub(super) metrics: Option<Arc<crate::telemetry::Metrics>>,
 }
 
 impl Engine {
@@ -73,7 +76,14 @@ impl Engine {
             self_base,
             pacing: Pacing::default(),
             session: Arc::default(),
+            metrics: None,
         }
+    }
+
+    /// The engine, counting its own token exchanges and list fetches in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::telemetry::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// How long to wait before sending `account` another request under its

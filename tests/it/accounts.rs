@@ -498,5 +498,12 @@ async fn a_pipeline_books_on_the_declared_courier_with_a_token_and_city_ids() {
         (1, 1, 2)
     );
     assert!(dead_letters(&app, "shopify-orders").await.is_empty());
+    let metrics = app.metrics().await;
+    for operation in ["token", "cities"] {
+        let counted = format!(
+            "courier=\"stubcourier\",account=\"courier-main\",operation=\"{operation}\",outcome=\"success\"}} 1"
+        );
+        assert!(metrics.contains(&counted), "{counted} in {metrics}");
+    }
     app.stop().await;
 }
