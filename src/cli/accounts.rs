@@ -99,11 +99,8 @@ fn summary(account: &Account, connector: Option<&Connector>) -> Value {
     json!({
         "name": account.name,
         "connector": account.connector,
-        "kind": match connector.map(|c| c.kind) {
-            Some(ConnectorKind::Store) => "store",
-            Some(ConnectorKind::Courier) => "courier",
-            None => "unknown",
-        },
+        // The variant's own name, lower case: every kind there is, with no list to keep up.
+        "kind": connector.map_or_else(|| "unknown".to_string(), |c| format!("{:?}", c.kind).to_lowercase()),
         "active": account.active,
         "credentials": credentials,
     })
