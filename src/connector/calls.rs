@@ -250,6 +250,7 @@ pub(super) fn with_token(
     request: &PreparedRequest,
     auth: &TokenAuth,
     token: &Token,
+    account: &Account,
 ) -> Result<PreparedRequest, String> {
     let value = auth
         .value
@@ -259,7 +260,9 @@ pub(super) fn with_token(
     sent.headers
         .retain(|(name, _)| !name.eq_ignore_ascii_case(&auth.header));
     sent.headers.push((auth.header.clone(), value));
-    sent.secrets = if request.secrets == token.secrets {
+    // The usual case reuses the secrets compiled with the token; a request
+    // with secrets of its own (a Basic header) compiles its own set.
+    sent.secrets = if request.secrets == account.secrets {
         token.secrets.clone()
     } else {
         request.secrets.with([token.value.clone()])

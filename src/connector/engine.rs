@@ -170,7 +170,8 @@ impl Engine {
         if let Some(basic) = &connector.auth.basic {
             let value = basic_header(basic, ctx)
                 .map_err(|err| permanent(format!("{operation}: auth.basic: {err}")))?;
-            secrets = secrets.with([value.clone()]);
+            let key = super::session::key(&connector.name, &account.name, "basic");
+            secrets = self.session.basic.with(&key, &secrets, &value);
             headers.push(("Authorization".into(), value));
         }
         let (url, body) = self
@@ -280,7 +281,7 @@ impl Engine {
         let mut rejected: Option<String> = None;
         loop {
             let token = self.token(connector, account, rejected.as_deref()).await?;
-            let sent = with_token(&request, auth, &token).map_err(|err| {
+            let sent = with_token(&request, auth, &token, account).map_err(|err| {
                 Failure::permanent(
                     stage_of(operation),
                     format!("{operation}: auth.token: {err}"),

@@ -156,11 +156,33 @@ impl Lists {
     }
 }
 
+/// An account's secrets with one more value (its Basic header), compiled
+/// once per value rather than for every request.
+#[derive(Default)]
+pub(crate) struct Extended {
+    compiled: Mutex<HashMap<String, (String, Secrets)>>,
+}
+
+impl Extended {
+    pub fn with(&self, key: &str, base: &Secrets, extra: &str) -> Secrets {
+        let mut compiled = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((value, secrets)) = compiled.get(key)
+            && value == extra
+        {
+            return secrets.clone();
+        }
+        let secrets = base.with([extra.to_string()]);
+        compiled.insert(key.to_string(), (extra.to_string(), secrets.clone()));
+        secrets
+    }
+}
+
 /// The per-account state of one engine.
 #[derive(Default)]
 pub(crate) struct Session {
     pub tokens: Tokens,
     pub lists: Lists,
+    pub basic: Extended,
 }
 
 /// Never the tokens.
