@@ -850,3 +850,45 @@ async fn a_table_lookup_gives_service_ids_and_refuses_an_unknown_service() {
         err.message
     );
 }
+
+#[tokio::test]
+async fn a_fetched_list_is_kept_for_its_ttl_then_fetched_again() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/CallCourier/GetCityListByService"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!([{ "CityID": 2, "CityName": "Lahore" }])),
+        )
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = CALLCOURIER.replace("ttl: 1h", "ttl: 300ms");
+    let c = connector(
+        dir.path(),
+        &yaml,
+        &[("mappings/cc/book.yaml", CALLCOURIER_BOOK)],
+    );
+    let a = account(&server.uri(), &[("login_id", "L-1")], &["L-1"]);
+    let other = Account {
+        name: "courier-two".into(),
+        ..a.clone()
+    };
+    let engine = engine();
+    let fetches = || async { server.received_requests().await.unwrap().len() };
+    engine.warm(&c, &a).await.unwrap();
+    engine.warm(&c, &a).await.unwrap();
+    assert_eq!(fetches().await, 1);
+    // Each account has its own list.
+    engine.warm(&c, &other).await.unwrap();
+    assert_eq!(fetches().await, 2);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        engine.prepare_book(&c, &a, &shipment("Lahore")).is_err(),
+        "an expired list is not used"
+    );
+    engine.warm(&c, &a).await.unwrap();
+    assert_eq!(fetches().await, 3);
+    let request = engine.prepare_book(&c, &a, &shipment("Lahore")).unwrap();
+    assert!(request.url.contains("DestCityId=2"), "{}", request.url);
+}
