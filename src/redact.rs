@@ -59,6 +59,20 @@ impl Secrets {
         self.values.is_empty()
     }
 
+    /// These secrets and `extra` (a token fetched at run time, a Basic header).
+    pub fn with<I, S>(&self, extra: I) -> Secrets
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Secrets::new(
+            self.values
+                .iter()
+                .cloned()
+                .chain(extra.into_iter().map(Into::into)),
+        )
+    }
+
     /// `text` with every encoding of every secret replaced by [`MASK`].
     pub fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
         match &self.pattern {

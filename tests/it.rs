@@ -1,5 +1,7 @@
 //! Integration tests: one binary (one link of the whole crate), one module per area.
 
+#[path = "it/accounts.rs"]
+mod accounts;
 #[path = "it/bodies.rs"]
 mod bodies;
 #[path = "it/callbacks.rs"]

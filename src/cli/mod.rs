@@ -3,6 +3,7 @@
 //! This is the binary's edge, so subcommands report errors with `anyhow`
 //! and return the process exit code.
 
+pub mod accounts;
 pub mod bookings;
 pub mod cod;
 pub mod dlq;
@@ -49,6 +50,9 @@ pub enum Command {
     Test,
     /// Run a pipeline on one order without side effects and print what it would do.
     Try(try_pipeline::TryArgs),
+    /// List accounts, and check that a courier account works.
+    #[command(subcommand)]
+    Accounts(accounts::AccountsCommand),
     /// Inspect and replay dead letters.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -92,6 +96,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Validate => Ok(validate::run(config)),
         Command::Test => test::run(config),
         Command::Try(args) => try_pipeline::run(config, args),
+        Command::Accounts(cmd) => accounts::run(config, cmd).await,
         Command::Dlq(cmd) => with_backends(config, async |c, b| dlq::run(c, b, cmd).await).await,
         Command::Bookings(cmd) => {
             with_backends(config, async |c, b| bookings::run(c, b, cmd).await).await

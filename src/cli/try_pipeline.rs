@@ -91,7 +91,7 @@ pub fn run(config_path: &Path, args: TryArgs) -> anyhow::Result<i32> {
 }
 
 /// The first store account whose webhooks land on the pipeline's input topic.
-fn feeding_account(config: &Config, pipeline: &Pipeline) -> Option<String> {
+pub(crate) fn feeding_account(config: &Config, pipeline: &Pipeline) -> Option<String> {
     config
         .accounts
         .values()
@@ -107,7 +107,7 @@ fn feeding_account(config: &Config, pipeline: &Pipeline) -> Option<String> {
 
 /// The source an account's events carry: its store connector's
 /// `webhook.source`, else the connector's name.
-fn source_of(config: &Config, account: &str) -> String {
+pub(crate) fn source_of(config: &Config, account: &str) -> String {
     let Some(connector) = config.accounts.get(account).map(|a| &a.connector) else {
         return String::new();
     };

@@ -28,6 +28,9 @@ fn report(
     // A closed pipe (e.g. `| head`) must not turn a verdict into a panic.
     match result {
         Ok(config) => {
+            for note in notes(config) {
+                let _ = writeln!(out, "{note}");
+            }
             let _ = writeln!(
                 err,
                 "{}: ok ({} accounts, {} pipelines)",
@@ -46,6 +49,33 @@ fn report(
             1
         }
     }
+}
+
+/// What is valid but likely not meant: a route step all of whose rules
+/// lead to inactive accounts books nothing.
+pub fn notes(config: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    for pipeline in &config.pipelines {
+        for step in &pipeline.steps {
+            let crate::config::Step::Route(rules) = step else {
+                continue;
+            };
+            let inactive: Vec<&str> = rules
+                .iter()
+                .filter(|rule| config.accounts.get(&rule.to).is_some_and(|a| !a.active))
+                .map(|rule| rule.to.as_str())
+                .collect();
+            if !rules.is_empty() && inactive.len() == rules.len() {
+                notes.push(format!(
+                    "{}: note: pipeline `{}` routes only to inactive accounts ({}): it will book nothing until one is `active: true`",
+                    pipeline.file.display(),
+                    pipeline.name,
+                    inactive.join(", ")
+                ));
+            }
+        }
+    }
+    notes
 }
 
 #[cfg(test)]

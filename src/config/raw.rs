@@ -167,6 +167,22 @@ pub struct RawAccount {
     /// Overrides keys of the top-level `sync:` for this courier account
     /// (read as a [`RawSync`]).
     pub sync: Option<Node>,
+    /// `false` keeps the account configured but never booked on: routing
+    /// passes over it. Default `true`.
+    pub active: Option<Located<bool>>,
+    /// `{ requests: 5, per: 1s }`: this account's own limit, in place of its
+    /// connector's `rate_limit.per_account`. Default the connector's.
+    pub rate_limit: Option<Located<RawAccountRate>>,
+}
+
+/// An account's `rate_limit:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccountRate {
+    /// Required. Requests allowed at once, and per `per` at the steady rate; at least 1.
+    pub requests: u32,
+    /// Required. A duration such as `1s` or `1m`, at most a day.
+    pub per: String,
 }
 
 /// A pipeline file.

@@ -7,6 +7,7 @@
 //!   courier-main: { connector: postex, credentials: { token: "${POSTEX_TOKEN}" } }
 //! ```
 
+use super::RateLimit;
 use crate::redact::Secrets;
 use std::collections::BTreeMap;
 
@@ -24,6 +25,10 @@ pub struct Account {
     pub base_url: Option<String>,
     /// Credential values the connector marks secret: never logged, redacted.
     pub secrets: Secrets,
+    /// `false`: never booked on; routing passes over it.
+    pub active: bool,
+    /// Overrides the connector's `rate_limit.per_account` for this account.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Credential names only: a `{:?}` of an account must not print its values.
@@ -35,6 +40,8 @@ impl std::fmt::Debug for Account {
             .field("credentials", &self.credentials.keys().collect::<Vec<_>>())
             .field("settings", &self.settings)
             .field("base_url", &self.base_url)
+            .field("active", &self.active)
+            .field("rate_limit", &self.rate_limit)
             .finish_non_exhaustive()
     }
 }

@@ -77,7 +77,8 @@ pub struct Connector {
     /// Default base URL; an account's `base_url` overrides it. `waybill:`
     /// stands for waybill's own HTTP server (the sandbox courier).
     pub base_url: Option<String>,
-    /// Declared operations by name (`book`, `track`, `track_many`, `cancel`, `lookup`, `payment`).
+    /// Declared operations by name (`book`, `track`, `track_many`, `cancel`,
+    /// `lookup`, `payment`, `label`, `cities`, `token`).
     pub operations: BTreeMap<String, Operation>,
     /// How a store signs and names its webhooks (stores only).
     pub webhook: Option<WebhookSpec>,
@@ -88,8 +89,87 @@ pub struct Connector {
     pub rate_limit: Option<RateLimit>,
     /// The columns of the courier's settlement sheets.
     pub settlement: Option<SettlementSpec>,
+    /// Basic auth and token exchange, applied to every request.
+    pub auth: Auth,
+    /// Name → id lookups for body mappings, by name (`cities`, `services`, …).
+    pub lookups: BTreeMap<String, Lookup>,
+    /// What `waybill accounts test` calls.
+    pub account_check: Option<AccountCheck>,
     /// File the connector was read from.
     pub file: PathBuf,
+}
+
+/// `auth:`, compiled.
+#[derive(Debug, Default)]
+pub struct Auth {
+    pub basic: Option<BasicAuth>,
+    pub token: Option<TokenAuth>,
+}
+
+/// HTTP Basic from two templates over the request context.
+#[derive(Debug)]
+pub struct BasicAuth {
+    pub username: Template,
+    pub password: Template,
+}
+
+/// A token from the `token` operation, sent in a header.
+#[derive(Debug)]
+pub struct TokenAuth {
+    pub header: String,
+    /// Sees `token`.
+    pub value: Template,
+    /// When the answer gives no `expires_in`.
+    pub lifetime: Duration,
+    pub refresh_before: Duration,
+}
+
+/// Default lifetime of a token whose answer says none.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// Default margin before expiry at which a token is fetched again.
+pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(60);
+/// Default time a fetched lookup list is kept.
+pub const DEFAULT_LOOKUP_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A name → id lookup.
+#[derive(Debug)]
+pub enum Lookup {
+    /// Written in the connector; keys normalised (see [`lookup_key`]).
+    Table(BTreeMap<String, Value>),
+    /// Fetched with an operation per account and kept for `ttl`.
+    Operation { operation: String, ttl: Duration },
+}
+
+/// How lookup names compare: trimmed, whitespace collapsed, lower case.
+pub fn lookup_key(name: &str) -> String {
+    crate::mapping::normalize_key(name)
+}
+
+/// `account_check:`, compiled.
+#[derive(Debug)]
+pub struct AccountCheck {
+    pub operation: String,
+    pub vars: serde_json::Map<String, Value>,
+    /// A failed answer that matches still proves the account works.
+    pub ok_when: Option<Expr>,
+}
+
+/// How an operation's body is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    #[default]
+    Json,
+    Form,
+    Query,
+}
+
+/// How an operation's answer is read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ResponseFormat {
+    #[default]
+    Json,
+    /// Kept as bytes; a success must have one of these content types (any when empty).
+    Binary { content_types: Vec<String> },
 }
 
 impl Connector {
@@ -125,8 +205,12 @@ pub struct Operation {
     pub headers: Vec<(String, String)>,
     /// Query parameter name → value template.
     pub query: Vec<(String, String)>,
-    /// Field mapping producing the JSON body.
+    /// Field mapping producing the body.
     pub body: Option<Arc<Mapping>>,
+    /// How the body is sent (JSON, form, query string).
+    pub encoding: Encoding,
+    /// How the answer is read (JSON, or bytes such as a PDF).
+    pub response: ResponseFormat,
     /// The path's templated segments and the header and query values,
     /// compiled once at load and keyed by their source text.
     pub templates: BTreeMap<String, Template>,
@@ -141,7 +225,7 @@ pub struct Operation {
     /// Expression giving the courier's own error text, e.g. `body.statusMessage`.
     pub error_message: Option<Expr>,
     pub timeout: Duration,
-    /// `track_many`: the answer's items, each read with `extract`.
+    /// `track_many` and `cities`: the answer's items, each read with `extract`.
     pub each: Option<JsonPath>,
     /// `track_many`: most tracking numbers per request.
     pub max_batch: Option<usize>,

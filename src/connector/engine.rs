@@ -15,20 +15,27 @@
 //! ```
 
 use super::Account;
+use super::calls::{basic_header, with_token};
 use super::classify::{default_class, parse_retry_after, send_error_class};
+use super::definition::{Encoding, ResponseFormat};
 use super::pacing::Pacing;
+use super::session::Session;
 use super::target::{build_url, resolve_base};
 use super::{Connector, Operation, PreparedRequest};
-use crate::mapping::render_str;
+use crate::mapping::{Expr, render_str};
 use crate::model::{BookingResult, ErrorClass, Exchange, Failure};
 use crate::redact::Secrets;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
 /// Bytes of a response body read at most; the rest is not read.
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Bytes of a binary answer (a label) read at most.
+pub const MAX_BINARY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Bytes of a response body kept in a [`Failure`].
 pub const KEPT_RESPONSE_BYTES: usize = 4096;
@@ -43,6 +50,9 @@ pub struct OperationOutput {
     pub extracted: BTreeMap<String, Value>,
     /// For an operation with `each`: the `extract` values of each item.
     pub items: Vec<BTreeMap<String, Value>>,
+    /// For a `format: binary` operation: the body as sent, and its content type.
+    pub bytes: Option<Vec<u8>>,
+    pub content_type: Option<String>,
 }
 
 /// Executes connector operations over HTTP.
@@ -52,6 +62,11 @@ pub struct Engine {
     /// Base URL of waybill's own HTTP server, for `waybill:` base URLs.
     self_base: String,
     pacing: Pacing,
+    /// Tokens and fetched lookup lists, per account.
+    pub(super) session: Arc<Session>,
+    /// Where the requests the engine makes on its own (token exchanges,
+    /// lookup lists) are counted; callers count the rest. Default none.
+    pub(super) metrics: Option<Arc<crate::telemetry::Metrics>>,
 }
 
 impl Engine {
@@ -60,17 +75,28 @@ impl Engine {
             http,
             self_base,
             pacing: Pacing::default(),
+            session: Arc::default(),
+            metrics: None,
         }
+    }
+
+    /// The engine, counting its own token exchanges and list fetches in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::telemetry::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// How long to wait before sending `account` another request under its
     /// connector's `rate_limit` (none: no wait). The slot is taken whether
     /// or not the caller then sends.
     pub fn pace(&self, connector: &Connector, account: &Account) -> Duration {
-        connector.rate_limit.map_or(Duration::ZERO, |limit| {
-            self.pacing
-                .reserve(&account.name, limit, std::time::Instant::now())
-        })
+        account
+            .rate_limit
+            .or(connector.rate_limit)
+            .map_or(Duration::ZERO, |limit| {
+                self.pacing
+                    .reserve(&account.name, limit, std::time::Instant::now())
+            })
     }
 
     /// A client suited to the engine: redirects are not followed, since a
@@ -140,21 +166,55 @@ impl Engine {
                 .map_err(|err| permanent(format!("{operation}: header `{name}`: {err}")))?;
             headers.push((name.clone(), value));
         }
-        let body = match &op.body {
-            Some(mapping) => Some(
-                mapping
-                    .eval(ctx)
-                    .map_err(|err| permanent(format!("{operation}: body: {err}")))?,
-            ),
-            None => None,
-        };
+        let mut secrets = account.secrets.clone();
+        if let Some(basic) = &connector.auth.basic {
+            let value = basic_header(basic, ctx)
+                .map_err(|err| permanent(format!("{operation}: auth.basic: {err}")))?;
+            let key = super::session::key(&connector.name, &account.name, "basic");
+            secrets = self.session.basic.with(&key, &secrets, &value);
+            headers.push(("Authorization".into(), value));
+        }
+        let (url, body) = self
+            .body(connector, op, account, ctx, url)
+            .map_err(|err| permanent(format!("{operation}: body: {err}")))?;
         Ok(PreparedRequest {
             method: op.method.to_string(),
             url: url.to_string(),
             headers,
             body,
-            secrets: account.secrets.clone(),
+            secrets,
         })
+    }
+
+    /// The body mapping's output, as the operation's `encoding` sends it:
+    /// a JSON or form body, or query parameters added to `url`.
+    fn body(
+        &self,
+        connector: &Connector,
+        op: &Operation,
+        account: &Account,
+        ctx: &Value,
+        mut url: url::Url,
+    ) -> Result<(url::Url, Option<Value>), String> {
+        let Some(mapping) = &op.body else {
+            return Ok((url, None));
+        };
+        let with_lookups = self.with_lookups(connector, account, ctx);
+        let body = mapping
+            .eval(with_lookups.as_ref().unwrap_or(ctx))
+            .map_err(|err| err.to_string())?;
+        match op.encoding {
+            Encoding::Query => {
+                let pairs = super::encoding::pairs(&body)?;
+                url.query_pairs_mut().extend_pairs(pairs);
+                Ok((url, None))
+            }
+            Encoding::Form => {
+                super::encoding::pairs(&body)?;
+                Ok((url, Some(body)))
+            }
+            Encoding::Json => Ok((url, Some(body))),
+        }
     }
 
     /// Sends a prepared `book` request and judges the answer.
@@ -164,7 +224,8 @@ impl Engine {
         account: &Account,
         request: PreparedRequest,
     ) -> Result<BookingResult, Failure> {
-        let failing = Failing::new("book", &request, &account.secrets);
+        let secrets = request.secrets.clone();
+        let failing = Failing::new("book", &request, &secrets);
         let output = self.execute(connector, "book", account, request).await?;
         let tracking_number = match output.extracted.get("tracking_number") {
             Some(Value::String(text)) if !text.trim().is_empty() => text.trim().to_string(),
@@ -175,7 +236,7 @@ impl Engine {
                     ErrorClass::Ambiguous,
                     "the courier accepted the booking but no tracking number was found in the answer".into(),
                     Some(output.status),
-                    Some(keep(&output.body.to_string(), &account.secrets)),
+                    Some(keep(&output.body.to_string(), &secrets)),
                 ));
             }
         };
@@ -195,17 +256,81 @@ impl Engine {
         account: &Account,
         request: PreparedRequest,
     ) -> Result<OperationOutput, Failure> {
+        self.execute_accepting(connector, operation, account, request, None)
+            .await
+    }
+
+    /// Like [`Engine::execute`]; an answer matching `accept` counts as a success too.
+    pub(super) async fn execute_accepting(
+        &self,
+        connector: &Connector,
+        operation: &str,
+        account: &Account,
+        request: PreparedRequest,
+        accept: Option<&Expr>,
+    ) -> Result<OperationOutput, Failure> {
         let op = find(connector, operation)?;
-        let failing = Failing::new(stage_of(operation), &request, &account.secrets);
-        let response = self.send(op, &request).await.map_err(|err| {
+        let Some(auth) = connector
+            .auth
+            .token
+            .as_ref()
+            .filter(|_| operation != "token")
+        else {
+            return self.execute_plain(op, operation, request, accept).await;
+        };
+        let mut rejected: Option<String> = None;
+        loop {
+            let token = self.token(connector, account, rejected.as_deref()).await?;
+            let sent = with_token(&request, auth, &token, account).map_err(|err| {
+                Failure::permanent(
+                    stage_of(operation),
+                    format!("{operation}: auth.token: {err}"),
+                )
+            })?;
+            let failing = Failing::new(stage_of(operation), &sent, &sent.secrets);
+            let answer = self.exchange(op, &sent, &failing).await?;
+            // A 401 says the token was refused before anything was done:
+            // fetch another once, and send the request once more.
+            if answer.status == 401 && rejected.is_none() {
+                rejected = Some(token.value);
+                continue;
+            }
+            return answer.judge(op, operation, &failing, accept);
+        }
+    }
+
+    /// Sends `request` as it is, with no token.
+    pub(super) async fn execute_plain(
+        &self,
+        op: &Operation,
+        operation: &str,
+        request: PreparedRequest,
+        accept: Option<&Expr>,
+    ) -> Result<OperationOutput, Failure> {
+        let failing = Failing::new(stage_of(operation), &request, &request.secrets);
+        let answer = self.exchange(op, &request, &failing).await?;
+        answer.judge(op, operation, &failing, accept)
+    }
+
+    /// Sends `request` and reads the answer.
+    async fn exchange(
+        &self,
+        op: &Operation,
+        request: &PreparedRequest,
+        failing: &Failing<'_>,
+    ) -> Result<Answer, Failure> {
+        let response = self.send(op, request).await.map_err(|err| {
             let (class, message) = send_error_class(&err);
             failing.fail(class, message, None, None)
         })?;
-        let answer = Answer::read(response, &failing).await?;
-        answer.judge(op, operation, &failing)
+        let limit = match op.response {
+            ResponseFormat::Json => MAX_RESPONSE_BYTES,
+            ResponseFormat::Binary { .. } => MAX_BINARY_BYTES,
+        };
+        Answer::read(response, failing, limit).await
     }
 
-    /// Sends `request` as `op` declares (method, timeout).
+    /// Sends `request` as `op` declares (method, timeout, body encoding).
     async fn send(
         &self,
         op: &Operation,
@@ -219,20 +344,33 @@ impl Engine {
             builder = builder.header(name.as_str(), value.as_str());
         }
         if let Some(body) = &request.body {
-            builder = builder.json(body);
+            builder = match op.encoding {
+                Encoding::Form => {
+                    // Checked when the request was prepared.
+                    let pairs = super::encoding::pairs(body).unwrap_or_default();
+                    builder
+                        .header(
+                            reqwest::header::CONTENT_TYPE,
+                            "application/x-www-form-urlencoded",
+                        )
+                        .body(super::encoding::form(&pairs))
+                }
+                Encoding::Json | Encoding::Query => builder.json(body),
+            };
         }
         builder.send().await
     }
 }
 
 /// The stage a failure of `operation` is reported under.
-fn stage_of(operation: &str) -> &'static str {
+pub(super) fn stage_of(operation: &str) -> &'static str {
     match operation {
         "book" => "book",
         "track" | "track_many" => "track",
         "cancel" => "cancel",
         "lookup" => "lookup",
         "payment" => "payment",
+        "label" => "label",
         _ => "connector",
     }
 }
@@ -286,6 +424,7 @@ impl Answer {
     async fn read(
         mut response: reqwest::Response,
         failing: &Failing<'_>,
+        limit: usize,
     ) -> Result<Answer, Failure> {
         let status = response.status().as_u16();
         let mut headers = Map::new();
@@ -305,7 +444,7 @@ impl Answer {
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
-                    let room = MAX_RESPONSE_BYTES - bytes.len();
+                    let room = limit - bytes.len();
                     if chunk.len() > room {
                         bytes.extend_from_slice(&chunk[..room]);
                         truncated = true;
@@ -337,22 +476,85 @@ impl Answer {
         })
     }
 
-    /// The success rule, then extraction or a classified failure.
-    fn judge(
-        self,
-        op: &Operation,
-        operation: &str,
-        failing: &Failing<'_>,
-    ) -> Result<OperationOutput, Failure> {
-        let status = self.status;
+    /// The answer's media type, lower case, without parameters.
+    fn content_type(&self) -> Option<String> {
+        self.headers
+            .get("content-type")
+            .and_then(Value::as_str)
+            .map(|ct| {
+                ct.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+    }
+
+    /// The body as text and as JSON for the rules: a binary answer only
+    /// when it is textual (a courier's JSON or HTML error instead of a PDF).
+    fn text_and_body(&self, binary: bool, content_type: Option<&str>) -> (String, Value) {
+        let textual = !binary
+            || content_type.is_some_and(|ct| {
+                ct.starts_with("text/") || ct.contains("json") || ct.contains("xml")
+            });
+        if !textual {
+            return (String::new(), Value::Null);
+        }
         let text = String::from_utf8_lossy(&self.bytes).into_owned();
         let body = if self.truncated {
             Value::Null
         } else {
             serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
         };
+        (text, body)
+    }
+
+    /// Why a binary answer the success rule accepted is still refused.
+    fn unexpected_type(
+        &self,
+        op: &Operation,
+        operation: &str,
+        judged: &Value,
+        content_type: Option<&str>,
+        types: &[String],
+    ) -> String {
+        let status = self.status;
+        if self.truncated {
+            return format!("{operation}: HTTP {status}: answer over {MAX_BINARY_BYTES} bytes");
+        }
+        format!(
+            "{operation}: HTTP {status}: answered `{}`, expected {}{}",
+            content_type.unwrap_or("no content type"),
+            types.join(" or "),
+            courier_message(op, judged).map_or_else(String::new, |said| format!(": {said}"))
+        )
+    }
+
+    /// The success rule, then extraction or a classified failure.
+    fn judge(
+        self,
+        op: &Operation,
+        operation: &str,
+        failing: &Failing<'_>,
+        accept: Option<&Expr>,
+    ) -> Result<OperationOutput, Failure> {
+        let status = self.status;
+        let content_type = self.content_type();
+        let binary = match &op.response {
+            ResponseFormat::Json => None,
+            ResponseFormat::Binary { content_types } => Some(content_types),
+        };
+        let (text, body) = self.text_and_body(binary.is_some(), content_type.as_deref());
         let judged = json!({ "response": { "status": status, "headers": self.headers }, "body": body, "text": text });
-        if op.success.eval_bool(&judged).unwrap_or(false) {
+        let said_yes = op.success.eval_bool(&judged).unwrap_or(false);
+        let type_ok = match (binary, content_type.as_deref()) {
+            (None, _) => true,
+            (Some(types), _) if types.is_empty() => true,
+            (Some(types), Some(ct)) => types.iter().any(|t| t == ct),
+            (Some(_), None) => false,
+        };
+        let accepted = accept.is_some_and(|expr| expr.eval_bool(&judged).unwrap_or(false));
+        if (said_yes && type_ok && !self.truncated) || accepted {
             let extracted = extract(op, &body);
             let items = match &op.each {
                 Some(each) => each
@@ -367,7 +569,19 @@ impl Answer {
                 body,
                 extracted,
                 items,
+                bytes: binary.map(|_| self.bytes),
+                content_type,
             });
+        }
+        if said_yes && let Some(types) = binary {
+            let message =
+                self.unexpected_type(op, operation, &judged, content_type.as_deref(), types);
+            return Err(failing.fail(
+                ErrorClass::Permanent,
+                message,
+                Some(status),
+                Some(keep(&text, failing.secrets)),
+            ));
         }
         let class = op
             .errors
@@ -422,7 +636,10 @@ fn failure_message(
     message
 }
 
-fn find<'a>(connector: &'a Connector, operation: &str) -> Result<&'a Operation, Failure> {
+pub(super) fn find<'a>(
+    connector: &'a Connector,
+    operation: &str,
+) -> Result<&'a Operation, Failure> {
     connector.operation(operation).ok_or_else(|| {
         Failure::permanent(
             stage_of(operation),
@@ -475,368 +692,5 @@ fn truncate(text: &str, max: usize) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::connector::sandbox::Sandbox;
-    use std::path::{Path, PathBuf};
-    use wiremock::matchers::{header, method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-
-    const TOKEN: &str = "tok-S3CRET/value";
-
-    fn repo() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-    }
-
-    /// The shipped PostEx connector, with a body mapping that passes the shipment through.
-    fn postex(dir: &Path) -> Connector {
-        std::fs::create_dir_all(dir.join("mappings/postex")).unwrap();
-        for body in ["book.yaml", "cancel.yaml"] {
-            std::fs::write(
-                dir.join("mappings/postex").join(body),
-                "\"{{ shipment }}\"\n",
-            )
-            .unwrap();
-        }
-        Connector::load_with_base(&repo().join("connectors/postex.yaml"), dir).unwrap()
-    }
-
-    /// A connector written for one test, rooted in `dir`.
-    fn custom(dir: &Path, yaml: &str) -> Connector {
-        std::fs::create_dir_all(dir.join("mappings")).unwrap();
-        std::fs::write(dir.join("mappings/pass.yaml"), "\"{{ shipment }}\"\n").unwrap();
-        let file = dir.join("custom.yaml");
-        std::fs::write(&file, yaml).unwrap();
-        Connector::load_with_base(&file, dir).unwrap()
-    }
-
-    fn account(base_url: &str) -> Account {
-        Account {
-            name: "courier-main".into(),
-            connector: "postex".into(),
-            credentials: [("token".to_string(), TOKEN.to_string())].into(),
-            settings: Map::new(),
-            base_url: Some(base_url.into()),
-            secrets: Secrets::new([TOKEN]),
-        }
-    }
-
-    fn shipment() -> Value {
-        json!({ "order_id": "820982911946154508", "reference": "#1001", "recipient": { "city": "Karachi" } })
-    }
-
-    /// What was sent and answered in the exchange that failed.
-    fn exchange(failure: &Failure) -> &Exchange {
-        failure.exchange.as_ref().expect("an exchange")
-    }
-
-    fn response(failure: &Failure) -> String {
-        exchange(failure).response.clone().expect("a response")
-    }
-
-    fn sent_request(failure: &Failure) -> Value {
-        exchange(failure).request.clone().expect("a request")
-    }
-
-    fn engine() -> Engine {
-        Engine::new(Engine::client().unwrap(), "http://127.0.0.1:9".into())
-    }
-
-    /// Books against a courier answering `answer`, expecting the booking to fail.
-    async fn booking_failure(answer: ResponseTemplate) -> Failure {
-        book_against(answer).await.unwrap_err()
-    }
-
-    async fn book_against(answer: ResponseTemplate) -> Result<BookingResult, Failure> {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/order/v3/create-order"))
-            .and(header("token", TOKEN))
-            .respond_with(answer)
-            .expect(1)
-            .mount(&server)
-            .await;
-        let dir = tempfile::tempdir().unwrap();
-        let connector = postex(dir.path());
-        book_shipment(&connector, &account(&server.uri())).await
-    }
-
-    /// Books the test shipment with `connector` for `account`, as the runner would.
-    async fn book_shipment(
-        connector: &Connector,
-        account: &Account,
-    ) -> Result<BookingResult, Failure> {
-        let engine = engine();
-        let request = engine
-            .prepare_book(connector, account, &shipment())
-            .unwrap();
-        engine.book(connector, account, request).await
-    }
-
-    fn postex_answer(status_code: &str, message: &str, dist: Value) -> Value {
-        json!({ "statusCode": status_code, "statusMessage": message, "dist": dist })
-    }
-
-    #[tokio::test]
-    async fn postex_success_gives_the_tracking_number() {
-        let body = postex_answer(
-            "200",
-            "ORDER HAS BEEN CREATED",
-            json!({ "trackingNumber": "CX-123456", "orderStatus": "UnBooked" }),
-        );
-        let booked = book_against(ResponseTemplate::new(200).set_body_json(body))
-            .await
-            .unwrap();
-        assert_eq!(booked.tracking_number, "CX-123456");
-        assert_eq!(booked.courier, "postex");
-        assert_eq!(booked.account, "courier-main");
-        assert_eq!(booked.extracted["order_status"], "UnBooked");
-    }
-
-    #[tokio::test]
-    async fn postex_error_inside_a_200_is_permanent_with_its_message() {
-        let body = postex_answer("400", "Customer phone number is not valid", Value::Null);
-        let err = booking_failure(ResponseTemplate::new(200).set_body_json(body)).await;
-        assert_eq!(err.class, ErrorClass::Permanent);
-        assert_eq!(err.status(), Some(200));
-        assert!(
-            err.message.contains("Customer phone number is not valid"),
-            "{}",
-            err.message
-        );
-        assert!(response(&err).contains("statusCode"));
-    }
-
-    #[tokio::test]
-    async fn postex_invalid_city_rule_wins_over_the_status_default() {
-        // 503 alone would be retried; the body says retrying cannot help.
-        let body = postex_answer("400", "Invalid City Name", Value::Null);
-        let err = booking_failure(ResponseTemplate::new(503).set_body_json(body)).await;
-        assert_eq!(err.class, ErrorClass::Permanent);
-        assert!(err.message.contains("Invalid City Name"));
-    }
-
-    #[tokio::test]
-    async fn too_many_requests_is_retryable_with_retry_after() {
-        let err =
-            booking_failure(ResponseTemplate::new(429).insert_header("Retry-After", "7")).await;
-        assert_eq!(err.class, ErrorClass::Retryable);
-        assert_eq!(err.retry_after, Some(Duration::from_secs(7)));
-    }
-
-    #[tokio::test]
-    async fn unavailable_is_retryable() {
-        let err = booking_failure(ResponseTemplate::new(503).set_body_string("maintenance")).await;
-        assert_eq!(err.class, ErrorClass::Retryable);
-        assert_eq!(err.retry_after, None);
-    }
-
-    #[tokio::test]
-    async fn server_errors_are_ambiguous() {
-        for status in [500, 502, 504] {
-            let err = booking_failure(ResponseTemplate::new(status)).await;
-            assert_eq!(err.class, ErrorClass::Ambiguous, "{status}");
-            assert_eq!(err.status(), Some(status));
-        }
-    }
-
-    #[tokio::test]
-    async fn other_client_errors_are_permanent() {
-        let err = booking_failure(ResponseTemplate::new(401).set_body_string("bad token")).await;
-        assert_eq!(err.class, ErrorClass::Permanent);
-    }
-
-    #[tokio::test]
-    async fn non_json_success_is_classified() {
-        let err = booking_failure(
-            ResponseTemplate::new(200).set_body_string("<html>gateway says hi</html>"),
-        )
-        .await;
-        assert_eq!(err.class, ErrorClass::Permanent);
-        assert!(err.message.contains("gateway says hi"));
-    }
-
-    #[tokio::test]
-    async fn huge_garbage_is_capped_and_classified() {
-        let garbage = vec![b'{'; 3 * MAX_RESPONSE_BYTES];
-        let err = booking_failure(ResponseTemplate::new(200).set_body_bytes(garbage)).await;
-        assert_eq!(err.class, ErrorClass::Permanent);
-        assert!(response(&err).len() <= KEPT_RESPONSE_BYTES);
-    }
-
-    #[tokio::test]
-    async fn success_without_tracking_number_is_ambiguous() {
-        let body = postex_answer(
-            "200",
-            "ORDER HAS BEEN CREATED",
-            json!({ "orderStatus": "UnBooked" }),
-        );
-        let err = booking_failure(ResponseTemplate::new(200).set_body_json(body)).await;
-        assert_eq!(err.class, ErrorClass::Ambiguous);
-    }
-
-    #[tokio::test]
-    async fn timeout_after_sending_is_ambiguous() {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
-            .mount(&server)
-            .await;
-        let dir = tempfile::tempdir().unwrap();
-        let connector = custom(
-            dir.path(),
-            "name: slow\nkind: courier\nbase_url: http://unused.example.com\noperations:\n  book:\n    request: { method: POST, path: /book, body: mappings/pass.yaml }\n    success: \"response.status == 200\"\n    extract: { tracking_number: \"$.cn\" }\n    timeout: 100ms\n",
-        );
-        let err = book_shipment(&connector, &account(&server.uri()))
-            .await
-            .unwrap_err();
-        assert_eq!(err.class, ErrorClass::Ambiguous, "{err:?}");
-        assert_eq!(server.received_requests().await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn connection_refused_is_retryable() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        drop(listener);
-        let dir = tempfile::tempdir().unwrap();
-        let connector = postex(dir.path());
-        let err = book_shipment(&connector, &account(&format!("http://{address}/api")))
-            .await
-            .unwrap_err();
-        assert_eq!(err.class, ErrorClass::Retryable, "{err:?}");
-        assert!(!sent_request(&err).to_string().contains(TOKEN));
-    }
-
-    #[tokio::test]
-    async fn order_data_cannot_steer_the_url() {
-        let server = MockServer::start().await;
-        Mock::given(method("GET"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(postex_answer(
-                "200",
-                "ok",
-                json!({ "transactionStatus": "Delivered" }),
-            )))
-            .mount(&server)
-            .await;
-        let dir = tempfile::tempdir().unwrap();
-        let connector = postex(dir.path());
-        let account = account(&format!("{}/services/integration/api", server.uri()));
-        let engine = engine();
-        for hostile in [
-            "../../../admin",
-            "x?steal=1#frag",
-            "//evil.example.com/x",
-            "http://evil.example.com/",
-            "..",
-            "%2e%2e",
-        ] {
-            let mut vars = Map::new();
-            vars.insert("tracking_number".into(), json!(hostile));
-            let ctx = Engine::context(&account, vars);
-            match engine.prepare(&connector, "track", &account, &ctx) {
-                Ok(request) => {
-                    assert!(
-                        request.url.starts_with(&format!(
-                            "{}/services/integration/api/order/v1/track-order/",
-                            server.uri()
-                        )),
-                        "{hostile}: {}",
-                        request.url
-                    );
-                    let output = engine
-                        .execute(&connector, "track", &account, request)
-                        .await
-                        .unwrap();
-                    assert_eq!(output.extracted["status"], "Delivered");
-                }
-                Err(err) => assert_eq!(err.class, ErrorClass::Permanent, "{hostile}"),
-            }
-        }
-        for request in server.received_requests().await.unwrap() {
-            let segments: Vec<&str> = request.url.path_segments().unwrap().collect();
-            assert_eq!(segments.len(), 7, "{}", request.url);
-            assert_eq!(
-                segments[..6],
-                [
-                    "services",
-                    "integration",
-                    "api",
-                    "order",
-                    "v1",
-                    "track-order"
-                ]
-            );
-            assert!(request.url.query().is_none());
-        }
-        assert_eq!(server.received_requests().await.unwrap().len(), 5);
-    }
-
-    #[tokio::test]
-    async fn secrets_are_redacted_everywhere() {
-        let server = MockServer::start().await;
-        let echoed = format!("token {TOKEN} refused");
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(401).set_body_string(echoed))
-            .mount(&server)
-            .await;
-        let dir = tempfile::tempdir().unwrap();
-        let connector = postex(dir.path());
-        let account = account(&server.uri());
-        let engine = engine();
-        let mut leaky = shipment();
-        leaky["notes"] = json!(format!("call me, my token is {TOKEN}"));
-        let request = engine.prepare_book(&connector, &account, &leaky).unwrap();
-        assert_eq!(request.headers, [("token".to_string(), TOKEN.to_string())]);
-        let shown = request.redacted().to_string();
-        assert!(
-            !shown.contains(TOKEN) && !shown.contains("S3CRET"),
-            "{shown}"
-        );
-        assert!(shown.contains("***"));
-        let err = engine
-            .book(&connector, &account, request)
-            .await
-            .unwrap_err();
-        for text in [
-            err.message.clone(),
-            response(&err),
-            sent_request(&err).to_string(),
-        ] {
-            assert!(!text.contains("S3CRET"), "{text}");
-        }
-    }
-
-    #[tokio::test]
-    async fn sandbox_books_through_the_engine_once_per_reference() {
-        let sandbox = Sandbox::new();
-        let self_base = crate::connector::sandbox::tests::serve(&sandbox).await;
-        let connector = Connector::load(&repo().join("connectors/sandbox.yaml")).unwrap();
-        let account = Account {
-            name: "courier-main".into(),
-            connector: "sandbox".into(),
-            credentials: BTreeMap::new(),
-            settings: Map::new(),
-            base_url: None,
-            secrets: Secrets::default(),
-        };
-        let engine = Engine::new(Engine::client().unwrap(), self_base);
-        let mut numbers = Vec::new();
-        for _ in 0..2 {
-            let request = engine
-                .prepare_book(&connector, &account, &shipment())
-                .unwrap();
-            assert!(request.url.ends_with("/sandbox/book"));
-            numbers.push(
-                engine
-                    .book(&connector, &account, request)
-                    .await
-                    .unwrap()
-                    .tracking_number,
-            );
-        }
-        assert!(numbers[0].starts_with("SBX-"));
-        assert_eq!(numbers[0], numbers[1]);
-        assert_eq!(sandbox.bookings(), 1);
-    }
-}
+#[path = "engine_tests.rs"]
+mod tests;

@@ -11,6 +11,9 @@
 //! - [`account`]: an account of a connector, as configured.
 //! - [`target`]: request URLs that order data can never steer elsewhere.
 //! - [`engine`]: prepares and sends requests and judges the answers.
+//! - `encoding`: form and query-string bodies.
+//! - `calls`: HTTP Basic, the token exchange, lookup lists, labels and the
+//!   account check; `session`: the tokens and lists kept per account.
 //! - [`classify`]: default failure classes and `Retry-After`.
 //! - [`sandbox`]: the courier waybill serves itself.
 //!
@@ -29,16 +32,22 @@
 //! ```
 
 pub mod account;
+mod calls;
 pub mod classify;
 mod compile;
 pub mod definition;
+mod encoding;
 pub mod engine;
 pub mod pacing;
 pub mod raw;
 pub mod sandbox;
+mod session;
 pub mod settlement;
 pub mod statuses;
 pub mod target;
+
+#[cfg(test)]
+mod feature_tests;
 
 pub use account::Account;
 pub use definition::{

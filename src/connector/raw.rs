@@ -64,6 +64,107 @@ pub struct RawConnector {
     /// The courier's settlement sheet columns (couriers only), for
     /// `waybill cod import`. Default none: its sheets cannot be imported.
     pub settlement: Option<Located<RawSettlement>>,
+    /// How requests authenticate beyond their own headers: HTTP Basic from
+    /// credentials, and a token fetched by the `token` operation. Default none.
+    pub auth: Option<Located<RawAuth>>,
+    /// Name → id tables the body mappings read with `lookup_id(name)` (and
+    /// `city_id` for `cities`), written here or fetched by an operation.
+    /// Default none.
+    pub lookups: Option<BTreeMap<String, Located<RawLookup>>>,
+    /// The harmless authenticated call `waybill accounts test` makes.
+    /// Default none: the command then says the connector declares none.
+    pub account_check: Option<Located<RawAccountCheck>>,
+}
+
+/// `auth:`.
+///
+/// ```yaml
+/// auth:
+///   basic: { username: "{{ credentials.account_no }}", password: "{{ credentials.password }}" }
+///   token: { header: Authorization, value: "Bearer {{ token }}", lifetime: 1h, refresh_before: 1m }
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// HTTP Basic on every request: `Authorization: Basic base64(username:password)`.
+    /// Default none.
+    pub basic: Option<Located<RawBasicAuth>>,
+    /// A token the `token` operation fetches, cached per account, sent on
+    /// every other operation. Default none.
+    pub token: Option<Located<RawTokenAuth>>,
+}
+
+/// `auth.basic:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    /// Required. Template of the user name, e.g. `"{{ credentials.account_no }}"`.
+    pub username: Located<String>,
+    /// Required. Template of the password, e.g. `"{{ credentials.password }}"`.
+    pub password: Located<String>,
+}
+
+/// `auth.token:`. The `token` operation (declared under `operations:`,
+/// sent without a token) must extract `token`, and may extract
+/// `expires_in` (seconds). The token is kept per account in memory, shared
+/// by concurrent requests (one exchange at a time), fetched again
+/// `refresh_before` its expiry, and once after an HTTP 401, the request then
+/// sent once more. It is a secret: redacted like `secret: true` credentials.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenAuth {
+    /// Header carrying the token. Default `Authorization`.
+    pub header: Option<Located<String>>,
+    /// Template of the header's value; sees `token`. Default `"Bearer {{ token }}"`.
+    pub value: Option<Located<String>>,
+    /// How long a token lasts when the answer says nothing (`expires_in`), e.g. `1h`.
+    /// Default `1h`.
+    pub lifetime: Option<Located<String>>,
+    /// Fetch a new token this long before the old one expires. Default `1m`.
+    pub refresh_before: Option<Located<String>>,
+}
+
+/// One entry of `lookups:`: exactly one of `table` and `operation`.
+///
+/// ```yaml
+/// lookups:
+///   services: { table: { standard: 1, same_day: 4 } }
+///   cities: { operation: cities, ttl: 24h }
+/// ```
+///
+/// Names match trimmed, whitespace-collapsed and case-insensitively; a name
+/// not found is a permanent error naming it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLookup {
+    /// Name → id, written here. Default none.
+    pub table: Option<BTreeMap<String, Value>>,
+    /// An operation whose `each` items give `name` and `id` in `extract`,
+    /// fetched per account and kept for `ttl`. Only `cities` for now. Default none.
+    pub operation: Option<Located<String>>,
+    /// How long a fetched list is kept, e.g. `24h`. Default `24h`.
+    pub ttl: Option<Located<String>>,
+}
+
+/// `account_check:`: the operation `waybill accounts test` calls.
+///
+/// ```yaml
+/// account_check:
+///   operation: track
+///   vars: { tracking_number: "000000000000" }
+///   ok_when: "response.status == 404"    # the courier's "not found" still proves the credentials
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccountCheck {
+    /// Required. A declared operation, e.g. `cities` or `track`.
+    pub operation: Located<String>,
+    /// Template variables the operation sees (`tracking_number`, …). Default none.
+    #[serde(default)]
+    pub vars: BTreeMap<String, Value>,
+    /// An expression over the answer, like `success`, under which a failed
+    /// answer still counts as a working account. Default none.
+    pub ok_when: Option<Located<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -132,6 +233,35 @@ pub struct RawOperations {
     /// amount paid), `remitted_at`, `reference` (every match of its path is
     /// kept, e.g. two receipt numbers) and `fees` (every match is added up).
     pub payment: Option<Located<RawOperation>>,
+    /// Fetches a shipment's label; sees `tracking_number`. Usually with
+    /// `response: { format: binary }`.
+    pub label: Option<Located<RawOperation>>,
+    /// Lists the courier's cities: `each` selects one item per city, and
+    /// `extract` must name `name` and `id`. A `lookups:` entry uses it.
+    pub cities: Option<Located<RawOperation>>,
+    /// Exchanges credentials for a token (see `auth.token`): `extract`
+    /// must name `token`, and may name `expires_in` (seconds).
+    pub token: Option<Located<RawOperation>>,
+}
+
+impl RawOperations {
+    /// The names of the operations written, right or wrong.
+    pub fn declared(&self) -> Vec<&'static str> {
+        [
+            ("book", self.book.is_some()),
+            ("track", self.track.is_some()),
+            ("track_many", self.track_many.is_some()),
+            ("cancel", self.cancel.is_some()),
+            ("lookup", self.lookup.is_some()),
+            ("payment", self.payment.is_some()),
+            ("label", self.label.is_some()),
+            ("cities", self.cities.is_some()),
+            ("token", self.token.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, written)| written.then_some(name))
+        .collect()
+    }
 }
 
 /// `settlement:`: the columns of the courier's settlement sheets, for
@@ -189,11 +319,47 @@ pub struct RawOperation {
     pub error_message: Option<Located<String>>,
     /// How long to wait for the answer, e.g. `10s`. Default `30s`.
     pub timeout: Option<Located<String>>,
-    /// `track_many` only, required: JSONPath to the answer's items, one per
-    /// shipment, e.g. `$.dist[*]`.
+    /// `track_many` and `cities` only, required: JSONPath to the answer's
+    /// items, one per shipment (or city), e.g. `$.dist[*]`.
     pub each: Option<Located<String>>,
     /// `track_many` only, required: most tracking numbers per request.
     pub max_batch: Option<Located<usize>>,
+    /// How the answer is read. Default `{ format: json }`.
+    pub response: Option<Located<RawResponse>>,
+}
+
+/// `response:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponse {
+    /// `json` (parsed, for `body`) or `binary` (kept as bytes with its content
+    /// type, e.g. a PDF label; `body` is then null unless the answer is JSON). Default `json`.
+    pub format: Option<RawResponseFormat>,
+    /// `binary` only: the content types a success must have, e.g.
+    /// `[application/pdf]`; an answer of another type fails. Default any.
+    #[serde(default)]
+    pub content_types: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawResponseFormat {
+    Json,
+    Binary,
+}
+
+/// `request.encoding:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawEncoding {
+    /// The body mapping's output as JSON.
+    Json,
+    /// The body mapping's output (a map of scalars) as
+    /// `application/x-www-form-urlencoded`.
+    Form,
+    /// The body mapping's output (a map of scalars) as query parameters,
+    /// after those of `query:`; no body is sent (e.g. a GET that books).
+    Query,
 }
 
 /// `request:`.
@@ -214,6 +380,9 @@ pub struct RawRequest {
     /// A mapping file (relative to the config directory) producing the JSON
     /// body. Default none (no body).
     pub body: Option<Located<String>>,
+    /// How the body mapping's output is sent: `json`, `form` or `query`.
+    /// Values are encoded, never spliced. Default `json`.
+    pub encoding: Option<Located<RawEncoding>>,
 }
 
 /// One rule of `errors:`.

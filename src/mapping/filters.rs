@@ -10,7 +10,14 @@
 //! order_id: "{{ order.id | id }}"                              # "820982911946154508", exact
 //! total: "{{ jsonpath(order, '$.total_price_set.shop_money.amount') }}"
 //! city: "{{ lookup('cities', order.shipping_address.city, order.shipping_address.city) }}"
+//! destination_city: "{{ shipment.recipient.city | city_id }}"       # the connector's `cities` lookup
+//! service_type_id: "{{ shipment.service | lookup_id('services') }}" # any lookup the connector declares
 //! ```
+//!
+//! `city_id` and `lookup_id` read the connector's `lookups:` (the engine puts
+//! them in the variable `lookups`, names normalised; a mapping test gives
+//! them as input, e.g. `lookups: { cities: { karachi: 789 } }`). A name not
+//! in the list is an error naming it: a guessed id would book the wrong city.
 //!
 //! Filters that receive an undefined value (a lookup that found nothing) return
 //! none and flag it, so a typo in a field name is reported like any other
@@ -42,6 +49,8 @@ pub(crate) fn register(env: &mut Environment<'static>) {
     env.add_filter("jsonpath", jsonpath_fn);
     env.add_function("jsonpath", jsonpath_fn);
     env.add_function("lookup", lookup_fn);
+    env.add_filter("lookup_id", lookup_id_filter);
+    env.add_filter("city_id", city_id_filter);
 }
 
 /// How a normalised phone number is written.
@@ -331,11 +340,53 @@ fn jsonpath_fn(value: Value, path: String) -> Result<Value, Error> {
     })
 }
 
-fn normalize_key(text: &str) -> String {
+/// How lookup names compare: trimmed, whitespace collapsed, lower case.
+pub fn normalize_key(text: &str) -> String {
     text.split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
         .to_lowercase()
+}
+
+/// The variable the connector engine puts its `lookups:` in: lookup name →
+/// (normalised name → id).
+pub const LOOKUPS_VAR: &str = "lookups";
+
+/// `value | lookup_id('services')`: the id the connector's lookup `name`
+/// gives `value`; none for none; an error naming `value` when it is not
+/// in the list, since sending a guess would book the wrong thing.
+fn lookup_id_filter(state: &State, value: Value, name: String) -> Result<Value, Error> {
+    find_id(state, value, &name, None)
+}
+
+/// `value | city_id`: `lookup_id('cities')`.
+fn city_id_filter(state: &State, value: Value) -> Result<Value, Error> {
+    find_id(state, value, "cities", Some("city"))
+}
+
+/// The id `value` has in lookup `name`; `noun` names what it is in the error.
+fn find_id(state: &State, value: Value, name: &str, noun: Option<&str>) -> Result<Value, Error> {
+    let Some(key) = present(value).and_then(|k| scalar_text(&k)) else {
+        return Ok(Value::from(()));
+    };
+    let list = state
+        .lookup(LOOKUPS_VAR)
+        .and_then(|lookups| lookups.get_attr(name).ok())
+        .filter(|list| list.kind() == ValueKind::Map)
+        .ok_or_else(|| {
+            invalid(format!(
+                "the connector's lookup `{name}` is not available (declare it under `lookups:`; a fetched list must load first)"
+            ))
+        })?;
+    match list.get_item(&Value::from(normalize_key(&key))) {
+        Ok(found) if !found.is_undefined() && !found.is_none() => Ok(found),
+        _ => Err(invalid(match noun {
+            Some(noun) => {
+                format!("unknown {noun} `{key}`: the courier's `{name}` list has no such {noun}")
+            }
+            None => format!("`{key}` is not in the connector's `{name}` lookup"),
+        })),
+    }
 }
 
 /// `lookup(table, key, default)`: `table` is a map or the name of a table under

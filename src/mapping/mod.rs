@@ -44,7 +44,9 @@ mod filters;
 mod testfile;
 mod tree;
 
-pub use filters::{PhoneFormat, money_string, normalize_phone, parse_decimal};
+pub use filters::{
+    LOOKUPS_VAR, PhoneFormat, money_string, normalize_key, normalize_phone, parse_decimal,
+};
 pub use testfile::{CaseFailure, TestReport, run_tests};
 
 use crate::diagnostic::{Diagnostic, Diagnostics};

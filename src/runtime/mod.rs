@@ -284,7 +284,7 @@ fn booker(
     self_base: &str,
 ) -> Result<Arc<Booker>, RunError> {
     let http = Engine::client().map_err(|e| RunError::Http(e.to_string()))?;
-    let engine = Engine::new(http, self_base.to_string());
+    let engine = Engine::new(http, self_base.to_string()).with_metrics(metrics.clone());
     // Reservations of one machine have one owner; instances sharing a store
     // must tell theirs apart.
     let owner = match config.bus {

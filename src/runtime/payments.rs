@@ -282,6 +282,8 @@ mod tests {
             body,
             extracted,
             items: Vec::new(),
+            bytes: None,
+            content_type: None,
         };
         remittance_of(connector, &output)
     }

@@ -158,6 +158,9 @@ impl Booker {
                     .operation("book")
                     .map_or(Duration::ZERO, |op| op.timeout),
         };
+        // Lists the body mapping looks ids up in (a courier's cities) are
+        // fetched, or found cached, before the request is built.
+        self.engine.warm(connector, account).await?;
         let request = self
             .engine
             .prepare_book(connector, account, &shipment_json)?;

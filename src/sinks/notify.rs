@@ -360,6 +360,8 @@ mod tests {
             credentials: [(SIGNING_SECRET.to_string(), SECRET.to_string())].into(),
             settings: Default::default(),
             base_url: None,
+            active: true,
+            rate_limit: None,
             secrets: crate::redact::Secrets::new([SECRET]),
         };
         let outgoing = Outgoing {

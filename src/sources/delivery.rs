@@ -119,6 +119,8 @@ mod tests {
             settings: serde_json::Map::new(),
             base_url: None,
             secrets: crate::redact::Secrets::default(),
+            active: true,
+            rate_limit: None,
         }
     }
 

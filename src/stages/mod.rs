@@ -209,7 +209,7 @@ fn run_steps(
                     Failure::new("validate", ErrorClass::NeedsReview, problems.join("; "))
                 })?;
             }
-            Step::Route(rules) => planned.route = Some(route::choose(rules, &ctx)?),
+            Step::Route(rules) => planned.route = Some(route::choose(rules, &ctx, accounts)?),
             Step::Book => {
                 let shipment = planned.shipment.clone().ok_or_else(|| {
                     Failure::permanent(

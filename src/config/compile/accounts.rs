@@ -166,6 +166,18 @@ impl Compiler<'_> {
         {
             self.report(file, url.position(), format!("`base_url` is not a valid URL ({e}): expected e.g. `https://api.example.com/v1`"));
         }
+        let rate_limit = raw.rate_limit.as_ref().and_then(|rate| {
+            match account_rate(rate.value.requests, &rate.value.per) {
+                Ok(limit) => Some(limit),
+                Err(message) => {
+                    self.report(file, rate.position(), message);
+                    None
+                }
+            }
+        });
+        if raw.rate_limit.is_some() && rate_limit.is_none() {
+            return (None, Some(connector));
+        }
         let (Some(credentials), Some(settings), true) = (credentials, settings, clean) else {
             return (None, Some(connector));
         };
@@ -182,6 +194,8 @@ impl Compiler<'_> {
                 .collect(),
             settings,
             base_url: raw.base_url.map(|u| u.value),
+            active: raw.active.is_none_or(|a| a.value),
+            rate_limit,
         };
         (Some(account), Some(connector))
     }
@@ -355,6 +369,28 @@ fn available_connectors(dir: &Path) -> Vec<String> {
     names
 }
 
+/// An account's own `rate_limit`, held to what a connector's may say.
+fn account_rate(requests: u32, per: &str) -> Result<crate::connector::RateLimit, String> {
+    let period = crate::clock::parse_duration(per)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!("rate limit period `{per}` is not a duration such as `1s` or `1m`")
+        })?;
+    if period > std::time::Duration::from_secs(24 * 3600) {
+        return Err(format!(
+            "rate limit period `{per}` is longer than a day: write the limit per second, minute or hour"
+        ));
+    }
+    if requests == 0 {
+        return Err("a rate limit must allow at least one request".into());
+    }
+    Ok(crate::connector::RateLimit {
+        requests,
+        per: period,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
@@ -366,6 +402,47 @@ mod tests {
         "name: p\ninput: { topic: orders.shop }\nsteps:\n  - validate: { rules: [phone] }\n";
     const COURIER: &str = "name: courier\nkind: courier\ncredentials:\n  token: { type: string, secret: true, required: true, description: \"API token\" }\n\
                            base_url: https://courier.example/api\noperations:\n  book:\n    request: { method: POST, path: /book }\n    success: \"response.status == 200\"\n    extract: { tracking_number: \"$.tracking_number\" }\n";
+
+    #[test]
+    fn accounts_are_active_by_default_and_may_have_their_own_rate_limit() {
+        let tree = Tree::new(&[
+            (
+                "waybill.yaml",
+                "data_dir: ./data\naccounts:\n  a: { connector: courier, credentials: { token: x } }\n  \
+                 b: { connector: courier, credentials: { token: y }, active: false, rate_limit: { requests: 3, per: 1m } }\n",
+            ),
+            ("connectors/courier.yaml", COURIER),
+        ]);
+        let config = tree.load().unwrap();
+        assert!(config.accounts["a"].active);
+        assert_eq!(config.accounts["a"].rate_limit, None);
+        let b = &config.accounts["b"];
+        assert!(!b.active);
+        let limit = b.rate_limit.unwrap();
+        assert_eq!(
+            (limit.requests, limit.per),
+            (3, std::time::Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn an_accounts_rate_limit_and_active_flag_are_checked_where_written() {
+        let tree = Tree::new(&[
+            (
+                "waybill.yaml",
+                "data_dir: ./data\naccounts:\n  a: { connector: courier, credentials: { token: x }, rate_limit: { requests: 0, per: 1s } }\n  \
+                 b: { connector: courier, credentials: { token: y }, active: sometimes }\n",
+            ),
+            ("connectors/courier.yaml", COURIER),
+        ]);
+        let problems = tree.problems();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert_eq!((problems[0].1, problems[1].1), (3, 4), "{problems:#?}");
+        assert!(
+            problems[0].3.contains("at least one request"),
+            "{problems:#?}"
+        );
+    }
 
     #[test]
     fn three_mistakes_in_three_files_give_three_diagnostics() {

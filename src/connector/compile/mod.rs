@@ -15,6 +15,7 @@
 //!   table: { "Booked": booked, "Attempt Made:*": { status: delivery_failed, sub_status: attempted } }
 //! ```
 
+mod auth;
 mod operations;
 mod receiving;
 mod settlement;
@@ -145,7 +146,14 @@ impl Compiler<'_> {
         {
             self.report(base_url.position(), message);
         }
-        let operations = self.operations(raw.operations.unwrap_or_default());
+        let raw_operations = raw.operations.unwrap_or_default();
+        let declared = raw_operations.declared();
+        let operations = self.operations(raw_operations);
+        let auth = self.auth(raw.auth, &declared);
+        let lookups = self.lookups(raw.lookups.unwrap_or_default(), &declared);
+        let account_check = raw
+            .account_check
+            .and_then(|check| self.account_check(check, &declared));
         self.required_parts(raw.kind.as_ref(), &operations, raw.base_url.is_some());
         let webhook = raw
             .webhook
@@ -194,6 +202,9 @@ impl Compiler<'_> {
             statuses,
             rate_limit,
             settlement,
+            auth,
+            lookups,
+            account_check,
             file: self.file.to_path_buf(),
         })
     }

@@ -11,8 +11,12 @@
 //! ```
 
 use crate::clock::parse_duration;
-use crate::connector::definition::{DEFAULT_TIMEOUT, ErrorRule, Operation};
-use crate::connector::raw::{RawOperation, RawOperations, RawRequest};
+use crate::connector::definition::{
+    DEFAULT_TIMEOUT, Encoding, ErrorRule, Operation, ResponseFormat,
+};
+use crate::connector::raw::{
+    RawEncoding, RawOperation, RawOperations, RawRequest, RawResponse, RawResponseFormat,
+};
 use crate::diagnostic::Position;
 use crate::mapping::{Expr, Mapping, Template};
 use crate::model::ErrorClass;
@@ -45,6 +49,9 @@ impl Compiler<'_> {
             ("cancel", raw.cancel),
             ("lookup", raw.lookup),
             ("payment", raw.payment),
+            ("label", raw.label),
+            ("cities", raw.cities),
+            ("token", raw.token),
         ];
         let mut operations = BTreeMap::new();
         for (name, node) in declared {
@@ -101,6 +108,9 @@ impl Compiler<'_> {
             .and_then(|source| self.expr(source, "error_message"));
         let timeout = self.timeout(raw.timeout.as_ref());
         let (each, max_batch) = self.batch(name, at, &raw);
+        self.required_extracts(name, at, &raw);
+        let encoding = self.encoding(&raw.request);
+        let response = self.response_format(raw.response.as_ref());
         if self.diagnostics.count() != before {
             return None;
         }
@@ -114,6 +124,8 @@ impl Compiler<'_> {
             headers: values(raw.request.headers),
             query: values(raw.request.query),
             body,
+            encoding,
+            response,
             templates,
             success: success?,
             extract,
@@ -133,6 +145,19 @@ impl Compiler<'_> {
         at: Position,
         raw: &RawOperation,
     ) -> (Option<JsonPath>, Option<usize>) {
+        if name == "cities" {
+            if let Some(m) = &raw.max_batch {
+                self.report(
+                    m.position(),
+                    "`max_batch` belongs to `track_many` only; remove it from `cities`",
+                );
+            }
+            let Some(source) = &raw.each else {
+                self.report(at, "`cities` needs `each`: the JSONPath of the answer's cities, e.g. `each: \"$.city_list[*]\"`");
+                return (None, None);
+            };
+            return (self.operation_path(source, "each"), None);
+        }
         if name != "track_many" {
             for (key, written) in [
                 ("each", raw.each.as_ref().map(|e| e.position())),
@@ -141,7 +166,7 @@ impl Compiler<'_> {
                 if let Some(position) = written {
                     self.report(
                         position,
-                        format!("`{key}` belongs to `track_many` only; remove it from `{name}`"),
+                        format!("`{key}` belongs to `track_many` and `cities` only; remove it from `{name}`"),
                     );
                 }
             }
@@ -196,6 +221,81 @@ impl Compiler<'_> {
                         PAYMENT_EXTRACTS.join(", ")
                     ),
                 );
+            }
+        }
+    }
+
+    /// `request.encoding`, which needs a body to encode.
+    fn encoding(&mut self, request: &RawRequest) -> Encoding {
+        let encoding = match request.encoding.as_ref().map(|e| e.value) {
+            None | Some(RawEncoding::Json) => Encoding::Json,
+            Some(RawEncoding::Form) => Encoding::Form,
+            Some(RawEncoding::Query) => Encoding::Query,
+        };
+        if encoding != Encoding::Json
+            && request.body.is_none()
+            && let Some(written) = &request.encoding
+        {
+            self.report(
+                written.position(),
+                "`encoding` says how the body mapping is sent; name one with `body:`",
+            );
+        }
+        encoding
+    }
+
+    /// What `cities` and `token` must extract for the engine to use them.
+    fn required_extracts(&mut self, name: &str, at: Position, raw: &RawOperation) {
+        let needed: &[&str] = match name {
+            "cities" => &["name", "id"],
+            "token" => &["token"],
+            _ => &[],
+        };
+        for field in needed {
+            if !raw.extract.contains_key(*field) {
+                self.report(
+                    at,
+                    format!("`{name}` must extract `{field}` (e.g. `extract: {{ {field}: \"$.{field}\" }}`)"),
+                );
+            }
+        }
+    }
+
+    fn operation_path(&mut self, source: &Located<String>, what: &str) -> Option<JsonPath> {
+        match JsonPath::parse(&source.value) {
+            Ok(parsed) => Some(parsed),
+            Err(err) => {
+                self.report(
+                    source.position(),
+                    format!("`{what}` is not a JSONPath: {err}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `response:`; `content_types` make sense for `binary` only.
+    fn response_format(&mut self, raw: Option<&Located<RawResponse>>) -> ResponseFormat {
+        let Some(raw) = raw else {
+            return ResponseFormat::Json;
+        };
+        match raw.value.format {
+            Some(RawResponseFormat::Binary) => ResponseFormat::Binary {
+                content_types: raw
+                    .value
+                    .content_types
+                    .iter()
+                    .map(|t| t.trim().to_ascii_lowercase())
+                    .collect(),
+            },
+            None | Some(RawResponseFormat::Json) => {
+                if !raw.value.content_types.is_empty() {
+                    self.report(
+                        raw.position(),
+                        "`content_types` applies to `format: binary` answers only",
+                    );
+                }
+                ResponseFormat::Json
             }
         }
     }
