@@ -70,7 +70,7 @@ pub fn run(config_path: &Path, args: TryArgs) -> anyhow::Result<i32> {
             Err(e) => errors.push(e),
         },
         Ok(Plan::Skip { reason, .. }) => errors.push(reason.clone()),
-        Ok(Plan::Emit { .. }) => {}
+        Ok(Plan::Emit { .. }) | Ok(Plan::WriteBack) => {}
         Err(e) => errors.push(format!("{} ({}): {}", e.stage, e.class, e.message)),
     }
     let out = json!({

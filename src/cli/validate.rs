@@ -28,6 +28,9 @@ fn report(
     // A closed pipe (e.g. `| head`) must not turn a verdict into a panic.
     match result {
         Ok(config) => {
+            for note in notes(config) {
+                let _ = writeln!(err, "note: {note}");
+            }
             let _ = writeln!(
                 err,
                 "{}: ok ({} accounts, {} pipelines)",
@@ -46,6 +49,41 @@ fn report(
             1
         }
     }
+}
+
+/// What is configured on purpose but worth knowing: store accounts that
+/// `write_back` pipelines take but that lack the credential turning
+/// write-back on (the quick start has none), so they are skipped.
+pub fn notes(config: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (name, account) in &config.accounts {
+        let Some(spec) = config
+            .connectors
+            .get(&account.connector)
+            .and_then(|c| c.write_back.as_ref())
+        else {
+            continue;
+        };
+        if account.credentials.contains_key(&spec.credential) {
+            continue;
+        }
+        let pipelines: Vec<&str> = config
+            .pipelines
+            .iter()
+            .filter(|p| p.steps.iter().any(|s| matches!(s, config::Step::WriteBack)))
+            .filter(|p| p.accounts.is_empty() || p.accounts.contains(name))
+            .map(|p| p.name.as_str())
+            .collect();
+        if !pipelines.is_empty() {
+            notes.push(format!(
+                "account `{name}` has no `{}`: {} skip it and write nothing back to the store (set `credentials.{}` to write tracking and statuses back)",
+                spec.credential,
+                pipelines.join(", "),
+                spec.credential
+            ));
+        }
+    }
+    notes
 }
 
 #[cfg(test)]

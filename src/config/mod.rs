@@ -134,6 +134,8 @@ pub enum Step {
     Validate(Vec<ValidationRule>),
     Route(Vec<RouteRule>),
     Book,
+    /// Writes tracking and statuses back to the store (`sinks::write_back`).
+    WriteBack,
 }
 
 impl Step {
@@ -145,6 +147,7 @@ impl Step {
             Step::Validate(_) => "validate",
             Step::Route(_) => "route",
             Step::Book => "book",
+            Step::WriteBack => "write_back",
         }
     }
 }

@@ -221,7 +221,17 @@ pub enum RawStep {
     Route(Vec<RawRoute>),
     /// Books the shipment with the routed courier, idempotently. Written `book: {}`.
     Book(Option<RawBook>),
+    /// Writes the shipment's tracking number (from `shipments.booked`) or
+    /// status change (from `shipments.status`) back to the store account the
+    /// order came from, idempotently; the store connector's `write_back:`
+    /// says how. Written `write_back: {}`.
+    WriteBack(Option<RawWriteBackStep>),
 }
+
+/// `write_back: {}`: nothing to set yet; the store connector declares the rest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWriteBackStep {}
 
 /// `validate:`.
 #[derive(Debug, Deserialize)]

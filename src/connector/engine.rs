@@ -63,6 +63,11 @@ impl Engine {
         }
     }
 
+    /// Base URL of waybill's own HTTP server, which `waybill:` URLs stand for.
+    pub fn self_base(&self) -> &str {
+        &self.self_base
+    }
+
     /// How long to wait before sending `account` another request under its
     /// connector's `rate_limit` (none: no wait). The slot is taken whether
     /// or not the caller then sends.
@@ -125,7 +130,12 @@ impl Engine {
                     connector.name, account.name
                 ))
             })?;
-        let base = resolve_base(base, &self.self_base).map_err(permanent)?;
+        let base = if super::target::is_template(base) {
+            account_base(base, account).map_err(permanent)?
+        } else {
+            base.to_string()
+        };
+        let base = resolve_base(&base, &self.self_base).map_err(permanent)?;
         let render = |source: &str| match op.templates.get(source) {
             Some(template) => template.render(ctx),
             None => render_str(source, ctx),
@@ -232,8 +242,42 @@ fn stage_of(operation: &str) -> &'static str {
         "track" | "track_many" => "track",
         "cancel" => "cancel",
         "lookup" => "lookup",
+        "open_fulfillments" | "fulfill" | "find_fulfillment" | "fulfillment_event" => {
+            "write_back"
+        }
         _ => "connector",
     }
+}
+
+/// A templated base URL rendered from the account alone (its credentials
+/// and settings, never order data), which must come out a bare
+/// `http(s)://host[:port]`: a value such as `shop.example/x?y` or
+/// `user@host` is refused, so the account's values choose a host and nothing else.
+fn account_base(template: &str, account: &Account) -> Result<String, String> {
+    let ctx = Engine::context(account, Map::new());
+    let rendered = render_str(template, &ctx)
+        .map_err(|e| format!("base URL `{template}`: {e}"))?;
+    let url = url::Url::parse(&rendered).map_err(|e| {
+        format!(
+            "base URL `{template}` of account `{}` gives `{rendered}`, not a URL ({e}); set the value it names, or the account's `base_url`",
+            account.name
+        )
+    })?;
+    let bare = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some_and(|h| !h.is_empty())
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && !rendered.trim_end_matches('/').ends_with(['.', ':']);
+    if !bare {
+        return Err(format!(
+            "base URL `{template}` of account `{}` must give a bare `https://host`, not `{rendered}`",
+            account.name
+        ));
+    }
+    Ok(rendered.trim_end_matches('/').to_string())
 }
 
 /// Makes the failures of one request: redacted, with the request as shown.
@@ -368,13 +412,17 @@ impl Answer {
                 items,
             });
         }
-        let class = op
+        let rule = op
             .errors
             .iter()
-            .find(|rule| rule.when.eval_bool(&judged).unwrap_or(false))
+            .find(|rule| rule.when.eval_bool(&judged).unwrap_or(false));
+        let class = rule
             .map(|rule| rule.class)
             .or_else(|| op.status_classes.get(&status).copied())
             .unwrap_or_else(|| default_class(status));
+        let asked = rule
+            .and_then(|rule| rule.retry_after.as_ref())
+            .and_then(|expr| seconds(expr.eval(&judged).ok()?));
         let message = failure_message(
             op,
             operation,
@@ -391,7 +439,7 @@ impl Answer {
         );
         // Only a request the courier certainly did not act on waits as asked.
         Err(if class == ErrorClass::Retryable {
-            failure.with_retry_after(self.retry_after)
+            failure.with_retry_after(asked.or(self.retry_after))
         } else {
             failure
         })
@@ -437,11 +485,31 @@ fn extract(op: &Operation, body: &Value) -> BTreeMap<String, Value> {
     op.extract
         .iter()
         .filter_map(|(name, path)| {
-            path.query(body)
-                .first()
-                .map(|found| (name.clone(), found.clone()))
+            let found = path.query(body);
+            if op.extract_lists.contains(name) {
+                let all = found.all().into_iter().cloned().collect();
+                return Some((name.clone(), Value::Array(all)));
+            }
+            found.first().map(|found| (name.clone(), found.clone()))
         })
         .collect()
+}
+
+/// Longest wait a `retry_after` rule may ask for.
+const MAX_ASKED_WAIT: Duration = Duration::from_secs(3600);
+
+/// A `retry_after` expression's value as a wait: a non-negative number of
+/// seconds (fractions allowed), capped; anything else asks for nothing.
+fn seconds(value: Value) -> Option<Duration> {
+    let seconds = match value {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(text) => text.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    if !seconds.is_finite() {
+        return None;
+    }
+    Some(Duration::from_secs_f64(seconds.max(0.0)).min(MAX_ASKED_WAIT))
 }
 
 /// The courier's own words, from the operation's `error_message` expression.

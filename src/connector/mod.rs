@@ -43,7 +43,8 @@ pub use account::Account;
 pub use definition::{
     CALLBACK_SECRET, CallbackSpec, CallbackVerify, Connector, ConnectorKind, EventTime, FieldSpec,
     FieldType, MatchedBy, Operation, OrderIdPath, RateLimit, SignatureAlgorithm, SignatureEncoding,
-    SignatureSpec, StatusEntry, StatusMatch, StatusTable, TimeFormat, WebhookSpec,
+    SignatureSpec, StatusEntry, StatusMatch, StatusTable, TimeFormat, TrackingPage, WebhookSpec,
+    WriteBackSpec,
 };
 pub use engine::{Engine, OperationOutput};
 

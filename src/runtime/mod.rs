@@ -14,10 +14,11 @@ use crate::config::{BusSettings, Config};
 use crate::connector::Engine;
 use crate::connector::sandbox::{Moves, Sandbox};
 use crate::sinks::book::Booker;
+use crate::sinks::write_back::WriteBacker;
 use crate::sources::Ingest;
 use crate::sources::body::BodyBudget;
 use crate::sources::enqueue::{self, Enqueue};
-use crate::store::{ShipmentStore, Store, StoreError};
+use crate::store::{ShipmentStore, Store, StoreError, WriteBackStore};
 use crate::telemetry::Metrics;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,6 +65,8 @@ pub struct Backends {
     pub store: Arc<dyn Store>,
     /// The same store: shipments and their history.
     pub shipments: Arc<dyn ShipmentStore>,
+    /// The same store: write-backs to stores.
+    pub write_backs: Arc<dyn WriteBackStore>,
     /// The embedded bus when it shares its database with the store: webhook
     /// append and delivery-id record are then one transaction.
     pub embedded: Option<EmbeddedBus>,
@@ -79,14 +82,16 @@ pub async fn open_backends(config: &Config) -> Result<Backends, RunError> {
                 return Ok(Backends {
                     bus: Arc::new(bus),
                     store: Arc::new(store.clone()),
-                    shipments: Arc::new(store),
+                    shipments: Arc::new(store.clone()),
+                    write_backs: Arc::new(store),
                     embedded: None,
                 });
             }
             Ok(Backends {
                 bus: Arc::new(bus.clone()),
                 store: Arc::new(store.clone()),
-                shipments: Arc::new(store),
+                shipments: Arc::new(store.clone()),
+                write_backs: Arc::new(store),
                 embedded: Some(bus),
             })
         }
@@ -107,7 +112,8 @@ pub async fn open_backends(config: &Config) -> Result<Backends, RunError> {
             Ok(Backends {
                 bus: Arc::new(bus),
                 store: Arc::new(store.clone()),
-                shipments: Arc::new(store),
+                shipments: Arc::new(store.clone()),
+                write_backs: Arc::new(store),
                 embedded: None,
             })
         }
@@ -147,6 +153,7 @@ pub async fn run_with(
         bus,
         store,
         shipments,
+        write_backs,
         embedded,
     } = backends;
     let metrics = Arc::new(Metrics::new());
@@ -156,9 +163,17 @@ pub async fn run_with(
     })?;
     let self_base = self_base(local);
     let booker = booker(&config, &store, &metrics, &self_base)?;
+    let writer = Arc::new(WriteBacker::new(
+        config.clone(),
+        shipments.clone(),
+        write_backs,
+        booker.engine.clone(),
+        metrics.clone(),
+        booker.owner.clone(),
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let sandbox = sandbox(&config, self_base, &stop_rx)?;
-    let mut pipelines = spawn_pipelines(&config, &bus, &booker, &metrics, &stop_rx);
+    let mut pipelines = spawn_pipelines(&config, &bus, &booker, &writer, &metrics, &stop_rx);
     let tracker = Arc::new(tracker::Tracker {
         config: config.clone(),
         bus: bus.clone(),
@@ -284,6 +299,7 @@ fn spawn_pipelines(
     config: &Arc<Config>,
     bus: &Arc<dyn Bus>,
     booker: &Arc<Booker>,
+    writer: &Arc<WriteBacker>,
     metrics: &Arc<Metrics>,
     stop: &watch::Receiver<bool>,
 ) -> tokio::task::JoinSet<()> {
@@ -294,6 +310,7 @@ fn spawn_pipelines(
             config: config.clone(),
             bus: bus.clone(),
             booker: booker.clone(),
+            writer: writer.clone(),
             metrics: metrics.clone(),
         });
         let stop = stop.clone();

@@ -16,6 +16,7 @@ use crate::model::{
     BookingKey, ErrorClass, Failure, Message, Record, SCHEMA_VERSION, Shipment, header,
 };
 use crate::sinks::book::{Booked, Booker, Slots};
+use crate::sinks::write_back::WriteBacker;
 use crate::sources::json::{self, JsonError};
 use crate::stages::{self, Event, Plan};
 use crate::telemetry::events::{DeadLettered, RetryScheduled, ShipmentBooked, StageProcessed};
@@ -53,6 +54,7 @@ pub struct Runner {
     pub config: Arc<Config>,
     pub bus: Arc<dyn Bus>,
     pub booker: Arc<Booker>,
+    pub writer: Arc<WriteBacker>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -234,10 +236,12 @@ impl Runner {
     /// account's message, unreadable or not, is no concern of this pipeline.
     async fn attempt(&self, record: &Record, slots: &Slots) -> Result<(), Failure> {
         let event = Event::from_headers(&record.message.headers);
+        let mut body = None;
         let plan = match stages::screen(&self.pipeline, &self.config.accounts, &event)? {
             Some(skip) => skip,
             None => {
                 let order = decode(&record.message.payload)?;
+                let order = body.insert(order).clone();
                 stages::plan(&self.pipeline, &self.config.accounts, &event, order).outcome?
             }
         };
@@ -257,6 +261,15 @@ impl Runner {
             }
             Plan::Book { shipment, route } => {
                 self.book(record, &event, &shipment, &route, slots).await
+            }
+            Plan::WriteBack => {
+                let payload = body.unwrap_or_default();
+                let written = self
+                    .writer
+                    .write_back(&event.account, &payload, slots)
+                    .await?;
+                self.processed("write_back", written.outcome());
+                Ok(())
             }
         }
     }

@@ -50,14 +50,14 @@ pub struct Slots {
 }
 
 /// A held in-flight slot; leaving it gives the slot back.
-struct InFlight<'a> {
+pub(crate) struct InFlight<'a> {
     _permit: SemaphorePermit<'a>,
     gauge: &'a Gauge,
 }
 
 impl<'a> InFlight<'a> {
     /// Waits for a slot; `None` once the pipeline closed its slots.
-    async fn enter(slots: &'a Slots) -> Option<InFlight<'a>> {
+    pub(crate) async fn enter(slots: &'a Slots) -> Option<InFlight<'a>> {
         let permit = slots.permits.acquire().await.ok()?;
         slots.gauge.inc();
         Some(InFlight {

@@ -1,3 +1,4 @@
 //! Sinks: where a pipeline's work leaves waybill.
 
 pub mod book;
+pub mod write_back;

@@ -51,6 +51,8 @@ pub enum Plan {
     Book { shipment: Shipment, route: String },
     /// The pipeline has no booking step: emit the shipment as it is.
     Emit { shipment: Option<Shipment> },
+    /// Write the message (a booking or a status change) back to its store.
+    WriteBack,
 }
 
 /// What the pure steps made of one event; `waybill try` prints all of it.
@@ -207,6 +209,7 @@ fn run_steps(
                 })?;
                 return Ok(Plan::Book { shipment, route });
             }
+            Step::WriteBack => return Ok(Plan::WriteBack),
         }
     }
     Ok(Plan::Emit {

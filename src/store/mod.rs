@@ -8,11 +8,13 @@ mod error;
 pub mod shipments;
 pub mod sql;
 pub(crate) mod sqlite;
+pub mod write_backs;
 #[cfg(test)]
 mod test_support;
 
 pub use error::{RowError, StoreError};
 pub use shipments::ShipmentStore;
+pub use write_backs::WriteBackStore;
 
 use crate::model::{BookingKey, BookingResult};
 use async_trait::async_trait;

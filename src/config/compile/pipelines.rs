@@ -62,6 +62,15 @@ impl Compiler<'_> {
         accounts: &Accounts,
     ) -> Vec<Arc<Pipeline>> {
         let mut produced = source_topics(&accounts.refs);
+        // Status changes of booked shipments are published by the tracker
+        // whenever a courier account exists.
+        if accounts
+            .refs
+            .values()
+            .any(|a| a.kind() == Some(ConnectorKind::Courier))
+        {
+            produced.insert(crate::runtime::tracker::STATUS_TOPIC.to_string());
+        }
         let mut shown_topics = BTreeMap::new();
         let mut seen: BTreeMap<String, (PathBuf, usize)> = BTreeMap::new();
         let mut pipelines = Vec::new();
@@ -367,6 +376,7 @@ impl Compiler<'_> {
                 }
                 Some(Step::Book)
             }
+            RawStep::WriteBack(_) => Some(Step::WriteBack),
         }
     }
 
