@@ -263,9 +263,12 @@ impl WriteBacker {
             .await
             .map_err(store_failure)?
             .ok_or_else(|| {
-                Failure::permanent(
+                // The tracker records the shipment from the same booking
+                // message, concurrently: wait for it.
+                Failure::new(
                     STAGE,
-                    format!("no shipment {tracking_number} of courier account `{courier_account}`"),
+                    ErrorClass::Retryable,
+                    format!("no shipment {tracking_number} of courier account `{courier_account}` recorded yet"),
                 )
             })?;
         let mut vars = Map::new();
