@@ -242,9 +242,7 @@ fn stage_of(operation: &str) -> &'static str {
         "track" | "track_many" => "track",
         "cancel" => "cancel",
         "lookup" => "lookup",
-        "open_fulfillments" | "fulfill" | "find_fulfillment" | "fulfillment_event" => {
-            "write_back"
-        }
+        "open_fulfillments" | "fulfill" | "find_fulfillment" | "fulfillment_event" => "write_back",
         _ => "connector",
     }
 }
@@ -255,8 +253,7 @@ fn stage_of(operation: &str) -> &'static str {
 /// `user@host` is refused, so the account's values choose a host and nothing else.
 fn account_base(template: &str, account: &Account) -> Result<String, String> {
     let ctx = Engine::context(account, Map::new());
-    let rendered = render_str(template, &ctx)
-        .map_err(|e| format!("base URL `{template}`: {e}"))?;
+    let rendered = render_str(template, &ctx).map_err(|e| format!("base URL `{template}`: {e}"))?;
     let url = url::Url::parse(&rendered).map_err(|e| {
         format!(
             "base URL `{template}` of account `{}` gives `{rendered}`, not a URL ({e}); set the value it names, or the account's `base_url`",

@@ -163,7 +163,11 @@ impl WriteBacker {
     ) -> Result<Written, Failure> {
         let (account, connector, spec) = self.store_of(store_account)?;
         let status = payload.get("status").and_then(Value::as_str);
-        let operation = if status.is_some() { "event" } else { FULFILLMENT };
+        let operation = if status.is_some() {
+            "event"
+        } else {
+            FULFILLMENT
+        };
         let done = |outcome: &str, key: &str, event: Option<&str>| {
             WriteBackDone {
                 store: &connector.name,
@@ -250,7 +254,8 @@ impl WriteBacker {
         payload: &Value,
     ) -> Result<Job<'a>, Failure> {
         let field = |name: &str| payload.get(name).and_then(Value::as_str).unwrap_or("");
-        let (courier_account, tracking_number) = (field("courier_account"), field("tracking_number"));
+        let (courier_account, tracking_number) =
+            (field("courier_account"), field("tracking_number"));
         if courier_account.is_empty() || tracking_number.is_empty() {
             return Err(Failure::permanent(
                 STAGE,
@@ -322,9 +327,16 @@ impl WriteBacker {
 
     /// The shipment's fulfillment id, creating the fulfillment when none is
     /// recorded.
-    async fn fulfillment(&self, job: &Job<'_>, slots: &Slots) -> Result<(String, Written), Failure> {
+    async fn fulfillment(
+        &self,
+        job: &Job<'_>,
+        slots: &Slots,
+    ) -> Result<(String, Written), Failure> {
         let key = &job.shipment.key;
-        let lease = self.lease(job.connector, &["open_fulfillments", "fulfill", "find_fulfillment"]);
+        let lease = self.lease(
+            job.connector,
+            &["open_fulfillments", "fulfill", "find_fulfillment"],
+        );
         let checked = match self.claim(key, FULFILLMENT, lease).await? {
             Claimed::Done(id) => return Ok((id, Written::Nothing("replayed"))),
             Claimed::Send { checked } => checked,
@@ -394,7 +406,10 @@ impl WriteBacker {
         vars.insert("event_status".into(), json!(event_status));
         vars.insert("status".into(), json!(status.as_str()));
         for name in ["sub_status", "reason", "event_time"] {
-            vars.insert(name.into(), payload.get(name).cloned().unwrap_or(Value::Null));
+            vars.insert(
+                name.into(),
+                payload.get(name).cloned().unwrap_or(Value::Null),
+            );
         }
         match self.call(job, "fulfillment_event", &vars, slots).await {
             Ok(_) => {
@@ -464,20 +479,32 @@ impl WriteBacker {
     }
 
     /// Claims a row, turning "busy" into a retry.
-    async fn claim(&self, key: &BookingKey, operation: &str, lease: Duration) -> Result<Claimed, Failure> {
+    async fn claim(
+        &self,
+        key: &BookingKey,
+        operation: &str,
+        lease: Duration,
+    ) -> Result<Claimed, Failure> {
         let ticket = WriteBackTicket {
             key,
             operation,
             owner: &self.owner,
             lease,
         };
-        match self.store.claim_write_back(ticket).await.map_err(store_failure)? {
+        match self
+            .store
+            .claim_write_back(ticket)
+            .await
+            .map_err(store_failure)?
+        {
             WriteBackClaim::Acquired { checked } => Ok(Claimed::Send { checked }),
             WriteBackClaim::Done(id) => Ok(Claimed::Done(id.unwrap_or_default())),
             WriteBackClaim::Busy => Err(Failure::new(
                 STAGE,
                 ErrorClass::Retryable,
-                format!("another instance is writing `{operation}` of {key} back; waiting for its answer"),
+                format!(
+                    "another instance is writing `{operation}` of {key} back; waiting for its answer"
+                ),
             )),
         }
     }
@@ -493,12 +520,22 @@ impl WriteBacker {
     /// that `writes` keeps the row `sent` and is retried, since the next
     /// attempt looks the store up before sending; any other failure means
     /// the store did not act, so the claim is given back.
-    async fn given_up(&self, key: &BookingKey, operation: &str, failure: Failure, writes: bool) -> Failure {
+    async fn given_up(
+        &self,
+        key: &BookingKey,
+        operation: &str,
+        failure: Failure,
+        writes: bool,
+    ) -> Failure {
         let doubtful = writes && failure.class == ErrorClass::Ambiguous;
         let settled = if doubtful {
-            self.store.doubt_write_back(key, operation, &self.owner).await
+            self.store
+                .doubt_write_back(key, operation, &self.owner)
+                .await
         } else {
-            self.store.release_write_back(key, operation, &self.owner).await
+            self.store
+                .release_write_back(key, operation, &self.owner)
+                .await
         };
         if let Err(e) = settled {
             tracing::warn!(key = %key, operation, error = %e, "could not settle a write-back claim; it frees itself when the lease ends");
@@ -507,7 +544,10 @@ impl WriteBacker {
             // Reading again, or looking up before writing again, is safe.
             ErrorClass::Ambiguous => Failure {
                 class: ErrorClass::Retryable,
-                message: format!("{} (outcome unknown: the store is looked up before anything is sent again)", failure.message),
+                message: format!(
+                    "{} (outcome unknown: the store is looked up before anything is sent again)",
+                    failure.message
+                ),
                 ..failure
             },
             _ => failure,

@@ -8,9 +8,9 @@ mod error;
 pub mod shipments;
 pub mod sql;
 pub(crate) mod sqlite;
-pub mod write_backs;
 #[cfg(test)]
 mod test_support;
+pub mod write_backs;
 
 pub use error::{RowError, StoreError};
 pub use shipments::ShipmentStore;

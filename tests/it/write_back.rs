@@ -103,7 +103,10 @@ impl wiremock::Respond for FakeShopify {
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            let id = format!("gid://shopify/Fulfillment/{}", 500 + shop.fulfillments.len());
+            let id = format!(
+                "gid://shopify/Fulfillment/{}",
+                500 + shop.fulfillments.len()
+            );
             shop.fulfillments.push((id.clone(), number, Vec::new()));
             shop.creates.push(fulfillment);
             let answer = ok(json!({ "fulfillmentCreate": {
@@ -115,11 +118,16 @@ impl wiremock::Respond for FakeShopify {
         }
         if query.contains("fulfillmentEventCreate(") {
             let event = &vars["fulfillmentEvent"];
-            let id = event["fulfillmentId"].as_str().unwrap_or_default().to_string();
+            let id = event["fulfillmentId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let status = event["status"].as_str().unwrap_or_default().to_string();
             let Some(found) = shop.fulfillments.iter_mut().find(|f| f.0 == id) else {
-                return ok(json!({ "fulfillmentEventCreate": { "fulfillmentEvent": null,
-                    "userErrors": [{ "field": ["fulfillmentEvent", "fulfillmentId"], "message": "Fulfillment does not exist." }] } }));
+                return ok(
+                    json!({ "fulfillmentEventCreate": { "fulfillmentEvent": null,
+                    "userErrors": [{ "field": ["fulfillmentEvent", "fulfillmentId"], "message": "Fulfillment does not exist." }] } }),
+                );
             };
             found.2.push(status.clone());
             shop.events.push((id, status.clone()));
@@ -279,18 +287,26 @@ async fn a_booking_is_one_fulfillment_and_each_mapped_status_one_event() {
         event_statuses(&shopify),
         ["DELIVERED", "IN_TRANSIT", "OUT_FOR_DELIVERY"]
     );
-    let shop_state = shopify.shop();
-    assert_eq!(shop_state.creates.len(), 1);
-    assert!(shop_state.events.iter().all(|e| e.0 == "gid://shopify/Fulfillment/500"));
-    assert_eq!(shop_state.spliced, 0, "values must travel in variables");
-    drop(shop_state);
+    {
+        let shop_state = shopify.shop();
+        assert_eq!(shop_state.creates.len(), 1);
+        assert!(
+            shop_state
+                .events
+                .iter()
+                .all(|e| e.0 == "gid://shopify/Fulfillment/500")
+        );
+        assert_eq!(shop_state.spliced, 0, "values must travel in variables");
+    }
     let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"waybill_write_backs_total{store="shopify",operation="fulfillment",outcome="written"} 1"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"waybill_write_backs_total{store="shopify",operation="event",outcome="not_mapped"}"#),
+        metrics.contains(
+            r#"waybill_write_backs_total{store="shopify",operation="event",outcome="not_mapped"}"#
+        ),
         "{metrics}"
     );
     assert!(dead_letters(&app, "shopify-tracking").await.is_empty());
@@ -352,7 +368,11 @@ async fn kill_9_amid_write_backs_makes_no_second_fulfillment_or_event() {
     assert_eq!(shop_state.fulfillments.len(), 1);
     let mut statuses: Vec<&str> = shop_state.events.iter().map(|e| e.1.as_str()).collect();
     statuses.sort();
-    assert_eq!(statuses, ["DELIVERED", "IN_TRANSIT"], "one event per status");
+    assert_eq!(
+        statuses,
+        ["DELIVERED", "IN_TRANSIT"],
+        "one event per status"
+    );
 }
 
 #[tokio::test]
@@ -369,7 +389,11 @@ async fn throttled_waits_for_the_restore_time_then_succeeds() {
     })
     .await;
     let times = shopify.shop().create_times.clone();
-    assert_eq!(times.len(), 2, "one throttled attempt, one that went through");
+    assert_eq!(
+        times.len(),
+        2,
+        "one throttled attempt, one that went through"
+    );
     // 10 points asked, none available, 5 restored a second: 2 s.
     let waited = times[1] - times[0];
     assert!(waited >= Duration::from_millis(1900), "{waited:?}");
@@ -380,7 +404,8 @@ async fn throttled_waits_for_the_restore_time_then_succeeds() {
 async fn user_errors_are_a_dead_letter_with_shopifys_message() {
     let courier = postex().await;
     let shopify = FakeShopify::default();
-    shopify.shop().user_error = Some("Fulfillment order 11 has an unfulfillable status= closed.".into());
+    shopify.shop().user_error =
+        Some("Fulfillment order 11 has an unfulfillable status= closed.".into());
     let shop = shopify.start().await;
     let dir = tree(&courier, &shop, TOKEN);
     let app = App::start(&dir).await;
@@ -397,7 +422,10 @@ async fn user_errors_are_a_dead_letter_with_shopifys_message() {
         headers[header::ERROR_MESSAGE].contains("unfulfillable status= closed"),
         "{headers:?}"
     );
-    assert!(!format!("{headers:?}").contains(TOKEN), "the token never shows");
+    assert!(
+        !format!("{headers:?}").contains(TOKEN),
+        "the token never shows"
+    );
     assert_eq!(shopify.shop().create_times.len(), 1, "not retried");
     app.stop().await;
 }
@@ -417,8 +445,14 @@ async fn unauthorized_is_permanent() {
     .await;
     let headers = &letters[0].message.headers;
     assert_eq!(headers[header::ERROR_CLASS], "permanent");
-    assert!(headers[header::ERROR_MESSAGE].contains("HTTP 401"), "{headers:?}");
-    assert!(headers[header::ERROR_MESSAGE].contains("Invalid API key"), "{headers:?}");
+    assert!(
+        headers[header::ERROR_MESSAGE].contains("HTTP 401"),
+        "{headers:?}"
+    );
+    assert!(
+        headers[header::ERROR_MESSAGE].contains("Invalid API key"),
+        "{headers:?}"
+    );
     assert!(!format!("{headers:?}").contains("shpat_revoked"));
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(shopify.shop().requests, 1, "a 401 is not retried");

@@ -246,18 +246,19 @@ impl Compiler<'_> {
             self.report(spec.credential.position(), message);
         }
         for needed in ["fulfill", "fulfillment_event", "find_fulfillment"] {
-            if !operations.contains_key(needed)
-                && !self
-                    .tree
-                    .get("operations")
-                    .is_some_and(|node| node.key(needed).is_some())
-            {
+            // Written but dropped for a reported error counts as declared.
+            let written = self
+                .tree
+                .get("operations")
+                .is_some_and(|node| node.key(needed).is_some());
+            if !operations.contains_key(needed) && !written {
                 self.report(at, format!("`write_back` needs `operations.{needed}`"));
             }
         }
         let mut statuses = BTreeMap::new();
         for (status, event) in spec.statuses {
-            if serde_json::from_value::<Status>(serde_json::Value::String(status.clone())).is_err() {
+            if serde_json::from_value::<Status>(serde_json::Value::String(status.clone())).is_err()
+            {
                 self.report(
                     event.position(),
                     format!("`write_back.statuses`: `{status}` is not a canonical status (draft, booked, picked_up, in_transit, out_for_delivery, delivery_failed, on_hold, delivered, returning, returned, cancelled, exception, unknown)"),

@@ -152,7 +152,10 @@ impl Compiler<'_> {
     fn fulfillment_items(&mut self, at: Position, raw: &RawOperation) -> Option<JsonPath> {
         for needed in ["fulfillment_id", "tracking_numbers"] {
             if !raw.extract.contains_key(needed) {
-                self.report(at, format!("`find_fulfillment` must extract `{needed}` from each item"));
+                self.report(
+                    at,
+                    format!("`find_fulfillment` must extract `{needed}` from each item"),
+                );
             }
         }
         if let Some(m) = &raw.max_batch {
