@@ -247,13 +247,35 @@ fn stage_of(operation: &str) -> &'static str {
     }
 }
 
+/// Whether an account that writes back can reach its store: with the
+/// connector's `write_back.credential` set, its base URL (the account's, or
+/// the connector's template rendered from the account) must come out right.
+/// Checked by `validate`, so a misconfigured account fails there.
+pub fn write_back_base(connector: &Connector, account: &Account) -> Result<(), String> {
+    let enabled = connector
+        .write_back
+        .as_ref()
+        .is_some_and(|spec| account.credentials.contains_key(&spec.credential));
+    match (&account.base_url, &connector.base_url) {
+        (None, Some(base)) if enabled && super::target::is_template(base) => {
+            account_base(base, account).map(|_| ())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A templated base URL rendered from the account alone (its credentials
 /// and settings, never order data), which must come out a bare
 /// `http(s)://host[:port]`: a value such as `shop.example/x?y` or
 /// `user@host` is refused, so the account's values choose a host and nothing else.
 fn account_base(template: &str, account: &Account) -> Result<String, String> {
     let ctx = Engine::context(account, Map::new());
-    let rendered = render_str(template, &ctx).map_err(|e| format!("base URL `{template}`: {e}"))?;
+    let rendered = render_str(template, &ctx).map_err(|e| {
+        format!(
+            "account `{}` cannot make its base URL `{template}` from its credentials and settings ({e}); set the value it names, or the account's `base_url`",
+            account.name
+        )
+    })?;
     let url = url::Url::parse(&rendered).map_err(|e| {
         format!(
             "base URL `{template}` of account `{}` gives `{rendered}`, not a URL ({e}); set the value it names, or the account's `base_url`",

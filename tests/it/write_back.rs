@@ -488,3 +488,24 @@ async fn an_account_without_a_token_is_skipped_counted_and_noted() {
     );
     assert!(out.stdout.is_empty(), "a note is not a problem");
 }
+
+#[test]
+fn an_account_with_a_token_but_no_shop_domain_fails_validate() {
+    let dir = ConfigDir::new("{ connector: sandbox }");
+    dir.edit("waybill.yaml", |t| {
+        t.replace(
+            &format!("credentials: {{ webhook_secret: \"{SECRET}\" }}"),
+            &format!("credentials: {{ webhook_secret: \"{SECRET}\", access_token: \"{TOKEN}\" }}"),
+        )
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .args(["validate", "--config"])
+        .arg(dir.path())
+        .output()
+        .expect("validate");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("waybill.yaml:"), "{said}");
+    assert!(said.contains("shop_domain"), "{said}");
+    assert!(!said.contains(TOKEN), "{said}");
+}
