@@ -348,7 +348,7 @@ impl WriteBacker {
                     return Ok((found.id, Written::Nothing("found")));
                 }
                 Ok(None) => {}
-                Err(failure) => return Err(self.given_up(key, FULFILLMENT, failure, false).await),
+                Err(failure) => return Err(self.given_up(key, FULFILLMENT, failure, true).await),
             }
         }
         let mut vars = job.vars.clone();
@@ -360,7 +360,10 @@ impl WriteBacker {
         }
         let output = match self.call(job, "fulfill", &vars, slots).await {
             Ok(output) => output,
-            Err(failure) => return Err(self.given_up(key, FULFILLMENT, failure, true).await),
+            Err(failure) => {
+                let doubt = failure.class == ErrorClass::Ambiguous;
+                return Err(self.given_up(key, FULFILLMENT, failure, doubt).await);
+            }
         };
         let Some(id) = text(output.extracted.get("fulfillment_id")) else {
             let failure = Failure::new(
@@ -398,7 +401,7 @@ impl WriteBacker {
                     return Ok(Written::Nothing("found"));
                 }
                 Ok(_) => {}
-                Err(failure) => return Err(self.given_up(key, &row, failure, false).await),
+                Err(failure) => return Err(self.given_up(key, &row, failure, true).await),
             }
         }
         let mut vars = job.vars.clone();
@@ -416,7 +419,10 @@ impl WriteBacker {
                 self.finish(key, &row, id).await?;
                 Ok(Written::Sent)
             }
-            Err(failure) => Err(self.given_up(key, &row, failure, true).await),
+            Err(failure) => {
+                let doubt = failure.class == ErrorClass::Ambiguous;
+                Err(self.given_up(key, &row, failure, doubt).await)
+            }
         }
     }
 
@@ -516,19 +522,20 @@ impl WriteBacker {
             .map_err(store_failure)
     }
 
-    /// Settles a claim after `failure`. An ambiguous answer to a request
-    /// that `writes` keeps the row `sent` and is retried, since the next
-    /// attempt looks the store up before sending; any other failure means
-    /// the store did not act, so the claim is given back.
+    /// Settles a claim after `failure`. A row that may have reached the
+    /// store (`doubt`: an ambiguous answer to a write, or a lookup that did
+    /// not answer for a row sent before) stays `sent`, and the next attempt
+    /// looks the store up before sending; otherwise the store certainly did
+    /// not act, and the claim is given back. Ambiguity is retried, since
+    /// reading again and looking up before writing again are safe.
     async fn given_up(
         &self,
         key: &BookingKey,
         operation: &str,
         failure: Failure,
-        writes: bool,
+        doubt: bool,
     ) -> Failure {
-        let doubtful = writes && failure.class == ErrorClass::Ambiguous;
-        let settled = if doubtful {
+        let settled = if doubt {
             self.store
                 .doubt_write_back(key, operation, &self.owner)
                 .await
@@ -541,7 +548,6 @@ impl WriteBacker {
             tracing::warn!(key = %key, operation, error = %e, "could not settle a write-back claim; it frees itself when the lease ends");
         }
         match failure.class {
-            // Reading again, or looking up before writing again, is safe.
             ErrorClass::Ambiguous => Failure {
                 class: ErrorClass::Retryable,
                 message: format!(

@@ -505,15 +505,34 @@ pub struct WriteBackDone<'a> {
 
 impl WriteBackDone<'_> {
     pub fn emit(self, metrics: &Metrics) {
-        tracing::info!(
-            store = self.store,
-            account = self.account,
-            operation = self.operation,
-            outcome = self.outcome,
-            key = self.key,
-            status = self.status,
-            "write-back"
-        );
+        match self.outcome {
+            "written" | "found" => tracing::info!(
+                store = self.store,
+                account = self.account,
+                operation = self.operation,
+                outcome = self.outcome,
+                key = self.key,
+                status = self.status,
+                "written back to the store"
+            ),
+            "replayed" | "skipped" | "not_mapped" => tracing::debug!(
+                store = self.store,
+                account = self.account,
+                operation = self.operation,
+                outcome = self.outcome,
+                key = self.key,
+                "nothing to write back"
+            ),
+            // The runner logs the failure itself, with its message.
+            _ => tracing::debug!(
+                store = self.store,
+                account = self.account,
+                operation = self.operation,
+                outcome = self.outcome,
+                key = self.key,
+                "write-back failed"
+            ),
+        }
         metrics
             .write_backs
             .get_or_create(&WriteBackLabels {
