@@ -17,7 +17,7 @@
 //! - [`stages`]: pipeline steps as plain functions over an envelope.
 //! - [`connector`]: connector definitions (as written → checked), the declarative HTTP engine
 //!   and the sandbox courier.
-//! - [`sinks`]: idempotent courier booking.
+//! - [`sinks`]: idempotent courier booking, and write-back of tracking and statuses to stores.
 //! - [`runtime`]: pipeline runner, HTTP server, shutdown.
 //! - [`telemetry`]: metrics registry and named events.
 //! - [`cli`]: one file per subcommand.

@@ -960,7 +960,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let connector = custom(
             dir.path(),
-            "name: gql\nkind: store\nbase_url: http://unused.example.com\noperations:\n  open_fulfillments:\n    request: { method: POST, path: /graphql.json, body: mappings/pass.yaml }\n    success: \"response.status == 200 and body.data\"\n    extract: { open: \"$.data.nodes[?@.open == true].id\", first: \"$.data.nodes[0].id\" }\n    errors:\n      - when: \"body.errors is sequence and body.errors[0].extensions.code == 'THROTTLED'\"\n        class: retryable\n        retry_after: \"(body.extensions.cost.requestedQueryCost - body.extensions.cost.throttleStatus.currentlyAvailable) / body.extensions.cost.throttleStatus.restoreRate\"\n",
+            "name: gql\nkind: store\nbase_url: http://unused.example.com\noperations:\n  open_fulfillments:\n    request: { method: POST, path: /graphql.json, body: mappings/pass.yaml }\n    success: \"response.status == 200 and body.data\"\n    extract: { open: \"$.data.nodes[?@.open == true].id\", first: \"$.data.nodes[0].id\" }\n    errors:\n      - when: \"body.errors[0] is mapping and body.errors[0].extensions.code == 'THROTTLED'\"\n        class: retryable\n        retry_after: \"(body.extensions.cost.requestedQueryCost - body.extensions.cost.throttleStatus.currentlyAvailable) / body.extensions.cost.throttleStatus.restoreRate\"\n",
         );
         let account = account(&server.uri());
         let engine = engine();

@@ -28,12 +28,18 @@ struct Shop {
     /// Requests whose query text held a value (values travel in variables).
     spliced: usize,
     requests: usize,
+    /// `find_fulfillment` lookups answered.
+    lookups: usize,
     /// Scripted answers.
     throttle_creates: usize,
     user_error: Option<String>,
     /// Delay of the first answer to fulfillmentCreate / fulfillmentEventCreate.
     slow_create: Option<Duration>,
     slow_event: Option<Duration>,
+    /// Make the next fulfillment, then answer this status (a 5xx after acting).
+    fail_after_create: Option<u16>,
+    /// Answer fulfillmentCreate with ACCESS_DENIED naming this scope.
+    denied_scope: Option<String>,
 }
 
 #[derive(Clone, Default)]
@@ -94,6 +100,13 @@ impl wiremock::Respond for FakeShopify {
                         "throttleStatus": { "maximumAvailable": 2000.0, "currentlyAvailable": 0.0, "restoreRate": 5.0 } } }
                 }));
             }
+            if let Some(scope) = shop.denied_scope.clone() {
+                return ResponseTemplate::new(200).set_body_json(json!({
+                    "errors": [{ "message": format!("Access denied for fulfillmentCreate field. Required access: `{scope}` access scope."),
+                        "extensions": { "code": "ACCESS_DENIED", "requiredAccess": format!("`{scope}` access scope.") } }],
+                    "extensions": cost()
+                }));
+            }
             if let Some(message) = shop.user_error.clone() {
                 return ok(json!({ "fulfillmentCreate": { "fulfillment": null,
                     "userErrors": [{ "field": ["fulfillment"], "message": message }] } }));
@@ -109,6 +122,9 @@ impl wiremock::Respond for FakeShopify {
             );
             shop.fulfillments.push((id.clone(), number, Vec::new()));
             shop.creates.push(fulfillment);
+            if let Some(status) = shop.fail_after_create.take() {
+                return ResponseTemplate::new(status).set_body_string("upstream timed out");
+            }
             let answer = ok(json!({ "fulfillmentCreate": {
                 "fulfillment": { "id": id, "status": "SUCCESS" }, "userErrors": [] } }));
             return match shop.slow_create.take() {
@@ -145,6 +161,7 @@ impl wiremock::Respond for FakeShopify {
             ] } } }));
         }
         if query.contains("fulfillments(") {
+            shop.lookups += 1;
             let fulfillments: Vec<Value> = shop
                 .fulfillments
                 .iter()
@@ -364,6 +381,10 @@ async fn kill_9_amid_write_backs_makes_no_second_fulfillment_or_event() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     child.terminate();
     let shop_state = shopify.shop();
+    assert!(
+        shop_state.lookups >= 2,
+        "each restart looked the store up first"
+    );
     assert_eq!(shop_state.creates.len(), 1, "one fulfillment");
     assert_eq!(shop_state.fulfillments.len(), 1);
     let mut statuses: Vec<&str> = shop_state.events.iter().map(|e| e.1.as_str()).collect();
@@ -508,4 +529,67 @@ fn an_account_with_a_token_but_no_shop_domain_fails_validate() {
     assert!(said.contains("waybill.yaml:"), "{said}");
     assert!(said.contains("shop_domain"), "{said}");
     assert!(!said.contains(TOKEN), "{said}");
+}
+
+#[tokio::test]
+async fn after_a_5xx_the_fulfillment_is_looked_up_not_made_again() {
+    let courier = postex().await;
+    let shopify = FakeShopify::default();
+    shopify.shop().fail_after_create = Some(502);
+    let shop = shopify.start().await;
+    let dir = tree(&courier, &shop, TOKEN);
+    let app = App::start(&dir).await;
+    order_paid(&app, 8_100_000_007, "wb-7").await;
+    eventually(Duration::from_secs(60), "the fulfillment found", || async {
+        let metrics = app.metrics().await;
+        metrics
+            .contains(r#"waybill_write_backs_total{store="shopify",operation="fulfillment",outcome="found"} 1"#)
+            .then_some(())
+    })
+    .await;
+    {
+        let shop_state = shopify.shop();
+        assert_eq!(shop_state.create_times.len(), 1, "never sent again");
+        assert_eq!(shop_state.lookups, 1);
+    }
+    // Status events go to the fulfillment found.
+    callback(
+        &app.http,
+        app.url("").trim_end_matches('/'),
+        "CX-WB0",
+        "Delivered",
+        12,
+    )
+    .await;
+    eventually(Duration::from_secs(60), "the DELIVERED event", || async {
+        (shopify.shop().events.len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(shopify.shop().events[0].0, "gid://shopify/Fulfillment/500");
+    assert!(dead_letters(&app, "shopify-tracking").await.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn access_denied_is_permanent_and_names_the_scope() {
+    let courier = postex().await;
+    let shopify = FakeShopify::default();
+    shopify.shop().denied_scope = Some("write_merchant_managed_fulfillment_orders".into());
+    let shop = shopify.start().await;
+    let dir = tree(&courier, &shop, TOKEN);
+    let app = App::start(&dir).await;
+    order_paid(&app, 8_100_000_008, "wb-8").await;
+    let letters = eventually(Duration::from_secs(60), "a dead letter", || async {
+        let letters = dead_letters(&app, "shopify-tracking").await;
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await;
+    let headers = &letters[0].message.headers;
+    assert_eq!(headers[header::ERROR_CLASS], "permanent");
+    assert!(
+        headers[header::ERROR_MESSAGE].contains("write_merchant_managed_fulfillment_orders"),
+        "{headers:?}"
+    );
+    assert_eq!(shopify.shop().create_times.len(), 1, "not retried");
+    app.stop().await;
 }
