@@ -181,7 +181,7 @@ impl Compiler<'_> {
             settings,
             base_url: raw.base_url.map(|u| u.value),
         };
-        if let Err(why) = crate::connector::engine::write_back_base(&connector, &account) {
+        if let Err(why) = crate::connector::target::write_back_base(&connector, &account) {
             self.report(file, node.position(), why);
         }
         (Some(account), Some(connector))

@@ -17,14 +17,11 @@
 
 mod operations;
 mod receiving;
+mod write_back;
 
-use super::definition::{
-    Connector, ConnectorKind, FieldSpec, FieldType, Operation, RateLimit, TrackingPage,
-    WriteBackSpec,
-};
+use super::definition::{Connector, ConnectorKind, FieldSpec, FieldType, Operation, RateLimit};
 use super::raw::{
     RawConnector, RawField, RawFieldType, RawKind, RawRate, RawStatusEntry, RawStatuses,
-    RawTrackingPage, RawWriteBack,
 };
 use super::statuses::{StatusEntry, StatusTable};
 use crate::clock::parse_duration;
@@ -200,75 +197,6 @@ impl Compiler<'_> {
             tracking_page,
             write_back,
             file: self.file.to_path_buf(),
-        })
-    }
-
-    fn tracking_page(&mut self, page: Located<RawTrackingPage>) -> Option<TrackingPage> {
-        let page = page.value;
-        if page.company.value.trim().is_empty() {
-            self.report(
-                page.company.position(),
-                "`tracking_page.company` is empty: write the carrier's name as the store shows it",
-            );
-        }
-        let url = match page.url {
-            Some(url) => match crate::mapping::Template::compile(&url.value) {
-                Ok(template) => Some(template),
-                Err(message) => {
-                    self.report(url.position(), format!("`tracking_page.url`: {message}"));
-                    return None;
-                }
-            },
-            None => None,
-        };
-        Some(TrackingPage {
-            company: page.company.value,
-            url,
-        })
-    }
-
-    /// `write_back:`: its credential is declared, its statuses are
-    /// canonical, and the operations it runs are there.
-    fn write_back(
-        &mut self,
-        spec: Located<RawWriteBack>,
-        credentials: &BTreeMap<String, FieldSpec>,
-        operations: &BTreeMap<String, Operation>,
-    ) -> Option<WriteBackSpec> {
-        let at = spec.position();
-        let spec = spec.value;
-        let before = self.diagnostics.count();
-        if !credentials.contains_key(&spec.credential.value) {
-            let message = format!(
-                "`write_back.credential` names `{}`, which `credentials:` does not declare",
-                spec.credential.value
-            );
-            self.report(spec.credential.position(), message);
-        }
-        for needed in ["fulfill", "fulfillment_event", "find_fulfillment"] {
-            // Written but dropped for a reported error counts as declared.
-            let written = self
-                .tree
-                .get("operations")
-                .is_some_and(|node| node.key(needed).is_some());
-            if !operations.contains_key(needed) && !written {
-                self.report(at, format!("`write_back` needs `operations.{needed}`"));
-            }
-        }
-        let mut statuses = BTreeMap::new();
-        for (status, event) in spec.statuses {
-            if serde_json::from_value::<Status>(serde_json::Value::String(status.clone())).is_err()
-            {
-                self.report(
-                    event.position(),
-                    format!("`write_back.statuses`: `{status}` is not a canonical status (draft, booked, picked_up, in_transit, out_for_delivery, delivery_failed, on_hold, delivered, returning, returned, cancelled, exception, unknown)"),
-                );
-            }
-            statuses.insert(status, event.value);
-        }
-        (self.diagnostics.count() == before).then_some(WriteBackSpec {
-            credential: spec.credential.value,
-            statuses,
         })
     }
 
