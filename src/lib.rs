@@ -19,7 +19,7 @@
 //! - [`connector`]: connector definitions (as written → checked), the declarative HTTP engine
 //!   the sandbox courier and courier settlement sheets.
 //! - [`sinks`]: idempotent courier booking, cancelling a booking at its courier, customer
-//!   notifications.
+//!   notifications, write-back of tracking and statuses to stores.
 //! - [`runtime`]: pipeline runner (with orders changed after booking), tracker, scheduler
 //!   (tracking polls and COD payment checks), HTTP server, shutdown.
 //! - [`telemetry`]: metrics registry and named events.

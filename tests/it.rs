@@ -54,3 +54,5 @@ mod try_pipeline;
 mod validate;
 #[path = "it/webhook.rs"]
 mod webhook;
+#[path = "it/write_back.rs"]
+mod write_back;

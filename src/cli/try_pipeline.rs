@@ -72,7 +72,7 @@ pub fn run(config_path: &Path, args: TryArgs) -> anyhow::Result<i32> {
             Err(e) => errors.push(e),
         },
         Ok(Plan::Skip { reason, .. }) => errors.push(reason.clone()),
-        Ok(Plan::Emit { .. }) => {}
+        Ok(Plan::Emit { .. }) | Ok(Plan::WriteBack) => {}
         Ok(Plan::Notify { change }) => match prepare_notify(&config, pipeline, &event, change) {
             Ok(prepared) => request = prepared,
             Err(e) => errors.push(e),

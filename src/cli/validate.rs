@@ -29,7 +29,7 @@ fn report(
     match result {
         Ok(config) => {
             for note in notes(config) {
-                let _ = writeln!(out, "{note}");
+                let _ = writeln!(err, "{note}");
             }
             let _ = writeln!(
                 err,
@@ -51,9 +51,16 @@ fn report(
     }
 }
 
-/// What is valid but likely not meant: a route step all of whose rules
-/// lead to inactive accounts books nothing.
+/// What is valid but worth knowing, one line each, for stderr: a note is
+/// not a problem, so the exit code stays 0.
 pub fn notes(config: &Config) -> Vec<String> {
+    let mut notes = inactive_routes(config);
+    notes.extend(skipped_write_backs(config));
+    notes
+}
+
+/// A route step all of whose rules lead to inactive accounts books nothing.
+fn inactive_routes(config: &Config) -> Vec<String> {
     let mut notes = Vec::new();
     for pipeline in &config.pipelines {
         for step in &pipeline.steps {
@@ -73,6 +80,41 @@ pub fn notes(config: &Config) -> Vec<String> {
                     inactive.join(", ")
                 ));
             }
+        }
+    }
+    notes
+}
+
+/// What is configured on purpose but worth knowing: store accounts that
+/// `write_back` pipelines take but that lack the credential turning
+/// write-back on (the quick start has none), so they are skipped.
+fn skipped_write_backs(config: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (name, account) in &config.accounts {
+        let Some(spec) = config
+            .connectors
+            .get(&account.connector)
+            .and_then(|c| c.write_back.as_ref())
+        else {
+            continue;
+        };
+        if account.credentials.contains_key(&spec.credential) {
+            continue;
+        }
+        let pipelines: Vec<&str> = config
+            .pipelines
+            .iter()
+            .filter(|p| p.steps.iter().any(|s| matches!(s, config::Step::WriteBack)))
+            .filter(|p| p.accounts.is_empty() || p.accounts.contains(name))
+            .map(|p| p.name.as_str())
+            .collect();
+        if !pipelines.is_empty() {
+            notes.push(format!(
+                "note: account `{name}` has no `{}`: {} skip it and write nothing back to the store (set `credentials.{}` to write tracking and statuses back)",
+                spec.credential,
+                pipelines.join(", "),
+                spec.credential
+            ));
         }
     }
     notes

@@ -193,6 +193,8 @@ pub enum Step {
     Route(Vec<RouteRule>),
     Book,
     Notify(Arc<NotifyStep>),
+    /// Writes tracking and statuses back to the store (`sinks::write_back`).
+    WriteBack,
 }
 
 impl Step {
@@ -205,6 +207,7 @@ impl Step {
             Step::Route(_) => "route",
             Step::Book => "book",
             Step::Notify(_) => "notify",
+            Step::WriteBack => "write_back",
         }
     }
 }

@@ -270,7 +270,17 @@ pub enum RawStep {
     /// once per (shipment, status), signed; in a pipeline reading
     /// `shipments.status`. See [`RawNotify`].
     Notify(Box<RawNotify>),
+    /// Writes the shipment's tracking number (from `shipments.booked`) or
+    /// status change (from `shipments.status`) back to the store account the
+    /// order came from, idempotently; the store connector's `write_back:`
+    /// says how. Written `write_back: {}`.
+    WriteBack(Option<RawWriteBackStep>),
 }
+
+/// `write_back: {}`: nothing to set yet; the store connector declares the rest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWriteBackStep {}
 
 /// `validate:`.
 #[derive(Debug, Deserialize)]

@@ -95,6 +95,10 @@ pub struct Connector {
     pub lookups: BTreeMap<String, Lookup>,
     /// What `waybill accounts test` calls.
     pub account_check: Option<AccountCheck>,
+    /// A courier's public tracking page.
+    pub tracking_page: Option<TrackingPage>,
+    /// How a store takes tracking and statuses written back.
+    pub write_back: Option<WriteBackSpec>,
     /// File the connector was read from.
     pub file: PathBuf,
 }
@@ -191,6 +195,30 @@ impl Connector {
     }
 }
 
+/// A courier's public tracking page, as a store shows it.
+#[derive(Debug)]
+pub struct TrackingPage {
+    pub company: String,
+    /// A template over `tracking_number`.
+    pub url: Option<Template>,
+}
+
+/// How a store takes write-backs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteBackSpec {
+    /// The credential without which an account's write-backs are skipped.
+    pub credential: String,
+    /// Canonical status → the store's event status; others are not written.
+    pub statuses: BTreeMap<String, String>,
+}
+
+impl WriteBackSpec {
+    /// The store's event status for `status`, when it is written at all.
+    pub fn event_status(&self, status: crate::model::Status) -> Option<&str> {
+        self.statuses.get(status.as_str()).map(String::as_str)
+    }
+}
+
 /// Applied when an operation declares no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -218,6 +246,9 @@ pub struct Operation {
     pub success: Expr,
     /// Name → JSONPath into the response body.
     pub extract: BTreeMap<String, JsonPath>,
+    /// The `extract` names whose path can select several values: they
+    /// extract the list of all of them.
+    pub extract_lists: std::collections::BTreeSet<String>,
     /// First match wins, before the per-status defaults.
     pub errors: Vec<ErrorRule>,
     /// Overrides of the default class per HTTP status.
@@ -225,7 +256,7 @@ pub struct Operation {
     /// Expression giving the courier's own error text, e.g. `body.statusMessage`.
     pub error_message: Option<Expr>,
     pub timeout: Duration,
-    /// `track_many` and `cities`: the answer's items, each read with `extract`.
+    /// `track_many`, `cities`, `find_fulfillment`: the answer's items, each read with `extract`.
     pub each: Option<JsonPath>,
     /// `track_many`: most tracking numbers per request.
     pub max_batch: Option<usize>,
@@ -236,6 +267,8 @@ pub struct Operation {
 pub struct ErrorRule {
     pub when: Expr,
     pub class: ErrorClass,
+    /// Seconds to wait before retrying, read from the answer.
+    pub retry_after: Option<Expr>,
 }
 
 /// How a store signs and names its webhook deliveries.

@@ -86,6 +86,11 @@ impl Engine {
         self
     }
 
+    /// Base URL of waybill's own HTTP server, which `waybill:` URLs stand for.
+    pub fn self_base(&self) -> &str {
+        &self.self_base
+    }
+
     /// How long to wait before sending `account` another request under its
     /// connector's `rate_limit` (none: no wait). The slot is taken whether
     /// or not the caller then sends.
@@ -151,7 +156,12 @@ impl Engine {
                     connector.name, account.name
                 ))
             })?;
-        let base = resolve_base(base, &self.self_base).map_err(permanent)?;
+        let base = if super::target::is_template(base) {
+            super::target::account_base(base, account).map_err(permanent)?
+        } else {
+            base.to_string()
+        };
+        let base = resolve_base(&base, &self.self_base).map_err(permanent)?;
         let render = |source: &str| match op.templates.get(source) {
             Some(template) => template.render(ctx),
             None => render_str(source, ctx),
@@ -371,6 +381,7 @@ pub(super) fn stage_of(operation: &str) -> &'static str {
         "lookup" => "lookup",
         "payment" => "payment",
         "label" => "label",
+        "open_fulfillments" | "fulfill" | "find_fulfillment" | "fulfillment_event" => "write_back",
         _ => "connector",
     }
 }
@@ -583,13 +594,17 @@ impl Answer {
                 Some(keep(&text, failing.secrets)),
             ));
         }
-        let class = op
+        let rule = op
             .errors
             .iter()
-            .find(|rule| rule.when.eval_bool(&judged).unwrap_or(false))
+            .find(|rule| rule.when.eval_bool(&judged).unwrap_or(false));
+        let class = rule
             .map(|rule| rule.class)
             .or_else(|| op.status_classes.get(&status).copied())
             .unwrap_or_else(|| default_class(status));
+        let asked = rule
+            .and_then(|rule| rule.retry_after.as_ref())
+            .and_then(|expr| seconds(expr.eval(&judged).ok()?));
         let message = failure_message(
             op,
             operation,
@@ -606,7 +621,7 @@ impl Answer {
         );
         // Only a request the courier certainly did not act on waits as asked.
         Err(if class == ErrorClass::Retryable {
-            failure.with_retry_after(self.retry_after)
+            failure.with_retry_after(asked.or(self.retry_after))
         } else {
             failure
         })
@@ -655,11 +670,31 @@ fn extract(op: &Operation, body: &Value) -> BTreeMap<String, Value> {
     op.extract
         .iter()
         .filter_map(|(name, path)| {
-            path.query(body)
-                .first()
-                .map(|found| (name.clone(), found.clone()))
+            let found = path.query(body);
+            if op.extract_lists.contains(name) {
+                let all = found.all().into_iter().cloned().collect();
+                return Some((name.clone(), Value::Array(all)));
+            }
+            found.first().map(|found| (name.clone(), found.clone()))
         })
         .collect()
+}
+
+/// Longest wait a `retry_after` rule may ask for.
+const MAX_ASKED_WAIT: Duration = Duration::from_secs(3600);
+
+/// A `retry_after` expression's value as a wait: a non-negative number of
+/// seconds (fractions allowed), capped; anything else asks for nothing.
+fn seconds(value: Value) -> Option<Duration> {
+    let seconds = match value {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(text) => text.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    if !seconds.is_finite() {
+        return None;
+    }
+    Some(Duration::from_secs_f64(seconds.max(0.0)).min(MAX_ASKED_WAIT))
 }
 
 /// The courier's own words, from the operation's `error_message` expression.

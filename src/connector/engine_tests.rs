@@ -363,3 +363,57 @@ async fn sandbox_books_through_the_engine_once_per_reference() {
     assert_eq!(numbers[0], numbers[1]);
     assert_eq!(sandbox.bookings(), 1);
 }
+#[test]
+fn a_retry_after_expression_gives_a_bounded_wait() {
+    assert_eq!(seconds(json!(2.5)), Some(Duration::from_millis(2500)));
+    assert_eq!(seconds(json!("3")), Some(Duration::from_secs(3)));
+    assert_eq!(seconds(json!(-4)), Some(Duration::ZERO));
+    assert_eq!(seconds(json!(1e12)), Some(MAX_ASKED_WAIT));
+    assert_eq!(seconds(json!(null)), None);
+    assert_eq!(seconds(json!("soon")), None);
+}
+
+#[tokio::test]
+async fn a_throttled_answer_waits_as_the_body_says_and_lists_are_extracted() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "errors": [{ "message": "Throttled", "extensions": { "code": "THROTTLED" } }],
+            "extensions": { "cost": { "requestedQueryCost": 12,
+                "throttleStatus": { "currentlyAvailable": 2.0, "restoreRate": 4.0 } } }
+        })))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": { "nodes": [{ "id": "a", "open": true }, { "id": "b", "open": false }, { "id": "c", "open": true }] }
+        })))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let connector = custom(
+        dir.path(),
+        "name: gql\nkind: store\nbase_url: http://unused.example.com\noperations:\n  open_fulfillments:\n    request: { method: POST, path: /graphql.json, body: mappings/pass.yaml }\n    success: \"response.status == 200 and body.data\"\n    extract: { open: \"$.data.nodes[?@.open == true].id\", first: \"$.data.nodes[0].id\" }\n    errors:\n      - when: \"body.errors[0] is mapping and body.errors[0].extensions.code == 'THROTTLED'\"\n        class: retryable\n        retry_after: \"(body.extensions.cost.requestedQueryCost - body.extensions.cost.throttleStatus.currentlyAvailable) / body.extensions.cost.throttleStatus.restoreRate\"\n",
+    );
+    let account = account(&server.uri());
+    let engine = engine();
+    let mut vars = Map::new();
+    vars.insert("shipment".into(), json!({}));
+    let ctx = Engine::context(&account, vars);
+    let send = || async {
+        let request = engine
+            .prepare(&connector, "open_fulfillments", &account, &ctx)
+            .unwrap();
+        engine
+            .execute(&connector, "open_fulfillments", &account, request)
+            .await
+    };
+    let throttled = send().await.unwrap_err();
+    assert_eq!(throttled.class, ErrorClass::Retryable);
+    assert_eq!(throttled.stage, "write_back");
+    assert_eq!(throttled.retry_after, Some(Duration::from_millis(2500)));
+    let output = send().await.unwrap();
+    assert_eq!(output.extracted["open"], json!(["a", "c"]));
+    assert_eq!(output.extracted["first"], json!("a"));
+}

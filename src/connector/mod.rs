@@ -54,7 +54,7 @@ pub use definition::{
     CALLBACK_SECRET, CallbackSpec, CallbackVerify, Connector, ConnectorKind, EventTime, FieldSpec,
     FieldType, MatchedBy, Operation, OrderIdPath, RateLimit, SIGNING_SECRET, SettlementSpec,
     SignatureAlgorithm, SignatureEncoding, SignatureSpec, StatusEntry, StatusMatch, StatusTable,
-    TimeFormat, WebhookSpec,
+    TimeFormat, TrackingPage, WebhookSpec, WriteBackSpec,
 };
 pub use engine::{Engine, OperationOutput};
 

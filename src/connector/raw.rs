@@ -46,7 +46,10 @@ pub struct RawConnector {
     /// The settings schema accounts are checked against, by field name. Default none.
     pub settings: Option<BTreeMap<String, Located<RawField>>>,
     /// Default base URL of every request; an account's `base_url` overrides
-    /// it. `waybill:/…` is waybill's own server. Required once there are operations.
+    /// it. `waybill:/…` is waybill's own server. It may name the account's
+    /// credentials or settings in templates, e.g. `"https://{{ credentials.shop_domain }}"`
+    /// (rendered from the account alone, never from order data; the result
+    /// must be a bare `http(s)://host[:port]`). Required once there are operations.
     pub base_url: Option<Located<String>>,
     /// The HTTP operations. Required for a courier (at least `book`).
     pub operations: Option<RawOperations>,
@@ -74,6 +77,13 @@ pub struct RawConnector {
     /// The harmless authenticated call `waybill accounts test` makes.
     /// Default none: the command then says the connector declares none.
     pub account_check: Option<Located<RawAccountCheck>>,
+    /// Couriers: the public tracking page a store shows its customer.
+    /// Default none (a write-back then sends the number alone).
+    pub tracking_page: Option<Located<RawTrackingPage>>,
+    /// Stores: writing tracking and statuses back, by the operations
+    /// `open_fulfillments`, `fulfill`, `find_fulfillment` and
+    /// `fulfillment_event`. Default none: the store takes no write-back.
+    pub write_back: Option<Located<RawWriteBack>>,
 }
 
 /// `auth:`.
@@ -167,6 +177,44 @@ pub struct RawAccountCheck {
     pub ok_when: Option<Located<String>>,
 }
 
+/// `tracking_page:` of a courier.
+///
+/// ```yaml
+/// tracking_page:
+///   company: PostEx
+///   url: "https://postex.pk/tracking?cn={{ tracking_number | urlencode }}"
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrackingPage {
+    /// Required. The carrier's name as the store shows it, e.g. `PostEx`.
+    pub company: Located<String>,
+    /// The page's URL, a template over `tracking_number`; `waybill:/…` is
+    /// waybill's own server. Default none.
+    pub url: Option<Located<String>>,
+}
+
+/// `write_back:` of a store.
+///
+/// ```yaml
+/// write_back:
+///   credential: access_token
+///   statuses: { in_transit: IN_TRANSIT, delivered: DELIVERED }
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWriteBack {
+    /// Required. The credential that turns write-back on: an account
+    /// without it has its write-backs skipped and counted, and `validate`
+    /// notes it. It must be in `credentials:`.
+    pub credential: Located<String>,
+    /// Canonical status (e.g. `in_transit`) → the store's event status,
+    /// sent as `event_status` to `fulfillment_event`. Statuses left out are
+    /// not written. Default none.
+    #[serde(default)]
+    pub statuses: BTreeMap<String, Located<String>>,
+}
+
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RawKind {
@@ -242,6 +290,22 @@ pub struct RawOperations {
     /// Exchanges credentials for a token (see `auth.token`): `extract`
     /// must name `token`, and may name `expires_in` (seconds).
     pub token: Option<Located<RawOperation>>,
+    /// Stores, write-back: reads what of the order can be fulfilled; its
+    /// `extract` values are seen by `fulfill`'s templates. Optional.
+    pub open_fulfillments: Option<Located<RawOperation>>,
+    /// Stores, write-back: records the tracking number with the store; sees
+    /// `order_id`, `tracking: {number, company, url}` and what
+    /// `open_fulfillments` extracted; must extract `fulfillment_id`.
+    pub fulfill: Option<Located<RawOperation>>,
+    /// Stores, write-back: the order's fulfillments, read after an ambiguous
+    /// outcome before anything is sent again; `each` selects one item per
+    /// fulfillment, whose `extract` must name `fulfillment_id` and
+    /// `tracking_numbers`, and may name `event_statuses`.
+    pub find_fulfillment: Option<Located<RawOperation>>,
+    /// Stores, write-back: records a status change on the fulfillment; sees
+    /// `fulfillment_id`, `event_status` (from `write_back.statuses`),
+    /// `status` (canonical), `event_time` and `tracking`.
+    pub fulfillment_event: Option<Located<RawOperation>>,
 }
 
 impl RawOperations {
@@ -257,6 +321,10 @@ impl RawOperations {
             ("label", self.label.is_some()),
             ("cities", self.cities.is_some()),
             ("token", self.token.is_some()),
+            ("open_fulfillments", self.open_fulfillments.is_some()),
+            ("fulfill", self.fulfill.is_some()),
+            ("find_fulfillment", self.find_fulfillment.is_some()),
+            ("fulfillment_event", self.fulfillment_event.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, written)| written.then_some(name))
@@ -303,7 +371,9 @@ pub struct RawOperation {
     /// Required. An expression over `{response: {status, headers}, body,
     /// text}`; couriers answer 200 with an error inside, so judge the body too.
     pub success: Located<String>,
-    /// Name → JSONPath into the response body. Default none.
+    /// Name → JSONPath into the response body: the first value found, or,
+    /// for a path that can select several (`[*]`, `..`, a filter `[?…]`),
+    /// the list of all of them. Default none.
     #[serde(default)]
     pub extract: BTreeMap<String, Located<String>>,
     /// `[{ when: EXPR, class: CLASS }]`, first match wins, before
@@ -319,8 +389,9 @@ pub struct RawOperation {
     pub error_message: Option<Located<String>>,
     /// How long to wait for the answer, e.g. `10s`. Default `30s`.
     pub timeout: Option<Located<String>>,
-    /// `track_many` and `cities` only, required: JSONPath to the answer's
-    /// items, one per shipment (or city), e.g. `$.dist[*]`.
+    /// `track_many`, `cities` and `find_fulfillment` only, required: JSONPath
+    /// to the answer's items, one per shipment (or city, or fulfillment), e.g.
+    /// `$.dist[*]`.
     pub each: Option<Located<String>>,
     /// `track_many` only, required: most tracking numbers per request.
     pub max_batch: Option<Located<usize>>,
@@ -393,6 +464,10 @@ pub struct RawErrorRule {
     pub when: Located<String>,
     /// Required. `retryable`, `ambiguous`, `permanent` or `needs_review`.
     pub class: ErrorClass,
+    /// `retryable` only: an expression over the answer giving the seconds
+    /// to wait before the next attempt, for far ends that say it in the
+    /// body rather than in `Retry-After`. Default none.
+    pub retry_after: Option<Located<String>>,
 }
 
 /// `webhook:`.

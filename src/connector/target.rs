@@ -13,6 +13,7 @@
 //! ```
 
 use super::percent_encode_segment;
+use super::{Account, Connector, Engine};
 use url::Url;
 
 /// Prefix of base URLs served by waybill itself.
@@ -149,9 +150,64 @@ fn ensure_under(base: &Url, url: &Url) -> Result<(), String> {
     }
 }
 
+/// Whether an account that writes back can reach its store: with the
+/// connector's `write_back.credential` set, its base URL (the account's, or
+/// the connector's template rendered from the account) must come out right.
+/// Checked by `validate`, so a misconfigured account fails there.
+pub fn write_back_base(connector: &Connector, account: &Account) -> Result<(), String> {
+    let enabled = connector
+        .write_back
+        .as_ref()
+        .is_some_and(|spec| account.credentials.contains_key(&spec.credential));
+    match (&account.base_url, &connector.base_url) {
+        (None, Some(base)) if enabled && is_template(base) => {
+            account_base(base, account).map(|_| ())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A templated base URL rendered from the account alone (its credentials
+/// and settings, never order data), which must come out a bare
+/// `http(s)://host[:port]`: a value such as `shop.example/x?y` or
+/// `user@host` is refused, so the account's values choose a host and nothing else.
+pub(crate) fn account_base(template: &str, account: &Account) -> Result<String, String> {
+    let ctx = Engine::context(account, serde_json::Map::new());
+    let rendered = crate::mapping::render_str(template, &ctx).map_err(|e| {
+        format!(
+            "account `{}` cannot make its base URL `{template}` from its credentials and settings ({e}); set the value it names, or the account's `base_url`",
+            account.name
+        )
+    })?;
+    let url = url::Url::parse(&rendered).map_err(|e| {
+        format!(
+            "base URL `{template}` of account `{}` gives `{rendered}`, not a URL ({e}); set the value it names, or the account's `base_url`",
+            account.name
+        )
+    })?;
+    let bare = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some_and(|h| !h.is_empty())
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && !rendered.trim_end_matches('/').ends_with(['.', ':']);
+    if !bare {
+        return Err(format!(
+            "base URL `{template}` of account `{}` must give a bare `https://host`, not `{rendered}`",
+            account.name
+        ));
+    }
+    Ok(rendered.trim_end_matches('/').to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redact::Secrets;
+    use serde_json::Map;
+    use std::collections::BTreeMap;
 
     fn base() -> Url {
         resolve_base(
@@ -267,5 +323,45 @@ mod tests {
             let under = ensure_under(&base, &Url::parse(url).unwrap());
             assert_eq!(under.is_ok(), allowed, "{url}");
         }
+    }
+
+    fn shop_account(domain: Option<&str>) -> Account {
+        let mut credentials = BTreeMap::new();
+        if let Some(domain) = domain {
+            credentials.insert("shop_domain".to_string(), domain.to_string());
+        }
+        Account {
+            name: "shop".into(),
+            connector: "shop".into(),
+            credentials,
+            settings: Map::new(),
+            base_url: None,
+            active: true,
+            rate_limit: None,
+            secrets: Secrets::default(),
+        }
+    }
+
+    #[test]
+    fn a_templated_base_url_names_a_host_and_nothing_else() {
+        let template = "https://{{ credentials.shop_domain }}";
+        assert_eq!(
+            account_base(template, &shop_account(Some("example.myshopify.com"))).unwrap(),
+            "https://example.myshopify.com"
+        );
+        for hostile in [
+            "evil.example/steal",
+            "user@evil.example",
+            "example.myshopify.com?x=1",
+            "example.myshopify.com#f",
+            "",
+        ] {
+            assert!(
+                account_base(template, &shop_account(Some(hostile))).is_err(),
+                "{hostile}"
+            );
+        }
+        let missing = account_base(template, &shop_account(None)).unwrap_err();
+        assert!(missing.contains("shop_domain"), "{missing}");
     }
 }

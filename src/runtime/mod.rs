@@ -17,10 +17,11 @@ use crate::connector::Engine;
 use crate::connector::sandbox::{Moves, Sandbox};
 use crate::sinks::book::Booker;
 use crate::sinks::notify::Notifier;
+use crate::sinks::write_back::WriteBacker;
 use crate::sources::Ingest;
 use crate::sources::body::BodyBudget;
 use crate::sources::enqueue::{self, Enqueue};
-use crate::store::{NotificationStore, ShipmentStore, Store, StoreError};
+use crate::store::{NotificationStore, ShipmentStore, Store, StoreError, WriteBackStore};
 use crate::telemetry::Metrics;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -69,6 +70,8 @@ pub struct Backends {
     pub shipments: Arc<dyn ShipmentStore>,
     /// The same store: customer notifications.
     pub notifications: Arc<dyn NotificationStore>,
+    /// The same store: write-backs to stores.
+    pub write_backs: Arc<dyn WriteBackStore>,
     /// The embedded bus when it shares its database with the store: webhook
     /// append and delivery-id record are then one transaction.
     pub embedded: Option<EmbeddedBus>,
@@ -81,21 +84,9 @@ pub async fn open_backends(config: &Config) -> Result<Backends, RunError> {
             let (bus, store) = crate::bus::embedded::open_embedded(&config.data_dir).await?;
             if config.store.url.starts_with("postgres") {
                 let store = crate::store::sql::SqlStore::connect(&config.store.url).await?;
-                return Ok(Backends {
-                    bus: Arc::new(bus),
-                    store: Arc::new(store.clone()),
-                    shipments: Arc::new(store.clone()),
-                    notifications: Arc::new(store),
-                    embedded: None,
-                });
+                return Ok(Backends::over(Arc::new(bus), store, None));
             }
-            Ok(Backends {
-                bus: Arc::new(bus.clone()),
-                store: Arc::new(store.clone()),
-                shipments: Arc::new(store.clone()),
-                notifications: Arc::new(store),
-                embedded: Some(bus),
-            })
+            Ok(Backends::over(Arc::new(bus.clone()), store, Some(bus)))
         }
         BusSettings::Kafka {
             brokers,
@@ -111,13 +102,25 @@ pub async fn open_backends(config: &Config) -> Result<Backends, RunError> {
                 },
             )?;
             let store = crate::store::sql::SqlStore::connect(&config.store.url).await?;
-            Ok(Backends {
-                bus: Arc::new(bus),
-                store: Arc::new(store.clone()),
-                shipments: Arc::new(store.clone()),
-                notifications: Arc::new(store),
-                embedded: None,
-            })
+            Ok(Backends::over(Arc::new(bus), store, None))
+        }
+    }
+}
+
+impl Backends {
+    /// `bus`, and one SQL store serving every store trait.
+    fn over(
+        bus: Arc<dyn Bus>,
+        store: crate::store::sql::SqlStore,
+        embedded: Option<EmbeddedBus>,
+    ) -> Backends {
+        Backends {
+            bus,
+            store: Arc::new(store.clone()),
+            shipments: Arc::new(store.clone()),
+            notifications: Arc::new(store.clone()),
+            write_backs: Arc::new(store),
+            embedded,
         }
     }
 }
@@ -156,6 +159,7 @@ pub async fn run_with(
         store,
         shipments,
         notifications,
+        write_backs,
         embedded,
     } = backends;
     let metrics = Arc::new(Metrics::new());
@@ -165,6 +169,14 @@ pub async fn run_with(
     })?;
     let self_base = self_base(local);
     let booker = booker(&config, &store, &metrics, &self_base)?;
+    let writer = Arc::new(WriteBacker::new(
+        config.clone(),
+        shipments.clone(),
+        write_backs,
+        booker.engine.clone(),
+        metrics.clone(),
+        booker.owner.clone(),
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let sandbox = sandbox(&config, self_base, &stop_rx)?;
     let notifier = Arc::new(Notifier {
@@ -178,6 +190,7 @@ pub async fn run_with(
         booker: booker.clone(),
         shipments: shipments.clone(),
         notifier,
+        writer,
     };
     let mut pipelines = spawn_pipelines(&config, &bus, &sinks, &metrics, &stop_rx);
     let tracker = Arc::new(tracker::Tracker {
@@ -305,6 +318,7 @@ struct Sinks {
     booker: Arc<Booker>,
     shipments: Arc<dyn ShipmentStore>,
     notifier: Arc<Notifier>,
+    writer: Arc<WriteBacker>,
 }
 
 /// One runner task per pipeline, stopping when `stop` turns true.
@@ -324,6 +338,7 @@ fn spawn_pipelines(
             booker: sinks.booker.clone(),
             shipments: sinks.shipments.clone(),
             notifier: sinks.notifier.clone(),
+            writer: sinks.writer.clone(),
             metrics: metrics.clone(),
         });
         let stop = stop.clone();

@@ -192,9 +192,8 @@ pub fn remittance_of(
             format!("payment answer of connector `{}`: {what}", connector.name),
         )
     };
-    if !output.extracted.get("settled").is_some_and(truthy) {
-        return Ok(None);
-    }
+    // Every match of a field's path: one courier's `$..settle` is another's
+    // `$.dist.settle`, and a path that may match several gives a list.
     let all = |name: &str| -> Vec<Value> {
         op.extract.get(name).map_or_else(Vec::new, |path| {
             path.query(&output.body)
@@ -204,6 +203,10 @@ pub fn remittance_of(
                 .collect()
         })
     };
+    let first = |name: &str| all(name).into_iter().next();
+    if !first("settled").as_ref().is_some_and(truthy) {
+        return Ok(None);
+    }
     let amount = |value: &Value, name: &str| -> Result<Option<Decimal>, Failure> {
         match value {
             Value::Null => Ok(None),
@@ -217,8 +220,8 @@ pub fn remittance_of(
             other => Err(bad(format!("`{name}` is not an amount: {other}"))),
         }
     };
-    let remitted = match output.extracted.get("remitted") {
-        Some(value) => amount(value, "remitted")?,
+    let remitted = match first("remitted") {
+        Some(value) => amount(&value, "remitted")?,
         None => None,
     };
     let mut fees: Option<Decimal> = None;
@@ -230,7 +233,7 @@ pub fn remittance_of(
     let references: Vec<String> = all("reference").iter().filter_map(text_of).collect();
     Ok(Some(Remittance {
         amount: remitted,
-        at: output.extracted.get("remitted_at").and_then(text_of),
+        at: first("remitted_at").as_ref().and_then(text_of),
         reference: (!references.is_empty()).then(|| references.join(" / ")),
         fees,
     }))

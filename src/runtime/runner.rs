@@ -17,6 +17,7 @@ use crate::model::{
 };
 use crate::sinks::book::{Booked, Booker, Slots};
 use crate::sinks::notify::{Notified, Notifier};
+use crate::sinks::write_back::WriteBacker;
 use crate::sources::json::{self, JsonError};
 use crate::stages::{self, Event, Plan};
 use crate::store::shipments::NewShipment;
@@ -61,6 +62,7 @@ pub struct Runner {
     /// Where every booking starts its shipment.
     pub shipments: Arc<dyn ShipmentStore>,
     pub notifier: Arc<Notifier>,
+    pub writer: Arc<WriteBacker>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -242,10 +244,12 @@ impl Runner {
     /// account's message, unreadable or not, is no concern of this pipeline.
     async fn attempt(&self, record: &Record, slots: &Slots) -> Result<(), Failure> {
         let event = Event::from_headers(&record.message.headers);
+        let mut body = None;
         let plan = match stages::screen(&self.pipeline, &self.config.accounts, &event)? {
             Some(skip) => skip,
             None => {
                 let order = decode(&record.message.payload)?;
+                let order = body.insert(order).clone();
                 stages::plan(&self.pipeline, &self.config.accounts, &event, order).outcome?
             }
         };
@@ -280,6 +284,15 @@ impl Runner {
                     Notified::AlreadySent => "duplicate",
                 };
                 self.processed("notify", outcome);
+                Ok(())
+            }
+            Plan::WriteBack => {
+                let payload = body.unwrap_or_default();
+                let written = self
+                    .writer
+                    .write_back(&event.account, &payload, slots)
+                    .await?;
+                self.processed("write_back", written.outcome());
                 Ok(())
             }
         }

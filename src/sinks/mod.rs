@@ -3,3 +3,4 @@
 pub mod book;
 pub mod cancel;
 pub mod notify;
+pub mod write_back;

@@ -53,6 +53,8 @@ pub enum Plan {
     Emit { shipment: Option<Shipment> },
     /// Post the pipeline's notification for this status change.
     Notify { change: Value },
+    /// Write the message (a booking or a status change) back to its store.
+    WriteBack,
 }
 
 /// What the pure steps made of one event; `waybill try` prints all of it.
@@ -235,6 +237,7 @@ fn run_steps(
                 }
                 return Ok(Plan::Notify { change: order });
             }
+            Step::WriteBack => return Ok(Plan::WriteBack),
         }
     }
     Ok(Plan::Emit {

@@ -12,10 +12,12 @@ pub mod sql;
 pub(crate) mod sqlite;
 #[cfg(test)]
 mod test_support;
+pub mod write_backs;
 
 pub use error::{RowError, StoreError};
 pub use notifications::NotificationStore;
 pub use shipments::ShipmentStore;
+pub use write_backs::WriteBackStore;
 
 use crate::model::{BookingKey, BookingResult};
 use async_trait::async_trait;

@@ -5,7 +5,7 @@ use super::{
     CallbackLabels, CourierAccountLabels, CourierLabels, CourierLatencyLabels, CourierOnlyLabels,
     DeadLetterLabels, DeliveryLabels, DuplicateLabels, Metrics, NotificationLabels,
     OrderChangeLabels, PipelineLabels, PollLabels, RefusalLabels, RetryLabels, StageLabels,
-    StatusEventLabels, WebhookLabels,
+    StatusEventLabels, WebhookLabels, WriteBackLabels,
 };
 use crate::model::ErrorClass;
 use std::time::Duration;
@@ -670,6 +670,61 @@ impl PaymentChecked<'_> {
             .get_or_create(&PollLabels {
                 courier: self.courier.to_string(),
                 account: self.account.to_string(),
+                outcome: self.outcome.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// A write-back to a store ended, one way or another.
+pub struct WriteBackDone<'a> {
+    /// The store connector.
+    pub store: &'a str,
+    pub account: &'a str,
+    /// `fulfillment` or `event`.
+    pub operation: &'a str,
+    /// See [`WriteBackLabels::outcome`].
+    pub outcome: &'a str,
+    pub key: &'a str,
+    /// The store's event status, for events.
+    pub status: Option<&'a str>,
+}
+
+impl WriteBackDone<'_> {
+    pub fn emit(self, metrics: &Metrics) {
+        match self.outcome {
+            "written" | "found" => tracing::info!(
+                store = self.store,
+                account = self.account,
+                operation = self.operation,
+                outcome = self.outcome,
+                key = self.key,
+                status = self.status,
+                "written back to the store"
+            ),
+            "replayed" | "skipped" | "not_mapped" => tracing::debug!(
+                store = self.store,
+                account = self.account,
+                operation = self.operation,
+                outcome = self.outcome,
+                key = self.key,
+                "nothing to write back"
+            ),
+            // The runner logs the failure itself, with its message.
+            _ => tracing::debug!(
+                store = self.store,
+                account = self.account,
+                operation = self.operation,
+                outcome = self.outcome,
+                key = self.key,
+                "write-back failed"
+            ),
+        }
+        metrics
+            .write_backs
+            .get_or_create(&WriteBackLabels {
+                store: self.store.to_string(),
+                operation: self.operation.to_string(),
                 outcome: self.outcome.to_string(),
             })
             .inc();

@@ -119,6 +119,19 @@ pub struct CourierOnlyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteBackLabels {
+    /// The store connector, e.g. `shopify`.
+    pub store: String,
+    /// `fulfillment` or `event`.
+    pub operation: String,
+    /// `written`, `found` (after an ambiguous outcome, the store had it),
+    /// `replayed` (written before), `skipped` (the account takes no
+    /// write-back), `not_mapped` (a status the store's table leaves out),
+    /// or the failure class.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShipmentLabels {
     pub courier: String,
     /// A canonical status (DESIGN §9).
@@ -200,6 +213,7 @@ pub struct Metrics {
     pub connections_refused: Family<RefusalLabels, Counter>,
     pub open_connections: Gauge,
     pub status_events: Family<StatusEventLabels, Counter>,
+    pub write_backs: Family<WriteBackLabels, Counter>,
     pub unknown_statuses: Family<CourierOnlyLabels, Counter>,
     pub shipments: Family<ShipmentLabels, Gauge>,
     pub delivery_time: Family<DeliveryLabels, Histogram, fn() -> Histogram>,
@@ -323,6 +337,14 @@ impl Metrics {
                 "status_events",
                 "Courier status events by courier, how they came (booking, callback, poll, store) \
                  and what they did to their shipment",
+                Family::default(),
+            ),
+            write_backs: registered(
+                &mut registry,
+                "write_backs",
+                "Write-backs of tracking numbers and status events to stores, by store connector, \
+                 operation (fulfillment, event) and outcome (written, found, replayed, skipped, \
+                 not_mapped, or the failure class)",
                 Family::default(),
             ),
             unknown_statuses: registered(

@@ -46,9 +46,11 @@ fn try_takes_the_account_and_source_from_the_config() {
             "karachi-shop: { connector: karachi-store",
         )
     });
-    dir.edit("pipelines/shopify-orders.yaml", |text| {
-        text.replace(", accounts: [shopify-main]", "")
-    });
+    for pipeline in ["shopify-orders", "shopify-tracking", "shopify-status"] {
+        dir.edit(&format!("pipelines/{pipeline}.yaml"), |text| {
+            text.replace(", accounts: [shopify-main]", "")
+        });
+    }
     let (ok, printed) = try_pipeline(&dir.path());
     assert!(ok, "{printed:#}");
     assert_eq!(printed["triggered"], true, "{printed:#}");

@@ -197,6 +197,9 @@ impl Compiler<'_> {
             active: raw.active.is_none_or(|a| a.value),
             rate_limit,
         };
+        if let Err(why) = crate::connector::target::write_back_base(&connector, &account) {
+            self.report(file, node.position(), why);
+        }
         (Some(account), Some(connector))
     }
 

@@ -385,6 +385,7 @@ impl Compiler<'_> {
             RawStep::Notify(notify) => self
                 .notify(file, base_dir, node, notify, accounts)
                 .map(|n| Step::Notify(Arc::new(n))),
+            RawStep::WriteBack(_) => Some(Step::WriteBack),
         }
     }
 

@@ -19,6 +19,7 @@ mod auth;
 mod operations;
 mod receiving;
 mod settlement;
+mod write_back;
 
 use super::definition::{
     Connector, ConnectorKind, FieldSpec, FieldType, Operation, RateLimit, SIGNING_SECRET,
@@ -141,10 +142,15 @@ impl Compiler<'_> {
         let kind = self.kind(raw.kind.as_ref());
         let credentials = self.fields(raw.credentials.unwrap_or_default());
         let settings = self.fields(raw.settings.unwrap_or_default());
-        if let Some(base_url) = &raw.base_url
-            && let Err(message) = super::target::check_base_url(&base_url.value)
-        {
-            self.report(base_url.position(), message);
+        if let Some(base_url) = &raw.base_url {
+            let checked = if super::target::is_template(&base_url.value) {
+                crate::mapping::Template::compile(&base_url.value).map(|_| ())
+            } else {
+                super::target::check_base_url(&base_url.value)
+            };
+            if let Err(message) = checked {
+                self.report(base_url.position(), message);
+            }
         }
         let raw_operations = raw.operations.unwrap_or_default();
         let declared = raw_operations.declared();
@@ -189,6 +195,10 @@ impl Compiler<'_> {
         let settlement = raw
             .settlement
             .and_then(|settlement| self.settlement(settlement, kind));
+        let tracking_page = raw.tracking_page.and_then(|page| self.tracking_page(page));
+        let write_back = raw
+            .write_back
+            .and_then(|spec| self.write_back(spec, &credentials, &operations));
         Some(Connector {
             name: name?,
             kind: kind?,
@@ -205,6 +215,8 @@ impl Compiler<'_> {
             auth,
             lookups,
             account_check,
+            tracking_page,
+            write_back,
             file: self.file.to_path_buf(),
         })
     }
@@ -505,6 +517,70 @@ mod tests {
         assert_eq!(
             shopify.settings["cod_gateways"].default,
             Some(serde_json::json!(["Cash on Delivery (COD)"]))
+        );
+    }
+
+    #[test]
+    fn shopify_declares_its_write_back() {
+        let shopify = Connector::load(&repo().join("connectors/shopify.yaml")).unwrap();
+        let spec = shopify.write_back.as_ref().unwrap();
+        assert_eq!(spec.credential, "access_token");
+        assert!(!shopify.credentials["access_token"].required);
+        assert!(shopify.credentials["access_token"].secret);
+        for (status, event) in [
+            (Status::InTransit, Some("IN_TRANSIT")),
+            (Status::OutForDelivery, Some("OUT_FOR_DELIVERY")),
+            (Status::DeliveryFailed, Some("ATTEMPTED_DELIVERY")),
+            (Status::Delivered, Some("DELIVERED")),
+            (Status::Booked, None),
+            (Status::Unknown, None),
+        ] {
+            assert_eq!(spec.event_status(status), event, "{status:?}");
+        }
+        for operation in [
+            "open_fulfillments",
+            "fulfill",
+            "find_fulfillment",
+            "fulfillment_event",
+        ] {
+            let op = shopify.operation(operation).unwrap();
+            assert_eq!(op.path, "/admin/api/2025-07/graphql.json");
+            assert!(
+                op.headers
+                    .iter()
+                    .any(|(name, _)| name == "X-Shopify-Access-Token")
+            );
+        }
+        assert!(
+            shopify
+                .operation("find_fulfillment")
+                .unwrap()
+                .each
+                .is_some()
+        );
+        let sandbox = Connector::load(&repo().join("connectors/sandbox.yaml")).unwrap();
+        assert_eq!(sandbox.tracking_page.unwrap().company, "Waybill Sandbox");
+    }
+
+    #[test]
+    fn a_write_back_names_declared_credentials_canonical_statuses_and_its_operations() {
+        let text = "name: s\nkind: store\ncredentials:\n  token: { type: string, secret: true }\nwrite_back:\n  credential: tokn\n  statuses: { in_transit: IN_TRANSIT, on_the_way: X }\n";
+        let problems = parse(text).unwrap_err();
+        let said: Vec<&str> = problems.iter().map(|d| d.message.as_str()).collect();
+        assert!(said.iter().any(|m| m.contains("`tokn`")), "{said:?}");
+        assert!(
+            said.iter()
+                .any(|m| m.contains("`on_the_way` is not a canonical status")),
+            "{said:?}"
+        );
+        assert!(
+            said.iter().any(|m| m.contains("operations.fulfill`")),
+            "{said:?}"
+        );
+        assert_only_problem(
+            "name: c\nkind: courier\nbase_url: https://c.example\noperations:\n  book:\n    request: { method: POST, path: /b }\n    success: 'true'\n    extract: { tracking_number: $.cn }\n    errors:\n      - { when: 'true', class: permanent, retry_after: '3' }\n",
+            10,
+            "only for rules of class `retryable`",
         );
     }
 

@@ -52,6 +52,10 @@ impl Compiler<'_> {
             ("label", raw.label),
             ("cities", raw.cities),
             ("token", raw.token),
+            ("open_fulfillments", raw.open_fulfillments),
+            ("fulfill", raw.fulfill),
+            ("find_fulfillment", raw.find_fulfillment),
+            ("fulfillment_event", raw.fulfillment_event),
         ];
         let mut operations = BTreeMap::new();
         for (name, node) in declared {
@@ -84,22 +88,25 @@ impl Compiler<'_> {
         let templates = self.request_templates(&raw.request);
         let success = self.expr(&raw.success, "success");
         let extract = self.extract(&raw.extract);
+        let extract_lists = raw
+            .extract
+            .iter()
+            .filter(|(_, path)| selects_several(&path.value))
+            .map(|(name, _)| name.clone())
+            .collect();
         if name == "book" && !raw.extract.contains_key("tracking_number") {
             self.report(at, "`book` must extract `tracking_number` (e.g. `extract: { tracking_number: \"$.tracking_number\" }`)");
         }
         if name == "payment" {
             self.payment_extract(at, &raw.extract);
         }
+        if name == "fulfill" && !raw.extract.contains_key("fulfillment_id") {
+            self.report(at, "`fulfill` must extract `fulfillment_id`, the id later status events are written to");
+        }
         let errors = raw
             .errors
             .iter()
-            .filter_map(|rule| {
-                let when = self.expr(&rule.when, "errors.when")?;
-                Some(ErrorRule {
-                    when,
-                    class: rule.class,
-                })
-            })
+            .filter_map(|rule| self.error_rule(rule))
             .collect();
         let status_classes = self.status_classes(&raw.status_classes);
         let error_message = raw
@@ -129,6 +136,7 @@ impl Compiler<'_> {
             templates,
             success: success?,
             extract,
+            extract_lists,
             errors,
             status_classes,
             error_message,
@@ -136,6 +144,61 @@ impl Compiler<'_> {
             each,
             max_batch,
         })
+    }
+
+    /// One rule of `errors:`; `retry_after` only where retrying is allowed.
+    fn error_rule(&mut self, rule: &crate::connector::raw::RawErrorRule) -> Option<ErrorRule> {
+        let when = self.expr(&rule.when, "errors.when")?;
+        let retry_after = match &rule.retry_after {
+            Some(source) if rule.class != ErrorClass::Retryable => {
+                self.report(
+                    source.position(),
+                    "`retry_after` is only for rules of class `retryable`",
+                );
+                None
+            }
+            Some(source) => Some(self.expr(source, "errors.retry_after")?),
+            None => None,
+        };
+        Some(ErrorRule {
+            when,
+            class: rule.class,
+            retry_after,
+        })
+    }
+
+    /// `find_fulfillment`'s `each` and its items' required names.
+    fn fulfillment_items(&mut self, at: Position, raw: &RawOperation) -> Option<JsonPath> {
+        for needed in ["fulfillment_id", "tracking_numbers"] {
+            if !raw.extract.contains_key(needed) {
+                self.report(
+                    at,
+                    format!("`find_fulfillment` must extract `{needed}` from each item"),
+                );
+            }
+        }
+        if let Some(m) = &raw.max_batch {
+            self.report(
+                m.position(),
+                "`max_batch` belongs to `track_many` only; remove it from `find_fulfillment`",
+            );
+        }
+        match &raw.each {
+            Some(source) => match JsonPath::parse(&source.value) {
+                Ok(parsed) => Some(parsed),
+                Err(err) => {
+                    self.report(
+                        source.position(),
+                        format!("`each` is not a JSONPath: {err}"),
+                    );
+                    None
+                }
+            },
+            None => {
+                self.report(at, "`find_fulfillment` needs `each`: the JSONPath of the answer's fulfillments, e.g. `each: \"$.data.order.fulfillments[*]\"`");
+                None
+            }
+        }
     }
 
     /// `each` and `max_batch`: required on `track_many`, refused elsewhere.
@@ -158,6 +221,9 @@ impl Compiler<'_> {
             };
             return (self.operation_path(source, "each"), None);
         }
+        if name == "find_fulfillment" {
+            return (self.fulfillment_items(at, raw), None);
+        }
         if name != "track_many" {
             for (key, written) in [
                 ("each", raw.each.as_ref().map(|e| e.position())),
@@ -166,7 +232,7 @@ impl Compiler<'_> {
                 if let Some(position) = written {
                     self.report(
                         position,
-                        format!("`{key}` belongs to `track_many` and `cities` only; remove it from `{name}`"),
+                        format!("`{key}` belongs to `track_many`, `cities` and `find_fulfillment` only; remove it from `{name}`"),
                     );
                 }
             }
@@ -438,4 +504,15 @@ impl Compiler<'_> {
             }
         }
     }
+}
+
+/// Whether a JSONPath can select more than one value: a wildcard, a
+/// descendant segment, a filter, a slice or a union.
+fn selects_several(path: &str) -> bool {
+    path.contains("[*]")
+        || path.contains(".*")
+        || path.contains("..")
+        || path.contains("[?")
+        || path.contains(':')
+        || path.contains(',')
 }

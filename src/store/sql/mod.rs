@@ -17,6 +17,7 @@ use super::shipments::{
     StatusEvent, SyncOverview, UnknownStatus,
 };
 use super::sqlite::{self, Jobs, SqlitePools};
+use super::write_backs::{WriteBackClaim, WriteBackStore, WriteBackTicket};
 use super::{
     AuditEntry, BookedShipment, Booking, BookingStatus, Claim, Reservation, Store, StoreError,
 };
@@ -89,6 +90,7 @@ mod rows;
 mod shipments;
 #[cfg(test)]
 mod tests;
+mod write_backs;
 mod writer;
 
 fn db(error: sqlx::Error) -> StoreError {
@@ -278,6 +280,51 @@ impl Store for SqlStore {
             sqlx::query("SELECT 1").execute(pool).await.map_err(db)?;
             Ok(())
         })
+    }
+}
+
+#[async_trait]
+impl WriteBackStore for SqlStore {
+    async fn claim_write_back(
+        &self,
+        ticket: WriteBackTicket<'_>,
+    ) -> Result<WriteBackClaim, StoreError> {
+        write_backs::claim(self, ticket).await
+    }
+
+    async fn finish_write_back(
+        &self,
+        key: &BookingKey,
+        operation: &str,
+        remote_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        write_backs::finish(self, key, operation, remote_id).await
+    }
+
+    async fn release_write_back(
+        &self,
+        key: &BookingKey,
+        operation: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        write_backs::release(self, key, operation, owner).await
+    }
+
+    async fn doubt_write_back(
+        &self,
+        key: &BookingKey,
+        operation: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        write_backs::doubt(self, key, operation, owner).await
+    }
+
+    async fn write_back_id(
+        &self,
+        key: &BookingKey,
+        operation: &str,
+    ) -> Result<Option<String>, StoreError> {
+        write_backs::remote_id(self, key, operation).await
     }
 }
 

@@ -127,6 +127,7 @@ on_every_backend!(
     deliveries_are_deduplicated_and_expire,
     bookings_are_listed_by_status,
     an_orders_bookings_keep_their_shipment_and_the_change_noted,
+    write_backs_are_claimed_once_and_looked_up_after_doubt,
 );
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -558,4 +559,120 @@ async fn an_orders_bookings_keep_their_shipment_and_the_change_noted(store: SqlS
         store.note_change(&unknown, "{}", "msg-3").await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+/// A write-back row: one sender at a time, done once, and after an
+/// ambiguous answer or a crash, claimed again only to be looked up first.
+async fn write_backs_are_claimed_once_and_looked_up_after_doubt(store: SqlStore) {
+    use crate::store::write_backs::{WriteBackClaim, WriteBackStore, WriteBackTicket};
+    let key = key("820982911946154508");
+    let ticket = |operation, owner, lease| WriteBackTicket {
+        key: &key,
+        operation,
+        owner,
+        lease,
+    };
+    let fresh = WriteBackClaim::Acquired { checked: true };
+    let doubtful = WriteBackClaim::Acquired { checked: false };
+    assert_eq!(
+        store
+            .claim_write_back(ticket("fulfillment", "a", HOUR))
+            .await
+            .unwrap(),
+        fresh
+    );
+    // Another instance waits while the owner's answer may still come.
+    assert_eq!(
+        store
+            .claim_write_back(ticket("fulfillment", "b", HOUR))
+            .await
+            .unwrap(),
+        WriteBackClaim::Busy
+    );
+    // Other rows of the same shipment are free.
+    assert_eq!(
+        store
+            .claim_write_back(ticket("event:in_transit", "b", HOUR))
+            .await
+            .unwrap(),
+        fresh
+    );
+    // The store certainly did not act: the row is free again.
+    store
+        .release_write_back(&key, "event:in_transit", "b")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_write_back(ticket("event:in_transit", "a", HOUR))
+            .await
+            .unwrap(),
+        fresh
+    );
+    // An ambiguous answer ends the lease: the next claimer looks first.
+    store
+        .doubt_write_back(&key, "fulfillment", "a")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_write_back(ticket("fulfillment", "b", HOUR))
+            .await
+            .unwrap(),
+        doubtful
+    );
+    // The same owner again (one machine, restarted) looks first too.
+    assert_eq!(
+        store
+            .claim_write_back(ticket("fulfillment", "b", HOUR))
+            .await
+            .unwrap(),
+        doubtful
+    );
+    store
+        .finish_write_back(&key, "fulfillment", Some("gid://shopify/Fulfillment/1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_write_back(ticket("fulfillment", "c", HOUR))
+            .await
+            .unwrap(),
+        WriteBackClaim::Done(Some("gid://shopify/Fulfillment/1".into()))
+    );
+    assert_eq!(
+        store
+            .write_back_id(&key, "fulfillment")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("gid://shopify/Fulfillment/1")
+    );
+    // A lapsed lease of a dead owner is taken over, to be looked up first.
+    assert_eq!(
+        store
+            .claim_write_back(ticket("event:delivered", "dead", Duration::ZERO))
+            .await
+            .unwrap(),
+        fresh
+    );
+    assert_eq!(
+        store
+            .claim_write_back(ticket("event:delivered", "c", HOUR))
+            .await
+            .unwrap(),
+        doubtful
+    );
+    // Releasing is the owner's only.
+    store
+        .release_write_back(&key, "event:delivered", "dead")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_write_back(ticket("event:delivered", "d", HOUR))
+            .await
+            .unwrap(),
+        WriteBackClaim::Busy
+    );
 }
