@@ -176,7 +176,8 @@ impl wiremock::Respond for FakeShopify {
     }
 }
 
-/// PostEx stand-in: books `CX-WB<n>`; tracking polls say nothing new.
+/// PostEx stand-in: books `CX-WB<n>`; tracking polls say nothing new; the
+/// payment status of any parcel is settled.
 #[derive(Clone, Default)]
 struct PostEx(Arc<std::sync::atomic::AtomicUsize>);
 
@@ -185,6 +186,13 @@ impl wiremock::Respond for PostEx {
         if request.url.path().ends_with("/create-order") {
             let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             return ResponseTemplate::new(200).set_body_json(postex_ok(&format!("CX-WB{n}")));
+        }
+        if request.url.path().contains("/payment-status/") {
+            return ResponseTemplate::new(200).set_body_json(json!({
+                "statusCode": "200", "statusMessage": "SUCCESSFULLY OPERATED",
+                "dist": { "settle": true, "settlementDate": "2026-12-03 11:00:00",
+                    "cprNumber_1": "CPR-71", "cprNumber_2": "CPR-72" }
+            }));
         }
         ResponseTemplate::new(200).set_body_json(json!({
             "statusCode": "200", "dist": { "transactionStatus": "Unbooked" }
@@ -591,5 +599,70 @@ async fn access_denied_is_permanent_and_names_the_scope() {
         "{headers:?}"
     );
     assert_eq!(shopify.shop().create_times.len(), 1, "not retried");
+    app.stop().await;
+}
+
+/// The whole loop on one order: booked at PostEx, one fulfillment at
+/// Shopify, one event per mapped status from the courier's callbacks, the
+/// COD collected on delivery and remitted by PostEx's payment status, and
+/// `cod report` saying so.
+#[tokio::test]
+async fn the_loop_closes_from_booking_to_remittance() {
+    let courier = postex().await;
+    let shopify = FakeShopify::default();
+    let shop = shopify.start().await;
+    let dir = tree(&courier, &shop, TOKEN);
+    dir.edit("waybill.yaml", |t| {
+        format!("{t}cod: {{ payment_interval: 1s }}\n")
+    });
+    let app = App::start(&dir).await;
+    let base = app.url("");
+    let base = base.trim_end_matches('/');
+    order_paid(&app, 8_100_000_090, "loop-1").await;
+    eventually(Duration::from_secs(60), "one fulfillment", || async {
+        (shopify.shop().creates.len() == 1).then_some(())
+    })
+    .await;
+    for (hour, status) in [
+        (10, "Picked By PostEx"),
+        (11, "PostEx WareHouse"),
+        (12, "Out For Delivery"),
+        (14, "Delivered"),
+    ] {
+        callback(&app.http, base, "CX-WB0", status, hour).await;
+    }
+    let remitted = eventually(Duration::from_secs(60), "the COD remitted", || async {
+        all_shipments(&app)
+            .await?
+            .into_iter()
+            .find(|s| s.tracking_number == "CX-WB0" && s.cod_state.as_str() == "remitted")
+    })
+    .await;
+    assert_eq!(remitted.status.as_str(), "delivered");
+    assert!(remitted.cod_collected_at.is_some(), "{remitted:?}");
+    assert_eq!(
+        remitted.cod_remittance_ref.as_deref(),
+        Some("CPR-71 / CPR-72")
+    );
+    eventually(Duration::from_secs(30), "three events", || async {
+        (shopify.shop().events.len() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        event_statuses(&shopify),
+        ["DELIVERED", "IN_TRANSIT", "OUT_FOR_DELIVERY"]
+    );
+    assert_eq!(shopify.shop().creates.len(), 1);
+    let report: Value =
+        serde_json::from_str(&waybill_cli(&dir, &["cod", "report", "--format", "json"]))
+            .expect("cod report JSON");
+    let line = &report["shipments"][0];
+    assert_eq!(line["tracking_number"], "CX-WB0", "{report:#}");
+    assert_eq!(line["state"], "remitted", "{report:#}");
+    assert_eq!(line["remittance_ref"], "CPR-71 / CPR-72", "{report:#}");
+    assert_eq!(
+        line["expected"],
+        remitted.cod_amount.clone().unwrap_or_default()
+    );
     app.stop().await;
 }
