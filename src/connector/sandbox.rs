@@ -490,12 +490,9 @@ async fn track(
     Path(tracking_number): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(parcel) = Parcel::parse(&tracking_number) else {
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({ "error": "no such sandbox tracking number" })),
-        )
-            .into_response();
+    let parcel = match parcel_of(&tracking_number) {
+        Ok(parcel) => parcel,
+        Err(not_found) => return not_found,
     };
     if let Some(at) = sandbox.cancelled.at(&tracking_number) {
         let answer = json!({
@@ -517,18 +514,27 @@ async fn track(
     (StatusCode::OK, axum::Json(answer)).into_response()
 }
 
+/// The parcel a tracking number names, or the 404 a courier gives a number
+/// it never issued.
+fn parcel_of(tracking_number: &str) -> Result<Parcel, Response> {
+    Parcel::parse(tracking_number).ok_or_else(|| {
+        (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "error": "no such sandbox tracking number" })),
+        )
+            .into_response()
+    })
+}
+
 /// Cancels a parcel that has not moved since it was booked.
 async fn cancel(
     State(sandbox): State<Sandbox>,
     Path(tracking_number): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(parcel) = Parcel::parse(&tracking_number) else {
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({ "error": "no such sandbox tracking number" })),
-        )
-            .into_response();
+    let parcel = match parcel_of(&tracking_number) {
+        Ok(parcel) => parcel,
+        Err(not_found) => return not_found,
     };
     let step = step_of(sandbox.account(&headers).as_deref());
     let now = now_ms();
@@ -568,12 +574,9 @@ async fn payment(
     Path(tracking_number): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(parcel) = Parcel::parse(&tracking_number) else {
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({ "error": "no such sandbox tracking number" })),
-        )
-            .into_response();
+    let parcel = match parcel_of(&tracking_number) {
+        Ok(parcel) => parcel,
+        Err(not_found) => return not_found,
     };
     let step = step_of(sandbox.account(&headers).as_deref());
     let last = parcel.route().len() - 1;
