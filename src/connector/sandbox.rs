@@ -490,9 +490,8 @@ async fn track(
     Path(tracking_number): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let parcel = match parcel_of(&tracking_number) {
-        Ok(parcel) => parcel,
-        Err(not_found) => return not_found,
+    let Some(parcel) = Parcel::parse(&tracking_number) else {
+        return never_issued();
     };
     if let Some(at) = sandbox.cancelled.at(&tracking_number) {
         let answer = json!({
@@ -514,16 +513,13 @@ async fn track(
     (StatusCode::OK, axum::Json(answer)).into_response()
 }
 
-/// The parcel a tracking number names, or the 404 a courier gives a number
-/// it never issued.
-fn parcel_of(tracking_number: &str) -> Result<Parcel, Response> {
-    Parcel::parse(tracking_number).ok_or_else(|| {
-        (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({ "error": "no such sandbox tracking number" })),
-        )
-            .into_response()
-    })
+/// The answer to a tracking number the sandbox never issued.
+fn never_issued() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({ "error": "no such sandbox tracking number" })),
+    )
+        .into_response()
 }
 
 /// Cancels a parcel that has not moved since it was booked.
@@ -532,9 +528,8 @@ async fn cancel(
     Path(tracking_number): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let parcel = match parcel_of(&tracking_number) {
-        Ok(parcel) => parcel,
-        Err(not_found) => return not_found,
+    let Some(parcel) = Parcel::parse(&tracking_number) else {
+        return never_issued();
     };
     let step = step_of(sandbox.account(&headers).as_deref());
     let now = now_ms();
@@ -574,9 +569,8 @@ async fn payment(
     Path(tracking_number): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let parcel = match parcel_of(&tracking_number) {
-        Ok(parcel) => parcel,
-        Err(not_found) => return not_found,
+    let Some(parcel) = Parcel::parse(&tracking_number) else {
+        return never_issued();
     };
     let step = step_of(sandbox.account(&headers).as_deref());
     let last = parcel.route().len() - 1;
