@@ -14,6 +14,12 @@ mod cli_output;
 mod cod;
 #[path = "it/common.rs"]
 mod common;
+#[path = "it/courier_blueex.rs"]
+mod courier_blueex;
+#[path = "it/courier_callcourier.rs"]
+mod courier_callcourier;
+#[path = "it/courier_tcs.rs"]
+mod courier_tcs;
 #[path = "it/crash.rs"]
 mod crash;
 #[path = "it/dlq.rs"]

@@ -581,3 +581,25 @@ pub fn waybill_cli(dir: &ConfigDir, args: &[&str]) -> String {
     assert!(output.status.success(), "waybill {args:?}: {output:?}");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// Runs `waybill ARGS --config <the tree>` off the async runtime, whatever
+/// its exit: the exit code, stdout and stderr.
+pub async fn waybill_cli_result(dir: &ConfigDir, args: &[&str]) -> (i32, String, String) {
+    let config = dir.path();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_waybill"))
+            .args(&args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("run waybill");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("join")
+}

@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use waybill::connector::{Connector, MatchedBy, StatusMatch};
 use waybill::model::Status;
 
-fn shipped(name: &str) -> Connector {
+pub fn shipped(name: &str) -> Connector {
     let path = repo().join("connectors").join(format!("{name}.yaml"));
     Connector::load(&path).unwrap_or_else(|problems| panic!("{name}: {problems:#?}"))
 }
@@ -24,7 +24,7 @@ fn variants(raw: &str) -> Vec<String> {
     ]
 }
 
-fn assert_maps(courier: &Connector, raw: &str, status: Status, sub_status: Option<&str>) {
+pub fn assert_maps(courier: &Connector, raw: &str, status: Status, sub_status: Option<&str>) {
     for variant in variants(raw) {
         let found = courier.status_of(&variant);
         assert_eq!(

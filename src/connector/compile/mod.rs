@@ -487,10 +487,27 @@ mod tests {
             let path = entry.unwrap().path();
             let connector =
                 Connector::load(&path).unwrap_or_else(|d| panic!("{}: {d:#?}", path.display()));
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            assert_eq!(connector.name, stem, "{}", path.display());
             names.push(connector.name);
         }
-        names.sort();
-        assert_eq!(names, ["notify-webhook", "postex", "sandbox", "shopify"]);
+        for shipped in [
+            "blueex",
+            "callcourier",
+            "notify-webhook",
+            "postex",
+            "sandbox",
+            "shopify",
+            "tcs",
+        ] {
+            assert!(
+                names.iter().any(|n| n == shipped),
+                "{shipped} missing from {names:?}"
+            );
+        }
     }
 
     #[test]
