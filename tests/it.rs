@@ -14,6 +14,10 @@ mod cli_output;
 mod cod;
 #[path = "it/common.rs"]
 mod common;
+#[path = "it/courier_leopards.rs"]
+mod courier_leopards;
+#[path = "it/courier_trax.rs"]
+mod courier_trax;
 #[path = "it/crash.rs"]
 mod crash;
 #[path = "it/dlq.rs"]
