@@ -268,3 +268,59 @@ async fn accounts_test_prints_leopards_own_refusal_of_wrong_keys() {
     assert!(text.contains("Invalid API Key or Password"), "{text}");
     assert!(!text.contains("wr0ng-pa55-SECRET"), "{text}");
 }
+
+/// Every Leopards string of courier-domain.md §3.4, webhook short codes
+/// included, maps as the reference implies.
+#[test]
+fn every_leopards_status_string_maps_to_its_canonical_status() {
+    use crate::statuses::{assert_maps, shipped};
+    use waybill::model::Status::*;
+    let leopards = shipped("leopards");
+    let table: &[(&str, waybill::model::Status, Option<&str>)] = &[
+        ("Pickup Request not Send", Booked, Some("awaiting_pickup")),
+        ("Pickup Request Sent", Booked, Some("pickup_requested")),
+        ("Consignment Booked", Booked, None),
+        ("Drop Off at Express Center", PickedUp, None),
+        ("Shipment Picked", PickedUp, None),
+        ("Arrived at Station", InTransit, None),
+        ("Dispatched", InTransit, None),
+        ("Missroute", InTransit, Some("misrouted")),
+        ("Assign to Courier", OutForDelivery, None),
+        ("Pending", DeliveryFailed, None),
+        ("Ready for Return", Returning, Some("awaiting_shipper_advice")),
+        ("Being Return", Returning, None),
+        ("Returned to shipper", Returned, None),
+        ("Delivered", Delivered, None),
+        ("Cancelled", Cancelled, None),
+        ("48 Hours Auto Canceled", Cancelled, Some("auto_cancelled")),
+        ("In Transit", InTransit, None),
+        ("RC", Booked, None),
+        ("SP", PickedUp, None),
+        ("DP", InTransit, None),
+        ("AR", InTransit, None),
+        ("AC", OutForDelivery, None),
+        ("DV", Delivered, None),
+        ("PN1", DeliveryFailed, None),
+        ("PN2", DeliveryFailed, None),
+        ("RO", Returning, None),
+        ("RN1", Returning, Some("return_attempt_failed")),
+        ("RN2", Returning, Some("return_attempt_failed")),
+        ("NR", Returning, None),
+        ("RW", Returned, None),
+        ("DW", Returned, None),
+        ("RS", Returned, None),
+        ("DR", Returned, None),
+    ];
+    for (raw, status, sub_status) in table {
+        assert_maps(&leopards, raw, *status, *sub_status);
+    }
+}
+
+#[test]
+fn an_unlisted_leopards_status_is_unknown() {
+    use crate::statuses::{assert_unknown, shipped};
+    let leopards = shipped("leopards");
+    for raw in ["Teleported", "", "PN3", "Deliver", "Returned"] {
+        assert_unknown(leopards.status_of(raw), raw);
+    }
+}

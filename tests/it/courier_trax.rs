@@ -330,3 +330,75 @@ async fn accounts_test_prints_trax_own_refusal_of_a_wrong_key() {
     assert!(text.contains("Unauthorized: invalid API key"), "{text}");
     assert!(!text.contains("not-the-KEY"), "{text}");
 }
+
+/// Every Trax string of courier-domain.md §3.4 (the doc's examples, the
+/// 2020 status table and the unverified three) maps as the reference implies.
+#[test]
+fn every_trax_status_string_maps_to_its_canonical_status() {
+    use crate::statuses::{assert_maps, shipped};
+    use waybill::model::Status::*;
+    let trax = shipped("trax");
+    let table: &[(&str, waybill::model::Status, Option<&str>)] = &[
+        ("Shipment - Booked", Booked, None),
+        ("Shipment - Re-Booked", Booked, None),
+        ("Shipment - Rider Picked", PickedUp, None),
+        ("Shipment - Arrival Service Center", InTransit, Some("at_origin_hub")),
+        ("Shipment - Arrived at Origin", InTransit, Some("at_origin_hub")),
+        ("Shipment - In Transit", InTransit, None),
+        ("Shipment - Consolidated", InTransit, None),
+        ("Shipment - Arrived at Destination", InTransit, Some("at_destination_hub")),
+        ("Shipment - Misrouted", InTransit, Some("misrouted")),
+        ("Shipment - Misroute Forwarded", InTransit, Some("misrouted")),
+        ("Shipment - Dispatched From Warehouse", InTransit, None),
+        ("Shipment - Received at Junction", InTransit, None),
+        ("Shipment - Onward Forwarded", InTransit, None),
+        ("Shipment - Out for Delivery", OutForDelivery, None),
+        ("Shipment - Rider Exchange", OutForDelivery, Some("rider_exchange")),
+        ("Shipment - Delivery Unsuccessful", DeliveryFailed, None),
+        ("Shipment - Not Attempted", DeliveryFailed, Some("not_attempted")),
+        ("Return - Confirmation Pending", DeliveryFailed, Some("awaiting_shipper_advice")),
+        ("Shipment - Re-Attempt", DeliveryFailed, Some("reattempt_requested")),
+        ("Shipment - Re-Attempt Requested", DeliveryFailed, Some("reattempt_requested")),
+        ("Re-Attempt - Requested", DeliveryFailed, Some("reattempt_requested")),
+        ("Shipment - On Hold", OnHold, None),
+        ("Shipment - Multiple Pieces Hold", OnHold, None),
+        ("Shipment - Waiting For Consolidation", OnHold, None),
+        ("Shipment - On Hold for Self Collection", OnHold, Some("ready_for_collection")),
+        ("Intercept Requested", OnHold, Some("intercepted")),
+        ("Intercept Approved", OnHold, Some("intercepted")),
+        ("Shipment - Delivered", Delivered, None),
+        ("Replacement-Exchanged", Delivered, None),
+        ("Replacement - Exchanged", Delivered, None),
+        ("Shipment - Return Confirm", Returning, Some("return_confirmed")),
+        ("Return - Confirm", Returning, Some("return_confirmed")),
+        ("Return - In Transit", Returning, None),
+        ("Return - Arrived at Origin", Returning, None),
+        ("Return - Dispatched", Returning, None),
+        ("Return - Rider Exchange", Returning, None),
+        ("Return - On Hold", Returning, None),
+        ("Return Note Shifted", Returning, None),
+        ("Return - Not Attempted", Returning, Some("return_attempt_failed")),
+        ("Return - Delivery Unsuccessful", Returning, Some("return_attempt_failed")),
+        ("Return Unsuccessful for CX and Sales", Returning, Some("return_attempt_failed")),
+        ("Shipment - Recalled", Returning, None),
+        ("Return - Delivered to Shipper", Returned, None),
+        ("Replacement - In Transit", Returning, Some("reverse_leg")),
+        ("Replacement - Arrived at Origin", Returning, Some("reverse_leg")),
+        ("Replacement - Dispatched", Returning, Some("reverse_leg")),
+        ("Replacement - Rider Exchange", Returning, Some("reverse_leg")),
+        ("Replacement - Delivery Unsuccessful", Returning, Some("reverse_leg")),
+        ("Replacement - Collected", Returning, Some("reverse_leg")),
+        ("Replacement - Delivered to Shipper", Returned, Some("reverse_leg")),
+        ("Replacement-Not Collected", Exception, Some("reverse_leg")),
+        ("Replacement - Not Collected", Exception, Some("reverse_leg")),
+        ("Shipment - Cancelled", Cancelled, None),
+        ("Shipment - Lost", Exception, Some("lost")),
+        ("Shipment - Non-Service Area", Exception, Some("non_serviceable")),
+        ("Shipment - Case Closed", Exception, Some("case_closed")),
+    ];
+    for (raw, status, sub_status) in table {
+        assert_maps(&trax, raw, *status, *sub_status);
+    }
+    // A COD payment status is not a parcel status.
+    crate::statuses::assert_unknown(trax.status_of("Payment - Processed"), "Payment - Processed");
+}

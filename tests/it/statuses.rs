@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use waybill::connector::{Connector, MatchedBy, StatusMatch};
 use waybill::model::Status;
 
-fn shipped(name: &str) -> Connector {
+pub(crate) fn shipped(name: &str) -> Connector {
     let path = repo().join("connectors").join(format!("{name}.yaml"));
     Connector::load(&path).unwrap_or_else(|problems| panic!("{name}: {problems:#?}"))
 }
@@ -24,7 +24,7 @@ fn variants(raw: &str) -> Vec<String> {
     ]
 }
 
-fn assert_maps(courier: &Connector, raw: &str, status: Status, sub_status: Option<&str>) {
+pub(crate) fn assert_maps(courier: &Connector, raw: &str, status: Status, sub_status: Option<&str>) {
     for variant in variants(raw) {
         let found = courier.status_of(&variant);
         assert_eq!(
@@ -37,7 +37,7 @@ fn assert_maps(courier: &Connector, raw: &str, status: Status, sub_status: Optio
     }
 }
 
-fn assert_unknown(found: StatusMatch, raw: &str) {
+pub(crate) fn assert_unknown(found: StatusMatch, raw: &str) {
     assert_eq!(found.status, Status::Unknown, "{raw:?}");
     assert!(found.is_unmatched(), "{raw:?}");
     assert_eq!((found.sub_status, found.reason), (None, None), "{raw:?}");
