@@ -490,7 +490,17 @@ mod tests {
             names.push(connector.name);
         }
         names.sort();
-        assert_eq!(names, ["notify-webhook", "postex", "sandbox", "shopify"]);
+        assert_eq!(
+            names,
+            [
+                "leopards",
+                "notify-webhook",
+                "postex",
+                "sandbox",
+                "shopify",
+                "trax",
+            ]
+        );
     }
 
     #[test]
