@@ -43,9 +43,10 @@ async fn mount_cities(server: &MockServer) {
         .await;
     Mock::given(method("POST"))
         .and(path("/api/getAllCities/format/json/"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({ "status": 0, "error": "Invalid API Key or Password" }),
-        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "status": 0, "error": "Invalid API Key or Password" })),
+        )
         .mount(server)
         .await;
 }
@@ -121,9 +122,10 @@ async fn a_shopify_order_books_on_leopards_and_is_tracked_to_delivered() {
         200
     );
     let shipment = eventually(Duration::from_secs(60), "delivered by polling", || async {
-        all_shipments(&app).await?.into_iter().find(|s| {
-            s.tracking_number == "KI7501234" && s.status.as_str() == "delivered"
-        })
+        all_shipments(&app)
+            .await?
+            .into_iter()
+            .find(|s| s.tracking_number == "KI7501234" && s.status.as_str() == "delivered")
     })
     .await;
     assert_eq!(shipment.courier_account, "courier-main");
@@ -222,7 +224,10 @@ async fn accounts_test_checks_the_keys_books_and_cancels_on_leopards() {
         .mount(&server)
         .await;
     let dir = ConfigDir::new(&leopards_account(&server, API_PASSWORD));
-    assert_eq!(waybill_cli(&dir, &["accounts", "test", "courier-main"]), "ok\n");
+    assert_eq!(
+        waybill_cli(&dir, &["accounts", "test", "courier-main"]),
+        "ok\n"
+    );
     let order = repo().join("samples/shopify/order-cod.json");
     let text = waybill_cli(
         &dir,
@@ -235,7 +240,10 @@ async fn accounts_test_checks_the_keys_books_and_cancels_on_leopards() {
             order.to_str().expect("utf-8 path"),
         ],
     );
-    assert!(!text.contains(API_PASSWORD) && !text.contains(API_KEY), "{text}");
+    assert!(
+        !text.contains(API_PASSWORD) && !text.contains(API_KEY),
+        "{text}"
+    );
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "ok", "{text}");
     assert!(
@@ -287,7 +295,11 @@ fn every_leopards_status_string_maps_to_its_canonical_status() {
         ("Missroute", InTransit, Some("misrouted")),
         ("Assign to Courier", OutForDelivery, None),
         ("Pending", DeliveryFailed, None),
-        ("Ready for Return", Returning, Some("awaiting_shipper_advice")),
+        (
+            "Ready for Return",
+            Returning,
+            Some("awaiting_shipper_advice"),
+        ),
         ("Being Return", Returning, None),
         ("Returned to shipper", Returned, None),
         ("Delivered", Delivered, None),

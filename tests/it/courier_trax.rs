@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use waybill::model::header;
 use waybill::store::shipments::Outcome;
-use wiremock::matchers::{body_json, body_partial_json, header as has_header, method, path, query_param};
+use wiremock::matchers::{
+    body_json, body_partial_json, header as has_header, method, path, query_param,
+};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const API_KEY: &str = "sonic-KEY-s3cret";
@@ -126,9 +128,10 @@ async fn a_shopify_order_books_on_trax_and_is_tracked_by_polling() {
         200
     );
     let shipment = eventually(Duration::from_secs(60), "delivered by polling", || async {
-        all_shipments(&app).await?.into_iter().find(|s| {
-            s.tracking_number == "101101000001" && s.status.as_str() == "delivered"
-        })
+        all_shipments(&app)
+            .await?
+            .into_iter()
+            .find(|s| s.tracking_number == "101101000001" && s.status.as_str() == "delivered")
     })
     .await;
     assert_eq!(
@@ -284,7 +287,10 @@ async fn accounts_test_checks_the_key_books_labels_and_cancels_on_trax() {
         .mount(&server)
         .await;
     let dir = ConfigDir::new(&trax_account(&server, API_KEY));
-    assert_eq!(waybill_cli(&dir, &["accounts", "test", "courier-main"]), "ok\n");
+    assert_eq!(
+        waybill_cli(&dir, &["accounts", "test", "courier-main"]),
+        "ok\n"
+    );
     let label = dir.dir.path().join("label.pdf");
     let order = repo().join("samples/shopify/order-cod.json");
     let text = waybill_cli(
@@ -342,34 +348,82 @@ fn every_trax_status_string_maps_to_its_canonical_status() {
         ("Shipment - Booked", Booked, None),
         ("Shipment - Re-Booked", Booked, None),
         ("Shipment - Rider Picked", PickedUp, None),
-        ("Shipment - Arrival Service Center", InTransit, Some("at_origin_hub")),
-        ("Shipment - Arrived at Origin", InTransit, Some("at_origin_hub")),
+        (
+            "Shipment - Arrival Service Center",
+            InTransit,
+            Some("at_origin_hub"),
+        ),
+        (
+            "Shipment - Arrived at Origin",
+            InTransit,
+            Some("at_origin_hub"),
+        ),
         ("Shipment - In Transit", InTransit, None),
         ("Shipment - Consolidated", InTransit, None),
-        ("Shipment - Arrived at Destination", InTransit, Some("at_destination_hub")),
+        (
+            "Shipment - Arrived at Destination",
+            InTransit,
+            Some("at_destination_hub"),
+        ),
         ("Shipment - Misrouted", InTransit, Some("misrouted")),
-        ("Shipment - Misroute Forwarded", InTransit, Some("misrouted")),
+        (
+            "Shipment - Misroute Forwarded",
+            InTransit,
+            Some("misrouted"),
+        ),
         ("Shipment - Dispatched From Warehouse", InTransit, None),
         ("Shipment - Received at Junction", InTransit, None),
         ("Shipment - Onward Forwarded", InTransit, None),
         ("Shipment - Out for Delivery", OutForDelivery, None),
-        ("Shipment - Rider Exchange", OutForDelivery, Some("rider_exchange")),
+        (
+            "Shipment - Rider Exchange",
+            OutForDelivery,
+            Some("rider_exchange"),
+        ),
         ("Shipment - Delivery Unsuccessful", DeliveryFailed, None),
-        ("Shipment - Not Attempted", DeliveryFailed, Some("not_attempted")),
-        ("Return - Confirmation Pending", DeliveryFailed, Some("awaiting_shipper_advice")),
-        ("Shipment - Re-Attempt", DeliveryFailed, Some("reattempt_requested")),
-        ("Shipment - Re-Attempt Requested", DeliveryFailed, Some("reattempt_requested")),
-        ("Re-Attempt - Requested", DeliveryFailed, Some("reattempt_requested")),
+        (
+            "Shipment - Not Attempted",
+            DeliveryFailed,
+            Some("not_attempted"),
+        ),
+        (
+            "Return - Confirmation Pending",
+            DeliveryFailed,
+            Some("awaiting_shipper_advice"),
+        ),
+        (
+            "Shipment - Re-Attempt",
+            DeliveryFailed,
+            Some("reattempt_requested"),
+        ),
+        (
+            "Shipment - Re-Attempt Requested",
+            DeliveryFailed,
+            Some("reattempt_requested"),
+        ),
+        (
+            "Re-Attempt - Requested",
+            DeliveryFailed,
+            Some("reattempt_requested"),
+        ),
         ("Shipment - On Hold", OnHold, None),
         ("Shipment - Multiple Pieces Hold", OnHold, None),
         ("Shipment - Waiting For Consolidation", OnHold, None),
-        ("Shipment - On Hold for Self Collection", OnHold, Some("ready_for_collection")),
+        (
+            "Shipment - On Hold for Self Collection",
+            OnHold,
+            Some("ready_for_collection"),
+        ),
         ("Intercept Requested", OnHold, Some("intercepted")),
         ("Intercept Approved", OnHold, Some("intercepted")),
         ("Shipment - Delivered", Delivered, None),
         ("Replacement-Exchanged", Delivered, None),
         ("Replacement - Exchanged", Delivered, None),
-        ("Shipment - Return Confirm", Returning, Some("return_confirmed")),
+        (
+            "Shipment - Return Confirm",
+            Returning,
+            Some("return_confirmed"),
+        ),
         ("Return - Confirm", Returning, Some("return_confirmed")),
         ("Return - In Transit", Returning, None),
         ("Return - Arrived at Origin", Returning, None),
@@ -377,23 +431,59 @@ fn every_trax_status_string_maps_to_its_canonical_status() {
         ("Return - Rider Exchange", Returning, None),
         ("Return - On Hold", Returning, None),
         ("Return Note Shifted", Returning, None),
-        ("Return - Not Attempted", Returning, Some("return_attempt_failed")),
-        ("Return - Delivery Unsuccessful", Returning, Some("return_attempt_failed")),
-        ("Return Unsuccessful for CX and Sales", Returning, Some("return_attempt_failed")),
+        (
+            "Return - Not Attempted",
+            Returning,
+            Some("return_attempt_failed"),
+        ),
+        (
+            "Return - Delivery Unsuccessful",
+            Returning,
+            Some("return_attempt_failed"),
+        ),
+        (
+            "Return Unsuccessful for CX and Sales",
+            Returning,
+            Some("return_attempt_failed"),
+        ),
         ("Shipment - Recalled", Returning, None),
         ("Return - Delivered to Shipper", Returned, None),
         ("Replacement - In Transit", Returning, Some("reverse_leg")),
-        ("Replacement - Arrived at Origin", Returning, Some("reverse_leg")),
+        (
+            "Replacement - Arrived at Origin",
+            Returning,
+            Some("reverse_leg"),
+        ),
         ("Replacement - Dispatched", Returning, Some("reverse_leg")),
-        ("Replacement - Rider Exchange", Returning, Some("reverse_leg")),
-        ("Replacement - Delivery Unsuccessful", Returning, Some("reverse_leg")),
+        (
+            "Replacement - Rider Exchange",
+            Returning,
+            Some("reverse_leg"),
+        ),
+        (
+            "Replacement - Delivery Unsuccessful",
+            Returning,
+            Some("reverse_leg"),
+        ),
         ("Replacement - Collected", Returning, Some("reverse_leg")),
-        ("Replacement - Delivered to Shipper", Returned, Some("reverse_leg")),
+        (
+            "Replacement - Delivered to Shipper",
+            Returned,
+            Some("reverse_leg"),
+        ),
         ("Replacement-Not Collected", Exception, Some("reverse_leg")),
-        ("Replacement - Not Collected", Exception, Some("reverse_leg")),
+        (
+            "Replacement - Not Collected",
+            Exception,
+            Some("reverse_leg"),
+        ),
         ("Shipment - Cancelled", Cancelled, None),
         ("Shipment - Lost", Exception, Some("lost")),
-        ("Shipment - Non-Service Area", Exception, Some("non_serviceable")),
+        (
+            "Shipment - Non-Service Area",
+            Exception,
+            Some("non_serviceable"),
+        ),
         ("Shipment - Case Closed", Exception, Some("case_closed")),
     ];
     for (raw, status, sub_status) in table {

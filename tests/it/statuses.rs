@@ -24,7 +24,12 @@ fn variants(raw: &str) -> Vec<String> {
     ]
 }
 
-pub(crate) fn assert_maps(courier: &Connector, raw: &str, status: Status, sub_status: Option<&str>) {
+pub(crate) fn assert_maps(
+    courier: &Connector,
+    raw: &str,
+    status: Status,
+    sub_status: Option<&str>,
+) {
     for variant in variants(raw) {
         let found = courier.status_of(&variant);
         assert_eq!(
