@@ -129,6 +129,17 @@ async fn a_shopify_order_books_on_leopards_and_is_tracked_to_delivered() {
     })
     .await;
     assert_eq!(shipment.courier_account, "courier-main");
+    let booking = app
+        .backends
+        .store
+        .bookings(Some(waybill::store::BookingStatus::Booked), 10)
+        .await
+        .expect("bookings");
+    let result = booking[0].result.as_ref().expect("a booking result");
+    assert_eq!(
+        result.extracted["slip_link"], "https://merchantapi.leopardscourier.com/slip/KI7501234",
+        "the printable slip is kept with the booking"
+    );
     let history = app
         .backends
         .shipments
@@ -154,12 +165,14 @@ async fn a_shopify_order_books_on_leopards_and_is_tracked_to_delivered() {
 }
 
 #[tokio::test]
-async fn a_leopards_refusal_is_a_permanent_dead_letter_with_its_message() {
+async fn a_leopards_refusal_is_a_permanent_dead_letter_whatever_the_http_status() {
     let server = MockServer::start().await;
     mount_cities(&server).await;
     Mock::given(method("POST"))
         .and(path("/api/bookPacket/format/json/"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        // Leopards signals in the body: a refusal answered with a 5xx is
+        // still a refusal, not an ambiguous outcome for review.
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({
             "status": 0, "error": "consignment_address is required"
         })))
         .mount(&server)
