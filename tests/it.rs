@@ -18,8 +18,12 @@ mod common;
 mod courier_blueex;
 #[path = "it/courier_callcourier.rs"]
 mod courier_callcourier;
+#[path = "it/courier_leopards.rs"]
+mod courier_leopards;
 #[path = "it/courier_tcs.rs"]
 mod courier_tcs;
+#[path = "it/courier_trax.rs"]
+mod courier_trax;
 #[path = "it/crash.rs"]
 mod crash;
 #[path = "it/dlq.rs"]

@@ -37,7 +37,7 @@ pub fn assert_maps(courier: &Connector, raw: &str, status: Status, sub_status: O
     }
 }
 
-fn assert_unknown(found: StatusMatch, raw: &str) {
+pub(crate) fn assert_unknown(found: StatusMatch, raw: &str) {
     assert_eq!(found.status, Status::Unknown, "{raw:?}");
     assert!(found.is_unmatched(), "{raw:?}");
     assert_eq!((found.sub_status, found.reason), (None, None), "{raw:?}");

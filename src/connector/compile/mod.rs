@@ -497,11 +497,13 @@ mod tests {
         for shipped in [
             "blueex",
             "callcourier",
+            "leopards",
             "notify-webhook",
             "postex",
             "sandbox",
             "shopify",
             "tcs",
+            "trax",
         ] {
             assert!(
                 names.iter().any(|n| n == shipped),
