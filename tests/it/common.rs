@@ -379,6 +379,15 @@ pub async fn dead_letters(app: &App, pipeline: &str) -> Vec<waybill::model::Reco
         .unwrap_or_default()
 }
 
+/// The dead letters of `pipeline` once there is at least one.
+pub async fn first_dead_letters(app: &App, pipeline: &str) -> Vec<waybill::model::Record> {
+    eventually(Duration::from_secs(60), "a dead letter", || async {
+        let letters = dead_letters(app, pipeline).await;
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await
+}
+
 /// PostEx's success answer.
 pub fn postex_ok(tracking: &str) -> serde_json::Value {
     serde_json::json!({

@@ -439,11 +439,7 @@ async fn user_errors_are_a_dead_letter_with_shopifys_message() {
     let dir = tree(&courier, &shop, TOKEN);
     let app = App::start(&dir).await;
     order_paid(&app, 8_100_000_004, "wb-4").await;
-    let letters = eventually(Duration::from_secs(60), "a dead letter", || async {
-        let letters = dead_letters(&app, "shopify-tracking").await;
-        (!letters.is_empty()).then_some(letters)
-    })
-    .await;
+    let letters = first_dead_letters(&app, "shopify-tracking").await;
     let headers = &letters[0].message.headers;
     assert_eq!(headers[header::ERROR_CLASS], "permanent");
     assert_eq!(headers[header::ERROR_STAGE], "write_back");
@@ -467,11 +463,7 @@ async fn unauthorized_is_permanent() {
     let dir = tree(&courier, &shop, "shpat_revoked");
     let app = App::start(&dir).await;
     order_paid(&app, 8_100_000_005, "wb-5").await;
-    let letters = eventually(Duration::from_secs(60), "a dead letter", || async {
-        let letters = dead_letters(&app, "shopify-tracking").await;
-        (!letters.is_empty()).then_some(letters)
-    })
-    .await;
+    let letters = first_dead_letters(&app, "shopify-tracking").await;
     let headers = &letters[0].message.headers;
     assert_eq!(headers[header::ERROR_CLASS], "permanent");
     assert!(
@@ -587,11 +579,7 @@ async fn access_denied_is_permanent_and_names_the_scope() {
     let dir = tree(&courier, &shop, TOKEN);
     let app = App::start(&dir).await;
     order_paid(&app, 8_100_000_008, "wb-8").await;
-    let letters = eventually(Duration::from_secs(60), "a dead letter", || async {
-        let letters = dead_letters(&app, "shopify-tracking").await;
-        (!letters.is_empty()).then_some(letters)
-    })
-    .await;
+    let letters = first_dead_letters(&app, "shopify-tracking").await;
     let headers = &letters[0].message.headers;
     assert_eq!(headers[header::ERROR_CLASS], "permanent");
     assert!(
